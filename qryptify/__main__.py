@@ -1,0 +1,3 @@
+from qryptify.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Avro codec for the topic's records, with two framings.
+
+- Single-object encoding (default, no registry): ``C3 01`` + the 8-byte little-endian
+  CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form + the Avro body.
+- Confluent wire format (when a schema registry URL is configured): magic ``0`` + 4-byte
+  big-endian schema id + the Avro body. Subjects follow TopicRecordNameStrategy
+  (``<topic>-<record full name>``) because klines and empty ranges share one topic.
+
+The reader resolves the writer schema (found by fingerprint or id) against the current reader
+schema, so records written by older schema versions stay readable. Logical types are stripped
+for speed: times travel as int milliseconds, which is what every caller wants.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from qryptify.errors import UndecodableRecord
+from qryptify.kline import EmptyRange, Event, Kline
+
+SOE_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+NAMESPACE = "io.qryptify.binance.futures"
+KLINE = f"{NAMESPACE}.Kline"
+EMPTY_RANGE = f"{NAMESPACE}.EmptyRange"
+SOURCE_OFFSET = f"{NAMESPACE}.SourceOffset"
+
+
+def schemas_dir() -> Path:
+    """``schemas/`` at the repository (or image) root."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "schemas", Path.cwd() / "schemas", Path("/app/schemas")):
+        if (candidate / "kline.avsc").exists():
+            return candidate
+    raise FileNotFoundError("schemas/kline.avsc not found next to the qryptify package")
+
+
+def _strip_logical(node: Any) -> Any:
+    """The same schema without logical types: identical bytes, ints instead of datetimes."""
+    if isinstance(node, dict):
+        return {k: _strip_logical(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_strip_logical(v) for v in node]
+    return node
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    name: str  # full name
+    text: str  # schema JSON as written in the .avsc
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the canonical form
+    parsed: Any  # fastavro-parsed, logical types stripped
+
+
+def load_schema(text: str) -> SchemaVersion:
+    raw = json.loads(text)
+    canonical = to_parsing_canonical_form(fastavro.parse_schema(raw))
+    fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    parsed = fastavro.parse_schema(_strip_logical(raw))
+    name = str(raw["name"]) if "." in str(raw["name"]) else f"{raw.get('namespace')}.{raw['name']}"
+    return SchemaVersion(name=name, text=text, fingerprint=fp, parsed=parsed)
+
+
+@dataclass(slots=True)
+class SchemaCatalogue:
+    """Current schema per record name, plus every known writer version by fingerprint."""
+
+    current: dict[str, SchemaVersion] = field(default_factory=dict)
+    by_fingerprint: dict[bytes, SchemaVersion] = field(default_factory=dict)
+
+    def add(self, version: SchemaVersion, *, current: bool) -> None:
+        self.by_fingerprint[version.fingerprint] = version
+        if current:
+            self.current[version.name] = version
+
+    @classmethod
+    def from_dir(cls, directory: Path | None = None) -> SchemaCatalogue:
+        base = directory or schemas_dir()
+        catalogue = cls()
+        # Older versions stay decodable: schemas/history/*.avsc are writer schemas only.
+        for path in sorted((base / "history").glob("*.avsc")):
+            catalogue.add(load_schema(path.read_text(encoding="utf-8")), current=False)
+        for path in sorted(base.glob("*.avsc")):
+            catalogue.add(load_schema(path.read_text(encoding="utf-8")), current=True)
+        return catalogue
+
+
+class SchemaRegistry(Protocol):
+    """The two calls of a Confluent-compatible schema registry the codec needs."""
+
+    def register(self, subject: str, schema_text: str) -> int: ...
+
+    def schema_by_id(self, schema_id: int) -> str: ...
+
+
+class AvroCodec:
+    """Encodes/decodes records by full name; framing chosen by whether a registry is given."""
+
+    def __init__(
+        self,
+        catalogue: SchemaCatalogue | None = None,
+        registry: SchemaRegistry | None = None,
+        topic: str = "klines",
+    ) -> None:
+        self.catalogue = catalogue or SchemaCatalogue.from_dir()
+        self.registry = registry
+        self.topic = topic
+        self._ids: dict[str, int] = {}
+        self._by_id: dict[int, SchemaVersion] = {}
+
+    def _prefix(self, version: SchemaVersion) -> bytes:
+        if self.registry is None:
+            return SOE_MAGIC + version.fingerprint
+        schema_id = self._ids.get(version.name)
+        if schema_id is None:
+            schema_id = self.registry.register(f"{self.topic}-{version.name}", version.text)
+            self._ids[version.name] = schema_id
+            self._by_id[schema_id] = version
+        return struct.pack(">bI", CONFLUENT_MAGIC, schema_id)
+
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+        version = self.catalogue.current[name]
+        buf = io.BytesIO()
+        buf.write(self._prefix(version))
+        fastavro.schemaless_writer(buf, version.parsed, record)
+        return buf.getvalue()
+
+    def _writer(self, data: bytes) -> tuple[SchemaVersion, int]:
+        if data[:2] == SOE_MAGIC:
+            if len(data) < 10:
+                raise UndecodableRecord(f"{len(data)} bytes: too short for a single-object header")
+            version = self.catalogue.by_fingerprint.get(data[2:10])
+            if version is None:
+                raise UndecodableRecord(
+                    f"unknown schema fingerprint {data[2:10].hex()} (not in schemas/)"
+                )
+            return version, 10
+        if data[:1] == b"\x00":
+            if len(data) < 5:
+                raise UndecodableRecord(f"{len(data)} bytes: too short for a Confluent header")
+            (schema_id,) = struct.unpack(">I", data[1:5])
+            return self._version_by_id(schema_id), 5
+        if not data:
+            raise UndecodableRecord("empty value")
+        raise UndecodableRecord(
+            f"unknown framing: first bytes {data[:2].hex()} are neither C3 01 (Avro "
+            "single-object) nor 00 (Confluent)"
+        )
+
+    def _version_by_id(self, schema_id: int) -> SchemaVersion:
+        version = self._by_id.get(schema_id)
+        if version is not None:
+            return version
+        if self.registry is None:
+            raise UndecodableRecord(
+                f"Confluent-framed record (schema id {schema_id}) but no schema registry configured"
+            )
+        try:
+            text = self.registry.schema_by_id(schema_id)
+        except Exception as exc:
+            raise UndecodableRecord(f"schema id {schema_id} not resolvable: {exc}") from None
+        version = load_schema(text)
+        self._by_id[schema_id] = version
+        return version
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """Return ``(record full name, record)``; raise UndecodableRecord naming why."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise UndecodableRecord(f"value is {type(data).__name__}, not bytes")
+        data = bytes(data)
+        writer, start = self._writer(data)
+        reader = self.catalogue.current.get(writer.name)
+        if reader is None:
+            raise UndecodableRecord(f"record type {writer.name} is not one this reader knows")
+        body = io.BytesIO(data)
+        body.seek(start)
+        try:
+            record = fastavro.schemaless_reader(
+                body, writer.parsed, None if reader is writer else reader.parsed
+            )
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, …
+            raise UndecodableRecord(f"{writer.name} body does not decode: {exc!r:.200}") from None
+        if body.tell() != len(data):
+            raise UndecodableRecord(
+                f"{writer.name}: {len(data) - body.tell()} trailing bytes after the record"
+            )
+        if not isinstance(record, dict):
+            raise UndecodableRecord(f"{writer.name} decoded to {type(record).__name__}")
+        return writer.name, record
+
+
+_KLINE_FIELDS = Kline.__slots__
+_EMPTY_FIELDS = EmptyRange.__slots__
+
+
+class KlineCodec:
+    """Klines and empty ranges to and from topic values."""
+
+    def __init__(self, avro: AvroCodec | None = None) -> None:
+        self.avro = avro or AvroCodec()
+
+    def encode(self, event: Event) -> bytes:
+        if isinstance(event, Kline):
+            return self.avro.encode(KLINE, {f: getattr(event, f) for f in _KLINE_FIELDS})
+        return self.avro.encode(EMPTY_RANGE, {f: getattr(event, f) for f in _EMPTY_FIELDS})
+
+    def decode(self, data: bytes) -> Event:
+        name, record = self.avro.decode(data)
+        try:
+            if name == KLINE:
+                return Kline(**record)
+            if name == EMPTY_RANGE:
+                return EmptyRange(**record)
+        except (TypeError, ValueError) as exc:
+            raise UndecodableRecord(f"{name} fields do not fit: {exc}") from None
+        raise UndecodableRecord(f"record type {name} is not a kline event")

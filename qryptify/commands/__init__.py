@@ -1,0 +1,1 @@
+"""Subcommands of the ``qryptify`` CLI; each module has ``register(subparsers)``."""

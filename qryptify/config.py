@@ -1,0 +1,354 @@
+"""Configuration: the seed's YAML (pairs, rest, ws, db, backfill) plus kafka, archive, sink,
+metrics and log sections, every key overridable by environment (``QRYPTIFY_DB__DSN=…``).
+
+``load_config(path, environ)`` returns a frozen ``Config`` or raises ``ConfigError`` naming the
+key, the bad value and what is allowed. Secrets never appear in ``repr`` or error messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from qryptify.errors import ConfigError, PairError
+from qryptify.pairs import Pair, parse_pair
+
+ENV_PREFIX = "QRYPTIFY_"
+DEFAULT_CONFIG_PATH = "config.yaml"
+LEGACY_WS_PATHS = ("/stream", "/ws", "")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class RestConfig(_Section):
+    endpoint: str = "https://fapi.binance.com"
+    #: Page size; None picks the limit with most candles per weight (499 → weight 2).
+    klines_limit: Annotated[int, Field(ge=1, le=1500)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    max_connections: Annotated[int, Field(ge=1, le=256)] = 16
+    #: The exchange's REQUEST_WEIGHT per minute; refreshed from exchangeInfo at start.
+    weight_limit: Annotated[int, Field(ge=10)] = 2400
+    #: Fraction of the limit we never use, for other clients on the same IP.
+    weight_safety_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://fapi.binance.com")
+        return v.rstrip("/")
+
+
+class WsConfig(_Section):
+    endpoint: str = "wss://fstream.binance.com/market/stream"
+    max_streams_per_connection: Annotated[int, Field(ge=1, le=1024)] = 200
+    #: Rotate each connection before the exchange's 24 h cut.
+    rotate_after_s: Annotated[float, Field(gt=0)] = 23 * 3600.0
+    #: A closed candle is expected by close + grace; else it is fetched by REST.
+    watchdog_grace_ms: Annotated[int, Field(ge=0)] = 5000
+    #: A connection silent this long is replaced.
+    stale_after_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("endpoint")
+    @classmethod
+    def _ws_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError("must be a ws(s) URL such as wss://fstream.binance.com/market/stream")
+        return v.rstrip("/")
+
+    def needs_rewrite(self) -> bool:
+        return urlsplit(self.endpoint).path in LEGACY_WS_PATHS
+
+
+def market_stream_url(endpoint: str) -> str:
+    """The 2026 routed combined-stream URL for any configured endpoint.
+
+    Since 2026-04-23 unrouted ``/stream`` connections complete the handshake but receive no
+    kline frames; klines are served only under ``/market``.
+    """
+    parts = urlsplit(endpoint)
+    path = parts.path.rstrip("/")
+    if path in LEGACY_WS_PATHS or path == "/market" or path == "/market/ws":
+        path = "/market/stream"
+    return urlunsplit(SplitResult(parts.scheme, parts.netloc, path, "", ""))
+
+
+class DbConfig(_Section):
+    dsn: SecretStr = SecretStr("postgresql://postgres:postgres@localhost:5432/qryptify")
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr) -> SecretStr:
+        parts = urlsplit(v.get_secret_value())
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql://user:password@host:port/database URL")
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("needs a host and a database: postgresql://user:pw@host:5432/db")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return v
+
+    def redacted_dsn(self) -> str:
+        return redact_dsn(self.dsn.get_secret_value())
+
+
+def redact_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+class BackfillConfig(_Section):
+    start_date: date = date(2020, 1, 1)
+    #: Pairs fetched at the same time (all share one weight budget).
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    #: Candles per pair re-read periodically after catching up (exchange corrections).
+    recheck_recent: Annotated[int, Field(ge=0, le=1500)] = 5
+    recheck_every_s: Annotated[float, Field(gt=0)] = 300.0
+    #: Exit after catching up (True) or keep the recent history exact (False).
+    exit_when_done: bool = False
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _date(cls, v: object) -> object:
+        if isinstance(v, datetime):
+            return v.date()
+        if isinstance(v, str):
+            try:
+                return date.fromisoformat(v.strip())
+            except ValueError:
+                raise ValueError("must be a date YYYY-MM-DD") from None
+        return v
+
+    @property
+    def start_ms(self) -> int:
+        return int(
+            datetime(
+                self.start_date.year, self.start_date.month, self.start_date.day, tzinfo=UTC
+            ).timestamp()
+            * 1000
+        )
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "klines"
+    offsets_topic: str = "klines.offsets"
+    dlq_topic: str = "klines.dlq"
+    partitions: Annotated[int, Field(ge=1, le=1000)] = 6
+    replication_factor: Annotated[int, Field(ge=1, le=10)] = 1
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    schema_registry_url: str | None = None
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
+    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 5
+    client_id: str = "qryptify"
+
+    @field_validator("topic", "offsets_topic", "dlq_topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not v or len(v) > 249 or any(not (c.isalnum() or c in "._-") for c in v):
+            raise ValueError("a topic name is 1-249 characters of a-z A-Z 0-9 . _ -")
+        return v
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str) -> str:
+        for server in v.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError("must be host:port[,host:port…]")
+        return v
+
+    @model_validator(mode="after")
+    def _sasl(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        return self
+
+
+class ArchiveConfig(_Section):
+    endpoint: str = "https://data.binance.vision"
+    enabled: bool = True
+    cache_dir: str | None = None
+
+
+class SinkConfig(_Section):
+    group_id: str = "qryptify-sink"
+    batch_size: Annotated[int, Field(ge=1, le=200_000)] = 20_000
+    max_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 200
+    #: Upper bound for rows decompressed by one transaction on compressed chunks.
+    max_tuples_decompressed: Annotated[int, Field(ge=0)] = 0
+
+
+class MetricsConfig(_Section):
+    host: str = "127.0.0.1"
+    #: Base port: backfiller +0, producer +1, sink +2. 0 disables the HTTP endpoint.
+    port: Annotated[int, Field(ge=0, le=65535)] = 9400
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "human"] = "auto"
+
+
+class Config(_Section):
+    pairs: tuple[Pair, ...] = ()
+    rest: RestConfig = RestConfig()
+    ws: WsConfig = WsConfig()
+    db: DbConfig = DbConfig()
+    backfill: BackfillConfig = BackfillConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    sink: SinkConfig = SinkConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+    #: Notes produced while loading (e.g. a legacy URL rewritten); services log them.
+    warnings: tuple[str, ...] = ()
+
+
+def _parse_pairs(raw: object) -> tuple[Pair, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [p for p in raw.split(",") if p.strip()]
+    if not isinstance(raw, list | tuple):
+        raise ConfigError("pairs", raw, "must be a list of SYMBOL/interval entries")
+    pairs: list[Pair] = []
+    seen: dict[Pair, int] = {}
+    for i, item in enumerate(raw):
+        try:
+            pair = parse_pair(item)
+        except PairError as exc:
+            raise ConfigError(f"pairs[{i}]", item, exc.reason) from None
+        if pair in seen:
+            raise ConfigError(f"pairs[{i}]", item, f"duplicate of pairs[{seen[pair]}] ({pair})")
+        seen[pair] = i
+        pairs.append(pair)
+    return tuple(pairs)
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name and name != "QRYPTIFY_PAIRS":
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        # Keep secrets and free text as given; YAML would turn "0123" or "on" into non-strings.
+        node[path[-1]] = value if not isinstance(parsed, int | float | bool) else parsed
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load, override from the environment, validate. Raises ConfigError."""
+    env = os.environ if environ is None else environ
+    chosen = path if path is not None else env.get("QRYPTIFY_CONFIG")
+    data: dict[str, Any] = {}
+    if chosen is not None:
+        file = Path(chosen)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("--config", str(file), f"cannot read: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError("--config", str(file), f"not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("--config", str(file), "top level must be a mapping of sections")
+        data = loaded
+    _apply_env(data, env)
+    return build_config(data)
+
+
+def build_config(data: Mapping[str, Any]) -> Config:
+    data = dict(data)
+    pairs = _parse_pairs(data.pop("pairs", None))
+    warnings: list[str] = []
+    ws = data.get("ws")
+    if isinstance(ws, dict) and isinstance(ws.get("endpoint"), str):
+        old = ws["endpoint"].strip()
+        new = market_stream_url(old) if urlsplit(old).scheme in ("ws", "wss") else old
+        if new != old.rstrip("/"):
+            warnings.append(
+                f"ws.endpoint {old} rewritten to {new}: since 2026-04-23 Binance serves klines "
+                "only on the /market routed path (legacy URLs connect but send nothing)"
+            )
+            data["ws"] = {**ws, "endpoint": new}
+    try:
+        return Config(pairs=pairs, warnings=tuple(warnings), **data)
+    except ValidationError as exc:
+        raise _to_config_error(exc, data) from None
+    except TypeError as exc:  # e.g. a section given as a list
+        raise ConfigError("<top>", None, str(exc)) from None
+
+
+def _to_config_error(exc: ValidationError, data: Mapping[str, Any]) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "<top>"
+    value: object = err.get("input")
+    if err["type"] == "extra_forbidden":
+        section = loc[0] if len(loc) > 1 else None
+        allowed = _allowed_keys(section)
+        return ConfigError(key, value, f"unknown key; allowed: {', '.join(allowed)}")
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if key.endswith("dsn") and isinstance(value, str):
+        value = redact_dsn(value)
+    msg = err["msg"].removeprefix("Value error, ")
+    return ConfigError(key, value, msg)
+
+
+def _allowed_keys(section: str | None) -> list[str]:
+    if section is None:
+        return [k for k in Config.model_fields if k != "warnings"]
+    field = Config.model_fields.get(section)
+    annotation = field.annotation if field else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []

@@ -1,0 +1,112 @@
+"""The one exception tree of the project.
+
+    IngestorError
+    ├── ConfigError(key, value, reason)          bad configuration; exit code 2 at start
+    ├── PairError(value, reason)                 bad symbol / interval / pair string
+    ├── ExchangeError                            anything the exchange (or its simulator) did
+    │   ├── ExchangeRejected(status, code, msg)  a 4xx with a Binance error body (-1121, -1120, …)
+    │   ├── RateLimited(retry_after_s)           HTTP 429: wait, then retry
+    │   ├── IpBanned(until_ms)                   HTTP 418: stop every request until then
+    │   ├── ExchangeUnavailable(reason)          5xx, timeouts, connection errors: retryable
+    │   └── MalformedPayload(source, reason)     JSON / CSV / frame that is not what Binance sends
+    ├── ArchiveError(path, reason)               missing or corrupt archive file (checksum, rows)
+    ├── UndecodableRecord(reason)                Avro bytes that cannot be decoded
+    ├── InvalidKline(reason)                     decoded, but violates the kline rules (OHLC, times)
+    └── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
+
+Every exception carries the data its handler needs and a short message naming the bad value.
+"""
+
+from __future__ import annotations
+
+
+class IngestorError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(IngestorError):
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        self.key = key
+        self.value = value
+        self.reason = reason
+        shown = "<redacted>" if _is_secret_key(key) else repr(value)
+        super().__init__(f"config {key}={shown}: {reason}")
+
+
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in ("password", "secret", "token"))
+
+
+class PairError(IngestorError, ValueError):
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{value!r}: {reason}")
+
+
+class ExchangeError(IngestorError):
+    """Something the exchange answered or failed to answer."""
+
+
+class ExchangeRejected(ExchangeError):
+    def __init__(self, status: int, code: int | None, msg: str) -> None:
+        self.status = status
+        self.code = code
+        self.msg = msg
+        super().__init__(f"exchange rejected the request: HTTP {status} code={code} {msg}")
+
+
+class RateLimited(ExchangeError):
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"rate limited (HTTP 429); retry after {retry_after_s:g}s")
+
+
+class IpBanned(ExchangeError):
+    def __init__(self, until_ms: int) -> None:
+        self.until_ms = until_ms
+        super().__init__(f"IP banned (HTTP 418) until {until_ms} ms")
+
+
+class ExchangeUnavailable(ExchangeError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"exchange unavailable: {reason}")
+
+
+class MalformedPayload(ExchangeError, ValueError):
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"malformed {source} payload: {reason}")
+
+
+class ArchiveError(IngestorError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"archive {path}: {reason}")
+
+
+class UndecodableRecord(IngestorError, ValueError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"undecodable record: {reason}")
+
+
+class InvalidKline(IngestorError, ValueError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid kline: {reason}")
+
+
+class DatabaseUnavailable(IngestorError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"database unavailable: {reason}")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when the same request may succeed later without any change."""
+    return isinstance(exc, RateLimited | ExchangeUnavailable | DatabaseUnavailable)

@@ -1,0 +1,167 @@
+"""The Kafka edge: client construction, topic creation, keys. The only confluent_kafka importer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    NewTopic,
+)
+
+from qryptify.config import KafkaConfig
+from qryptify.errors import IngestorError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Consumer",
+    "KafkaError",
+    "KafkaException",
+    "Message",
+    "Producer",
+    "TopicPartition",
+    "client_settings",
+    "ensure_topics",
+    "make_consumer",
+    "make_producer",
+]
+
+
+class KafkaSetupError(IngestorError):
+    pass
+
+
+def client_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """librdkafka settings shared by every client: brokers and security."""
+    settings: dict[str, Any] = {
+        "bootstrap.servers": cfg.bootstrap_servers,
+        "client.id": cfg.client_id,
+        "security.protocol": cfg.security_protocol,
+    }
+    if cfg.sasl_mechanism:
+        settings["sasl.mechanism"] = cfg.sasl_mechanism
+    if cfg.sasl_username is not None:
+        settings["sasl.username"] = cfg.sasl_username
+    if cfg.sasl_password is not None:
+        settings["sasl.password"] = cfg.sasl_password.get_secret_value()
+    for key, value in (
+        ("ssl.ca.location", cfg.ssl_ca_location),
+        ("ssl.certificate.location", cfg.ssl_certificate_location),
+        ("ssl.key.location", cfg.ssl_key_location),
+    ):
+        if value:
+            settings[key] = value
+    return settings
+
+
+def _log_client_error(err: KafkaError) -> None:
+    # librdkafka reports transient broker trouble here and retries by itself.
+    if err.fatal():
+        logger.error("kafka fatal error: %s", err.str())
+    else:
+        logger.warning("kafka: %s", err.str())
+
+
+def make_producer(cfg: KafkaConfig, **overrides: Any) -> Producer:
+    """Idempotent (acks=all), compressed producer; partitioner compatible with Java clients."""
+    settings = client_settings(cfg) | {
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": cfg.compression,
+        "linger.ms": cfg.linger_ms,
+        "partitioner": "murmur2_random",
+        "error_cb": _log_client_error,
+    }
+    settings.update(overrides)
+    return Producer(settings)
+
+
+def make_consumer(cfg: KafkaConfig, group_id: str, **overrides: Any) -> Consumer:
+    """Manual-commit consumer with cooperative rebalancing."""
+    settings = client_settings(cfg) | {
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "error_cb": _log_client_error,
+    }
+    settings.update(overrides)
+    return Consumer(settings)
+
+
+def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
+    """The three topics and their contracts (DESIGN.md "Contracts")."""
+    rf = cfg.replication_factor
+    return [
+        # Full history forever: replay needs every record; compaction by pair would destroy it.
+        NewTopic(
+            cfg.topic,
+            cfg.partitions,
+            rf,
+            config={
+                "cleanup.policy": "delete",
+                "retention.ms": "-1",
+                "message.timestamp.type": "CreateTime",
+            },
+        ),
+        # Source offsets: only the latest per key matters.
+        NewTopic(cfg.offsets_topic, 1, rf, config={"cleanup.policy": "compact"}),
+        NewTopic(cfg.dlq_topic, 1, rf, config={"cleanup.policy": "delete", "retention.ms": "-1"}),
+    ]
+
+
+def ensure_topics(
+    cfg: KafkaConfig, timeout_s: float = 30.0, specs: Iterable[NewTopic] | None = None
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left alone."""
+    admin = AdminClient(client_settings(cfg))
+    wanted = list(specs) if specs is not None else topic_specs(cfg)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    missing = [t for t in wanted if t.topic not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(missing, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            logger.info("created topic %s", name)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise KafkaSetupError(f"cannot create topic {name}: {exc}") from None
+
+
+def headers_dict(msg: Message) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for header in msg.headers() or []:
+        name, value = header[0], header[1]
+        if isinstance(value, bytes):
+            found[str(name)] = value
+    return found
+
+
+def high_watermarks(consumer: Consumer, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+    """Partition → high watermark (next offset to be written)."""
+    meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise KafkaSetupError(f"topic {topic} not found")
+    marks: dict[int, int] = {}
+    for partition in meta.partitions:
+        _low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout_s
+        )
+        marks[partition] = high
+    return marks
+
+
+def committed_offsets(
+    consumer: Consumer, topic: str, partitions: Iterable[int], timeout_s: float = 10.0
+) -> Mapping[int, int]:
+    tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+    return {tp.partition: tp.offset for tp in tps}

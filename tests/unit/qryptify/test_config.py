@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qryptify.config import build_config, load_config
+from qryptify.errors import ConfigError
+from qryptify.pairs import Pair
+
+# The seed ingestor's config file, as its README shows it.
+SEED_CONFIG = """\
+pairs:
+  - BTCUSDT/4h
+  - ETHUSDT-1h
+  - {symbol: BNBUSDT, interval: 15m}
+
+rest:
+  endpoint: https://fapi.binance.com
+  klines_limit: 1500
+
+ws:
+  endpoint: wss://fstream.binance.com/stream
+
+db:
+  dsn: postgresql://postgres:postgres@localhost:5432/qryptify
+
+backfill:
+  start_date: 2020-01-01
+"""
+
+
+def test_seed_config_loads_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(SEED_CONFIG)
+    cfg = load_config(path, environ={})
+    assert cfg.pairs == (Pair("BTCUSDT", "4h"), Pair("ETHUSDT", "1h"), Pair("BNBUSDT", "15m"))
+    assert cfg.rest.klines_limit == 1500
+    assert cfg.backfill.start_ms == 1_577_836_800_000
+    # The legacy /stream URL connects but sends nothing since 2026-04-23: rewritten, warned.
+    assert cfg.ws.endpoint == "wss://fstream.binance.com/market/stream"
+    assert len(cfg.warnings) == 1 and "rewritten" in cfg.warnings[0]
+
+
+def test_environment_overrides_every_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(SEED_CONFIG)
+    env = {
+        "QRYPTIFY_DB__DSN": "postgresql://u:p@db:5433/other",
+        "QRYPTIFY_KAFKA__BOOTSTRAP_SERVERS": "kafka:9092",
+        "QRYPTIFY_SINK__BATCH_SIZE": "777",
+        "QRYPTIFY_PAIRS": "SOLUSDT/1m,XRPUSDT/1d",
+    }
+    cfg = load_config(path, environ=env)
+    assert cfg.db.dsn.get_secret_value() == "postgresql://u:p@db:5433/other"
+    assert cfg.kafka.bootstrap_servers == "kafka:9092"
+    assert cfg.sink.batch_size == 777
+    assert cfg.pairs == (Pair("SOLUSDT", "1m"), Pair("XRPUSDT", "1d"))
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("pairs: [BTCUSDT/1w]\n")
+    assert load_config(None, environ={"QRYPTIFY_CONFIG": str(path)}).pairs == (
+        Pair("BTCUSDT", "1w"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "fragment"),
+    [
+        ({"colour": "red"}, "colour", "unknown key; allowed: pairs, rest"),
+        ({"rest": {"endpiont": "x"}}, "rest.endpiont", "allowed: endpoint, klines_limit"),
+        ({"pairs": ["BTCUSDT"]}, "pairs[0]", "expected SYMBOL/interval"),
+        ({"pairs": ["BTCUSDT/7m"]}, "pairs[0]", "allowed: 1m 3m 5m 15m 30m 1h"),
+        ({"pairs": ["btcusdt/1m"]}, "pairs[0]", "symbols are upper case"),
+        ({"pairs": ["BTC$USDT/1m"]}, "pairs[0]", "not a valid symbol"),
+        ({"pairs": ["BTCUSDT/1m", "BTCUSDT-1m"]}, "pairs[1]", "duplicate of pairs[0]"),
+        ({"db": {"dsn": "mysql://root:hunter2@h/db"}}, "db.dsn", "postgresql://"),
+        ({"db": {"dsn": "postgresql://u:hunter2@h:port/db"}}, "db.dsn", "invalid port"),
+        ({"backfill": {"start_date": "last tuesday"}}, "backfill.start_date", "YYYY-MM-DD"),
+        ({"rest": {"klines_limit": 5000}}, "rest.klines_limit", "1500"),
+        ({"kafka": {"security_protocol": "SASL_SSL"}}, "kafka", "needs sasl_mechanism"),
+    ],
+)
+def test_bad_config_names_key_value_and_allowed(
+    data: dict[str, object], key: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(data)
+    message = str(info.value)
+    assert "\n" not in message
+    assert info.value.key == key
+    assert fragment in message
+    assert "hunter2" not in message
+
+
+def test_every_binance_interval_is_accepted() -> None:
+    intervals = [
+        "1m",
+        "3m",
+        "5m",
+        "15m",
+        "30m",
+        "1h",
+        "2h",
+        "4h",
+        "6h",
+        "8h",
+        "12h",
+        "1d",
+        "3d",
+        "1w",
+        "1M",
+    ]
+    cfg = build_config({"pairs": [f"BTCUSDT/{i}" for i in intervals]})
+    assert [p.interval for p in cfg.pairs] == intervals
+
+
+def test_secrets_never_in_repr() -> None:
+    cfg = build_config(
+        {
+            "db": {"dsn": "postgresql://app:s3cr3t-db@h:5432/q"},
+            "kafka": {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "PLAIN",
+                "sasl_username": "svc",
+                "sasl_password": "s3cr3t-sasl",
+            },
+        }
+    )
+    text = repr(cfg) + str(cfg) + repr(cfg.db) + str(cfg.kafka)
+    assert "s3cr3t-db" not in text and "s3cr3t-sasl" not in text
+    assert cfg.db.redacted_dsn() == "postgresql://app:***@h:5432/q"
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pairs: [BTCUSDT/1m\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad, environ={})
