@@ -202,11 +202,89 @@ _KLINE_FIELDS = Kline.__slots__
 _EMPTY_FIELDS = EmptyRange.__slots__
 
 
+#: Avro types of the Kline fields, in ``Kline.__slots__`` order, that ``decode_kline_body``
+#: reads: s = string, l = long, e = the KlineSource enum.
+_KLINE_LAYOUT = "ssllsssssslssel"
+_SOURCES: tuple[str, ...] = ("rest", "ws", "archive")
+
+
+def _layout(parsed: Any) -> str | None:
+    """The field layout of a parsed Kline schema, if it is the one the fast reader knows."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    codes = []
+    for f in parsed.get("fields", []):
+        t = f.get("type")
+        if isinstance(t, dict) and set(t) == {"type"}:
+            t = t["type"]  # {"type": "long"} once the logical type is stripped
+        if t == "string":
+            codes.append("s")
+        elif t == "long":
+            codes.append("l")
+        elif isinstance(t, dict) and t.get("type") == "enum" and tuple(t["symbols"]) == _SOURCES:
+            codes.append("e")
+        else:
+            return None
+    names = tuple(f["name"] for f in parsed["fields"])
+    return "".join(codes) if names == Kline.__slots__ else None
+
+
+def decode_kline_body(data: bytes, pos: int) -> Kline:
+    """Read the Avro body of the current Kline schema at ``pos`` (the 10-byte single-object
+    header skipped): about twice as fast as the generic reader on the sink's hot path, and
+    checked against fastavro in tests/unit/qryptify/test_avro_fast.py."""
+    values: list[Any] = []
+    append = values.append
+    try:
+        for code in _KLINE_LAYOUT:
+            b = data[pos]
+            pos += 1
+            if b < 0x80:
+                n = (b >> 1) ^ -(b & 1)
+            else:
+                n = b & 0x7F
+                shift = 7
+                while b & 0x80:
+                    b = data[pos]
+                    pos += 1
+                    n |= (b & 0x7F) << shift
+                    shift += 7
+                    if shift > 70:
+                        raise UndecodableRecord("Kline body: varint longer than 10 bytes")
+                n = (n >> 1) ^ -(n & 1)
+            if code == "s":
+                end = pos + n
+                if n < 0 or end > len(data):
+                    raise UndecodableRecord("Kline body does not decode: string past the end")
+                append(data[pos:end].decode())
+                pos = end
+            elif code == "e":
+                if not 0 <= n < len(_SOURCES):
+                    raise UndecodableRecord(f"Kline body does not decode: enum index {n}")
+                append(_SOURCES[n])
+            else:
+                if not -(2**63) <= n < 2**63:
+                    raise UndecodableRecord("Kline body does not decode: long out of range")
+                append(n)
+    except IndexError:
+        raise UndecodableRecord("Kline body does not decode: truncated") from None
+    except UnicodeDecodeError as exc:
+        raise UndecodableRecord(f"Kline body does not decode: {exc!r:.200}") from None
+    if pos != len(data):
+        raise UndecodableRecord(f"{KLINE}: {len(data) - pos} trailing bytes after the record")
+    return Kline(*values)
+
+
 class KlineCodec:
     """Klines and empty ranges to and from topic values."""
 
     def __init__(self, avro: AvroCodec | None = None) -> None:
         self.avro = avro or AvroCodec()
+        current = self.avro.catalogue.current.get(KLINE)
+        # Fast path only for the exact layout decode_kline_body reads, in single-object framing.
+        self._fast_prefix: bytes | None = None
+        if current is not None and _layout(current.parsed) == _KLINE_LAYOUT:
+            self._fast_prefix = SOE_MAGIC + current.fingerprint
 
     def encode(self, event: Event) -> bytes:
         if isinstance(event, Kline):
@@ -214,6 +292,9 @@ class KlineCodec:
         return self.avro.encode(EMPTY_RANGE, {f: getattr(event, f) for f in _EMPTY_FIELDS})
 
     def decode(self, data: bytes) -> Event:
+        fast = self._fast_prefix
+        if fast is not None and data[:10] == fast and isinstance(data, bytes):
+            return decode_kline_body(data, 10)
         name, record = self.avro.decode(data)
         try:
             if name == KLINE:

@@ -47,6 +47,13 @@ class RestConfig(_Section):
     weight_limit: Annotated[int, Field(ge=10)] = 2400
     #: Fraction of the limit we never use, for other clients on the same IP.
     weight_safety_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
+    #: Attempts per request for 5xx, timeouts and connection errors (backoff in between).
+    retry_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    retry_max_wait_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: Length of the exchange's weight window (REQUEST_WEIGHT per MINUTE: 60 s on Binance).
+    weight_window_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    #: Refresh the exchange-clock offset (/fapi/v1/time) this often.
+    time_sync_every_s: Annotated[float, Field(gt=0)] = 300.0
 
     @field_validator("endpoint")
     @classmethod
@@ -66,6 +73,27 @@ class WsConfig(_Section):
     watchdog_grace_ms: Annotated[int, Field(ge=0)] = 5000
     #: A connection silent this long is replaced.
     stale_after_s: Annotated[float, Field(gt=0)] = 30.0
+    #: ... and silent at least this long in wall time (matters against an accelerated exchange).
+    stale_min_wall_s: Annotated[float, Field(ge=0)] = 2.0
+    #: Wall ms between two connection attempts (connections are opened gradually).
+    connect_spacing_ms: Annotated[int, Field(ge=0, le=60_000)] = 500
+    #: Jittered exponential reconnect backoff, wall seconds.
+    reconnect_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.1
+    reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: Client keepalive pings (the server's own pings are always answered); 0 disables.
+    ping_interval_s: Annotated[float, Field(ge=0, le=600)] = 20.0
+    #: Rotation: exchange seconds added per connection index, and the wall seconds a
+    #: replacement gets to deliver its first frame before it is abandoned.
+    rotate_stagger_s: Annotated[float, Field(ge=0)] = 60.0
+    handover_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: Exchange ms before the watchdog re-fetches a pair whose candle REST did not have yet.
+    watchdog_retry_ms: Annotated[int, Field(ge=1)] = 5000
+    #: REST fetches (gap fills, watchdog) in flight at once; all share the weight budget.
+    rest_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    #: Wall seconds between source-offset commits (only acknowledged positions).
+    offset_commit_every_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    #: Validate every frame (True) or only closed ones; open snapshots are never published.
+    check_open_frames: bool = True
 
     @field_validator("endpoint")
     @classmethod

@@ -4,7 +4,7 @@ importer. SQL is always parameterised; identifiers never come from input."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,17 @@ def redact_message(message: str, dsn: str) -> str:
 def is_connection_error(exc: BaseException) -> bool:
     """Errors after which the same transaction may succeed on a new connection."""
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Any error raised by the driver or the server (retry the transaction, commit nothing)."""
+    return isinstance(exc, psycopg.Error | DatabaseUnavailable)
+
+
+def is_limit_exceeded(exc: BaseException) -> bool:
+    """SQLSTATE 53400: e.g. TimescaleDB's "tuple decompression limit exceeded by operation"
+    (``timescaledb.max_tuples_decompressed_per_dml_transaction``); a smaller transaction fits."""
+    return isinstance(exc, psycopg.errors.ConfigurationLimitExceeded)
 
 
 def migrate(conn: Connection, directory: Path | None = None) -> list[str]:
@@ -162,12 +173,16 @@ def write_batch(
     empty_ranges: Sequence[EmptyRange] = (),
     *,
     max_tuples_decompressed: int | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> WriteResult:
     """Upsert candles, advance sync_state, record empty ranges: ONE transaction.
 
     ``klines`` must hold at most one record per (symbol, interval, open time) — see
     ``qryptify.kline.latest_per_key``. Identical rows are not rewritten (replays are no-ops).
-    The caller commits Kafka offsets only after this returns.
+    The caller commits Kafka offsets only after this returns. ``max_tuples_decompressed``
+    sets TimescaleDB's per-transaction decompression limit for this transaction only (0 =
+    unlimited); ``before_commit`` runs inside the transaction after every statement (tests use
+    it to crash at that point).
     """
     written = 0
     with conn.transaction():
@@ -204,6 +219,8 @@ def write_batch(
                     [r.confirmed_at for r in empty_ranges],
                 ),
             )
+        if before_commit is not None:
+            before_commit()
     return WriteResult(
         written=written, unchanged=len(klines) - written, empty_ranges=len(empty_ranges)
     )

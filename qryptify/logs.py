@@ -10,32 +10,58 @@ import threading
 import traceback
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from urllib.parse import quote, urlsplit
+from types import TracebackType
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from qryptify.config import Config
+from qryptify.errors import redact_text
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
 
 def register_secret(secret: str | None) -> None:
-    """Every later log line has this string replaced by ***."""
+    """Every later log line has this string, and its URL-encoded forms, replaced by ***."""
     if secret and len(secret) >= 3:
         with _secrets_lock:
-            _secrets.add(secret)
-            _secrets.add(quote(secret, safe=""))
+            _secrets.update({secret, quote(secret, safe=""), quote(secret), quote_plus(secret)})
 
 
 def register_config_secrets(cfg: Config) -> None:
-    register_secret(urlsplit(cfg.db.dsn.get_secret_value()).password)
+    password = urlsplit(cfg.db.dsn.get_secret_value()).password
+    if password:
+        # urlsplit keeps the percent-encoding; drivers and error messages use the decoded form.
+        register_secret(password)
+        register_secret(unquote(password))
     if cfg.kafka.sasl_password is not None:
         register_secret(cfg.kafka.sasl_password.get_secret_value())
 
 
 def scrub(text: str, secrets: Iterable[str] | None = None) -> str:
+    """Registered secrets, and any password in a URL or ``password=`` conninfo, become ***."""
     for secret in sorted(secrets if secrets is not None else _secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return text
+    return redact_text(text)
+
+
+def _format_exception(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> str:
+    return scrub("".join(traceback.format_exception(exc_type, exc, tb)))
+
+
+def _scrubbing_excepthook(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    sys.stderr.write(_format_exception(exc_type, exc, tb))
+
+
+def _scrubbing_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    text = _format_exception(args.exc_type, args.exc_value, args.exc_traceback)
+    sys.stderr.write(f"Exception in thread {name}:\n{text}")
 
 
 class RedactingFormatter(logging.Formatter):
@@ -76,5 +102,8 @@ def configure_logging(cfg: Config, service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.log.level)
+    # Tracebacks nobody caught go through the scrubber too.
+    sys.excepthook = _scrubbing_excepthook
+    threading.excepthook = _scrubbing_thread_excepthook
     for noisy in ("httpx", "httpcore", "websockets", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -5,30 +5,34 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from qryptify.binance.rest import BinanceRest
 from qryptify.config import Config
+from qryptify.kafka import ensure_topics, make_producer
 from qryptify.metrics import Health
+from qryptify.offsets import SourceOffsetStore
 from qryptify.service import service_main
+from services.producer.clock import StreamClock
+from services.producer.run import ProducerRunner
 
 
-class _Idle:
-    """Placeholder until the service's run loop lands: ready, waits for SIGTERM."""
-
-    def __init__(self, stop: threading.Event, health: Health) -> None:
-        self.stop = stop
-        self.health = health
-
-    def run(self) -> int:
-        self.health.set(True, "idle")
-        self.stop.wait()
-        return 0
-
-
-def build(cfg: Config, stop: threading.Event, health: Health) -> _Idle:
-    return _Idle(stop, health)
+def build(cfg: Config, stop: threading.Event, health: Health) -> ProducerRunner:
+    ensure_topics(cfg.kafka)
+    # Latency over batching: a closed candle goes out at once (idempotent, acks=all).
+    producer = make_producer(cfg.kafka, **{"linger.ms": min(cfg.kafka.linger_ms, 1)})
+    clock = StreamClock()
+    return ProducerRunner(
+        cfg,
+        stop,
+        health,
+        producer=producer,
+        rest=BinanceRest(cfg.rest, clock=clock),
+        clock=clock,
+        offsets=SourceOffsetStore(cfg.kafka, producer),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return service_main("producer", argv, build, "producer service")
+    return service_main("producer", argv, build, "live producer: Binance WebSocket → Kafka")
 
 
 if __name__ == "__main__":

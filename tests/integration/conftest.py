@@ -6,9 +6,15 @@ service is missing the fixture fails and says how to start it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -87,3 +93,77 @@ def app_config(kafka_cfg: KafkaConfig, db_dsn: str) -> Config:
             "metrics": {"port": 0},
         }
     )
+
+
+# --------------------------------------------------------------------------------------------
+# A private PostgreSQL cluster that a test may stop and start (the shared test cluster never
+# goes down). initdb + pg_ctl from the Debian packages, run as the `postgres` OS user.
+# --------------------------------------------------------------------------------------------
+
+
+class PrivatePostgres:
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = port
+        self.log = root / "postgres.log"
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not bins:
+            pytest.fail("no /usr/lib/postgresql/*/bin/pg_ctl: install postgresql", pytrace=False)
+        self.bin = bins[-1].parent
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres:postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        proc = subprocess.run(
+            [str(self.bin / args[0]), *args[1:]],
+            user="postgres" if os.geteuid() == 0 else None,
+            cwd=self.root,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C"},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"{args[0]} failed: {(proc.stdout + proc.stderr)[-800:]}", pytrace=False)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c full_page_writes=off"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A throwaway PostgreSQL on a free port, started; stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="qryptify-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    root.chmod(0o700)
+    pg = PrivatePostgres(root, _free_port())
+    pg.init()
+    pg.start()
+    try:
+        yield pg
+    finally:
+        with contextlib.suppress(BaseException):
+            pg.stop()
+        shutil.rmtree(root, ignore_errors=True)

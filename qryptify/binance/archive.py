@@ -1,0 +1,367 @@
+"""The bulk archive (data.binance.vision): monthly and daily kline zips, ``.CHECKSUM`` verified.
+
+Layout::
+
+    data/futures/um/monthly/klines/SYM/IVL/SYM-IVL-YYYY-MM.zip[.CHECKSUM]
+    data/futures/um/daily/klines/SYM/IVL/SYM-IVL-YYYY-MM-DD.zip[.CHECKSUM]
+
+``1M`` is spelled ``1mo`` in paths. A zip holds one CSV of the 12 REST columns, with a header
+row on files from about mid-2022 and without one before; timestamps are 13-digit ms (16-digit
+µs are accepted defensively). A ``.CHECKSUM`` is ``<sha256 hex>␠␠<zip name>``.
+
+``ArchiveClient.fetch(file)`` returns the file's klines (source ``archive``), ``None`` when the
+file is not published (404), and raises ``ArchiveError`` when it is corrupt (checksum mismatch
+after a second download, bad zip, bad CSV — naming the file and line). Verified zips are kept
+in a cache directory, written atomically (temp file + rename), and reused without download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import hashlib
+import io
+import logging
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from qryptify.config import ArchiveConfig
+from qryptify.errors import ArchiveError, MalformedPayload
+from qryptify.kline import Kline
+from qryptify.pairs import DAY_MS, FIXED_INTERVAL_MS, INTERVALS
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["monthly", "daily"]
+CSV_HEADER_START = "open_time"
+#: Intervals that have daily files (the official download scripts' DAILY_INTERVALS).
+DAILY_INTERVALS: tuple[str, ...] = tuple(
+    i for i in INTERVALS if i in FIXED_INTERVAL_MS and FIXED_INTERVAL_MS[i] <= DAY_MS
+)
+_CHECKSUM_RE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
+_MICROS_THRESHOLD = 10**14  # 16-digit values are µs (2286-11-20 in ms)
+_DEC = r"\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\s*"
+_INT = r"\s*([0-9]+)\s*"
+#: One well-formed CSV row (the 12th column, "ignore", is free text).
+_ROW_RE = re.compile(
+    rf"^{_INT},{_DEC},{_DEC},{_DEC},{_DEC},{_DEC},{_INT},{_DEC},{_INT},{_DEC},{_DEC}(?:,[^,]*)?$"
+)
+
+
+def path_interval(interval: str) -> str:
+    return "1mo" if interval == "1M" else interval
+
+
+def month_start(ts_ms: int) -> int:
+    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return calendar.timegm((dt.year, dt.month, 1, 0, 0, 0)) * 1000
+
+
+def next_month(month_ms: int) -> int:
+    dt = datetime.fromtimestamp(month_ms / 1000, tz=UTC)
+    year, month = (dt.year + 1, 1) if dt.month == 12 else (dt.year, dt.month + 1)
+    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFile:
+    """One archive zip: the candles of ``symbol``/``interval`` opening in [start_ms, end_ms)."""
+
+    kind: Kind
+    symbol: str
+    interval: str
+    start_ms: int
+    end_ms: int
+
+    @classmethod
+    def monthly(cls, symbol: str, interval: str, ts_ms: int) -> ArchiveFile:
+        start = month_start(ts_ms)
+        return cls("monthly", symbol, interval, start, next_month(start))
+
+    @classmethod
+    def daily(cls, symbol: str, interval: str, ts_ms: int) -> ArchiveFile:
+        if interval not in DAILY_INTERVALS:
+            raise ValueError(f"no daily archive files for interval {interval}")
+        start = ts_ms - ts_ms % DAY_MS
+        return cls("daily", symbol, interval, start, start + DAY_MS)
+
+    @property
+    def zip_name(self) -> str:
+        dt = datetime.fromtimestamp(self.start_ms / 1000, tz=UTC)
+        stamp = f"{dt:%Y-%m}" if self.kind == "monthly" else f"{dt:%Y-%m-%d}"
+        return f"{self.symbol}-{path_interval(self.interval)}-{stamp}.zip"
+
+    @property
+    def csv_name(self) -> str:
+        return self.zip_name.removesuffix(".zip") + ".csv"
+
+    @property
+    def path(self) -> str:
+        """URL path below the archive endpoint (no leading slash)."""
+        ivl = path_interval(self.interval)
+        return f"data/futures/um/{self.kind}/klines/{self.symbol}/{ivl}/{self.zip_name}"
+
+    def __str__(self) -> str:
+        return self.zip_name
+
+
+def parse_checksum(text: str, zip_name: str) -> str:
+    """The sha256 hex of a ``.CHECKSUM`` body; raises ArchiveError unless it names the zip."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    match = _CHECKSUM_RE.match(lines[0]) if len(lines) == 1 else None
+    if match is None:
+        raise ArchiveError(zip_name + ".CHECKSUM", f"not '<sha256>  <name>': {text[:100]!r}")
+    if match.group(2) != zip_name:
+        raise ArchiveError(zip_name + ".CHECKSUM", f"names {match.group(2)!r}, not {zip_name!r}")
+    return match.group(1).lower()
+
+
+def verify_checksum(data: bytes, sha256_hex: str, name: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256_hex.lower():
+        raise ArchiveError(name, f"sha256 {actual} does not match .CHECKSUM {sha256_hex}")
+
+
+def read_zip(data: bytes, file: ArchiveFile) -> bytes:
+    """The CSV member of a verified zip."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise ArchiveError(file.zip_name, f"expected one CSV member, found {names}")
+            if names[0] != file.csv_name:
+                logger.warning("archive %s holds %s, not %s", file, names[0], file.csv_name)
+            return zf.read(names[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise ArchiveError(file.zip_name, f"not a readable zip: {exc}") from None
+
+
+def _ms(value: str) -> str:
+    """13-digit ms stay; 16-digit µs become ms (defensive: futures files use ms)."""
+    value = value.strip()
+    if value.isdigit() and int(value) >= _MICROS_THRESHOLD:
+        return str(int(value) // 1000)
+    return value
+
+
+def _ms_int(value: str) -> int:
+    number = int(value)
+    return number // 1000 if number >= _MICROS_THRESHOLD else number
+
+
+def parse_csv(
+    data: bytes, symbol: str, interval: str, ingested_at: int, name: str = "<csv>"
+) -> list[Kline]:
+    """Rows of an archive CSV (with or without the header) → Klines, source ``archive``.
+
+    Raises ArchiveError naming the file and the 1-based line of the first bad row.
+    """
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ArchiveError(name, f"not ASCII text at byte {exc.start}") from None
+    klines: list[Kline] = []
+    for number, line in _lines(text):
+        if number == 1 and line.startswith(CSV_HEADER_START):
+            continue
+        match = _ROW_RE.match(line)
+        if match is not None:
+            t, o, h, lo, c, v, ct, q, n, tb, tq = match.groups()
+            klines.append(
+                Kline(
+                    symbol,
+                    interval,
+                    _ms_int(t),
+                    _ms_int(ct),
+                    o,
+                    h,
+                    lo,
+                    c,
+                    v,
+                    q,
+                    int(n),
+                    tb,
+                    tq,
+                    "archive",
+                    ingested_at,
+                )  # fmt: skip
+            )
+            continue
+        # Not well-formed: the slow path names the bad column.
+        fields = line.split(",")
+        if len(fields) not in (11, 12):
+            raise ArchiveError(f"{name}:{number}", f"expected 12 columns, got {len(fields)}")
+        fields[0] = _ms(fields[0])
+        fields[6] = _ms(fields[6])
+        try:
+            klines.append(Kline.from_archive_row(symbol, interval, fields, ingested_at))
+        except MalformedPayload as exc:
+            raise ArchiveError(f"{name}:{number}", exc.reason) from None
+    for prev, cur in zip(klines, klines[1:], strict=False):
+        if cur.open_time <= prev.open_time:
+            raise ArchiveError(name, f"rows not ascending: {cur.open_time} after {prev.open_time}")
+    return klines
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line:
+            yield number, line
+
+
+@dataclass(slots=True)
+class ArchiveStats:
+    downloaded: int = 0  # zips fetched and verified
+    cached: int = 0  # zips reused from the cache
+    missing: int = 0  # 404 (not published / removed)
+    corrupt: int = 0  # checksum mismatch or unreadable (each attempt)
+    bytes: int = 0
+    rows: int = 0
+
+
+class ArchiveClient:
+    """Downloads, verifies, caches and parses archive files over one pooled HTTP client."""
+
+    def __init__(
+        self,
+        cfg: ArchiveConfig,
+        *,
+        cache_dir: Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 120.0,
+        max_connections: int = 8,
+    ) -> None:
+        self.cfg = cfg
+        self.cache_dir = cache_dir or default_cache_dir(cfg)
+        self.stats = ArchiveStats()
+        self._http = httpx.AsyncClient(
+            base_url=cfg.endpoint.rstrip("/") + "/",
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_connections),
+            transport=transport,
+            follow_redirects=True,
+        )
+
+    async def __aenter__(self) -> ArchiveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def cache_path(self, file: ArchiveFile) -> Path:
+        host = httpx.URL(self.cfg.endpoint).netloc.decode().replace(":", "_") or "archive"
+        return self.cache_dir / host / file.path
+
+    async def fetch(self, file: ArchiveFile, ingested_at: int) -> list[Kline] | None:
+        """The file's klines; None if not published; ArchiveError if corrupt."""
+        data = self._from_cache(file)
+        if data is None:
+            data = await self._download(file)
+            if data is None:
+                return None
+        csv = read_zip(data, file)
+        klines = await asyncio.to_thread(
+            parse_csv, csv, file.symbol, file.interval, ingested_at, file.csv_name
+        )
+        for k in klines:
+            if not file.start_ms <= k.open_time < file.end_ms:
+                raise ArchiveError(
+                    file.zip_name, f"row {k.open_time} outside [{file.start_ms}, {file.end_ms})"
+                )
+        self.stats.rows += len(klines)
+        return klines
+
+    def _from_cache(self, file: ArchiveFile) -> bytes | None:
+        path = self.cache_path(file)
+        sums = path.with_name(path.name + ".CHECKSUM")
+        try:
+            data = path.read_bytes()
+            expected = parse_checksum(sums.read_text(encoding="ascii"), file.zip_name)
+            verify_checksum(data, expected, file.zip_name)
+        except (OSError, ArchiveError, UnicodeDecodeError):
+            return None
+        self.stats.cached += 1
+        return data
+
+    async def _get(self, path: str) -> bytes | None:
+        try:
+            resp = await self._http.get(path)
+        except httpx.HTTPError as exc:
+            raise ArchiveError(path, f"download failed: {type(exc).__name__} {exc}") from None
+        if resp.status_code in (403, 404):  # S3 answers 403 for missing keys without list
+            return None
+        if resp.status_code != 200:
+            raise ArchiveError(path, f"HTTP {resp.status_code}")
+        return resp.content
+
+    async def _download(self, file: ArchiveFile) -> bytes | None:
+        sums = await self._get(file.path + ".CHECKSUM")
+        if sums is None:
+            self.stats.missing += 1
+            return None
+        try:
+            expected = parse_checksum(sums.decode("ascii", "replace"), file.zip_name)
+        except ArchiveError:
+            self.stats.corrupt += 1
+            raise
+        last: ArchiveError | None = None
+        for _attempt in range(2):  # a corrupt transfer gets one more try
+            data = await self._get(file.path)
+            if data is None:
+                self.stats.missing += 1
+                return None
+            try:
+                verify_checksum(data, expected, file.zip_name)
+            except ArchiveError as exc:
+                self.stats.corrupt += 1
+                last = exc
+                continue
+            self.stats.downloaded += 1
+            self.stats.bytes += len(data)
+            self._store(file, data, sums)
+            return data
+        assert last is not None  # noqa: S101 - the loop ran and failed
+        raise last
+
+    def _store(self, file: ArchiveFile, data: bytes, sums: bytes) -> None:
+        path = self.cache_path(file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data)
+            atomic_write(path.with_name(path.name + ".CHECKSUM"), sums)
+        except OSError as exc:
+            logger.warning("archive cache %s not written: %s", path, exc)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory and rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def default_cache_dir(cfg: ArchiveConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qryptify" / "archive"

@@ -1,0 +1,197 @@
+"""Source offsets, like a Kafka Connect source connector: per service and pair, the open time
+of the newest record Kafka acknowledged, on the compacted topic ``kafka.offsets_topic``.
+
+Key ``service|SYMBOL|interval`` (UTF-8), value the Avro record
+``io.qryptify.binance.futures.SourceOffset`` (single-object encoded, or Confluent-framed when
+a registry is configured). A resume starts at the candle after the stored open time.
+
+Commit only what ``KlinePublisher.acked_through`` reports: then a restart (even after kill -9)
+re-publishes at most the records that were in flight, and skips nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from qryptify.avro import SOURCE_OFFSET, AvroCodec
+from qryptify.config import KafkaConfig
+from qryptify.errors import IngestorError, UndecodableRecord
+from qryptify.kafka import (
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+    make_consumer,
+)
+from qryptify.pairs import Pair
+from qryptify.publish import KlinePublisher
+
+logger = logging.getLogger(__name__)
+
+
+class OffsetStoreError(IngestorError):
+    pass
+
+
+def offset_key(service: str, pair: Pair) -> bytes:
+    if "|" in service or not service:
+        raise ValueError(f"service name {service!r} must be non-empty and contain no '|'")
+    return f"{service}|{pair.symbol}|{pair.interval}".encode()
+
+
+def _reached(ends: dict[int, int], partition: int, next_offset: int) -> None:
+    if next_offset >= ends.get(partition, 0):
+        ends.pop(partition, None)
+
+
+def parse_offset_key(key: bytes) -> tuple[str, Pair] | None:
+    try:
+        service, symbol, interval = key.decode().split("|")
+        return service, Pair(symbol, interval)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class SourceOffsetStore:
+    """Load and commit per-pair source offsets on the compacted offsets topic."""
+
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        producer: Producer,
+        codec: AvroCodec | None = None,
+        *,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.topic = cfg.offsets_topic
+        self.producer = producer
+        self.codec = codec or AvroCodec(topic=cfg.offsets_topic)
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._committed: dict[tuple[str, Pair], int] = {}
+        self._failed: list[str] = []
+
+    def load(self, service: str, timeout_s: float = 30.0) -> dict[Pair, int]:
+        """Read the topic from the beginning to its high watermarks; latest value per key."""
+        consumer = make_consumer(
+            self.cfg,
+            f"qryptify-offsets-reader-{uuid.uuid4().hex[:8]}",
+            **{"enable.partition.eof": True},
+        )
+        found: dict[Pair, int] = {}
+        try:
+            meta = consumer.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
+            if meta is None or meta.error is not None:
+                raise OffsetStoreError(f"offsets topic {self.topic} not found")
+            ends: dict[int, int] = {}
+            starts: list[TopicPartition] = []
+            for p in meta.partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=timeout_s
+                )
+                if high > low:
+                    ends[p] = high
+                    starts.append(TopicPartition(self.topic, p, low))
+            if not starts:
+                return found
+            consumer.assign(starts)
+            deadline = time.monotonic() + timeout_s
+            while ends:
+                if time.monotonic() > deadline:
+                    raise OffsetStoreError(
+                        f"reading {self.topic} timed out with partitions {sorted(ends)} unread"
+                    )
+                for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                    err = msg.error()
+                    partition, offset = msg.partition(), msg.offset()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            logger.warning("offsets topic: %s", err.str())
+                        elif partition is not None and offset is not None:
+                            _reached(ends, partition, offset)  # EOF: offset is the next one
+                        continue
+                    self._apply(service, msg, found)
+                    if partition is not None and offset is not None:
+                        _reached(ends, partition, offset + 1)
+        finally:
+            consumer.close()
+        for pair, position in found.items():
+            self._committed[(service, pair)] = position
+        return found
+
+    def _apply(self, service: str, msg: Message, found: dict[Pair, int]) -> None:
+        key = msg.key()
+        parsed = parse_offset_key(key) if isinstance(key, bytes) else None
+        if parsed is None or parsed[0] != service:
+            return
+        pair = parsed[1]
+        value = msg.value()
+        if value is None:  # tombstone: the offset was reset
+            found.pop(pair, None)
+            return
+        try:
+            name, record = self.codec.decode(value)
+        except UndecodableRecord as exc:
+            logger.warning("offsets topic: %s at offset %s: %s", key, msg.offset(), exc)
+            return
+        if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
+            found[pair] = int(record["last_open_time"])
+
+    def commit(self, service: str, pair: Pair, last_open_time: int) -> None:
+        """Record that every record of ``pair`` up to ``last_open_time`` is in Kafka.
+
+        Call only with a position the publisher's delivery reports confirmed.
+        """
+        value = self.codec.encode(
+            SOURCE_OFFSET,
+            {
+                "symbol": pair.symbol,
+                "interval": pair.interval,
+                "last_open_time": last_open_time,
+                "updated_at": self._clock_ms(),
+            },
+        )
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                logger.error("offset commit %s %s failed: %s", service, pair, err)
+                self._failed.append(str(err))
+
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic, key=offset_key(service, pair), value=value, on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        self._committed[(service, pair)] = last_open_time
+
+    def committed(self, service: str, pair: Pair) -> int | None:
+        return self._committed.get((service, pair))
+
+    def commit_acked(self, service: str, publisher: KlinePublisher) -> int:
+        """Commit every pair whose acknowledged position moved past its stored offset."""
+        n = 0
+        for pair, position in publisher.acked().items():
+            stored = self._committed.get((service, pair))
+            if stored is None or position > stored:
+                self.commit(service, pair, position)
+                n += 1
+        if n:
+            self.producer.poll(0)
+        return n
+
+    def reset(self, service: str, pair: Pair) -> None:
+        """Delete the pair's offset (a tombstone): the next start begins from scratch."""
+        self.producer.produce(self.topic, key=offset_key(service, pair), value=None)
+        self._committed.pop((service, pair), None)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        remaining: int = self.producer.flush(timeout_s)
+        if self._failed:
+            raise OffsetStoreError(f"offset commits failed: {self._failed[0]}")
+        return remaining

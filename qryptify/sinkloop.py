@@ -1,0 +1,566 @@
+"""The consume → write → commit loop shared by the sink service and ``qryptify replay``.
+
+One thread sequences everything (arroyo-style): poll a batch, split it (pure,
+``qryptify.sinkbatch``), send undecodable/invalid records to the DLQ and wait for their
+delivery, write the rest in one PostgreSQL transaction (``qryptify.db.write_batch``), and only
+after COMMIT commit the batch's offsets synchronously (invariant 2). Offsets are therefore never
+ahead of the database; a crash anywhere re-delivers at most the last batch, which the
+idempotent upsert rewrites as a no-op.
+
+Failure behaviour:
+- database (or DLQ) failing: pause every assigned partition, retry the same batch with backoff
+  while still polling (heartbeats, rebalances), commit nothing; resume once a write succeeds.
+- partitions revoked: flush and commit what is held before giving them up; if the database is
+  down at that moment, drop their records uncommitted (the next owner reads them again).
+- partitions lost: drop their records, commit nothing.
+- stop requested (SIGTERM): finish the batch, commit, return 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from qryptify import db
+from qryptify.avro import KlineCodec
+from qryptify.clock import Clock
+from qryptify.errors import DatabaseUnavailable, IngestorError
+from qryptify.kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from qryptify.kline import EmptyRange, Kline
+from qryptify.metrics import Health
+from qryptify.sinkbatch import (
+    DlqEntry,
+    FlushPolicy,
+    PendingBatch,
+    RawRecord,
+    Split,
+    TopicPartitionKey,
+    backoff_delays,
+    split_batch,
+    write_within_limit,
+)
+
+logger = logging.getLogger(__name__)
+
+#: librdkafka's logical offset "beginning of the partition" (RD_KAFKA_OFFSET_BEGINNING).
+OFFSET_BEGINNING = -2
+
+#: Fault hook points, in cycle order (tests crash the process at one of them).
+HOOK_POINTS = (
+    "after_poll",  # records consumed, nothing written yet
+    "after_dlq",  # DLQ records delivered, database not written
+    "before_db_commit",  # inside the transaction, every statement done, COMMIT not sent
+    "after_db_commit",  # rows durable, offsets not committed
+    "after_offset_commit",  # offsets committed
+)
+FaultHook = Callable[[str, int], None]
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400)
+
+ROWS_WRITTEN = Counter("qryptify_sink_rows_written", "Candles inserted or changed")
+ROWS_UNCHANGED = Counter(
+    "qryptify_sink_rows_unchanged", "Candles identical to the stored row (replays: no-op)"
+)
+EMPTY_RANGES = Counter("qryptify_sink_empty_ranges", "Empty-range events recorded")
+DLQ_RECORDS = Counter(
+    "qryptify_sink_dlq_records", "Records sent to the DLQ (undecodable or invalid)", ["error_class"]
+)
+BATCH_RECORDS = Histogram(
+    "qryptify_sink_batch_records",
+    "Records per flushed batch",
+    buckets=(1, 10, 100, 1_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000),
+)
+COMMIT_SECONDS = Histogram(
+    "qryptify_sink_commit_seconds",
+    "Time to commit a batch: the database transaction, then the Kafka offsets",
+    ["stage"],
+)
+CONSUMER_LAG = Gauge(
+    "qryptify_sink_consumer_lag", "High watermark minus committed offset", ["topic", "partition"]
+)
+CLOSE_TO_COMMIT = Histogram(
+    "qryptify_sink_close_to_commit_seconds",
+    "Candle close time to its offset commit (newest candle per pair and batch)",
+    buckets=_LATENCY_BUCKETS,
+)
+INGEST_TO_COMMIT = Histogram(
+    "qryptify_sink_ingest_to_commit_seconds",
+    "Candle ingest time (read from the exchange) to its offset commit (newest per pair and batch)",
+    buckets=_LATENCY_BUCKETS,
+)
+WRITE_FAILURES = Counter(
+    "qryptify_sink_write_failures", "Failed attempts to write a batch (database or DLQ)"
+)
+PAUSED = Gauge("qryptify_sink_paused", "1 while partitions are paused for a failing database")
+
+
+class DlqUnavailable(IngestorError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"DLQ unavailable: {reason}")
+
+
+class KafkaFatal(IngestorError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"fatal Kafka error: {reason}")
+
+
+class MonotonicClock:
+    """Deadlines for batching must not jump with the wall clock."""
+
+    def now_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
+
+
+class DlqWriter:
+    """Produces DLQ records and waits for their delivery (before any offset commit)."""
+
+    def __init__(self, producer: Producer, topic: str, timeout_s: float = 30.0) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.timeout_s = timeout_s
+
+    def send(self, entries: Sequence[DlqEntry]) -> None:
+        failures: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for entry in entries:
+            while True:
+                try:
+                    self.producer.produce(
+                        self.topic,
+                        key=entry.key,
+                        value=entry.value,
+                        headers=entry.headers(),
+                        on_delivery=delivered,
+                    )
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+        remaining = self.producer.flush(self.timeout_s)
+        if remaining or failures:
+            raise DlqUnavailable(
+                f"{remaining} undelivered, errors: {'; '.join(failures[:3]) or 'timeout'}"
+            )
+
+    def close(self) -> None:
+        self.producer.flush(self.timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class FlushReport:
+    records: int
+    written: int
+    unchanged: int
+    empty_ranges: int
+    dlq: int
+    offsets: dict[TopicPartitionKey, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    topic: str
+    policy: FlushPolicy
+    #: TimescaleDB per-transaction decompression limit to set (None: the server's setting).
+    max_tuples_decompressed: int | None = None
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+    #: After a stop request, how long a failing database may still be retried.
+    shutdown_grace_s: float = 10.0
+    #: Seek newly assigned partitions to the beginning once (replay with an existing group).
+    reset_to_beginning: bool = False
+
+
+class SinkLoop:
+    """Runs until ``stop`` is set (or ``done(loop)`` says so); returns the exit code."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        connect: Callable[[], db.Connection],
+        settings: LoopSettings,
+        stop: threading.Event,
+        *,
+        codec: KlineCodec | None = None,
+        dlq: DlqWriter | None = None,
+        health: Health | None = None,
+        hook: FaultHook | None = None,
+        clock: Clock | None = None,
+        on_flush: Callable[[FlushReport], None] | None = None,
+        done: Callable[[SinkLoop], bool] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.connect = connect
+        self.settings = settings
+        self.policy = settings.policy
+        self.stop = stop
+        self.codec = codec or KlineCodec()
+        self.dlq = dlq
+        self.health = health or Health()
+        self.hook = hook
+        self.clock: Clock = clock or MonotonicClock()
+        self.on_flush = on_flush
+        self.done = done
+        self.pending = PendingBatch()
+        #: Per partition of the topic: next offset committed by this loop.
+        self.positions: dict[int, int] = {}
+        #: Per partition: the offset at which the consumer last reached the end.
+        self.eof: dict[int, int] = {}
+        self.assigned: set[TopicPartitionKey] = set()
+        self.batches = 0
+        self.totals = {"records": 0, "written": 0, "unchanged": 0, "dlq": 0, "empty_ranges": 0}
+        self._conn: db.Connection | None = None
+        self._paused = False
+        self._flushing = False
+        self._closing = False
+        self._seen: set[TopicPartitionKey] = set()
+        self._lag_labels: set[TopicPartitionKey] = set()
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.consumer.subscribe(
+            [self.settings.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self.health.set(False, "waiting for partitions")
+        try:
+            while not self.stop.is_set():
+                if self.done is not None and not self.pending and self.done(self):
+                    break
+                self._poll_once()
+                now = self.clock.now_ms()
+                if self.policy.should_flush(len(self.pending), self.pending.first_at_ms, now):
+                    self._flush()
+            if self.pending:
+                logger.info("stopping: flushing %d held records", len(self.pending))
+                self._flush()
+        finally:
+            self._close()
+        return 0
+
+    def _poll_once(self) -> None:
+        now = self.clock.now_ms()
+        wait_ms = self.policy.wait_ms(len(self.pending), self.pending.first_at_ms, now)
+        messages = self.consumer.consume(
+            num_messages=self.policy.room(len(self.pending)), timeout=min(wait_ms, 1000) / 1000
+        )
+        if messages:
+            self._accept(messages)
+            if self.hook is not None:
+                self.hook("after_poll", self.batches + 1)
+
+    def _accept(self, messages: Sequence[Any]) -> None:
+        good: list[RawRecord] = []
+        assigned = self.assigned
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self.eof[msg.partition()] = msg.offset()
+                elif err.fatal():
+                    raise KafkaFatal(err.str())
+                else:
+                    logger.warning("kafka consumer: %s", err.str())
+                continue
+            if (msg.topic(), msg.partition()) in assigned:
+                good.append(msg)
+        self.pending.add(good, self.clock.now_ms())
+
+    # -- the batch cycle ------------------------------------------------------------------
+
+    def _flush(self, *, in_callback: bool = False) -> bool:
+        """Write and commit everything held. False when it had to give up (nothing committed)."""
+        self.batches += 1
+        self._flushing = True
+        delays = iter(backoff_delays(self.settings.retry_initial_s, self.settings.retry_max_s))
+        dlq_sent: set[tuple[str, int, int]] = set()
+        attempts = 0
+        give_up_at: float | None = None
+        try:
+            while True:
+                if not self.pending:
+                    return True
+                split = split_batch(self.pending.records, self.codec.decode)
+                try:
+                    fresh = [
+                        e for e in split.dlq if (e.topic, e.partition, e.offset) not in dlq_sent
+                    ]
+                    if fresh:
+                        self._send_dlq(fresh)
+                        dlq_sent.update((e.topic, e.partition, e.offset) for e in fresh)
+                    self._hook("after_dlq")
+                    started = time.perf_counter()
+                    results = self._write(split)
+                    COMMIT_SECONDS.labels("db").observe(time.perf_counter() - started)
+                    break
+                except (DlqUnavailable, DatabaseUnavailable) as exc:
+                    failure: BaseException = exc
+                except Exception as exc:
+                    if not db.is_database_error(exc):
+                        raise
+                    failure = exc
+                attempts += 1
+                WRITE_FAILURES.inc()
+                self._drop_connection()
+                delay = next(delays)
+                if in_callback:
+                    if attempts >= 3:
+                        logger.warning("cannot flush during rebalance: %s", failure)
+                        return False
+                    time.sleep(min(delay, 1.0))
+                    continue
+                if not self._paused:
+                    self._pause()
+                now = time.monotonic()
+                if self.stop.is_set():
+                    give_up_at = give_up_at or now + self.settings.shutdown_grace_s
+                    if now >= give_up_at:
+                        logger.warning(
+                            "stopping with the database still failing: %d records left "
+                            "uncommitted (they will be consumed again)",
+                            len(self.pending),
+                        )
+                        return False
+                logger.warning(
+                    "database write failed (%s); partitions paused, nothing committed, "
+                    "retrying in %.1fs (attempt %d)",
+                    _one_line(failure),
+                    delay,
+                    attempts,
+                )
+                self.health.set(False, f"database unavailable: {_one_line(failure)}")
+                self._wait_paused(delay)
+            self._hook("after_db_commit")
+            self._commit(split)
+            self._hook("after_offset_commit")
+            self.pending.clear()
+            self._account(split, results)
+            if self._paused:
+                self._resume()
+            return True
+        finally:
+            self._flushing = False
+
+    def _write(self, split: Split) -> list[db.WriteResult]:
+        if not split.klines and not split.empty_ranges:
+            return []
+        if self._conn is None or self._conn.closed:
+            self._conn = self.connect()
+        conn = self._conn
+        hook = self.hook
+        batch_no = self.batches
+
+        def before_commit() -> None:
+            if hook is not None:
+                hook("before_db_commit", batch_no)
+
+        def write(klines: Sequence[Kline], ranges: Sequence[EmptyRange]) -> db.WriteResult:
+            return db.write_batch(
+                conn,
+                klines,
+                ranges,
+                max_tuples_decompressed=self.settings.max_tuples_decompressed,
+                before_commit=before_commit,
+            )
+
+        return write_within_limit(write, split.klines, split.empty_ranges, db.is_limit_exceeded)
+
+    def _send_dlq(self, entries: Sequence[DlqEntry]) -> None:
+        for e in entries:
+            logger.warning(
+                "to DLQ: %s[%d]@%d %s: %s", e.topic, e.partition, e.offset, e.error_class, e.reason
+            )
+        if self.dlq is not None:
+            self.dlq.send(entries)
+
+    def _commit(self, split: Split) -> None:
+        offsets = [
+            TopicPartition(t, p, o)
+            for (t, p), o in split.offsets.items()
+            if (t, p) in self.assigned
+        ]
+        if not offsets:
+            return
+        started = time.perf_counter()
+        try:
+            result = self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The rows are durable; uncommitted records come again and are rewritten as no-ops.
+            logger.warning("offset commit failed (rows are written; will be re-read): %s", exc)
+            return
+        COMMIT_SECONDS.labels("offsets").observe(time.perf_counter() - started)
+        for tp in result or []:
+            if tp.error is not None:
+                logger.warning("offset commit failed for partition %d: %s", tp.partition, tp.error)
+            elif tp.topic == self.settings.topic:
+                self.positions[tp.partition] = tp.offset
+
+    def _account(self, split: Split, results: Sequence[db.WriteResult]) -> None:
+        written = sum(r.written for r in results)
+        unchanged = sum(r.unchanged for r in results)
+        ranges = len(split.empty_ranges)
+        self.totals["records"] += split.records
+        self.totals["written"] += written
+        self.totals["unchanged"] += unchanged
+        self.totals["dlq"] += len(split.dlq)
+        self.totals["empty_ranges"] += ranges
+        ROWS_WRITTEN.inc(written)
+        ROWS_UNCHANGED.inc(unchanged)
+        EMPTY_RANGES.inc(ranges)
+        for entry in split.dlq:
+            DLQ_RECORDS.labels(entry.error_class).inc()
+        BATCH_RECORDS.observe(split.records)
+        now_s = time.time()
+        for k in split.newest:
+            CLOSE_TO_COMMIT.observe(max(0.0, now_s - (k.close_time + 1) / 1000))
+            INGEST_TO_COMMIT.observe(max(0.0, now_s - k.ingested_at / 1000))
+        self._update_lag()
+        self.health.set(True, "consuming")
+        if self.on_flush is not None:
+            self.on_flush(
+                FlushReport(
+                    split.records, written, unchanged, ranges, len(split.dlq), split.offsets
+                )
+            )
+
+    def _update_lag(self) -> None:
+        for topic, partition in self.assigned:
+            position = self.positions.get(partition)
+            if position is None:
+                continue
+            try:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                CONSUMER_LAG.labels(topic, str(partition)).set(max(0, high - position))
+                self._lag_labels.add((topic, partition))
+
+    # -- outage handling ------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        parts = self._assigned_tps()
+        if parts:
+            self.consumer.pause(parts)
+        self._paused = True
+        PAUSED.set(1)
+        logger.warning("paused %d partitions until the database accepts writes", len(parts))
+
+    def _resume(self) -> None:
+        parts = self._assigned_tps()
+        if parts:
+            self.consumer.resume(parts)
+        self._paused = False
+        PAUSED.set(0)
+        logger.info("database writes succeed again: resumed %d partitions", len(parts))
+
+    def _wait_paused(self, delay_s: float) -> None:
+        """Keep polling (heartbeats, rebalance callbacks) while the partitions are paused."""
+        deadline = time.monotonic() + delay_s
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop.is_set():
+                # Do not sleep out a long backoff once asked to stop; retry within a second.
+                deadline = min(deadline, time.monotonic() + 1.0)
+            messages = self.consumer.consume(
+                num_messages=self.policy.batch_size, timeout=min(left, 1.0)
+            )
+            if messages:
+                # Only partitions assigned during the outage can deliver; keep their records.
+                self._accept(messages)
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                conn.close()
+
+    # -- rebalance callbacks (run inside consume()/close()) -------------------------------
+
+    def _assigned_tps(self) -> list[Any]:
+        return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+
+    def _on_assign(self, consumer: Consumer, partitions: list[Any]) -> None:
+        wanted = []
+        for tp in partitions:
+            ident = (tp.topic, tp.partition)
+            if self.settings.reset_to_beginning and ident not in self._seen:
+                wanted.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+            else:
+                wanted.append(tp)
+            self._seen.add(ident)
+        consumer.incremental_assign(wanted)
+        self.assigned.update((tp.topic, tp.partition) for tp in partitions)
+        if self._paused:
+            consumer.pause(partitions)
+        logger.info(
+            "assigned partitions %s", ",".join(str(tp.partition) for tp in partitions) or "-"
+        )
+        if not self._paused:
+            self.health.set(True, "consuming")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[Any]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        held = sum(1 for r in self.pending.records if (r.topic(), r.partition()) in revoked)
+        if held and not self._flushing and not self._closing:
+            logger.info("partitions revoked: flushing %d held records first", len(self.pending))
+            if not self._flush(in_callback=True):
+                self._drop(revoked, "revoked while the database is failing")
+        elif held:
+            self._drop(revoked, "revoked while the database is failing")
+        self._forget(revoked)
+        logger.info("revoked partitions %s", ",".join(str(p) for _, p in sorted(revoked)) or "-")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[Any]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._drop(lost, "partitions lost")
+        self._forget(lost)
+        logger.warning("lost partitions %s", ",".join(str(p) for _, p in sorted(lost)) or "-")
+
+    def _drop(self, partitions: Iterable[TopicPartitionKey], why: str) -> None:
+        dropped = self.pending.drop_partitions(partitions)
+        if dropped:
+            logger.warning("%s: dropped %d uncommitted records (re-read later)", why, dropped)
+
+    def _forget(self, partitions: set[TopicPartitionKey]) -> None:
+        self.assigned -= partitions
+        for topic, partition in partitions:
+            if (topic, partition) in self._lag_labels:
+                self._lag_labels.discard((topic, partition))
+                CONSUMER_LAG.remove(topic, str(partition))
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        self._closing = True
+        try:
+            self.consumer.close()
+        except Exception as exc:  # a consumer already failed fatally
+            logger.warning("closing the consumer: %s", exc)
+        if self.dlq is not None:
+            self.dlq.close()
+        self._drop_connection()
+
+    def _hook(self, point: str) -> None:
+        if self.hook is not None:
+            self.hook(point, self.batches)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

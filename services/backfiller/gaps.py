@@ -1,0 +1,103 @@
+"""Pure gap finding: the expected candle grid minus what is stored minus what the exchange
+confirmed empty gives the holes to refetch; the grid minus what a REST page returned gives
+the ranges the exchange confirms empty.
+
+Ranges are ``(start, end)`` of open times, start inclusive and end exclusive, on the grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from qryptify.kline import Kline
+from qryptify.pairs import align_open, ceil_open, next_open
+
+Range = tuple[int, int]
+
+
+def find_gaps(
+    stored_ts: Iterable[int],
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    empty_ranges: Sequence[Range] = (),
+) -> list[Range]:
+    """Holes of the grid ``[start_ms, end_ms)`` not covered by ``stored_ts`` (ascending open
+    times; only the ones adjacent to holes matter) nor by ``empty_ranges``."""
+    holes: list[Range] = []
+    expected = ceil_open(interval, start_ms)
+    for ts in stored_ts:
+        if ts < expected:
+            continue
+        if ts >= end_ms:
+            break
+        if ts > expected:
+            holes.append((expected, align_open(interval, ts)))
+        expected = next_open(interval, align_open(interval, ts))
+    if expected < end_ms:
+        holes.append((expected, ceil_open(interval, end_ms)))
+    return subtract(holes, empty_ranges, interval)
+
+
+def subtract(holes: Sequence[Range], covered: Sequence[Range], interval: str) -> list[Range]:
+    """``holes`` minus every open time inside a ``covered`` range, kept on the grid."""
+    result: list[Range] = []
+    spans = sorted(covered)
+    for a, b in holes:
+        pieces = [(a, b)]
+        for ca, cb in spans:
+            if cb <= a or ca >= b:
+                continue
+            next_pieces: list[Range] = []
+            for pa, pb in pieces:
+                if cb <= pa or ca >= pb:
+                    next_pieces.append((pa, pb))
+                    continue
+                left = (pa, min(pb, ceil_open(interval, ca)))
+                right = (max(pa, ceil_open(interval, cb)), pb)
+                next_pieces.extend(r for r in (left, right) if r[0] < r[1])
+            pieces = next_pieces
+        result.extend(pieces)
+    return result
+
+
+def missing_runs(interval: str, start_ms: int, end_ms: int, opens: Iterable[int]) -> list[Range]:
+    """Contiguous runs of grid slots in ``[start_ms, end_ms)`` absent from ``opens``."""
+    return find_gaps(sorted(opens), interval, start_ms, end_ms)
+
+
+def confirmed_empty(
+    interval: str, start_ms: int, end_ms: int, klines: Sequence[Kline]
+) -> list[Range]:
+    """Ranges of one REST answer for ``[start_ms, end_ms)`` that the exchange left out.
+
+    Valid only when the request could return every slot (``slots <= limit``) and every slot
+    is closed: then an absent candle does not exist on the exchange.
+    """
+    return missing_runs(interval, start_ms, end_ms, (k.open_time for k in klines))
+
+
+def holes_from_jumps(
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    first: int | None,
+    last: int | None,
+    jumps: Iterable[Range],
+    empty_ranges: Sequence[Range] = (),
+) -> list[Range]:
+    """The holes ``find_gaps`` would find, from what the gap SQL returns: the first and last
+    stored open time in the range and each jump ``(a, b)`` (a stored candle ``a`` whose next
+    stored candle ``b`` is later than the next grid slot)."""
+    if first is None or last is None:
+        return find_gaps([], interval, start_ms, end_ms, empty_ranges)
+    holes: list[Range] = []
+    begin = ceil_open(interval, start_ms)
+    if first > begin:
+        holes.append((begin, align_open(interval, first)))
+    for a, b in sorted(jumps):
+        holes.append((next_open(interval, align_open(interval, a)), align_open(interval, b)))
+    after = next_open(interval, align_open(interval, last))
+    if after < end_ms:
+        holes.append((after, ceil_open(interval, end_ms)))
+    return subtract([h for h in holes if h[0] < h[1]], empty_ranges, interval)

@@ -1,0 +1,670 @@
+"""The backfiller's I/O: exchangeInfo → resume points → gap finder → archive + REST → Kafka.
+
+One asyncio loop. Every pair runs as its own task (``backfill.concurrency`` at a time) and
+walks its planned units (archive files, REST pages) in open-time order, fetching a few ahead;
+everything goes through one ``BinanceRest`` (one pooled client, one weight budget). Records
+are published in open-time order per pair, and a background task commits each pair's source
+offset once Kafka acknowledged everything up to it.
+
+After catching up it either exits (``backfill.exit_when_done``) or, every
+``backfill.recheck_every_s``, publishes what closed since and re-reads the last
+``backfill.recheck_recent`` candles per pair, publishing only those that changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sys
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from prometheus_client import Counter, Gauge
+from tqdm import tqdm
+
+from qryptify import db
+from qryptify.binance.archive import ArchiveClient
+from qryptify.binance.rest import BinanceRest, ExchangeInfo, SymbolInfo
+from qryptify.config import Config
+from qryptify.errors import ArchiveError, ConfigError, DatabaseUnavailable, ExchangeError
+from qryptify.kline import EmptyRange, Event, Kline
+from qryptify.metrics import Health
+from qryptify.offsets import SourceOffsetStore
+from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
+from qryptify.publish import KlinePublisher, event_position
+from services.backfiller.gaps import Range, holes_from_jumps, missing_runs
+from services.backfiller.planning import (
+    ArchiveUnit,
+    PairRange,
+    RestUnit,
+    Unit,
+    fallback_units,
+    pair_range,
+    plan_pages,
+    plan_units,
+    ranges_to_units,
+)
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "backfiller"
+PUBLISH_CHUNK = 5_000  # events published between yields to the event loop
+COMMIT_EVERY_S = 0.5
+PROGRESS_EVERY_S = 10.0
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+CANDLES = Counter(
+    "qryptify_backfill_candles_total", "Closed candles published", ["symbol", "interval", "source"]
+)
+EMPTY = Counter("qryptify_backfill_empty_ranges_total", "Exchange-confirmed empty ranges")
+ARCHIVE_FILES = Counter("qryptify_backfill_archive_files_total", "Archive files", ["outcome"])
+WEIGHT = Gauge("qryptify_backfill_weight_used", "Request weight counted in the last minute")
+BEHIND = Gauge(
+    "qryptify_backfill_candles_remaining",
+    "Candles left in the current pass",
+    ["symbol", "interval"],
+)
+
+
+@dataclass(slots=True)
+class UnitResult:
+    klines: list[Kline] = field(default_factory=list)
+    empty: list[EmptyRange] = field(default_factory=list)
+
+    def extend(self, other: UnitResult) -> None:
+        self.klines.extend(other.klines)
+        self.empty.extend(other.empty)
+
+    def events(self) -> list[Event]:
+        merged: list[tuple[int, Event]] = [(k.open_time, k) for k in self.klines]
+        merged += [(r.start_time, r) for r in self.empty]
+        merged.sort(key=lambda item: item[0])
+        return [event for _, event in merged]
+
+
+@dataclass(slots=True)
+class PairState:
+    pair: Pair
+    info: SymbolInfo | None = None
+    range: PairRange | None = None
+    position: int | None = None  # newest open time published by this process (or resumed)
+    total: int = 0  # candles expected in this pass
+    done: int = 0  # grid slots handled in this pass (candles + confirmed empty)
+    recent: OrderedDict[int, Kline] = field(default_factory=OrderedDict)
+    failed: str | None = None
+
+
+@dataclass(slots=True)
+class Summary:
+    candles: int = 0
+    archive_candles: int = 0
+    empty_ranges: int = 0
+    gap_holes: int = 0
+    corrections: int = 0
+    requests: int = 0
+    klines_requests: int = 0
+    weight: int = 0
+    rate_limited: int = 0
+    banned: int = 0
+    retries: int = 0
+    archive_downloaded: int = 0
+    archive_cached: int = 0
+    archive_missing: int = 0
+    archive_corrupt: int = 0
+    seconds: float = 0.0
+    failed_pairs: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One line of ``key=value`` pairs (machine-readable too)."""
+        rate = self.candles / self.seconds if self.seconds > 0 else 0.0
+        fields = {
+            "candles": self.candles,
+            "archive_candles": self.archive_candles,
+            "empty_ranges": self.empty_ranges,
+            "gap_holes": self.gap_holes,
+            "corrections": self.corrections,
+            "requests": self.requests,
+            "klines_requests": self.klines_requests,
+            "retries": self.retries,
+            "http_429": self.rate_limited,
+            "http_418": self.banned,
+            "weight": self.weight,
+            "archive_downloaded": self.archive_downloaded,
+            "archive_cached": self.archive_cached,
+            "archive_missing": self.archive_missing,
+            "archive_corrupt": self.archive_corrupt,
+            "seconds": f"{self.seconds:.1f}",
+            "candles_per_s": f"{rate:.0f}",
+        }
+        text = " ".join(f"{k}={v}" for k, v in fields.items())
+        if self.failed_pairs:
+            text += f" failed={','.join(self.failed_pairs)}"
+        return f"backfill summary: {text}"
+
+
+async def ordered_map(
+    items: Sequence[T], fetch: Callable[[T], Awaitable[R]], window: int
+) -> AsyncIterator[R]:
+    """``fetch`` every item with at most ``window`` running, yielding results in item order."""
+    it = iter(items)
+    running: deque[asyncio.Task[R]] = deque(
+        asyncio.ensure_future(fetch(item)) for item in itertools.islice(it, max(1, window))
+    )
+    try:
+        while running:
+            result = await running.popleft()
+            for item in itertools.islice(it, 1):
+                running.append(asyncio.ensure_future(fetch(item)))
+            yield result
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise one log line per pair every few seconds."""
+
+    def __init__(self, states: Sequence[PairState], every_s: float = PROGRESS_EVERY_S) -> None:
+        self.states = states
+        self.every_s = every_s
+        self.started = time.monotonic()
+        self._last_log = self.started
+        self._bar: tqdm[Any] | None = None
+        if sys.stderr.isatty():
+            total = sum(s.total for s in states)
+            self._bar = tqdm(total=total, unit="candle", unit_scale=True, desc="backfill")
+
+    def advance(self, state: PairState, slots: int) -> None:
+        state.done += slots
+        BEHIND.labels(state.pair.symbol, state.pair.interval).set(max(0, state.total - state.done))
+        if self._bar is not None:
+            self._bar.update(slots)
+            return
+        now = time.monotonic()
+        if now - self._last_log >= self.every_s:
+            self._last_log = now
+            self.log()
+
+    def log(self) -> None:
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        for s in self.states:
+            if s.total == 0:
+                continue
+            rate = s.done / elapsed
+            eta = (s.total - s.done) / rate if rate > 0 else float("inf")
+            logger.info(
+                "progress %s: %d/%d candles (%.0f%%), %.0f/s, ETA %s",
+                s.pair,
+                s.done,
+                s.total,
+                100.0 * s.done / s.total,
+                rate,
+                "-" if eta == float("inf") else f"{eta:.0f}s",
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _ms(value: datetime) -> int:
+    return round(value.timestamp() * 1000)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def db_holes(conn: db.Connection, pair: Pair, start_ms: int, end_ms: int) -> list[Range]:
+    """Holes of ``pair`` in ``candlesticks`` over ``[start_ms, end_ms)``, minus recorded empty
+    ranges. The jumps are found server-side with ``lead(ts)``; only their ends travel."""
+    if end_ms <= start_ms:
+        return []
+    step = f"{interval_ms(pair.interval)} milliseconds" if is_fixed(pair.interval) else "1 month"
+    key = (pair.symbol, pair.interval, _dt(start_ms), _dt(end_ms))
+    with conn.transaction():
+        conn.execute("SET LOCAL TIME ZONE 'UTC'")  # month arithmetic in UTC
+        first, last = conn.execute(
+            "SELECT min(ts), max(ts) FROM candlesticks"
+            " WHERE symbol = %s AND interval = %s AND ts >= %s AND ts < %s",
+            key,
+        ).fetchone() or (None, None)
+        jumps = conn.execute(
+            "SELECT ts, nxt FROM (SELECT ts, lead(ts) OVER (ORDER BY ts) AS nxt"
+            " FROM candlesticks WHERE symbol = %s AND interval = %s AND ts >= %s AND ts < %s) s"
+            " WHERE nxt > ts + %s::interval",
+            (*key, step),
+        ).fetchall()
+        empty = conn.execute(
+            "SELECT start_ts, end_ts FROM empty_ranges"
+            " WHERE symbol = %s AND interval = %s AND end_ts > %s AND start_ts < %s",
+            (pair.symbol, pair.interval, _dt(start_ms), _dt(end_ms)),
+        ).fetchall()
+    return holes_from_jumps(
+        pair.interval,
+        start_ms,
+        end_ms,
+        None if first is None else _ms(first),
+        None if last is None else _ms(last),
+        [(_ms(a), _ms(b)) for a, b in jumps],
+        [(_ms(a), _ms(b)) for a, b in empty],
+    )
+
+
+def sink_progress(conn: db.Connection, pair: Pair) -> int | None:
+    """``sync_state.last_closed_ts`` of the pair: everything the sink wrote is at or before."""
+    row = conn.execute(
+        "SELECT last_closed_ts FROM sync_state WHERE symbol = %s AND interval = %s",
+        (pair.symbol, pair.interval),
+    ).fetchone()
+    return None if row is None else _ms(row[0])
+
+
+class Backfiller:
+    """Runs backfill passes; ``run()`` is the service entry point (returns the exit code)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        rest: BinanceRest,
+        publisher: KlinePublisher,
+        offsets: SourceOffsetStore,
+        archive: ArchiveClient | None = None,
+        connect_db: Callable[[], db.Connection] | None = None,
+        stop: threading.Event | None = None,
+        health: Health | None = None,
+        service: str = SERVICE,
+    ) -> None:
+        self.cfg = cfg
+        self.rest = rest
+        self.publisher = publisher
+        self.offsets = offsets
+        self.archive = archive
+        self.connect_db = connect_db
+        self.stop = stop or threading.Event()
+        self.health = health or Health()
+        self.service = service
+        self.states: dict[Pair, PairState] = {p: PairState(p) for p in cfg.pairs}
+        self.summary = Summary()
+        self.limit = rest.page_limit
+        self.prefetch = 4
+        self._pairs_sem = asyncio.Semaphore(cfg.backfill.concurrency)
+        self._archive_sem = asyncio.Semaphore(2)
+        self._started = time.monotonic()
+        self.passes = 0
+        self._progress = Progress([])
+        #: Exchange time each pass planned up to (closed candles open before their range end).
+        self.pass_now_ms: int | None = None
+
+    # -- entry points ----------------------------------------------------------------------
+    def run(self) -> int:
+        """Service entry point: 0 when every pair caught up (or on a requested stop)."""
+        asyncio.run(self.run_async())
+        return 1 if self.summary.failed_pairs else 0
+
+    async def run_async(self) -> Summary:
+        self._pairs_sem = asyncio.Semaphore(self.cfg.backfill.concurrency)
+        self._archive_sem = asyncio.Semaphore(2)
+        self._started = time.monotonic()
+        committer = asyncio.create_task(self._commit_loop())
+        try:
+            await self._main()
+        finally:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
+            await asyncio.to_thread(self._flush_and_commit)
+            await self.rest.aclose()
+            if self.archive is not None:
+                await self.archive.aclose()
+            self._finish_summary()
+            logger.info("%s", self.summary.line())
+        return self.summary
+
+    async def _main(self) -> None:
+        if not self.cfg.pairs:
+            raise ConfigError("pairs", [], "no pairs configured: nothing to backfill")
+        self.health.set(False, "reading exchangeInfo")
+        info = await self.rest.exchange_info()
+        self._validate_symbols(info)
+        loaded = await asyncio.to_thread(self.offsets.load, self.service)
+        for pair, position in loaded.items():
+            if pair in self.states:
+                self.states[pair].position = position
+        logger.info(
+            "resuming %d of %d pairs from stored source offsets", len(loaded), len(self.states)
+        )
+        self.health.set(True, "backfilling")
+        first = True
+        while not self.stop.is_set():
+            await self._guarded(self._pass(first))
+            self.passes += 1
+            if first:
+                self._finish_summary()
+                logger.info("caught up: %s", self.summary.line())
+                self.health.set(True, "caught up")
+            first = False
+            if self.cfg.backfill.exit_when_done or self.stop.is_set():
+                break
+            await self._guarded(self._sleep(self.cfg.backfill.recheck_every_s))
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        """Run ``work`` until it ends or a stop is requested (SIGTERM)."""
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.2)
+            if self.stop.is_set() and not task.done():
+                logger.info("stop requested: cancelling the pass")
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return
+        task.result()
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def _validate_symbols(self, info: ExchangeInfo) -> None:
+        for index, pair in enumerate(self.cfg.pairs):
+            sym = info.symbols.get(pair.symbol)
+            if sym is None:
+                raise ConfigError(
+                    f"pairs[{index}]",
+                    str(pair),
+                    f"symbol {pair.symbol} is not listed on the exchange (exchangeInfo)",
+                )
+            if not sym.trading:
+                logger.warning(
+                    "%s status %s: backfilled up to its last candle%s, not live",
+                    pair.symbol,
+                    sym.status,
+                    f" (settles {_dt(sym.settles_at):%Y-%m-%d %H:%M} UTC)"
+                    if sym.settles_at
+                    else "",
+                )
+            self.states[pair].info = sym
+
+    # -- one pass --------------------------------------------------------------------------
+    async def _pass(self, first: bool) -> None:
+        now = await self.rest.server_time()  # the exchange's word on what is closed
+        self.pass_now_ms = now
+        start_ms = self.cfg.backfill.start_ms
+        holes: dict[Pair, list[Range]] = {}
+        for state in self.states.values():
+            info = state.info
+            state.range = pair_range(
+                state.pair,
+                start_ms,
+                now,
+                onboard_ms=info.onboard_date if info else None,
+                settles_at_ms=info.settles_at if info else None,
+            )
+        if first and self.connect_db is not None:
+            holes = await asyncio.to_thread(self._find_db_holes)
+        jobs = []
+        progress_states = []
+        for state in self.states.values():
+            rng = state.range
+            if rng is None:
+                continue
+            resume = rng.start_ms
+            if state.position is not None and state.position >= rng.start_ms:
+                resume = next_open(state.pair.interval, state.position)
+            units: list[Unit] = list(
+                ranges_to_units(state.pair.interval, holes.get(state.pair, []), self.limit)
+            )
+            recheck: list[RestUnit] = []
+            if not first and state.position is not None and self.cfg.backfill.recheck_recent:
+                recheck = self._recheck_units(state, resume)
+            units += plan_units(
+                state.pair,
+                resume,
+                rng.end_ms,
+                now,
+                limit=self.limit,
+                archive=self.archive is not None and self.cfg.archive.enabled,
+            )
+            state.total = count_opens(state.pair.interval, resume, rng.end_ms) + sum(
+                count_opens(state.pair.interval, a, b) for a, b in holes.get(state.pair, [])
+            )
+            state.done = 0
+            progress_states.append(state)
+            jobs.append(self._pair_job(state, recheck, units, now))
+        progress = Progress(progress_states)
+        self._progress = progress
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            progress.close()
+            if not sys.stderr.isatty():
+                progress.log()
+
+    def _recheck_units(self, state: PairState, resume: int) -> list[RestUnit]:
+        rng = state.range
+        position = state.position
+        if rng is None or position is None:
+            return []
+        first = position
+        for _ in range(self.cfg.backfill.recheck_recent - 1):  # n-1 candles back (1M too)
+            earlier = align_open(state.pair.interval, first - 1)
+            if earlier < rng.start_ms:
+                break
+            first = earlier
+        return [RestUnit(p) for p in plan_pages(state.pair.interval, first, resume, self.limit)]
+
+    def _find_db_holes(self) -> dict[Pair, list[Range]]:
+        """Gap finder: holes in the DB below what the sink has written, per pair."""
+        assert self.connect_db is not None  # noqa: S101 - checked by the caller
+        try:
+            conn = self.connect_db()
+        except DatabaseUnavailable as exc:
+            logger.warning("gap finder skipped: %s", exc)
+            return {}
+        found: dict[Pair, list[Range]] = {}
+        try:
+            for state in self.states.values():
+                rng = state.range
+                if rng is None or rng.empty:
+                    continue
+                written = sink_progress(conn, state.pair)
+                if written is None:
+                    continue
+                upper = next_open(state.pair.interval, written)
+                if state.position is not None:
+                    upper = min(upper, next_open(state.pair.interval, state.position))
+                holes = db_holes(conn, state.pair, rng.start_ms, min(upper, rng.end_ms))
+                if holes:
+                    missing = sum(count_opens(state.pair.interval, a, b) for a, b in holes)
+                    logger.warning(
+                        "gap finder: %s has %d holes (%d candles) in the database; refetching",
+                        state.pair,
+                        len(holes),
+                        missing,
+                    )
+                    found[state.pair] = holes
+                    self.summary.gap_holes += len(holes)
+        except Exception as exc:  # noqa: BLE001 - the gap finder is an extra; resume still works
+            logger.warning("gap finder failed (continuing without it): %s", exc)
+        finally:
+            conn.close()
+        return found
+
+    async def _pair_job(
+        self, state: PairState, recheck: list[RestUnit], units: list[Unit], now: int
+    ) -> None:
+        async with self._pairs_sem:
+            try:
+                if recheck:
+                    await self._recheck(state, recheck, now)
+                async for result in ordered_map(
+                    units, lambda u: self._fetch_unit(state.pair, u, now), self.prefetch
+                ):
+                    await self._publish(state, result)
+            except (ExchangeError, ArchiveError) as exc:
+                state.failed = str(exc)
+                logger.error("%s failed, resumes on the next run: %s", state.pair, exc)
+
+    async def _recheck(self, state: PairState, units: list[RestUnit], now: int) -> None:
+        changed: list[Kline] = []
+        for unit in units:
+            result = await self._fetch_rest(state.pair, unit, now)
+            for k in result.klines:
+                seen = state.recent.get(k.open_time)
+                if seen is None or not seen.same_values(k):
+                    changed.append(k)
+        if changed:
+            logger.info("recheck %s: %d candles changed on the exchange", state.pair, len(changed))
+            self.summary.corrections += len(changed)
+            for k in changed:
+                self.publisher.publish(k)
+                self._remember(state, k)
+
+    # -- fetching --------------------------------------------------------------------------
+    async def _fetch_unit(self, pair: Pair, unit: Unit, now: int) -> UnitResult:
+        if isinstance(unit, RestUnit):
+            return await self._fetch_rest(pair, unit, now)
+        return await self._fetch_archive(pair, unit, now)
+
+    async def _fetch_rest(self, pair: Pair, unit: RestUnit, now: int) -> UnitResult:
+        page = unit.page
+        klines = await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
+        # Planned pages end before the candle that was open at `now`; drop anything later.
+        klines = [k for k in klines if k.close_time < now]
+        result = UnitResult(klines=klines)
+        if page.slots <= self.limit:  # the answer could hold every slot: absent = empty
+            for a, b in missing_runs(
+                pair.interval, page.start_ms, page.end_ms, (k.open_time for k in klines)
+            ):
+                result.empty.append(EmptyRange(pair.symbol, pair.interval, a, b, now))
+        return result
+
+    async def _fetch_archive(self, pair: Pair, unit: ArchiveUnit, now: int) -> UnitResult:
+        assert self.archive is not None  # noqa: S101 - archive units are planned only with it
+        rows: list[Kline] | None
+        async with self._archive_sem:
+            try:
+                rows = await self.archive.fetch(unit.file, now)
+            except ArchiveError as exc:
+                logger.warning("archive %s unusable (%s): filling from REST", unit.file, exc)
+                ARCHIVE_FILES.labels("corrupt").inc()
+                rows = None
+                corrupt = True
+            else:
+                corrupt = False
+        if rows is None:
+            if not corrupt:
+                logger.info("archive %s not published: filling from daily files / REST", unit.file)
+                ARCHIVE_FILES.labels("missing").inc()
+            replacement = fallback_units(pair, unit, now, limit=self.limit)
+            merged = UnitResult()
+            async for part in ordered_map(
+                replacement, lambda u: self._fetch_unit(pair, u, now), self.prefetch
+            ):
+                merged.extend(part)
+            return merged
+        ARCHIVE_FILES.labels("used").inc()
+        klines = [
+            k for k in rows if unit.start_ms <= k.open_time < unit.end_ms and k.close_time < now
+        ]
+        result = UnitResult(klines=klines)
+        holes = missing_runs(
+            pair.interval, unit.start_ms, unit.end_ms, (k.open_time for k in klines)
+        )
+        if holes:
+            missing = sum(count_opens(pair.interval, a, b) for a, b in holes)
+            logger.info(
+                "archive %s: %d of %d expected candles missing in %d ranges; asking REST",
+                unit.file,
+                missing,
+                count_opens(pair.interval, unit.start_ms, unit.end_ms),
+                len(holes),
+            )
+            async for part in ordered_map(
+                ranges_to_units(pair.interval, holes, self.limit),
+                lambda u: self._fetch_unit(pair, u, now),
+                self.prefetch,
+            ):
+                result.extend(part)
+        return result
+
+    # -- publishing ------------------------------------------------------------------------
+    async def _publish(self, state: PairState, result: UnitResult) -> None:
+        events = result.events()
+        pair = state.pair
+        for i in range(0, len(events), PUBLISH_CHUNK):
+            for event in events[i : i + PUBLISH_CHUNK]:
+                self.publisher.publish(event)
+            self.publisher.producer.poll(0)
+            await asyncio.sleep(0)
+        archive_n = sum(1 for k in result.klines if k.source == "archive")
+        rest_n = len(result.klines) - archive_n
+        if archive_n:
+            CANDLES.labels(pair.symbol, pair.interval, "archive").inc(archive_n)
+        if rest_n:
+            CANDLES.labels(pair.symbol, pair.interval, "rest").inc(rest_n)
+        EMPTY.inc(len(result.empty))
+        self.summary.candles += len(result.klines)
+        self.summary.archive_candles += archive_n
+        self.summary.empty_ranges += len(result.empty)
+        for r in result.empty:
+            logger.warning(
+                "%s: exchange has no candles in [%s, %s): recorded as empty range",
+                pair,
+                _dt(r.start_time).isoformat(),
+                _dt(r.end_time).isoformat(),
+            )
+        if result.klines:
+            for k in result.klines[-max(1, self.cfg.backfill.recheck_recent) :]:
+                self._remember(state, k)
+        slots = len(result.klines) + sum(
+            count_opens(pair.interval, r.start_time, r.end_time) for r in result.empty
+        )
+        newest = max((event_position(e) for e in events), default=None)
+        if newest is not None and (state.position is None or newest > state.position):
+            state.position = newest
+        self._progress.advance(state, slots)
+        WEIGHT.set(self.rest.budget.own(self.rest.budget_now_ms()))
+
+    def _remember(self, state: PairState, k: Kline) -> None:
+        state.recent[k.open_time] = k
+        state.recent.move_to_end(k.open_time)
+        keep = max(1, self.cfg.backfill.recheck_recent)
+        while len(state.recent) > keep:
+            state.recent.popitem(last=False)
+
+    # -- offsets ---------------------------------------------------------------------------
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_EVERY_S)
+            self.publisher.poll(0)
+            self.offsets.commit_acked(self.service, self.publisher)
+
+    def _flush_and_commit(self) -> None:
+        remaining = self.publisher.flush(60)
+        if remaining:
+            logger.error("%d records not acknowledged by Kafka at exit", remaining)
+        self.offsets.commit_acked(self.service, self.publisher)
+        self.offsets.flush(30)
+
+    def _finish_summary(self) -> None:
+        s = self.summary
+        s.seconds = time.monotonic() - self._started
+        s.requests = self.rest.stats.requests
+        s.klines_requests = self.rest.stats.klines_requests
+        s.retries = self.rest.stats.retries
+        s.weight = self.rest.budget.stats.weight_sent
+        s.rate_limited = self.rest.budget.stats.rate_limited
+        s.banned = self.rest.budget.stats.banned
+        if self.archive is not None:
+            a = self.archive.stats
+            s.archive_downloaded, s.archive_cached = a.downloaded, a.cached
+            s.archive_missing, s.archive_corrupt = a.missing, a.corrupt
+        s.failed_pairs = [str(st.pair) for st in self.states.values() if st.failed]

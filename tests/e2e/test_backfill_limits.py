@@ -1,0 +1,120 @@
+"""The weight budget against the simulator's limiter: a saturating backfill under a limit of
+2400 weight per minute, hit by a 429 storm, is never banned (0 × 418), honours every 429's
+Retry-After, and uses at least 95 % of the limit in steady state (the simulator's count).
+
+The simulator's window is 15 wall seconds with 600 weight (2400/min) so the test sees several
+windows quickly; the client is told the same window length. Pages of 99 candles (weight 1)
+keep the CPU needed to saturate the budget low on a 2-core box; accounting is the same for
+any page size. Real Kafka; no database needed (no sink).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qryptify.config import KafkaConfig
+from sim.server import SimulatorThread
+from tests.e2e.backfill_support import (
+    FACTOR,
+    FROZEN,
+    SIM_NOW,
+    BackfillEnv,
+    RecordingTransport,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+WINDOW_S = 15.0
+LIMIT = 600  # per 15 s = 2400 per minute
+STORM = 12  # consecutive 429s, Retry-After 1 s each
+
+
+@pytest.fixture
+def env(
+    simulator: Callable[..., SimulatorThread],
+    kafka_cfg: KafkaConfig,
+    tmp_path: Path,
+) -> Iterator[BackfillEnv]:
+    sim = simulator(
+        start_ms=SIM_NOW, speed=FROZEN, weight_limit=LIMIT, weight_window_s=WINDOW_S
+    )
+    environment = BackfillEnv(
+        sim,
+        kafka_cfg,
+        "postgresql://unused:unused@127.0.0.1:1/unused",
+        tmp_path,
+        ("BTCUSDT/1m", "ETHUSDT/1m", "BNBUSDT/1m", "XRPUSDT/1m"),
+        start_date="2024-05-01",
+        archive=False,
+        extra={"rest": {"klines_limit": 99, "weight_window_s": WINDOW_S}},
+    )
+    yield environment
+    environment.cleanup()
+
+
+def sleep_until_boundary(after: float = 0.0) -> float:
+    """Sleep to the simulator's next window boundary (its windows are monotonic-clock based)."""
+    now = time.monotonic() + after
+    boundary = math.floor(now / WINDOW_S) * WINDOW_S + WINDOW_S
+    time.sleep(boundary - time.monotonic() + 0.002)
+    return boundary
+
+
+def test_weight_limited_backfill_under_a_429_storm(env: BackfillEnv) -> None:
+    transport = RecordingTransport()
+    backfiller = env.backfiller(transport)
+    backfiller.connect_db = None  # no database in this test: no gap finder
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            backfiller.run()
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="backfiller")
+    thread.start()
+    try:
+        wait_until(lambda: len(transport.sent) > 50, 60, "the backfill to start")
+        sleep_until_boundary(after=WINDOW_S / 2)  # past the first (warm-up) window
+        time.sleep(1.0)
+        env.sim.set_faults(rest_429_next=STORM, rest_retry_after_s=1)
+        wait_until(
+            lambda: env.sim.state.faults.rest_429_next == 0, 60, "the 429 storm to pass"
+        )
+        samples = [(sleep_until_boundary(), env.sim.stats()["weight_used"])]
+        for _ in range(3):
+            samples.append((sleep_until_boundary(), env.sim.stats()["weight_used"]))
+    finally:
+        backfiller.stop.set()
+        thread.join(timeout=120 * FACTOR)
+    assert not thread.is_alive() and not errors, errors
+
+    stats = env.sim.stats()
+    per_window = [b[1] - a[1] for a, b in zip(samples, samples[1:], strict=False)]
+    used = sum(per_window) / (LIMIT * len(per_window))
+    got_429 = [s for s in transport.sent if s.status == 429]
+    print(
+        f"steady-state weight per window {per_window} of {LIMIT}: {used:.1%}; "
+        f"429s {len(got_429)}, 418s {stats['responses_418']}, requests {stats['requests']}"
+    )
+    assert stats["responses_418"] == 0 and backfiller.rest.budget.stats.banned == 0
+    # Only the injected storm was refused: the budget itself never overran the limit.
+    assert stats["responses_429"] == len(got_429) == STORM
+    # Every 429 honoured: no request started before its Retry-After had passed.
+    for refusal in got_429:
+        assert refusal.retry_after is not None
+        early = [
+            s
+            for s in transport.sent
+            if refusal.finished < s.started < refusal.finished + refusal.retry_after
+        ]
+        assert not early, f"{len(early)} requests sent during a Retry-After pause"
+    assert used >= 0.95

@@ -1,0 +1,76 @@
+"""The specialised Kline reader gives exactly what fastavro gives, and fails where it fails."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qryptify.avro import KLINE, KlineCodec, decode_kline_body
+from qryptify.errors import UndecodableRecord
+from qryptify.kline import Kline
+
+CODEC = KlineCodec()
+GENERIC = KlineCodec()
+GENERIC._fast_prefix = None  # the fastavro path
+
+longs = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+texts = st.text(max_size=80)
+
+klines = st.builds(
+    Kline,
+    symbol=texts,
+    interval=texts,
+    open_time=longs,
+    close_time=longs,
+    open=texts,
+    high=texts,
+    low=texts,
+    close=texts,
+    volume=texts,
+    quote_volume=st.text(max_size=300),
+    trades=longs,
+    taker_buy_base=texts,
+    taker_buy_quote=texts,
+    source=st.sampled_from(["rest", "ws", "archive"]),
+    ingested_at=longs,
+)
+
+
+def test_the_fast_path_is_active_for_the_current_schema() -> None:
+    assert CODEC._fast_prefix is not None
+    assert CODEC._fast_prefix[2:] == CODEC.avro.catalogue.current[KLINE].fingerprint
+
+
+@settings(max_examples=300)
+@given(klines)
+def test_fast_reader_matches_fastavro(k: Kline) -> None:
+    data = CODEC.encode(k)
+    assert decode_kline_body(data, 10) == GENERIC.decode(data) == k
+
+
+@settings(max_examples=300)
+@given(klines, st.data())
+def test_fast_reader_rejects_what_fastavro_rejects(k: Kline, data: st.DataObject) -> None:
+    good = CODEC.encode(k)
+    cut = data.draw(st.integers(min_value=10, max_value=len(good) - 1))
+    mangled = good[:cut]
+    if data.draw(st.booleans()):
+        mangled += data.draw(st.binary(min_size=1, max_size=20))
+    try:
+        expected = GENERIC.decode(mangled)
+    except UndecodableRecord:
+        with pytest.raises(UndecodableRecord):
+            CODEC.decode(mangled)
+    else:
+        assert CODEC.decode(mangled) == expected
+
+
+def test_trailing_bytes_and_bad_enum_are_undecodable() -> None:
+    data = CODEC.encode(Kline("BTCUSDT", "1m", 0, 59_999, "1", "1", "1", "1", "0", "0", 0, "0",
+                              "0", "ws", 0))  # fmt: skip
+    with pytest.raises(UndecodableRecord, match="trailing"):
+        CODEC.decode(data + b"\x00")
+    source_at = len(data) - 2  # enum index, then ingested_at (0 = one byte)
+    with pytest.raises(UndecodableRecord, match="enum"):
+        CODEC.decode(data[:source_at] + b"\x06" + data[source_at + 1 :])

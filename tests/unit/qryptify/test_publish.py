@@ -1,0 +1,77 @@
+"""Delivery tracking: the acknowledged prefix per pair is what a source offset may store."""
+
+from __future__ import annotations
+
+from qryptify.kline import EmptyRange
+from qryptify.offsets import offset_key, parse_offset_key
+from qryptify.pairs import Pair
+from qryptify.publish import AckTracker, event_position
+from tests.conftest import T0, make_kline
+
+BTC = Pair("BTCUSDT", "1m")
+ETH = Pair("ETHUSDT", "1h")
+
+
+def test_watermark_is_the_acknowledged_prefix() -> None:
+    t = AckTracker()
+    slots = [t.sent(BTC, T0 + i * 60_000) for i in range(4)]
+    assert t.acked_through(BTC) is None
+    t.delivered_ok(BTC, slots[1])  # out of order: the first is still in flight
+    assert t.acked_through(BTC) is None
+    t.delivered_ok(BTC, slots[0])
+    assert t.acked_through(BTC) == T0 + 60_000
+    t.delivered_ok(BTC, slots[3])
+    assert t.acked_through(BTC) == T0 + 60_000
+    t.delivered_ok(BTC, slots[2])
+    assert t.acked_through(BTC) == T0 + 3 * 60_000
+    assert t.in_flight() == 0 and t.delivered == 4
+
+
+def test_a_failed_record_blocks_the_watermark_of_its_pair_only() -> None:
+    t = AckTracker()
+    b0, b1 = t.sent(BTC, T0), t.sent(BTC, T0 + 60_000)
+    e0 = t.sent(ETH, T0)
+    t.delivery_failed(BTC, b0, "Local: Message timed out")
+    t.delivered_ok(BTC, b1)
+    t.delivered_ok(ETH, e0)
+    assert t.acked_through(BTC) is None
+    assert t.acked_through(ETH) == T0
+    assert [f.position for f in t.failures()] == [T0]
+
+
+def test_watermark_never_moves_backwards() -> None:
+    t = AckTracker()
+    a = t.sent(BTC, T0 + 600_000)
+    t.delivered_ok(BTC, a)
+    b = t.sent(BTC, T0)  # a re-published older candle (recheck)
+    t.delivered_ok(BTC, b)
+    assert t.acked_through(BTC) == T0 + 600_000
+
+
+def test_position_of_events() -> None:
+    assert event_position(make_kline(open_time=T0)) == T0
+    # an empty range [T0, T0+10m) on 1m: resume continues at T0+10m
+    r = EmptyRange("BTCUSDT", "1m", T0, T0 + 600_000, confirmed_at=1)
+    assert event_position(r) == T0 + 9 * 60_000
+
+
+def test_offset_keys_roundtrip() -> None:
+    key = offset_key("backfiller", BTC)
+    assert key == b"backfiller|BTCUSDT|1m"
+    assert parse_offset_key(key) == ("backfiller", BTC)
+    assert parse_offset_key(b"garbage") is None
+
+
+def test_fast_kline_encoding_equals_the_codec() -> None:
+    from typing import Any, cast
+
+    from qryptify.avro import KlineCodec
+    from qryptify.publish import KlinePublisher
+
+    codec = KlineCodec()
+    pub = KlinePublisher(cast(Any, None), "t", codec)
+    k = make_kline(open_time=T0, source="archive")
+    assert pub._encode(k) == codec.encode(k)
+    assert codec.decode(pub._encode(k)) == k
+    r = EmptyRange("BTCUSDT", "1m", T0, T0 + 600_000, confirmed_at=1)
+    assert codec.decode(pub._encode(r)) == r

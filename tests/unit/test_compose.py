@@ -1,0 +1,112 @@
+"""docker-compose.yml and Dockerfile, checked statically (no Docker engine on the dev machines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_SERVICES = ("backfiller", "producer", "sink")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found = compose["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def host_ports(service: dict[str, Any]) -> set[int]:
+    return {int(str(p).split(":")[-2]) for p in service.get("ports", [])}
+
+
+def test_all_services_present(services: dict[str, Any]) -> None:
+    assert set(services) >= {"kafka", "timescaledb", "migrate", *APP_SERVICES}
+
+
+def test_kafka_kraft(services: dict[str, Any]) -> None:
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert 9092 in host_ports(kafka)
+    env = env_of(kafka)
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "localhost:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert len(env["CLUSTER_ID"]) == 22
+    assert any(v.startswith("kafka-data:") for v in kafka["volumes"])
+    assert env["KAFKA_LOG_DIRS"] in {v.split(":")[1] for v in kafka["volumes"]}
+    test = " ".join(kafka["healthcheck"]["test"])
+    assert "kafka-broker-api-versions.sh" in test
+
+
+def test_timescaledb(services: dict[str, Any]) -> None:
+    db = services["timescaledb"]
+    assert db["image"].startswith("timescale/timescaledb:latest-pg")
+    assert 5432 in host_ports(db)
+    env = env_of(db)
+    assert env["POSTGRES_PASSWORD"] == "postgres"
+    assert env["POSTGRES_DB"] == "qryptify"
+    assert any(v.startswith("pgdata:") for v in db["volumes"])
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+
+
+def test_migrate_is_one_shot(services: dict[str, Any]) -> None:
+    migrate = services["migrate"]
+    assert migrate["command"][:4] == ["python", "-m", "qryptify", "migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services(services: dict[str, Any], name: str) -> None:
+    svc = services[name]
+    assert svc["build"] == "."
+    assert svc["command"][:3] == ["python", "-m", f"services.{name}"]
+    env = env_of(svc)
+    assert env["QRYPTIFY_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["QRYPTIFY_DB__DSN"] == "postgresql://postgres:postgres@timescaledb:5432/qryptify"
+    assert any(str(v).endswith(":/app/config.yaml:ro") for v in svc["volumes"])
+    deps = svc["depends_on"]
+    assert deps["kafka"]["condition"] == "service_healthy"
+    assert deps["timescaledb"]["condition"] == "service_healthy"
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_named_volumes(compose: dict[str, Any]) -> None:
+    assert set(compose["volumes"]) >= {"kafka-data", "pgdata"}
+
+
+def test_dockerfile() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines[0] == "FROM python:3.11-slim"
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in {"root", "0"}
+    assert any(line.startswith("RUN pip install .") for line in lines)
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
+    assert {"schemas", "sql", "qryptify", "services"} <= copied
+    # everything the image runs is copied before the USER switch
+    assert lines.index(f"USER {users[-1]}") > max(
+        i for i, line in enumerate(lines) if line.startswith(("COPY ", "RUN "))
+    )
