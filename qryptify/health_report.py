@@ -472,7 +472,7 @@ def render_text(report: StatusReport) -> str:
     if d.error is not None:
         out.append(f"  UNREACHABLE: {d.error}")
     else:
-        version = (d.server_version or "?").split(" (")[0]
+        version = " ".join((d.server_version or "?").split()[:2])
         ts = f"timescaledb {d.timescale_version}" if d.timescale_version else "plain PostgreSQL"
         out.append(f"  {version}; {ts}")
         if d.timescale_error:
@@ -487,6 +487,7 @@ def render_text(report: StatusReport) -> str:
                     "COMPRESSED",
                     "POLICY",
                     "SEGMENT BY",
+                    "ORDER BY",
                 ),
                 [
                     (
@@ -497,6 +498,7 @@ def render_text(report: StatusReport) -> str:
                         str(h.compressed_chunks),
                         f"after {h.compress_after}" if h.compress_after else "-",
                         h.segment_by or "-",
+                        h.order_by or "-",
                     )
                     for h in d.hypertables
                 ],

@@ -22,7 +22,15 @@ import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from qryptify.pairs import DAY_MS, FIXED_INTERVAL_MS, HOUR_MS, INTERVALS, MINUTE_MS
+from qryptify.pairs import (
+    DAY_MS,
+    FIXED_INTERVAL_MS,
+    HOUR_MS,
+    INTERVALS,
+    MINUTE_MS,
+    align_open,
+    next_open,
+)
 
 ARCHIVE_PREFIX = "/data/futures/um/"
 CSV_HEADER = (
@@ -133,6 +141,14 @@ def archive_url_path(kind: str, symbol: str, interval: str, period_start_ms: int
     return f"{ARCHIVE_PREFIX}{kind}/klines/{symbol}/{ivl}/{symbol}-{ivl}-{stamp}.zip"
 
 
+def archive_ready_ms(file: ArchiveFile) -> int:
+    """When the file appears: after its period AND after every candle it holds has closed
+    (a 1w candle opening on the 30th closes in the next month)."""
+    delay = file.published_ms - file.end_ms
+    last_close = next_open(file.interval, align_open(file.interval, file.end_ms - 1))
+    return max(file.end_ms, last_close) + delay
+
+
 @dataclass(frozen=True, slots=True)
 class BuiltArchive:
     zip_bytes: bytes
@@ -143,10 +159,13 @@ class BuiltArchive:
         return f"{self.sha256}  {zip_name}\n"
 
 
-def build_zip(file: ArchiveFile, data_lines: list[str]) -> BuiltArchive:
-    """Deterministic zip with one CSV member (fixed timestamp → stable checksum)."""
-    lines = [CSV_HEADER, *data_lines] if file.has_header else data_lines
-    csv_bytes = ("\n".join(lines) + "\n").encode("ascii") if lines else b""
+def build_zip(file: ArchiveFile, data: bytes | list[str]) -> BuiltArchive:
+    """Deterministic zip with one CSV member (fixed timestamp → stable checksum).
+
+    ``data`` is the CSV body without header: newline-terminated bytes or a list of lines.
+    """
+    body = data if isinstance(data, bytes) else "".join(f"{line}\n" for line in data).encode()
+    csv_data = (CSV_HEADER + "\n").encode("ascii") + body if file.has_header and body else body
     published = datetime.fromtimestamp(file.published_ms / 1000, tz=UTC)
     info = zipfile.ZipInfo(
         file.csv_name,
@@ -162,12 +181,13 @@ def build_zip(file: ArchiveFile, data_lines: list[str]) -> BuiltArchive:
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16
     buffer = io.BytesIO()
-    # Level 1: a monthly 1m file compresses ~3x faster than level 6 at a slightly larger size;
-    # the archive is throughput-bound in the benchmark and clients only need valid deflate.
+    # Level 1: a monthly 1m file compresses several times faster than level 6 at a slightly
+    # larger size; the archive is throughput-bound in the benchmark and clients only need
+    # valid deflate.
     with zipfile.ZipFile(buffer, "w") as zf:
-        zf.writestr(info, csv_bytes, compresslevel=1)
-    data = buffer.getvalue()
-    return BuiltArchive(data, hashlib.sha256(data).hexdigest())
+        zf.writestr(info, csv_data, compresslevel=1)
+    packed = buffer.getvalue()
+    return BuiltArchive(packed, hashlib.sha256(packed).hexdigest())
 
 
 def corrupt(data: bytes) -> bytes:

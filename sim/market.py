@@ -1059,67 +1059,96 @@ class Formatters:
         )
 
 
-def _decimal_spec(decimals: int) -> str:
-    return "%d" if decimals == 0 else "%d.%0" + str(decimals) + "d"
+_POW10 = np.array([10**k for k in range(1, 19)], dtype=np.int64)
+_U8 = npt.NDArray[np.uint8]
 
 
-def _split(values: list[int], decimals: int) -> list[list[int]]:
-    """Column → [whole, fraction] columns (numpy does the divmod for the whole column)."""
-    if decimals == 0:
-        return [values]
-    div = 10**decimals
-    try:
-        arr = np.array(values, dtype=np.int64)
-    except OverflowError:  # sums beyond int64 (never with the built-in symbols): exact Python path
-        return [[v // div for v in values], [v % div for v in values]]
-    whole, frac = np.divmod(arr, div)
-    return [whole.tolist(), frac.tolist()]
+def _digits_matrix(values: I64, decimals: int, quoted: bool) -> _U8:
+    """Right-aligned ASCII of fixed-point numbers, one row per value; 0 bytes are padding.
+
+    Vectorised: one divmod per digit position for the whole column, instead of a Python
+    format call per value (a monthly 1m archive has 44,640 rows × 8 decimals).
+    """
+    n = len(values)
+    digits = np.maximum(np.searchsorted(_POW10, values, side="right") + 1, decimals + 1)
+    max_digits = int(digits.max()) if n else decimals + 1
+    q = 1 if quoted else 0
+    width = max_digits + (1 if decimals else 0) + 2 * q
+    out = np.zeros((n, width), dtype=np.uint8)
+    rest = values.copy()
+    col = width - 1 - q
+    for j in range(max_digits):
+        if decimals and j == decimals:
+            out[:, col] = 46  # "." — every value has at least one integer digit
+            col -= 1
+        rest, digit = np.divmod(rest, 10)
+        out[:, col] = np.where(j < digits, digit + 48, 0)
+        col -= 1
+    if quoted:
+        out[:, -1] = 34
+        first = width - q - digits - (1 if decimals else 0)
+        out[np.arange(n), first - 1] = 34
+    return out
 
 
-def _formatted_rows(spec: SymbolSpec, cols: KlineColumns, csv: bool) -> list[str]:
-    """One ``%``-template per row over pre-split columns: ~1 µs a row instead of ~7."""
+def _literal(n: int, text: str) -> _U8:
+    return np.tile(np.frombuffer(text.encode("ascii"), dtype=np.uint8), (n, 1))
+
+
+def _int_column(values: list[int]) -> I64:
+    return np.array(values, dtype=np.int64)
+
+
+def _formatted_rows(spec: SymbolSpec, cols: KlineColumns, csv: bool) -> bytes:
+    """All rows as ASCII: CSV lines (``\n``-terminated) or JSON arrays (``,``-terminated)."""
+    n = len(cols)
+    if n == 0:
+        return b""
     pp, qp, up = spec.price_precision, spec.quantity_precision, spec.quote_precision
-    p, q, u = _decimal_spec(pp), _decimal_spec(qp), _decimal_spec(up)
-    if csv:
-        fields = ["%d", p, p, p, p, q, "%d", u, "%d", q, u, "0"]
-        template = ",".join(fields)
-    else:
-        quoted = [f'"{x}"' for x in (p, q, u)]
-        p_, q_, u_ = quoted
-        fields = ["%d", p_, p_, p_, p_, q_, "%d", u_, "%d", q_, u_, '"0"']
-        template = "[" + ",".join(fields) + "]"
+    quoted = not csv
+    opens = _int_column(cols.open_time)
     ivl = cols.interval
     if is_fixed(ivl):
-        span = interval_ms(ivl) - 1
-        closes = [t + span for t in cols.open_time]
+        closes = opens + (interval_ms(ivl) - 1)
     else:
-        closes = [close_time(ivl, t) for t in cols.open_time]
-    columns: list[list[int]] = [cols.open_time]
-    for values, decimals in (
-        (cols.open, pp),
-        (cols.high, pp),
-        (cols.low, pp),
-        (cols.close, pp),
-        (cols.volume, qp),
-    ):
-        columns.extend(_split(values, decimals))
-    columns.append(closes)
-    columns.extend(_split(cols.quote, up))
-    columns.append(cols.trades)
-    columns.extend(_split(cols.taker_base, qp))
-    columns.extend(_split(cols.taker_quote, up))
-    return list(map(template.__mod__, zip(*columns, strict=True)))
+        closes = np.array([close_time(ivl, t) for t in cols.open_time], dtype=np.int64)
+    fields: list[tuple[I64, int, bool]] = [
+        (opens, 0, False),
+        (_int_column(cols.open), pp, quoted),
+        (_int_column(cols.high), pp, quoted),
+        (_int_column(cols.low), pp, quoted),
+        (_int_column(cols.close), pp, quoted),
+        (_int_column(cols.volume), qp, quoted),
+        (closes, 0, False),
+        (_int_column(cols.quote), up, quoted),
+        (_int_column(cols.trades), 0, False),
+        (_int_column(cols.taker_base), qp, quoted),
+        (_int_column(cols.taker_quote), up, quoted),
+    ]
+    parts: list[_U8] = [] if csv else [_literal(n, "[")]
+    for values, decimals, quote in fields:
+        parts.append(_digits_matrix(values, decimals, quote))
+        parts.append(_literal(n, ","))
+    parts.append(_literal(n, "0\n" if csv else '"0"],'))
+    flat = np.hstack(parts).ravel()
+    packed: bytes = flat[flat != 0].tobytes()
+    return packed
 
 
 def rest_rows_json(spec: SymbolSpec, cols: KlineColumns) -> str:
     """The JSON body of ``/fapi/v1/klines``: 12-element rows, times/trades as integers,
     prices/volumes as strings, the ignore column ``"0"`` as on the real exchange."""
-    return "[" + ",".join(_formatted_rows(spec, cols, csv=False)) + "]"
+    body = _formatted_rows(spec, cols, csv=False)
+    return "[" + body[:-1].decode("ascii") + "]"
+
+
+def csv_bytes(spec: SymbolSpec, cols: KlineColumns) -> bytes:
+    """Archive CSV data lines (same decimal strings as REST, unquoted), newline-terminated."""
+    return _formatted_rows(spec, cols, csv=True)
 
 
 def csv_lines(spec: SymbolSpec, cols: KlineColumns) -> list[str]:
-    """Archive CSV data lines (same decimal strings as REST, unquoted)."""
-    return _formatted_rows(spec, cols, csv=True)
+    return csv_bytes(spec, cols).decode("ascii").splitlines()
 
 
 def rest_row(spec: SymbolSpec, interval: str, open_ms: int, bar: Bar) -> list[object]:

@@ -33,8 +33,8 @@ from aiohttp import WSMsgType, web
 
 from qryptify.pairs import INTERVALS, align_open, close_time, next_open
 from sim.archive import (
-    ArchiveFile,
     BuiltArchive,
+    archive_ready_ms,
     build_zip,
     corrupt,
     not_found_xml,
@@ -50,7 +50,7 @@ from sim.market import (
     LruCache,
     Market,
     SymbolSpec,
-    csv_lines,
+    csv_bytes,
     rest_rows_json,
     stable_fraction,
     stable_string_key,
@@ -436,21 +436,22 @@ async def handle_klines(request: web.Request) -> web.Response:
     if start is not None and end is not None and start > end:
         raise BinanceError(-1023, "Start time is greater than end time.")
     now = state.clock.now_ms()
-    cols = state.market.select(spec, interval, start, end, limit, state.availability(spec), now)
-    return web.Response(text=rest_rows_json(spec, cols), content_type="application/json")
+    avail = state.availability(spec)
+
+    def page() -> str:
+        return rest_rows_json(
+            spec, state.market.select(spec, interval, start, end, limit, avail, now)
+        )
+
+    # Pages are built off the event loop so that a backfill hammering REST does not hold up
+    # WebSocket close frames (the market is thread-safe).
+    text = await asyncio.get_running_loop().run_in_executor(None, page)
+    return web.Response(text=text, content_type="application/json")
 
 
 # ---------------------------------------------------------------------------------------------
 # Archive
 # ---------------------------------------------------------------------------------------------
-
-
-def archive_ready_ms(file: ArchiveFile) -> int:
-    """When the file appears: after its period AND after every candle it holds has closed
-    (a 1w candle opening on the 30th closes in the next month)."""
-    delay = file.published_ms - file.end_ms
-    last_close = next_open(file.interval, align_open(file.interval, file.end_ms - 1))
-    return max(file.end_ms, last_close) + delay
 
 
 async def handle_archive(request: web.Request) -> web.Response:
@@ -478,7 +479,7 @@ async def handle_archive(request: web.Request) -> web.Response:
         )
         if not len(cols):
             return _NO_FILE  # a period without any candle (before listing, after settlement)
-        return build_zip(file, csv_lines(spec, cols))
+        return build_zip(file, csv_bytes(spec, cols))
 
     built = await asyncio.get_running_loop().run_in_executor(
         None, state.archives.get_or_make, cache_key, make

@@ -123,10 +123,10 @@ ORDER BY h.hypertable_schema, h.hypertable_name
 """
 _COMPRESSION_SETTINGS = """
 SELECT string_agg(attname, ', ' ORDER BY segmentby_column_index)
-         FILTER (WHERE segmentby_column_index IS NOT NULL),
+         FILTER (WHERE segmentby_column_index IS NOT NULL) AS segment_by,
        string_agg(attname || CASE WHEN orderby_asc THEN '' ELSE ' DESC' END, ', '
                   ORDER BY orderby_column_index)
-         FILTER (WHERE orderby_column_index IS NOT NULL)
+         FILTER (WHERE orderby_column_index IS NOT NULL) AS order_by
 FROM timescaledb_information.compression_settings
 WHERE hypertable_schema = %s AND hypertable_name = %s
 """
@@ -398,6 +398,9 @@ def read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: i
 # --------------------------------------------------------------------------------------------
 
 
+_LIBRDKAFKA_LOGGER = logging.getLogger("qryptify.status.librdkafka")
+
+
 def _quiet_client_error(err: Any) -> None:
     # Unreachable brokers are reported in the table; librdkafka's retries are noise here.
     logger.debug("kafka: %s", err)
@@ -412,7 +415,13 @@ def collect_kafka(cfg: KafkaConfig, group: str, timeout_s: float) -> KafkaHealth
         bootstrap=cfg.bootstrap_servers, topic=cfg.topic, group=group, dlq_topic=cfg.dlq_topic
     )
     try:
-        consumer = make_consumer(cfg, group, error_cb=_quiet_client_error)
+        # librdkafka's own log lines go to Python logging (scrubbed) instead of straight to
+        # stderr, shown only at DEBUG: the failure itself is reported in the table.
+        debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+        _LIBRDKAFKA_LOGGER.setLevel(logging.DEBUG if debug else logging.CRITICAL)
+        consumer = make_consumer(
+            cfg, group, error_cb=_quiet_client_error, logger=_LIBRDKAFKA_LOGGER
+        )
     except KafkaException as exc:
         return dataclasses.replace(base, error=_kafka_reason(exc))
     try:

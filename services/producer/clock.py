@@ -2,17 +2,20 @@
 exchange clock's *rate* and the stream's event times.
 
 * Rate: ``/fapi/v1/time`` observations give exchange ms per local ms. Against Binance this is 1
-  (within noise, snapped to exactly 1); against the simulator at speed N it is N, and an
-  offset-only clock would fall behind by (N - 1) × elapsed between syncs.
+  (anything near 1 is snapped to exactly 1); against the simulator at speed N it is N, and an
+  offset-only clock would fall behind by (N - 1) × elapsed between syncs. The rate is measured
+  between the newest observation and the newest one at least ``RATE_BASELINE_MS`` older, so a
+  change of speed is followed within one or two syncs.
 * Noise: the server stamps its time somewhere inside the round trip, and a busy server makes
-  round trips long. As in NTP, the observations with the shortest round trips are trusted: the
-  anchor is the recent one with the smallest RTT, the rate is measured between the best old
-  and the best new one.
-* Event times: a valid frame's ``E`` is exchange time the exchange has already reached, so
-  "now" never reads earlier than the newest one (bounded, so a bogus ``E`` cannot jump it).
+  round trips long. As in NTP, the recent observation with the shortest round trip anchors
+  the estimate.
+* Event times: a valid frame's ``E`` was the exchange's time when it sent the frame. While
+  frames flow, the newest one anchors the estimate (extrapolated only over the milliseconds
+  since), so a wrong rate or a slow sync cannot carry the clock far off.
 
-Nothing decides "closed" from this clock alone: WebSocket candles are closed by their ``x``
-flag, REST candles by being followed by a newer row (see ``stream.closed_rest_klines``).
+Readings never go backwards. Nothing decides "closed" from this clock alone: WebSocket candles
+are closed by their ``x`` flag, REST candles by being followed by a newer row (see
+``stream.closed_rest_klines``).
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from typing import NamedTuple
 
 from qryptify.clock import Clock, ExchangeClock
 
-#: Observations older than this (local ms) no longer take part in the estimates.
-RATE_WINDOW_MS = 30_000
-#: The anchor is the best observation of this recent span (local ms).
-ANCHOR_WINDOW_MS = 5_000
-#: A rate this close to 1 is 1: the real exchange runs at wall speed.
-RATE_SNAP = 0.02
-#: An event time more than this ahead of the estimate is not trusted to move the clock.
+#: Observations kept for the estimates (local ms).
+OBS_WINDOW_MS = 600_000
+#: The time anchor is the best observation of this recent span (local ms).
+ANCHOR_WINDOW_MS = 3_000
+#: The rate is measured over at least this much local time.
+RATE_BASELINE_MS = 1_000
+#: A rate within these bounds is 1: the real exchange runs at wall speed.
+RATE_SNAP = (0.8, 1.25)
+#: An event time more than this ahead of the estimate is not trusted.
 MAX_EVENT_LEAD_MS = 600_000
 
 
@@ -42,13 +47,9 @@ class MonotonicClock:
 
 
 class _Obs(NamedTuple):
-    mid: int  # local ms, middle of the round trip
+    local: int  # local ms (middle of the round trip, or when the frame arrived)
     server: int  # exchange ms
-    rtt: int  # local ms
-
-
-def _best(observations: list[_Obs]) -> _Obs:
-    return min(observations, key=lambda o: (o.rtt, -o.mid))
+    rtt: int  # local ms; 0 for event times
 
 
 class StreamClock(ExchangeClock):
@@ -57,8 +58,9 @@ class StreamClock(ExchangeClock):
         self._mutex = threading.Lock()
         self._obs: deque[_Obs] = deque()
         self._rate = 1.0
-        self._anchor: _Obs | None = None
-        self._floor = 0  # newest trusted event time / previous reading
+        self._time_anchor: _Obs | None = None
+        self._event_anchor: _Obs | None = None
+        self._last = 0
 
     @property
     def rate(self) -> float:
@@ -66,8 +68,8 @@ class StreamClock(ExchangeClock):
 
     @property
     def uncertainty_ms(self) -> int:
-        """How far "now" may be off: half the anchor's round trip, in exchange ms."""
-        anchor = self._anchor
+        """How far "now" may be ahead: half the time anchor's round trip, in exchange ms."""
+        anchor = self._time_anchor
         return (0 if anchor is None else int(anchor.rtt / 2 * self._rate)) + 1
 
     def observe(self, sent_ms: int, received_ms: int, server_ms: int) -> None:
@@ -75,37 +77,44 @@ class StreamClock(ExchangeClock):
         obs = _Obs((sent_ms + received_ms) // 2, server_ms, max(0, received_ms - sent_ms))
         with self._mutex:
             self._obs.append(obs)
-            while len(self._obs) > 2 and obs.mid - self._obs[0].mid > RATE_WINDOW_MS:
+            while len(self._obs) > 2 and obs.local - self._obs[0].local > OBS_WINDOW_MS:
                 self._obs.popleft()
-            recent = [o for o in self._obs if obs.mid - o.mid <= ANCHOR_WINDOW_MS]
-            anchor = _best(recent)
-            older = [o for o in self._obs if anchor.mid - o.mid >= 50]
-            if older:
-                base = _best(older[: max(1, len(older) // 2)] if len(older) > 2 else older)
-                rate = (anchor.server - base.server) / (anchor.mid - base.mid)
-                self._rate = 1.0 if abs(rate - 1.0) <= RATE_SNAP else max(rate, 0.0)
-            self._anchor = anchor
+            recent = [o for o in self._obs if obs.local - o.local <= ANCHOR_WINDOW_MS]
+            anchor = min(recent, key=lambda o: (o.rtt, -o.local))
+            base = next(
+                (o for o in reversed(self._obs) if anchor.local - o.local >= RATE_BASELINE_MS),
+                None,
+            )
+            if base is not None:
+                rate = (anchor.server - base.server) / (anchor.local - base.local)
+                low, high = RATE_SNAP
+                self._rate = 1.0 if low <= rate <= high else max(rate, 0.0)
+            self._time_anchor = anchor
 
     def observe_event(self, event_ms: int) -> None:
-        """A frame's ``E``: the exchange has reached at least this time."""
-        estimate = self._estimate()
+        """A frame's ``E``, just received: the exchange's time a moment ago."""
+        local = self.local_ms()
+        estimate = self._estimate(local)
         if estimate is not None and event_ms > estimate + MAX_EVENT_LEAD_MS:
             return
         with self._mutex:
-            self._floor = max(self._floor, event_ms)
+            anchor = self._event_anchor
+            if anchor is None or event_ms >= anchor.server:
+                self._event_anchor = _Obs(local, event_ms, 0)
 
-    def _estimate(self) -> int | None:
+    def _estimate(self, local: int) -> int | None:
         with self._mutex:
-            anchor = self._anchor
+            anchors = [a for a in (self._time_anchor, self._event_anchor) if a is not None]
             rate = self._rate
-        if anchor is None:
+        if not anchors:
             return None
-        return anchor.server + int((self.local_ms() - anchor.mid) * rate)
+        newest = max(anchors, key=lambda a: (a.local, a.server))
+        return newest.server + int((local - newest.local) * rate)
 
     def now_ms(self) -> int:
-        estimate = self._estimate()
+        estimate = self._estimate(self.local_ms())
+        if estimate is None:
+            estimate = super().now_ms()
         with self._mutex:
-            if estimate is None:
-                estimate = super().now_ms()
-            self._floor = max(self._floor, estimate)
-            return self._floor
+            self._last = max(self._last, estimate)
+            return self._last

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import yaml
@@ -33,7 +33,6 @@ from qryptify.pairs import Pair, align_open
 from qryptify.publish import KlinePublisher
 from services.backfiller.run import Backfiller
 from sim.check import PairReport, compare_db_with_truth, format_report
-from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
 from tests.integration.conftest import unique
 
@@ -82,11 +81,74 @@ class Service:
         self.proc.wait(timeout=30)
 
 
+class Sim(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    def now_ms(self) -> int: ...
+
+
+class SimProcess:
+    """``python -m sim`` in its own process (its own core, not the test's GIL)."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        self.log = log
+        with log.open("wb") as handle:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "sim", "--port", "0", *args],
+                cwd=ROOT,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._url = ""
+
+        def listening() -> bool:
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith("sim listening on "):
+                    self._url = line.removeprefix("sim listening on ").strip()
+                    return True
+            return self.proc.poll() is not None
+
+        wait_until(listening, 30, "the simulator to listen")
+        if not self._url:
+            raise AssertionError(f"simulator did not start:\n{log.read_text()[-2000:]}")
+        self.http = httpx.Client(base_url=self._url, timeout=30)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def now_ms(self) -> int:
+        return int(self.http.get("/fapi/v1/time").json()["serverTime"])
+
+    def stats(self) -> dict[str, int]:
+        body: dict[str, int] = self.http.get("/sim/stats").json()
+        return body
+
+    def faults(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.http.get("/sim/faults").json()
+        return body
+
+    def set_faults(self, **patch: Any) -> None:
+        self.http.post("/sim/faults", json=patch).raise_for_status()
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 @dataclass
 class BackfillEnv:
     """One simulator, one topic set, one database; writes configs and starts services."""
 
-    sim: SimulatorThread
+    sim: Sim
     kafka: KafkaConfig
     dsn: str
     tmp: Path

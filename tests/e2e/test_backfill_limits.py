@@ -3,9 +3,10 @@
 Retry-After, and uses at least 95 % of the limit in steady state (the simulator's count).
 
 The simulator's window is 15 wall seconds with 600 weight (2400/min) so the test sees several
-windows quickly; the client is told the same window length. Pages of 99 candles (weight 1)
+windows quickly; the client is told the same window length. Pages of 100 candles (weight 2)
 keep the CPU needed to saturate the budget low on a 2-core box; accounting is the same for
-any page size. Real Kafka; no database needed (no sink).
+any page size. The simulator runs in its own process; its weight windows and this test's
+clock are the same CLOCK_MONOTONIC. Real Kafka; no database needed (no sink).
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from qryptify.config import KafkaConfig
-from sim.server import SimulatorThread
 from tests.e2e.backfill_support import (
     FACTOR,
     FROZEN,
     SIM_NOW,
     BackfillEnv,
     RecordingTransport,
+    SimProcess,
     wait_until,
 )
 
@@ -37,14 +38,20 @@ STORM = 12  # consecutive 429s, Retry-After 1 s each
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(
-        start_ms=SIM_NOW, speed=FROZEN, weight_limit=LIMIT, weight_window_s=WINDOW_S
+def sim(tmp_path: Path) -> Iterator[SimProcess]:
+    process = SimProcess(
+        tmp_path / "sim.log",
+        f"--start={SIM_NOW}",
+        f"--speed={FROZEN}",
+        f"--weight-limit={LIMIT}",
+        f"--weight-window-s={WINDOW_S}",
     )
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def env(sim: SimProcess, kafka_cfg: KafkaConfig, tmp_path: Path) -> Iterator[BackfillEnv]:
     environment = BackfillEnv(
         sim,
         kafka_cfg,
@@ -53,7 +60,7 @@ def env(
         ("BTCUSDT/1m", "ETHUSDT/1m", "BNBUSDT/1m", "XRPUSDT/1m"),
         start_date="2024-05-01",
         archive=False,
-        extra={"rest": {"klines_limit": 99, "weight_window_s": WINDOW_S}},
+        extra={"rest": {"klines_limit": 100, "weight_window_s": WINDOW_S}},
     )
     yield environment
     environment.cleanup()
@@ -67,7 +74,7 @@ def sleep_until_boundary(after: float = 0.0) -> float:
     return boundary
 
 
-def test_weight_limited_backfill_under_a_429_storm(env: BackfillEnv) -> None:
+def test_weight_limited_backfill_under_a_429_storm(env: BackfillEnv, sim: SimProcess) -> None:
     transport = RecordingTransport()
     backfiller = env.backfiller(transport)
     backfiller.connect_db = None  # no database in this test: no gap finder
@@ -85,19 +92,22 @@ def test_weight_limited_backfill_under_a_429_storm(env: BackfillEnv) -> None:
         wait_until(lambda: len(transport.sent) > 50, 60, "the backfill to start")
         sleep_until_boundary(after=WINDOW_S / 2)  # past the first (warm-up) window
         time.sleep(1.0)
-        env.sim.set_faults(rest_429_next=STORM, rest_retry_after_s=1)
-        wait_until(
-            lambda: env.sim.state.faults.rest_429_next == 0, 60, "the 429 storm to pass"
-        )
-        samples = [(sleep_until_boundary(), env.sim.stats()["weight_used"])]
+        sim.set_faults(rest_429_next=STORM, rest_retry_after_s=1)
+        wait_until(lambda: sim.faults()["rest_429_next"] == 0, 60, "the 429 storm to pass")
+        samples = [(sleep_until_boundary(), sim.stats()["weight_used"])]
         for _ in range(3):
-            samples.append((sleep_until_boundary(), env.sim.stats()["weight_used"]))
+            samples.append((sleep_until_boundary(), sim.stats()["weight_used"]))
+            budget = backfiller.rest.budget
+            print(
+                f"own={budget.own(backfiller.rest.budget_now_ms())} pending={budget.pending}"
+                f" candles={backfiller.summary.candles} requests={len(transport.sent)}"
+            )
     finally:
         backfiller.stop.set()
         thread.join(timeout=120 * FACTOR)
     assert not thread.is_alive() and not errors, errors
 
-    stats = env.sim.stats()
+    stats = sim.stats()
     per_window = [b[1] - a[1] for a, b in zip(samples, samples[1:], strict=False)]
     used = sum(per_window) / (LIMIT * len(per_window))
     got_429 = [s for s in transport.sent if s.status == 429]

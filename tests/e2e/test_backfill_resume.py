@@ -78,7 +78,9 @@ def test_backfill_kill9_and_resume_matches_the_exchange(env: BackfillEnv) -> Non
     first.kill9()
 
     before = read_topic(env.kafka)
-    published_before = {(e.symbol, e.interval, e.open_time) for _, _, e in before if isinstance(e, Kline)}
+    published_before = {
+        (e.symbol, e.interval, e.open_time) for _, _, e in before if isinstance(e, Kline)
+    }
     ends_before: dict[int, int] = {}
     for partition, offset, _ in before:
         ends_before[partition] = max(ends_before.get(partition, -1), offset)

@@ -188,6 +188,8 @@ class Service:
             self.proc.wait()
             self.lines.append(f"[{self.name} still running {STOP_WAIT_S}s after SIGTERM: killed]")
         self.reader.join(timeout=STOP_WAIT_S)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return "".join(self.lines)
 
 

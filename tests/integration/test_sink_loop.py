@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from prometheus_client import REGISTRY
+
 from qryptify import db
 from qryptify.config import Config
 from qryptify.kline import EmptyRange
@@ -25,7 +27,13 @@ from tests.integration.sink_helpers import (
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "1m"), ("SOLUSDT", "5m"), ("XRPUSDT", "1h")]
 
 
+def _metric(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
 def test_sink_writes_every_candle_once_and_commits_after_the_rows(app_config: Config) -> None:
+    written_before = _metric("qryptify_sink_rows_written_total")
+    batches_before = _metric("qryptify_sink_batch_records_count")
     first = series(PAIRS, 300)
     produce(app_config.kafka, first)
     loop = make_loop(app_config, threading.Event(), batch_size=250)
@@ -37,6 +45,10 @@ def test_sink_writes_every_candle_once_and_commits_after_the_rows(app_config: Co
     fixes = series(PAIRS, 10, tag=".75")
     produce(app_config.kafka, fixes)
     wait_until(caught_up(app_config.kafka, app_config.sink.group_id), 60, "corrections")
+    topic = app_config.kafka.topic
+    lags = [REGISTRY.get_sample_value("qryptify_sink_consumer_lag", {"topic": topic,
+             "partition": str(p)}) for p in nonempty_watermarks(app_config.kafka)]  # fmt: skip
+    assert lags and all(lag == 0.0 for lag in lags), lags  # set per partition, caught up
     assert runner.stop() == 0
     assert table_rows(dsn) == expected_rows(first + fixes)
     newest = {
@@ -48,6 +60,11 @@ def test_sink_writes_every_candle_once_and_commits_after_the_rows(app_config: Co
     assert committed_nonempty(app_config.kafka, app_config.sink.group_id) == marks
     assert loop.totals["written"] == 1200 + 40
     assert loop.totals["unchanged"] == 0
+    # The same figures on /metrics.
+    assert _metric("qryptify_sink_rows_written_total") - written_before == 1240
+    assert _metric("qryptify_sink_batch_records_count") - batches_before == loop.batches
+    assert _metric("qryptify_sink_commit_seconds_count", {"stage": "db"}) >= loop.batches
+    assert _metric("qryptify_sink_close_to_commit_seconds_count") > 0
 
 
 def test_duplicates_in_one_batch_and_empty_ranges(app_config: Config) -> None:

@@ -323,3 +323,16 @@ def test_now_can_come_from_the_exchange_clock(
     # Corrected to mid-request, the exchange's 06:00:30 stays within a second of itself.
     assert abs(doc["now_ms"] - NOW) < 1_000
     assert code == 0, doc["breaches"]
+
+
+def test_an_unmigrated_database_is_a_row_not_a_traceback(
+    db_dsn: str, config_for: Callable[..., Path], status: StatusRun
+) -> None:
+    with db.connect(db_dsn) as conn:
+        conn.execute("DROP TABLE candlesticks, sync_state, empty_ranges, schema_migrations")
+        conn.commit()
+    code, doc = status_json(status, config_for(), "--now", str(NOW))
+    assert code == EXIT_UNHEALTHY
+    assert checks(doc) == ["database"]
+    assert "qryptify migrate" in doc["database"]["error"]
+    assert "candlesticks" in doc["database"]["error"]

@@ -36,6 +36,37 @@ DOC_REST_ROW: list[Any] = [
     "28.46694368",
     "17928899.62484339",
 ]
+#: Real /fapi/v1/klines rows (BTCUSDT 5m, captured 2021-03-21; binance-api.md §7A), verbatim.
+REAL_REST_ROWS: list[list[Any]] = [
+    [
+        1616338800000,
+        "57212.69",
+        "57315.00",
+        "57196.19",
+        "57300.00",
+        "496.263",
+        1616339099999,
+        "28425514.78940",
+        7160,
+        "273.108",
+        "15642623.69718",
+        "0",
+    ],
+    [
+        1616339100000,
+        "57300.00",
+        "57300.00",
+        "57200.61",
+        "57206.47",
+        "174.865",
+        1616339399999,
+        "10009130.07051",
+        2602,
+        "60.409",
+        "3457649.49072",
+        "0",
+    ],
+]
 #: The official kline stream example (Kline-Candlestick-Streams), verbatim.
 DOC_WS_EVENT = json.loads(
     '{"e":"kline","E":1638747660000,"s":"BTCUSDT","k":{"t":1638747660000,"T":1638747719999,'
@@ -86,6 +117,8 @@ def check_kline_event(event: Any) -> None:
 
 # The checkers must accept the documentation's own examples.
 check_rest_row(DOC_REST_ROW)
+for _row in REAL_REST_ROWS:
+    check_rest_row(_row)
 check_kline_event(DOC_WS_EVENT)
 check_kline_event(REAL_COMBINED_FRAME["data"])
 

@@ -7,7 +7,7 @@ import pytest
 
 from qryptify.pairs import HOUR_MS, MINUTE_MS, align_open
 from sim.server import SimulatorThread
-from tests.integration.sim.helpers import START_MS, Params, check_rest_row
+from tests.integration.sim.helpers import REAL_REST_ROWS, START_MS, Params, check_rest_row
 
 WEIGHT = "X-MBX-USED-WEIGHT-1M"
 
@@ -60,8 +60,10 @@ def test_klines_rows_match_the_documented_layout(http: httpx.Client) -> None:
         check_rest_row(row)
         assert row[6] == row[0] + 5 * MINUTE_MS - 1
         assert row[11] == "0"
-        # Price strings carry the symbol's precision (2 for BTCUSDT), quantities 3.
-        assert len(row[1].split(".")[1]) == 2 and len(row[5].split(".")[1]) == 3
+        # Decimals as in the real BTCUSDT rows: price 2, quantity 3, quote 5 (= 2 + 3).
+        real = REAL_REST_ROWS[0]
+        for i in (1, 2, 3, 4, 5, 7, 9, 10):
+            assert len(row[i].split(".")[1]) == len(real[i].split(".")[1]), (i, row[i], real[i])
         assert float(row[3]) <= min(float(row[1]), float(row[4]))
         assert float(row[2]) >= max(float(row[1]), float(row[4]))
     opens = [row[0] for row in rows]

@@ -264,3 +264,17 @@ def test_higher_interval_close_and_delisted_stream(
         k["V"],
         k["Q"],
     ]
+
+
+def test_every_candle_closes_exactly_once_in_order_at_speed_3600() -> None:
+    with SimulatorThread(speed=3600, start_ms=START_MS) as sim:
+        url = f"{sim.ws_url}/market/stream?streams=btcusdt@kline_1m/ethusdt@kline_5m"
+        frames = asyncio.run(collect(url, lambda fs: len(closes(fs)) >= 120))
+    by_symbol: dict[str, list[int]] = {}
+    for k in closes(frames):
+        by_symbol.setdefault(k["s"], []).append(k["t"])
+    btc = by_symbol["BTCUSDT"]
+    assert btc == list(range(btc[0], btc[0] + 60_000 * len(btc), 60_000))
+    eth = by_symbol["ETHUSDT"]
+    assert len(eth) >= 10
+    assert eth == list(range(eth[0], eth[0] + 300_000 * len(eth), 300_000))

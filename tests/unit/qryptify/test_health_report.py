@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from qryptify.health_report import (
     DatabaseHealth,
     Gap,
+    Hypertable,
     KafkaHealth,
     PairFacts,
     StatusReport,
@@ -411,3 +412,31 @@ def test_format_duration() -> None:
 def test_next_open_sanity_for_fixture_months() -> None:
     assert next_open("1M", JAN_2024) == FEB_2024
     assert next_open("1M", FEB_2024) == MAR_2024
+
+
+def test_text_shows_timescaledb_hypertables() -> None:
+    report = _report([T0 + i * M for i in range(10)], T0 + 10 * M + 1, Thresholds())
+    timescale = DatabaseHealth(
+        target="postgresql://u:***@h:5432/d",
+        server_version="PostgreSQL 17.5 on x86_64",
+        timescale_version="2.23.0",
+        hypertables=(
+            Hypertable(
+                name="public.candlesticks",
+                chunk_interval="1 day",
+                num_chunks=3,
+                compression_enabled=True,
+                compressed_chunks=1,
+                compress_after="7 days",
+                segment_by="symbol, interval",
+                order_by="ts DESC",
+            ),
+        ),
+    )
+    text = render_text(dataclasses.replace(report, database=timescale))
+    assert "PostgreSQL 17.5; timescaledb 2.23.0" in text
+    row = next(line for line in text.splitlines() if "public.candlesticks" in line).split()
+    assert row == ["public.candlesticks", "1", "day", "3", "on", "1", "after", "7", "days",
+                   "symbol,", "interval", "ts", "DESC"]  # fmt: skip
+    doc = to_json(dataclasses.replace(report, database=timescale))
+    assert doc["database"]["hypertables"][0]["segment_by"] == "symbol, interval"

@@ -12,12 +12,12 @@ from qryptify.pairs import DAY_MS
 from sim.archive import (
     CSV_HEADER,
     HEADER_SINCE_MS,
+    archive_ready_ms,
     archive_url_path,
     build_zip,
     corrupt,
     parse_archive_path,
 )
-from sim.server import archive_ready_ms
 
 JAN_2024 = 1_704_067_200_000
 

@@ -1,0 +1,98 @@
+"""The records a ``make bench`` figure fills in: table rows, the figure's result, the run's
+context. Plain data; the orchestrator (``bench.__main__``) renders and writes them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stats import Spread
+
+
+class Pending(Exception):  # noqa: N818 - a status, not an error
+    """The figure's code is not there yet (another engineer's bench script)."""
+
+
+@dataclass
+class Row:
+    """One line of the table: our measurement, its reference from the same run, the ratio."""
+
+    metric: str
+    ours: Spread
+    unit: str = ""
+    reference: Spread | None = None
+    reference_label: str = ""
+    ratio: Spread | None = None
+    target: str = ""
+    met: bool | None = None
+    #: The reference's unit when it differs from ``unit``.
+    reference_unit: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "unit": self.unit,
+            "ours": self.ours.to_json(),
+            "reference_label": self.reference_label or None,
+            "reference": self.reference.to_json() if self.reference else None,
+            "reference_unit": self.reference_unit or self.unit,
+            "ratio": self.ratio.to_json() if self.ratio else None,
+            "target": self.target or None,
+            "met": self.met,
+        }
+
+
+@dataclass
+class FigureResult:
+    key: str
+    number: str
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    scale: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    status: str = "ok"  # ok | pending | failed
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "figure": self.number,
+            "title": self.title,
+            "status": self.status,
+            "error": self.error,
+            "seconds": round(self.seconds, 1),
+            "scale": self.scale,
+            "rows": [r.to_json() for r in self.rows],
+            "notes": self.notes,
+            "raw": self.raw,
+        }
+
+
+@dataclass
+class Context:
+    """What every figure gets: the stack's endpoints, a work directory, the run's scale."""
+
+    kafka: str
+    pg: str
+    workdir: Path
+    quick: bool
+    reps: int
+    profile: str | None = None
+
+
+def json_safe(value: Any) -> Any:
+    """JSON without NaN/Infinity (null instead), Paths and other objects as strings."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Spread):
+        return value.to_json()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)

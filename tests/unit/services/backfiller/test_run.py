@@ -1,0 +1,238 @@
+"""The backfiller's run loop against a fake exchange (httpx.MockTransport) and a fake
+producer: symbol validation, the closed rule, empty ranges, ordering, offsets, rechecks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from qryptify.avro import KlineCodec
+from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
+from qryptify.config import Config, build_config
+from qryptify.errors import ConfigError
+from qryptify.kline import EmptyRange, Event, Kline
+from qryptify.pairs import MINUTE_MS, Pair, interval_ms
+from qryptify.publish import KlinePublisher
+from services.backfiller.run import Backfiller, ordered_map
+from sim.symbols import parse_time_ms
+
+START = parse_time_ms("2024-01-01")
+NOW = START + 3 * 60 * MINUTE_MS + 30_000  # 03:00:30 -> 180 closed 1m candles
+
+
+@dataclass
+class Exchange:
+    now: int = NOW
+    symbols: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "BTCUSDT": {"status": "TRADING", "deliveryDate": PERPETUAL_DELIVERY_MS},
+            "OLDUSDT": {"status": "SETTLING", "deliveryDate": START + 90 * MINUTE_MS},
+        }
+    )
+    missing: set[tuple[str, int]] = field(default_factory=set)
+    close_override: dict[tuple[str, int], str] = field(default_factory=dict)
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if path == "/fapi/v1/time":
+            return httpx.Response(200, json={"serverTime": self.now})
+        if path == "/fapi/v1/exchangeInfo":
+            return httpx.Response(
+                200,
+                json={
+                    "rateLimits": [],
+                    "symbols": [
+                        {"symbol": s, "onboardDate": START - 10 * MINUTE_MS, **v}
+                        for s, v in self.symbols.items()
+                    ],
+                },
+            )
+        params = request.url.params
+        symbol, interval = params["symbol"], params["interval"]
+        if symbol not in self.symbols:
+            return httpx.Response(400, json={"code": -1121, "msg": "Invalid symbol."})
+        step = interval_ms(interval)
+        start, end, limit = int(params["startTime"]), int(params["endTime"]), int(params["limit"])
+        stop = min(end, self.now)
+        delivery = self.symbols[symbol]["deliveryDate"]
+        rows: list[list[object]] = []
+        t = start - start % step
+        t = t if t >= start else t + step
+        while t <= stop and len(rows) < limit:
+            if (symbol, t) not in self.missing and t < delivery:
+                close = self.close_override.get((symbol, t), "1.5")
+                rows.append([t, "1.0", "2.0", "0.5", close, "10", t + step - 1, "15", 7, "5",
+                             "7.5", "0"])  # fmt: skip
+            t += step
+        return httpx.Response(200, json=rows, headers={"X-MBX-USED-WEIGHT-1M": "1"})
+
+
+class FakeProducer:
+    """Delivers everything on the next poll/flush (unit tests only)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes]] = []
+        self._callbacks: list[Callable[[Any, Any], None]] = []
+
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery: Any = None) -> None:
+        self.records.append((topic, key, value))
+        if on_delivery is not None:
+            self._callbacks.append(on_delivery)
+
+    def poll(self, timeout: float = 0) -> int:
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb(None, None)
+        return len(callbacks)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return 0
+
+
+class FakeOffsets:
+    def __init__(self, stored: dict[Pair, int] | None = None) -> None:
+        self.stored = dict(stored or {})
+
+    def load(self, service: str) -> dict[Pair, int]:
+        return dict(self.stored)
+
+    def commit_acked(self, service: str, publisher: KlinePublisher) -> int:
+        for pair, position in publisher.acked().items():
+            self.stored[pair] = max(position, self.stored.get(pair, position))
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+
+def make(
+    exchange: Exchange, pairs: list[str], offsets: FakeOffsets | None = None, **backfill: Any
+) -> tuple[Backfiller, FakeProducer, FakeOffsets]:
+    cfg: Config = build_config(
+        {
+            "pairs": pairs,
+            "rest": {"endpoint": "http://exchange.test"},
+            "archive": {"enabled": False},
+            "backfill": {"start_date": "2024-01-01", "exit_when_done": True, **backfill},
+        }
+    )
+    producer = FakeProducer()
+    store = offsets or FakeOffsets()
+    bf = Backfiller(
+        cfg,
+        rest=BinanceRest(cfg.rest, transport=httpx.MockTransport(exchange.handler)),
+        publisher=KlinePublisher(cast(Any, producer), "klines"),
+        offsets=cast(Any, store),
+    )
+    return bf, producer, store
+
+
+def events(producer: FakeProducer) -> list[Event]:
+    codec = KlineCodec()
+    return [codec.decode(value) for _, _, value in producer.records]
+
+
+def test_unknown_symbol_is_a_config_error_naming_it() -> None:
+    bf, _, _ = make(Exchange(), ["BTCUSDT/1m", "NOPEUSDT/1m"])
+    with pytest.raises(ConfigError) as info:
+        bf.run()
+    assert info.value.key == "pairs[1]" and "NOPEUSDT" in str(info.value)
+
+
+def test_publishes_every_closed_candle_in_order_and_never_the_open_one() -> None:
+    ex = Exchange()
+    bf, producer, offsets = make(ex, ["BTCUSDT/1m", "BTCUSDT/1h"])
+    assert bf.run() == 0
+    got = events(producer)
+    m1 = [e.open_time for e in got if isinstance(e, Kline) and e.interval == "1m"]
+    assert m1 == [START + i * MINUTE_MS for i in range(180)]  # 03:00 is still open
+    h1 = [e.open_time for e in got if isinstance(e, Kline) and e.interval == "1h"]
+    assert h1 == [START, START + 60 * MINUTE_MS, START + 120 * MINUTE_MS]
+    assert all(e.close_time < NOW for e in got if isinstance(e, Kline))
+    assert offsets.stored[Pair("BTCUSDT", "1m")] == START + 179 * MINUTE_MS
+    assert bf.summary.candles == 183 and bf.summary.klines_requests == 2
+
+
+def test_missing_candles_become_one_empty_range_each_and_nothing_is_fabricated() -> None:
+    ex = Exchange(missing={("BTCUSDT", START + i * MINUTE_MS) for i in range(10, 15)})
+    bf, producer, _ = make(ex, ["BTCUSDT/1m"])
+    assert bf.run() == 0
+    got = events(producer)
+    empties = [e for e in got if isinstance(e, EmptyRange)]
+    assert [(e.start_time, e.end_time) for e in empties] == [
+        (START + 10 * MINUTE_MS, START + 15 * MINUTE_MS)
+    ]
+    opens = [e.open_time for e in got if isinstance(e, Kline)]
+    assert len(opens) == 175 and not set(opens) & {START + i * MINUTE_MS for i in range(10, 15)}
+    # published in open-time order, the empty range in its place
+    assert got.index(empties[0]) == 10
+
+
+def test_a_settled_symbol_is_backfilled_to_its_last_candle(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bf, producer, _ = make(Exchange(), ["OLDUSDT/1m"])
+    assert bf.run() == 0
+    opens = [e.open_time for e in events(producer) if isinstance(e, Kline)]
+    assert opens[-1] == START + 89 * MINUTE_MS and len(opens) == 90
+    assert not [e for e in events(producer) if isinstance(e, EmptyRange)]
+    assert "OLDUSDT status SETTLING" in caplog.text
+
+
+def test_resume_starts_after_the_stored_offset() -> None:
+    ex = Exchange()
+    stored = FakeOffsets({Pair("BTCUSDT", "1m"): START + 99 * MINUTE_MS})
+    bf, producer, _ = make(ex, ["BTCUSDT/1m"], stored)
+    assert bf.run() == 0
+    opens = [e.open_time for e in events(producer) if isinstance(e, Kline)]
+    assert opens == [START + i * MINUTE_MS for i in range(100, 180)]
+
+
+def test_recheck_publishes_new_and_changed_candles_only() -> None:
+    ex = Exchange()
+    bf, producer, _ = make(ex, ["BTCUSDT/1m"], recheck_recent=5)
+
+    async def two_passes() -> None:
+        bf.states[Pair("BTCUSDT", "1m")].info = (await bf.rest.exchange_info()).symbols["BTCUSDT"]
+        await bf._pass(first=True)
+        producer.records.clear()
+        ex.now += 2 * MINUTE_MS  # two more candles closed
+        ex.close_override[("BTCUSDT", START + 178 * MINUTE_MS)] = "1.6"  # a correction
+        await bf._pass(first=False)
+        await bf.rest.aclose()
+
+    asyncio.run(two_passes())
+    got = [(e.open_time, e.close) for e in events(producer) if isinstance(e, Kline)]
+    assert sorted(got) == [
+        (START + 178 * MINUTE_MS, "1.6"),
+        (START + 180 * MINUTE_MS, "1.5"),
+        (START + 181 * MINUTE_MS, "1.5"),
+    ]
+    assert bf.summary.corrections == 1
+
+
+def test_ordered_map_keeps_order_and_bounds_concurrency() -> None:
+    running = 0
+    peak = 0
+
+    async def work(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001 * (5 - i % 5))
+        running -= 1
+        return i
+
+    async def collect() -> list[int]:
+        return [r async for r in ordered_map(list(range(20)), work, 3)]
+
+    assert asyncio.run(collect()) == list(range(20))
+    assert peak <= 3
