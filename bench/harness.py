@@ -184,15 +184,31 @@ class Proc:
         return self.usage
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def service_env(**values: str) -> Iterator[None]:
+    """Extra environment for the processes this THREAD spawns inside the block (every config
+    key of a service has an environment override, e.g. ``QRYPTIFY_REST__KLINES_LIMIT``)."""
+    saved: dict[str, str] = getattr(_local, "env", {})
+    _local.env = {**saved, **values}
+    try:
+        yield
+    finally:
+        _local.env = saved
+
+
 def spawn(name: str, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, str] = getattr(_local, "env", {})
     with log.open("wb") as handle:
         popen = subprocess.Popen(
             list(args),
             cwd=REPO,
             stdout=handle,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **extra, **(env or {})},
         )
     return Proc(name, popen, log, Sampler(popen.pid))
 

@@ -74,7 +74,7 @@ class WsConfig(_Section):
     #: A connection silent this long is replaced.
     stale_after_s: Annotated[float, Field(gt=0)] = 30.0
     #: ... and silent at least this long in wall time (matters against an accelerated exchange).
-    stale_min_wall_s: Annotated[float, Field(ge=0)] = 2.0
+    stale_min_wall_s: Annotated[float, Field(ge=0)] = 10.0
     #: Wall ms between two connection attempts (connections are opened gradually).
     connect_spacing_ms: Annotated[int, Field(ge=0, le=60_000)] = 500
     #: Jittered exponential reconnect backoff, wall seconds.

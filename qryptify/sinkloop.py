@@ -175,7 +175,7 @@ class LoopSettings:
     #: TimescaleDB per-transaction decompression limit to set (None: the server's setting).
     max_tuples_decompressed: int | None = None
     retry_initial_s: float = 0.5
-    retry_max_s: float = 10.0
+    retry_max_s: float = 5.0
     #: After a stop request, how long a failing database may still be retried.
     shutdown_grace_s: float = 10.0
     #: Seek newly assigned partitions to the beginning once (replay with an existing group).

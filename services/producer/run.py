@@ -411,13 +411,12 @@ class ProducerRunner:
                 self._note_close(conn)
                 await self._discard(conn)
                 return conn.close_reason
-            now_ex = self.clock.now_ms()
-            now_wall = time.monotonic()
-            stale_ms = int(self.cfg.ws.stale_after_s * 1000)
-            if (
-                now_ex - conn.last_ex >= stale_ms
-                and now_wall - conn.last_wall >= self.cfg.ws.stale_min_wall_s
-            ):
+            if self._silent(conn):
+                # A busy loop may not have let the reader take buffered frames yet: ask again
+                # after giving it the chance.
+                await asyncio.sleep(TICK_S)
+            if self._silent(conn):
+                now_wall = time.monotonic()
                 logger.warning(
                     "connection %d silent for %.1f s: replacing it",
                     group.index,
@@ -429,6 +428,7 @@ class ProducerRunner:
                 if replacement is not None:
                     await self._discard(replacement)
                 return "stale"
+            now_ex = self.clock.now_ms()
             if replacement is None:
                 if now_ex >= retry_rotation_at and self.rotation.due(
                     conn.opened_ex, now_ex, group.index
@@ -459,6 +459,13 @@ class ProducerRunner:
                 await self._discard(replacement)
                 replacement = None
                 retry_rotation_at = now_ex + self.rotation.retry_after_ms
+
+    def _silent(self, conn: _Conn) -> bool:
+        stale_ms = int(self.cfg.ws.stale_after_s * 1000)
+        return (
+            self.clock.now_ms() - conn.last_ex >= stale_ms
+            and time.monotonic() - conn.last_wall >= self.cfg.ws.stale_min_wall_s
+        )
 
     def _rotated(self, group: _Group, old: _Conn) -> None:
         self.stats.rotations += 1

@@ -101,7 +101,7 @@ def test_real_sigkill_at_arbitrary_moments(app_config: Config, tmp_path: Path) -
     rng = random.Random(20240101)
 
     kills = 0
-    for _ in range(4):
+    for _ in range(3):
         before = row_count(dsn)
         proc = start_sink(config, log, env)
 
@@ -116,7 +116,7 @@ def test_real_sigkill_at_arbitrary_moments(app_config: Config, tmp_path: Path) -
         assert proc.wait(30) == -signal.SIGKILL
         kills += 1
         assert_offsets_not_ahead(app_config.kafka, group, dsn, records)
-    assert kills == 4
+    assert kills == 3
 
     _finish(config, log, app_config, env)
     assert table_rows(dsn) == expected_rows(events)

@@ -72,4 +72,4 @@ def test_database_down_for_30s_loses_nothing(
     assert "resumed" in text
     # One process all along: started once (no crash loop), retried with growing delays.
     assert text.count("sink: topic") == 1
-    assert "retrying in 8.0s" in text
+    assert "retrying in 4.0s" in text and "retrying in 5.0s" in text

@@ -1,0 +1,197 @@
+"""Backfill throughput against the simulator and the real Kafka (no database, no sink):
+
+* ``rest``    — REST only, unthrottled (the simulator's weight limit out of the way);
+* ``archive`` — the bulk archive path (monthly + daily zips, REST for the tail);
+* ``weight``  — REST only under the exchange's 2400 weight/minute (60 s windows, pages of
+  499 = weight 2), measured in steady state: candles/s and the weight used as a share of the
+  limit, counted by the simulator.
+
+Each run: a simulator subprocess (its clock frozen at ``sim_now`` so "closed" stays put), a
+fresh topic set, the backfiller as a subprocess (``python -m services.backfiller``), its
+summary line parsed. Run alone::
+
+    .venv/bin/python -m bench.backfill_figures [--kafka 127.0.0.1:19092] [--quick]
+                                               [--only rest,archive,weight]
+
+``bench/figures.py`` (``make bench``) calls ``measure``. Never run by the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.harness import Proc, Sim, delete_topics, kafka_config, run_id, service, simulator
+from qryptify.config import KafkaConfig
+from qryptify.kafka import TopicPartition, ensure_topics, make_consumer
+from sim.symbols import DEFAULT_SYMBOLS
+
+MODES = ("rest", "archive", "weight")
+WEIGHT_LIMIT = 2400
+FROZEN = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillScale:
+    pairs: tuple[str, ...] = ("BTCUSDT/1m", "ETHUSDT/1m", "BNBUSDT/1m", "XRPUSDT/1m")
+    start_date: str = "2024-03-01"
+    sim_now: str = "2024-07-10T12:34:30Z"
+    #: weight-limited run: total seconds, and the warm-up excluded from the steady state
+    weight_seconds: float = 200.0
+    warmup_s: float = 65.0
+
+
+QUICK = BackfillScale(start_date="2024-06-01", weight_seconds=150.0, warmup_s=65.0)
+
+
+def say(message: str) -> None:
+    print(f"backfill-bench: {message}", flush=True)
+
+
+def topic_size(kafka: KafkaConfig) -> int:
+    consumer = make_consumer(kafka, f"bench-size-{run_id()}")
+    try:
+        meta = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1]
+            for p in meta.partitions
+        )
+    finally:
+        consumer.close()
+
+
+def summary_of(log_text: str) -> dict[str, float]:
+    lines = [line for line in log_text.splitlines() if "backfill summary:" in line]
+    if not lines:
+        raise RuntimeError(f"no backfill summary in the log:\n{log_text[-2000:]}")
+    out: dict[str, float] = {}
+    for token in lines[-1].split("backfill summary:", 1)[1].split():
+        key, sep, value = token.partition("=")
+        if sep:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def measure(kafka_bootstrap: str, workdir: Path, mode: str, scale: BackfillScale) -> dict[str, Any]:
+    """One run of ``mode``; returns the figures and the raw counters."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    limited = mode == "weight"
+    kafka = kafka_config(kafka_bootstrap, f"bench-backfill-{mode}-{run_id()}", 6)
+    ensure_topics(kafka)
+    try:
+        with simulator(
+            workdir,
+            DEFAULT_SYMBOLS,
+            start=scale.sim_now,
+            speed=FROZEN,
+            weight_limit=WEIGHT_LIMIT if limited else 1_000_000_000,
+            name=f"sim-{mode}",
+        ) as sim:
+            config = workdir / f"backfiller-{mode}.yaml"
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "pairs": list(scale.pairs),
+                        "rest": {"endpoint": sim.url, "timeout_s": 60},
+                        "archive": {
+                            "endpoint": sim.url,
+                            "enabled": mode == "archive",
+                            "cache_dir": str(workdir / f"archive-cache-{run_id()}"),
+                        },
+                        # no database in these runs: the gap finder is skipped
+                        "db": {"dsn": "postgresql://bench:bench@127.0.0.1:1/none"},
+                        "kafka": kafka.model_dump(mode="json"),
+                        "backfill": {"start_date": scale.start_date, "exit_when_done": True},
+                        "metrics": {"port": 0},
+                        "log": {"level": "INFO", "format": "human"},
+                    }
+                )
+            )
+            proc = service("backfiller", config, workdir, tag=f"-{mode}")
+            result: dict[str, Any] = {"mode": mode, "scale": asdict(scale)}
+            if limited:
+                result |= _steady_state(proc, sim, kafka, scale)
+            else:
+                status = proc.wait(3600)
+                if status != 0:
+                    raise RuntimeError(f"backfiller exited {status}:\n{proc.text()[-3000:]}")
+            summary = summary_of(proc.text())
+            result["summary"] = summary
+            result["sim"] = sim.stats()
+            if not limited:
+                result["candles"] = summary["candles"]
+                result["seconds"] = summary["seconds"]
+                result["candles_per_s"] = summary["candles"] / summary["seconds"]
+            return result
+    finally:
+        delete_topics(kafka)
+
+
+def _steady_state(proc: Proc, sim: Sim, kafka: KafkaConfig, scale: BackfillScale) -> dict[str, Any]:
+    """Run for ``weight_seconds``; measure from ``warmup_s`` on; then SIGTERM."""
+    started = time.monotonic()
+    time.sleep(scale.warmup_s)
+    t0, w0, c0 = time.monotonic(), sim.stats()["weight_used"], topic_size(kafka)
+    time.sleep(max(1.0, scale.weight_seconds - scale.warmup_s))
+    t1, stats, c1 = time.monotonic(), sim.stats(), topic_size(kafka)
+    proc.stop(120)
+    minutes = (t1 - t0) / 60
+    return {
+        "seconds": t1 - started,
+        "steady_seconds": t1 - t0,
+        "candles": c1 - c0,
+        "candles_per_s": (c1 - c0) / (t1 - t0),
+        "weight_used": stats["weight_used"] - w0,
+        "weight_share": (stats["weight_used"] - w0) / (WEIGHT_LIMIT * minutes),
+        "http_429": stats["responses_429"],
+        "http_418": stats["responses_418"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.backfill_figures", description=__doc__)
+    parser.add_argument("--kafka", default="127.0.0.1:19092")
+    parser.add_argument("--quick", action="store_true", help="smaller range, shorter runs")
+    parser.add_argument("--only", default=",".join(MODES), help="comma list of " + "/".join(MODES))
+    parser.add_argument("--json", default=None, help="write the results to this file")
+    args = parser.parse_args(argv)
+    scale = QUICK if args.quick else BackfillScale()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
+        for mode in args.only.split(","):
+            say(f"{mode}: running ({', '.join(scale.pairs)} from {scale.start_date})")
+            result = measure(args.kafka, Path(tmp) / mode, mode.strip(), scale)
+            results.append(result)
+            line = f"{mode}: {result['candles']:,.0f} candles, {result['candles_per_s']:,.0f}/s"
+            if mode == "weight":
+                line += (
+                    f" in steady state; weight used {result['weight_share']:.1%} of "
+                    f"{WEIGHT_LIMIT}/min, 429 {result['http_429']}, 418 {result['http_418']}"
+                )
+            else:
+                s = result["summary"]
+                line += (
+                    f" ({result['seconds']:.1f}s, {s['requests']:.0f} requests, "
+                    f"{s['archive_downloaded']:.0f} archive files)"
+                )
+            say(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
