@@ -285,7 +285,7 @@ def collect_database(
     try:
         conn = db.connect(dsn, autocommit=True)
     except DatabaseUnavailable as exc:
-        return DatabaseHealth(target=target, error=exc.reason), []
+        return DatabaseHealth(target=target, error=" ".join(exc.reason.split())), []
     with conn:
         try:
             return _read_database(conn, target, pairs, backfill_start_ms, now_ms, max_stale_ms)
