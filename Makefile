@@ -15,7 +15,7 @@ SERVICES ?= backfiller,producer,sink
 SERVICE ?=
 ARGS ?=
 QUICK ?=
-SIM_ARGS ?=
+DEMO_SIM_ARGS ?= --port 8765 --speed 60 --start 2026-01-15
 
 # Re-install only when pyproject.toml changes (its hash names the stamp).
 STAMP := .venv/.qryptify-installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
@@ -96,19 +96,23 @@ test: install lint stack-test-up ## what CI runs: install, lint, every test tier
 
 # ---- operating ----------------------------------------------------------------------------
 
-demo: install ## the stack fed by the exchange simulator, no internet needed (SIM_ARGS='--speed 60')
+demo: install ## the stack fed by the exchange simulator, no internet needed (DEMO_SIM_ARGS='--port 8765 --speed 60 ...')
 	@cfg=$(DEMO_CONFIG); \
 	if [ ! -f "$$cfg" ]; then echo "make demo: $$cfg not found, using $(CONFIG)"; cfg=$(CONFIG); fi; \
 	for m in sim/__main__.py services/backfiller/__main__.py services/producer/__main__.py \
 		services/sink/__main__.py; do \
 		[ -f "$$m" ] || echo "make demo: $$m missing: pipeline services not yet wired"; \
 	done; \
-	$(if $(SIM_ARGS),QRYPTIFY_SIM_ARGS='$(SIM_ARGS)') $(PY) -m stack up --config "$$cfg" --services sim,$(SERVICES)
+	QRYPTIFY_SIM_ARGS='$(DEMO_SIM_ARGS)' $(PY) -m stack up --config "$$cfg" --services sim,$(SERVICES); \
+	echo; echo "demo running: simulator http://127.0.0.1:8765 (60x clock), pipeline $(SERVICES)"; \
+	echo "  make status CONFIG=$$cfg      coverage, gaps, freshness (exchange time from the simulator)"; \
+	echo "  make tap CONFIG=$$cfg         the decoded stream"; \
+	echo "  make logs                     all logs;  make down  to stop"
 
 status: install ## extension, hypertables, coverage, gaps, pointers, lag, freshness
 	$(PY) -m qryptify --config $(CONFIG) status $(ARGS)
 
-replay: install ## rebuild a database from the topic (ARGS='--target-dsn ... --follow')
+replay: install ## rebuild a database from the topic (ARGS='--dsn postgresql://... [--follow]')
 	$(PY) -m qryptify --config $(CONFIG) replay $(ARGS)
 
 tap: install ## print the decoded stream (ARGS='--pair BTCUSDT/1m --from-beginning')

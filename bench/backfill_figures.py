@@ -44,12 +44,18 @@ class BackfillScale:
     pairs: tuple[str, ...] = ("BTCUSDT/1m", "ETHUSDT/1m", "BNBUSDT/1m", "XRPUSDT/1m")
     start_date: str = "2024-03-01"
     sim_now: str = "2024-07-10T12:34:30Z"
-    #: weight-limited run: total seconds, and the warm-up excluded from the steady state
-    weight_seconds: float = 200.0
+    #: weight-limited run: more history (it must outlast the run), total seconds, and the
+    #: warm-up (the first minute) excluded from the steady state
+    weight_pairs: tuple[str, ...] = (
+        "BTCUSDT/1m", "ETHUSDT/1m", "BNBUSDT/1m", "XRPUSDT/1m",
+        "LTCUSDT/1m", "LINKUSDT/1m", "ADAUSDT/1m", "DOGEUSDT/1m",
+    )  # fmt: skip
+    weight_start_date: str = "2023-07-01"
+    weight_seconds: float = 245.0
     warmup_s: float = 65.0
 
 
-QUICK = BackfillScale(start_date="2024-06-01", weight_seconds=150.0, warmup_s=65.0)
+QUICK = BackfillScale(start_date="2024-06-01", weight_seconds=150.0)
 
 
 def say(message: str) -> None:
@@ -104,7 +110,7 @@ def measure(kafka_bootstrap: str, workdir: Path, mode: str, scale: BackfillScale
             config.write_text(
                 yaml.safe_dump(
                     {
-                        "pairs": list(scale.pairs),
+                        "pairs": list(scale.weight_pairs if limited else scale.pairs),
                         "rest": {"endpoint": sim.url, "timeout_s": 60},
                         "archive": {
                             "endpoint": sim.url,
@@ -114,7 +120,10 @@ def measure(kafka_bootstrap: str, workdir: Path, mode: str, scale: BackfillScale
                         # no database in these runs: the gap finder is skipped
                         "db": {"dsn": "postgresql://bench:bench@127.0.0.1:1/none"},
                         "kafka": kafka.model_dump(mode="json"),
-                        "backfill": {"start_date": scale.start_date, "exit_when_done": True},
+                        "backfill": {
+                            "start_date": scale.weight_start_date if limited else scale.start_date,
+                            "exit_when_done": True,
+                        },
                         "metrics": {"port": 0},
                         "log": {"level": "INFO", "format": "human"},
                     }
@@ -172,7 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
         for mode in args.only.split(","):
-            say(f"{mode}: running ({', '.join(scale.pairs)} from {scale.start_date})")
+            pairs, start = (
+                (scale.weight_pairs, scale.weight_start_date)
+                if mode == "weight"
+                else (scale.pairs, scale.start_date)
+            )
+            say(f"{mode}: running ({', '.join(pairs)} from {start})")
             result = measure(args.kafka, Path(tmp) / mode, mode.strip(), scale)
             results.append(result)
             line = f"{mode}: {result['candles']:,.0f} candles, {result['candles_per_s']:,.0f}/s"

@@ -72,6 +72,7 @@ from bench.chaos_faults import (
     sim_patch,
 )
 from bench.chaos_io import (
+    QUIET,
     REPO,
     ChaosStack,
     Fleet,
@@ -191,14 +192,14 @@ class Controller:
         self.done = Injected()
         self._threads: list[threading.Thread] = []
 
-    def run(self) -> None:
+    def run(self, t0: float) -> None:
+        """Execute the schedule; ``t0`` (monotonic) is the phase's second 0."""
         events: list[tuple[float, int, str, Fault]] = []
         for i, f in enumerate(self.faults):
             events.append((f.at_s, i, "start", f))
             if f.kind in SIM_WINDOWS:
                 events.append((f.end_s, i, "end", f))
         events.sort(key=lambda e: (e[0], e[1]))
-        t0 = time.monotonic()
         for at_s, _i, what, fault in events:
             delay = t0 + at_s - time.monotonic()
             if delay > 0:
@@ -213,7 +214,9 @@ class Controller:
 
     def _apply(self, f: Fault, what: str) -> None:
         if what == "end":
-            self.sim.set_faults(sim_patch(f, on=False))
+            patch = sim_patch(f, on=False)
+            if patch:
+                self.sim.set_faults(patch)
             return
         say(f"inject {f.describe()}")
         if f.kind in SIM_WINDOWS:
@@ -282,7 +285,7 @@ class Controller:
             codec.encode(candle(a, "1", "2")),
             codec.encode(candle(b, "2", "1")),
         ][:count]
-        producer = make_producer(self.kafka)
+        producer = make_producer(self.kafka, **QUIET)
         delivered: list[tuple[int, int]] = []
 
         def on_delivery(err: Any, msg: Any) -> None:
@@ -386,8 +389,9 @@ def run(args: argparse.Namespace) -> int:
     pairs = run_pairs(shape)
     history_ms = parse_time_ms(shape.history_start)
     sim_start_ms = parse_time_ms(SIM_START)
-    live_span_ms = int((profile.duration_s + 60) * SPEED * 1000)
-    data = plan_data_faults(seed, pairs, history_ms, sim_start_ms, live_span_ms, shape.corrected)
+    data = plan_data_faults(
+        seed, pairs, history_ms, sim_start_ms, faults, profile, shape.corrected, SPEED
+    )
     run_id = f"{profile.name}-s{seed}-{uuid.uuid4().hex[:6]}"
     stack = ChaosStack(REPO / shape.stack_dir, shape.kafka_port, shape.pg_port, DB_PASSWORD)
     run_dir = stack.stack_dir / "runs" / run_id
@@ -417,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
     symbols = run_dir / "symbols.yaml"
     symbols.write_text(yaml.safe_dump({"symbols": symbol_docs(shape.symbols, history_ms)}))
     sim_faults = run_dir / "sim-faults.json"
-    sim_faults.write_text(json.dumps(data.sim_faults(seed)))
+    sim_faults.write_text(json.dumps(data.start_faults(seed)))
     sim = SimProcess.start(
         ["--port", "0", "--speed", str(SPEED), "--start", SIM_START, "--symbols", str(symbols),
          "--faults", str(sim_faults), "--seed", str(seed)],
@@ -430,8 +434,8 @@ def run(args: argparse.Namespace) -> int:
     specs = [
         ServiceSpec("backfiller", "services.backfiller"),
         ServiceSpec("producer", "services.producer"),
-        ServiceSpec("sink-a", args.sink_module, {"QRYPTIFY_SINK_INSTANCE_ID": f"{base}-a"}),
-        ServiceSpec("sink-b", args.sink_module, {"QRYPTIFY_SINK_INSTANCE_ID": f"{base}-b"}),
+        ServiceSpec("sink-a", args.sink_module, sink_env(args, f"{base}-a")),
+        ServiceSpec("sink-b", args.sink_module, sink_env(args, f"{base}-b")),
     ]
     clock0 = time.monotonic()
     fleet = Fleet(specs, config, run_dir, clock0)
@@ -444,8 +448,14 @@ def run(args: argparse.Namespace) -> int:
         fleet.start_all()
         reader.start()
         sampler.start()
+        t0 = time.monotonic()
+        phase_ms = sim.now_ms()
+        sim.set_faults(data.live_patch(phase_ms, SPEED))
+        live_empty, corrected = data.live_times(phase_ms, SPEED)
+        details["live_empty_range"] = live_empty
+        details["corrected"] = corrected
         say("services started; fault phase begins")
-        controller.run()
+        controller.run(t0)
         outcome = finish(args, profile, shape, faults, data, pairs, stack, sim, fleet, reader,
                          sampler, controller, kafka, dsn, run_dir, started, details)  # fmt: skip
     finally:
@@ -467,10 +477,16 @@ def run(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def sink_env(args: argparse.Namespace, instance: str) -> dict[str, str]:
+    """Static membership (KIP-345) only when asked: the default is how the stack and the
+    compose file run sinks (dynamic members)."""
+    return {"QRYPTIFY_SINK_INSTANCE_ID": instance} if args.static_membership else {}
+
+
 def delete_topics(kafka: KafkaConfig) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, **QUIET})
     futures = admin.delete_topics([kafka.topic, kafka.offsets_topic, kafka.dlq_topic])
     for future in futures.values():
         with contextlib.suppress(Exception):
@@ -498,9 +514,15 @@ def finish(
 ) -> Outcome:
     verdicts: list[Verdict] = []
     # Quiescence: every service up, the exchange clock frozen, then wait for convergence.
-    sim.set_faults({**{k: v for f in faults if f.kind in SIM_WINDOWS
-                       for k, v in sim_patch(f, on=False).items()}})  # fmt: skip
+    sim.set_faults(
+        {"rest_429_next": 0, "rest_5xx_next": 0}
+        | {k: v for f in faults if f.kind in SIM_WINDOWS for k, v in sim_patch(f, on=False).items()}
+    )
     fleet_up = wait_for(lambda: fleet.all_up_since(5), 120)
+    # Counted before the freeze: a frozen exchange clock makes every connection look silent.
+    details["stale_replacements"] = (
+        fleet.log_path("producer").read_text(errors="replace").count("silent for")
+    )
     frozen = sim.set_speed(1e-6)
     quiesce_from = time.monotonic()
     say(f"fault phase over; exchange clock frozen at {frozen}; waiting for convergence")
@@ -543,7 +565,8 @@ def finish(
         for pair in pairs:
             rows = fetch_truth(client, pair, history_ms, frozen)
             truth[(pair.symbol, pair.interval)] = {int(r[0]): rest_row_value(r) for r in rows}
-    topic = audit_topic(reader.index, truth, data.corrected_set())
+    corrected: frozenset[tuple[str, str, int]] = frozenset(details["corrected"])
+    topic = audit_topic(reader.index, truth, corrected)
     outside = rows_outside(dsn, pairs, history_ms, frozen)
     # -- verdicts ------------------------------------------------------------------------------
     missing = sum(len(p.missing) for p in report_db.pairs)
@@ -559,6 +582,12 @@ def finish(
     verdicts.append(Verdict("rows inside exchange-empty ranges (fabricated)", ignored == 0,
                             str(ignored)))  # fmt: skip
     verdicts.append(topic_verdict(topic))
+    seen = len(topic.corrected_seen)
+    verdicts.append(Verdict("corrected candles: WS sent the old value, the DB holds the new",
+                            seen >= 1 and wrong == 0,
+                            f"{seen} of {len(corrected)} corrected candles reached the topic "
+                            f"with the WS value ({topic.corrected_ws} records); wrong rows "
+                            f"{wrong}"))  # fmt: skip
     verdicts.append(Verdict("empty-range events = exchange-empty slots", not topic.bad_empty,
                             f"{topic.empty_ranges} events, {len(topic.bad_empty)} covering "
                             "real candles"))  # fmt: skip
@@ -599,15 +628,20 @@ def finish(
                             "; ".join(done.errors + done.notes) or "yes"))  # fmt: skip
     # -- the fault table -----------------------------------------------------------------------
     planned = count_by_kind(faults)
-    notes = fault_notes(done, data, stats, fleet, run_dir)
+    notes = fault_notes(done, stats, fleet, int(details["stale_replacements"]))
     rows = [[k, str(planned[k]), str(done.counts[k]), notes.get(k, "")] for k in ALL_KINDS]
+    ranges = [data.history_empty, details["live_empty_range"]]
+    backfill_log = fleet.log_path("backfiller").read_text(errors="replace")
     rows += [
-        ["empty_range (data)", str(len(data.empty_ranges)), str(len(data.empty_ranges)),
-         ", ".join(f"{s} {iso(a)}+{(b - a) // 60_000}m" for s, a, b in data.empty_ranges)],
-        ["corrected_candle (data)", str(len(data.corrected)), str(len(data.corrected)),
-         f"{topic.corrected_ws} WS records carried the pre-correction value"],
-        ["archive_missing (data)", "1", "1", ", ".join(data.archive_missing)],
-        ["archive_corrupt (data)", "1", "1", ", ".join(data.archive_corrupt)],
+        ["empty_range (data)", "2", "2",
+         ", ".join(f"{s} {iso(a)}+{(b - a) // 60_000}m" for s, a, b in ranges)
+         + f"; {topic.empty_ranges} empty-range events published"],
+        ["corrected_candle (data)", str(len(corrected)), str(len(corrected)),
+         f"{seen} reached the topic with the WS value first"],
+        ["archive_missing (data)", "1", "1",
+         archive_note(backfill_log, data.archive_missing[0], "not published")],
+        ["archive_corrupt (data)", "1", "1",
+         archive_note(backfill_log, data.archive_corrupt[0], "unusable")],
     ]  # fmt: skip
     details.update(
         {
@@ -656,9 +690,12 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%m-%dT%H:%M")
 
 
-def fault_notes(
-    done: Injected, data: DataFaults, stats: dict[str, Any], fleet: Fleet, run_dir: Path
-) -> dict[str, str]:
+def archive_note(log: str, name: str, marker: str) -> str:
+    hits = sum(1 for line in log.splitlines() if name in line and marker in line)
+    return f"{name}: backfiller logged '{marker}' {hits}x, filled from REST"
+
+
+def fault_notes(done: Injected, stats: dict[str, Any], fleet: Fleet, stale: int) -> dict[str, str]:
     notes = {
         KILL: ", ".join(f"{s} {n}" for s, n in sorted(done.kills.items())),
         KAFKA_RESTART: ", ".join(f"{m} {s:.0f}s" for m, s in done.infra_s if "kafka" in m),
@@ -666,6 +703,9 @@ def fault_notes(
         "rest_429_storm": f"sim answered {stats.get('responses_429', 0)} x 429",
         "rest_5xx_burst": f"sim answered {stats.get('responses_5xx', 0)} x 5xx",
         "ws_drop": f"{stats.get('ws_drops', 0)} connections dropped",
+        "ws_stall": f"producer replaced a silent connection {stale}x",
+        "ws_skip_closes": "closes skipped: the watchdog fetched them by REST",
+        "ws_duplicate_closes": f"{stats.get('ws_closed_frames_sent', 0)} x:true frames sent",
         "ws_malformed_frames": f"{stats.get('ws_malformed_sent', 0)} malformed frames sent",
         TOPIC_GARBAGE: f"{len(done.garbage)} records",
     }
@@ -727,6 +767,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sink-module", default="services.sink", help="the sink's module (a patched copy)"
     )
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
+    parser.add_argument(
+        "--static-membership",
+        action="store_true",
+        help="give each sink a QRYPTIFY_SINK_INSTANCE_ID (KIP-345 static membership)",
+    )
     parser.add_argument("--plan", action="store_true", help="print the schedule and exit")
     args = parser.parse_args(argv)
     if args.plan:

@@ -285,6 +285,7 @@ class TopicAudit:
     klines: int = 0
     empty_ranges: int = 0
     corrected_ws: int = 0
+    corrected_seen: set[Ident] = field(default_factory=set)  # had a WS record with the old value
     not_in_truth: list[tuple[Ident, str]] = field(default_factory=list)  # fabricated / open
     wrong_value: list[tuple[Ident, str]] = field(default_factory=list)
     bad_empty: list[tuple[Ident, int]] = field(default_factory=list)
@@ -307,6 +308,7 @@ def audit_topic(
             elif want != e.value:
                 if e.ident in corrected and e.source == "ws":
                     audit.corrected_ws += 1
+                    audit.corrected_seen.add(e.ident)
                 else:
                     audit.wrong_value.append((e.ident, e.source))
         elif e.kind == KIND_EMPTY:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from qryptify.pairs import DAY_MS, MINUTE_MS, Pair, align_open
+from qryptify.pairs import DAY_MS, FIXED_INTERVAL_MS, MINUTE_MS, Pair, align_open
 
 # Fault kinds ------------------------------------------------------------------------------
 KILL = "kill9"  # SIGKILL one service, restart it after down_s
@@ -70,14 +70,18 @@ SINKS: tuple[str, ...] = ("sink-a", "sink-b")
 STARTUP_S = 8.0
 #: librdkafka's default session.timeout.ms is 45 s: a take-over needs the sink down longer.
 SESSION_TIMEOUT_S = 45.0
-TAKEOVER_DOWN_S = SESSION_TIMEOUT_S + 10.0
-#: Seconds one broker / database restart occupies (stop, start, clients reconnecting).
-INFRA_SLOT_S = 30.0
+TAKEOVER_DOWN_S = SESSION_TIMEOUT_S + 13.0
+#: Seconds one broker / database restart occupies (stop, start, clients reconnecting); a
+#: graceful broker stop alone can take half a minute on a busy machine.
+KAFKA_SLOT_S = 40.0
+PG_SLOT_S = 20.0
 #: Around a malformed-frame window nothing may cut the producer off its frames.
 MALFORMED_GUARD_BEFORE_S = 15.0
 MALFORMED_GUARD_AFTER_S = 10.0
 #: What cuts the producer off its frames (besides killing it).
 _FRAME_CUTTERS = (WS_DROP, WS_STALL, KAFKA_RESTART)
+#: Windows that act on the producer's WebSocket connections.
+_WS_WINDOWS = (WS_DROP, WS_STALL, WS_SKIP, WS_DUPLICATE, WS_MALFORMED)
 
 
 class PlanError(ValueError):
@@ -139,8 +143,8 @@ class Profile:
 
 QUICK = Profile(
     name="quick",
-    duration_s=110.0,
-    kills={"backfiller": 2, "producer": 2, "sink-a": 1, "sink-b": 2},
+    duration_s=105.0,
+    kills={"backfiller": 2, "producer": 2},
     takeover=True,
     kafka_restarts=("restart",),
     pg_restarts=("crash",),
@@ -179,17 +183,9 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 
 @dataclass(slots=True)
 class _Board:
-    """The faults placed so far, with the questions the constraints ask."""
+    """The faults placed so far."""
 
     faults: list[Fault] = field(default_factory=list)
-
-    def busy(self, kinds: Sequence[str], t0: float, t1: float, target: str | None = None) -> bool:
-        return any(
-            f.kind in kinds
-            and (target is None or f.target == target)
-            and _overlaps(t0, t1, *_occupied(f))
-            for f in self.faults
-        )
 
 
 def _occupied(f: Fault) -> tuple[float, float]:
@@ -210,49 +206,47 @@ def _cuts_frames(f: Fault, t0: float, t1: float) -> bool:
     return False
 
 
+def _conflict_one_way(x: Fault, y: Fault) -> bool:
+    """Does ``y`` break what ``x`` needs? (``conflicts`` asks both ways.)"""
+    x0, x1 = _occupied(x)
+    y0, y1 = _occupied(y)
+    sinks_killed = y.kind in (KILL, TAKEOVER) and y.target in SINKS
+    if x.kind in (KILL, TAKEOVER) and y.kind in (KILL, TAKEOVER) and x.target == y.target:
+        return _overlaps(x0, x1, y0, y1)  # a service is not killed while it is down
+    if x.kind == y.kind and x.kind in (*SIM_WINDOWS, TOPIC_GARBAGE):
+        return _overlaps(x0, x1, y0, y1)  # one value per simulator flag
+    if x.kind in (KAFKA_RESTART, PG_RESTART) and y.kind in (KAFKA_RESTART, PG_RESTART):
+        return _overlaps(x0 - 5.0, x1 + 5.0, y0, y1)  # one restart at a time
+    if x.kind == TAKEOVER and sinks_killed:
+        # The group must be stable when the sink goes, and the other sink alive to take over.
+        return _overlaps(x.at_s - SESSION_TIMEOUT_S - 5.0, x1, y0, y1)
+    if x.kind == TAKEOVER and y.kind == KAFKA_RESTART:
+        # A broker restart resets the session timers the take-over is waiting for.
+        return _overlaps(x.at_s - 10.0, x.at_s + SESSION_TIMEOUT_S + 5.0, y0, y1)
+    if x.kind == WS_MALFORMED and _cuts_frames(y, *_malformed_zone(x)):
+        return True
+    if x.kind in _WS_WINDOWS:
+        # A WebSocket fault needs a producer that is up to suffer it (a restarting producer
+        # also waits for a restarting broker).
+        producer_away = (y.kind == KILL and y.target == "producer") or y.kind == KAFKA_RESTART
+        return producer_away and _overlaps(x0, x1, y0, y1)
+    return False
+
+
+def conflicts(a: Fault, b: Fault) -> bool:
+    """True when ``a`` and ``b`` cannot both be in the schedule."""
+    return _conflict_one_way(a, b) or _conflict_one_way(b, a)
+
+
 def _fits(board: _Board, cand: Fault, horizon: float) -> bool:
-    occ0, occ1 = _occupied(cand)
+    _occ0, occ1 = _occupied(cand)
     if cand.at_s < 0 or occ1 > horizon:
         return False
-    if cand.kind in (KILL, TAKEOVER):
-        if board.busy((KILL, TAKEOVER), occ0, occ1, cand.target):
-            return False
-        # While one sink is away for its take-over, the other must stay up to take over.
-        for f in board.faults:
-            if (
-                f.kind == TAKEOVER
-                and cand.target in SINKS
-                and cand.target != f.target
-                and _overlaps(occ0, occ1, *_occupied(f))
-            ):
-                return False
-        if cand.kind == TAKEOVER:
-            for f in board.faults:
-                if (
-                    f.kind == KILL
-                    and f.target in SINKS
-                    and f.target != cand.target
-                    and _overlaps(occ0, occ1, *_occupied(f))
-                ):
-                    return False
-    elif cand.kind in (KAFKA_RESTART, PG_RESTART):
-        # One infrastructure restart at a time, with some calm in between.
-        gap = 5.0
-        if board.busy((KAFKA_RESTART, PG_RESTART), occ0 - gap, occ1 + gap):
-            return False
-    elif (cand.kind in SIM_WINDOWS or cand.kind == TOPIC_GARBAGE) and board.busy(
-        (cand.kind,), occ0, occ1
-    ):
+    # A killed sink's partitions wait for its session to time out (its successor joins as a
+    # new member): let that happen inside the phase, not in the quiescence wait.
+    if cand.kind == KILL and cand.target in SINKS and cand.end_s + SESSION_TIMEOUT_S > horizon:
         return False
-    # Malformed-frame windows: nothing that cuts the producer off its frames near them.
-    for f in board.faults:
-        if f.kind == WS_MALFORMED and _cuts_frames(cand, *_malformed_zone(f)):
-            return False
-    if cand.kind == WS_MALFORMED:
-        z0, z1 = _malformed_zone(cand)
-        if any(_cuts_frames(f, z0, z1) for f in board.faults):
-            return False
-    return True
+    return not any(conflicts(cand, f) for f in board.faults)
 
 
 def _place(
@@ -263,7 +257,7 @@ def _place(
     what: str,
 ) -> None:
     """Draw start times until ``make(at_s)`` fits; raise PlanError after many tries."""
-    for _ in range(5000):
+    for _ in range(2000):
         cand = make(round(rng.uniform(2.0, horizon), 1))
         if _fits(board, cand, horizon):
             board.faults.append(cand)
@@ -273,9 +267,9 @@ def _place(
 
 def _window_value(kind: str, rng: random.Random) -> float:
     if kind == REST_429:
-        return round(rng.uniform(0.3, 0.7), 2)  # share of REST requests answered 429
+        return float(rng.randint(10, 30))  # the next N REST requests are answered 429
     if kind == REST_5XX:
-        return round(rng.uniform(0.3, 0.7), 2)
+        return float(rng.randint(10, 30))  # ... answered 503 / 500 / 502 in turn
     if kind == WS_DROP:
         return round(rng.uniform(1.5, 4.0), 1)  # abort each connection this long after open
     if kind == WS_STALL:
@@ -292,25 +286,43 @@ def _window_value(kind: str, rng: random.Random) -> float:
 def plan_faults(seed: int, profile: Profile) -> list[Fault]:
     """Every fault of ``profile`` placed in ``[0, profile.duration_s)``, sorted by time.
 
-    The most constrained faults are placed first (take-over, restarts, malformed windows), so
-    that a profile that fits for one seed fits for all of them.
+    The most constrained faults are placed first (sink kills, the take-over, restarts,
+    malformed windows). A draw that paints itself into a corner is redrawn from a seed derived
+    from ``seed``, so the result is still a function of ``seed`` alone.
     """
-    rng = random.Random(seed)  # noqa: S311 - a schedule, not cryptography
+    last: PlanError | None = None
+    for attempt in range(100):
+        rng = random.Random(seed * 1_000_003 + attempt)  # noqa: S311 - a schedule
+        try:
+            return _plan(rng, profile)
+        except PlanError as exc:
+            last = exc
+    assert last is not None  # noqa: S101 - the loop ran
+    raise last
+
+
+def _plan(rng: random.Random, profile: Profile) -> list[Fault]:
     horizon = profile.duration_s
     board = _Board()
+    kills = [s for s in SERVICES for _ in range(profile.kills.get(s, 0))]
+    rng.shuffle(kills)
+    kills.sort(key=lambda s: s not in SINKS)  # sinks first: they have a deadline
+    downs = [round(rng.uniform(*profile.kill_down_s), 1) for _ in kills]
+    for service, down in zip(kills, downs, strict=True):
+        if service in SINKS:
+            make = partial(Fault, kind=KILL, target=service, duration_s=down)
+            _place(board, rng, horizon, make, f"a kill of {service}")
     if profile.takeover:
         target = rng.choice(SINKS)
         make = partial(Fault, kind=TAKEOVER, target=target, duration_s=TAKEOVER_DOWN_S)
         _place(board, rng, horizon, make, "the sink take-over")
     for mode in profile.kafka_restarts:
         make = partial(
-            Fault, kind=KAFKA_RESTART, target="kafka", duration_s=INFRA_SLOT_S, mode=mode
+            Fault, kind=KAFKA_RESTART, target="kafka", duration_s=KAFKA_SLOT_S, mode=mode
         )
         _place(board, rng, horizon, make, "a broker restart")
     for mode in profile.pg_restarts:
-        make = partial(
-            Fault, kind=PG_RESTART, target="postgres", duration_s=INFRA_SLOT_S, mode=mode
-        )
+        make = partial(Fault, kind=PG_RESTART, target="postgres", duration_s=PG_SLOT_S, mode=mode)
         _place(board, rng, horizon, make, "a database restart")
     for kind in (WS_MALFORMED, *[k for k in SIM_WINDOWS if k != WS_MALFORMED]):
         for _ in range(profile.windows.get(kind, 0)):
@@ -318,12 +330,10 @@ def plan_faults(seed: int, profile: Profile) -> list[Fault]:
             value = _window_value(kind, rng)
             make = partial(Fault, kind=kind, duration_s=length, value=value)
             _place(board, rng, horizon, make, f"a {kind} window")
-    kills = [s for s in SERVICES for _ in range(profile.kills.get(s, 0))]
-    rng.shuffle(kills)
-    for service in kills:
-        down = round(rng.uniform(*profile.kill_down_s), 1)
-        make = partial(Fault, kind=KILL, target=service, duration_s=down)
-        _place(board, rng, horizon, make, f"a kill of {service}")
+    for service, down in zip(kills, downs, strict=True):
+        if service not in SINKS:
+            make = partial(Fault, kind=KILL, target=service, duration_s=down)
+            _place(board, rng, horizon, make, f"a kill of {service}")
     for _ in range(profile.garbage):
         make = partial(
             Fault, kind=TOPIC_GARBAGE, duration_s=1.0, value=float(profile.garbage_records)
@@ -345,10 +355,12 @@ def count_by_kind(faults: Sequence[Fault]) -> dict[str, int]:
 def sim_patch(fault: Fault, *, on: bool) -> dict[str, Any]:
     """The ``POST /sim/faults`` body that starts (``on``) or ends a simulator window."""
     kind, v = fault.kind, fault.value
+    # REST storms are counts: they hit the next requests whenever those come (a backfiller
+    # between passes or restarting sends none), and whatever is left is cleared at the end.
     if kind == REST_429:
-        return {"rest_429_rate": v if on else 0.0, "rest_retry_after_s": 1}
+        return {"rest_429_next": int(v), "rest_retry_after_s": 1} if on else {}
     if kind == REST_5XX:
-        return {"rest_5xx_rate": v if on else 0.0}
+        return {"rest_5xx_next": int(v)} if on else {}
     if kind == WS_DROP:
         return {"ws_drop_every_s": v if on else 0.0}
     if kind == WS_STALL:
@@ -362,31 +374,58 @@ def sim_patch(fault: Fault, *, on: bool) -> dict[str, Any]:
     raise ValueError(f"{kind} is not a simulator window")
 
 
-# -- data faults (present from the start) ----------------------------------------------------
+# -- data faults ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class DataFaults:
-    """Exchange-side data faults, given to the simulator at start (``--faults``)."""
+    """Exchange-side data faults.
 
-    empty_ranges: tuple[tuple[str, int, int], ...]  # (symbol, start_ms, end_ms)
-    corrected: tuple[tuple[str, str, int], ...]  # (symbol, interval, open_time)
+    The history ones are absolute times, given to the simulator at start (``--faults``). The
+    live ones are placed in phase seconds (``at_s``) and turned into exchange times when the
+    fault phase begins (``live_patch``): a corrected candle must close while the producer is
+    connected and receiving, or its WebSocket value would never be seen.
+    """
+
+    history_empty: tuple[str, int, int]  # (symbol, start_ms, end_ms)
+    live_empty: tuple[str, float, int]  # (symbol, at_s, minutes)
+    corrected: tuple[tuple[str, str, float], ...]  # (symbol, interval, at_s)
     archive_missing: tuple[str, ...]  # zip names
     archive_corrupt: tuple[str, ...]
 
-    def sim_faults(self, seed: int) -> dict[str, Any]:
+    def start_faults(self, seed: int) -> dict[str, Any]:
+        """The simulator's ``--faults`` at start."""
+        symbol, start, end = self.history_empty
         return {
-            "empty_ranges": [{"symbol": s, "start": a, "end": b} for s, a, b in self.empty_ranges],
-            "corrected": [
-                {"symbol": s, "interval": i, "open_time": t} for s, i, t in self.corrected
-            ],
+            "empty_ranges": [{"symbol": symbol, "start": start, "end": end}],
             "archive_missing": list(self.archive_missing),
             "archive_corrupt": list(self.archive_corrupt),
             "seed": seed,
         }
 
-    def corrected_set(self) -> frozenset[tuple[str, str, int]]:
-        return frozenset(self.corrected)
+    def live_times(
+        self, phase_start_ms: int, speed: float
+    ) -> tuple[tuple[str, int, int], tuple[tuple[str, str, int], ...]]:
+        """(live empty range, corrected candles) in exchange ms for a phase starting then."""
+
+        def at(seconds: float) -> int:
+            return phase_start_ms + int(seconds * speed * 1000)
+
+        symbol, at_s, minutes = self.live_empty
+        start = align_open("1m", at(at_s)) + MINUTE_MS
+        empty = (symbol, start, start + minutes * MINUTE_MS)
+        fixes = tuple(sorted({(s, i, align_open(i, at(t))) for s, i, t in self.corrected}))
+        return empty, fixes
+
+    def live_patch(self, phase_start_ms: int, speed: float) -> dict[str, Any]:
+        """The ``POST /sim/faults`` body that adds the live faults (keeps the history range)."""
+        empty, fixes = self.live_times(phase_start_ms, speed)
+        return {
+            "empty_ranges": [
+                {"symbol": s, "start": a, "end": b} for s, a, b in (self.history_empty, empty)
+            ],
+            "corrected": [{"symbol": s, "interval": i, "open_time": t} for s, i, t in fixes],
+        }
 
 
 def archive_days(start_ms: int, sim_start_ms: int) -> list[int]:
@@ -401,57 +440,74 @@ def archive_days(start_ms: int, sim_start_ms: int) -> list[int]:
     return days
 
 
+#: What keeps a WebSocket close frame from reaching the producer.
+_WS_BLINDERS = (WS_DROP, WS_STALL, WS_SKIP)
+
+
+def ws_calm(faults: Sequence[Fault], t0: float, t1: float) -> bool:
+    """No fault keeps the producer from receiving and publishing a close in ``[t0, t1)``."""
+    for f in faults:
+        blinds = f.kind in _WS_BLINDERS or (f.kind == KILL and f.target == "producer")
+        if blinds and _overlaps(t0, t1, *_occupied(f)):
+            return False
+    return True
+
+
 def plan_data_faults(
     seed: int,
     pairs: Sequence[Pair],
     history_start_ms: int,
     sim_start_ms: int,
-    live_span_ms: int,
+    faults: Sequence[Fault],
+    profile: Profile,
     corrected: int,
+    speed: float,
 ) -> DataFaults:
-    """Pick the data faults from ``pairs``: 1m pairs only (the archive and the empty ranges
-    are per minute), the live ones inside the first 60 % of the live window."""
+    """Pick the data faults from ``pairs`` (1m pairs for the per-minute ones): an empty range in
+    the history and one early in the live window, ``corrected`` candles closing at calm
+    moments for the WebSocket, a missing and a corrupt daily archive file."""
     rng = random.Random(seed * 7919 + 17)  # noqa: S311 - a choice, not cryptography
     minute_pairs = sorted({p for p in pairs if p.interval == "1m"})
     if len(minute_pairs) < 4:
         raise PlanError("the data faults need at least four 1m pairs")
     hist_sym, live_sym, missing_sym, corrupt_sym = (p.symbol for p in rng.sample(minute_pairs, 4))
-    # An exchange-empty range in the history (1-3 h) and one in the live window (10-40 min).
     hist_len = rng.randint(60, 180) * MINUTE_MS
     hist_start = align_open("1m", rng.randint(history_start_ms, sim_start_ms - 2 * hist_len))
-    live_len = rng.randint(10, 40) * MINUTE_MS
-    live_lo = sim_start_ms + live_span_ms // 10
-    live_hi = sim_start_ms + live_span_ms * 6 // 10
-    live_start = align_open("1m", rng.randint(live_lo, max(live_lo, live_hi - live_len)))
-    empty = (
-        (hist_sym, hist_start, hist_start + hist_len),
-        (live_sym, live_start, live_start + live_len),
-    )
-    # Corrected candles: the WS frame says one thing, REST (the truth) another.
-    fixes: list[tuple[str, str, int]] = []
+    horizon = profile.duration_s
+    live_empty = (live_sym, round(rng.uniform(0.1, 0.5) * horizon, 1), rng.randint(10, 30))
+    fixes: list[tuple[str, str, float]] = []
     candidates = sorted(pairs)
-    while len(fixes) < corrected:
+    for _ in range(20_000):
+        if len(fixes) >= corrected:
+            break
         pair = rng.choice(candidates)
-        lo = sim_start_ms + live_span_ms // 20
-        hi = sim_start_ms + live_span_ms * 8 // 10
-        t = align_open(pair.interval, rng.randint(lo, hi))
-        if t < lo:
+        at_s = round(rng.uniform(0.05, 0.75) * horizon, 1)
+        # The candle holding at_s closes at most one interval (in wall seconds) later; its
+        # close frame must find the producer connected, a few seconds either side.
+        wall_s = interval_seconds(pair.interval) / speed
+        if not ws_calm(faults, at_s - 3.0, at_s + wall_s + 5.0):
             continue
-        if any(s == pair.symbol and a <= t < b for s, a, b in empty):
+        if pair.symbol == live_sym:
             continue
-        ref = (pair.symbol, pair.interval, t)
-        if ref not in fixes:
-            fixes.append(ref)
+        if all((s, i) != (pair.symbol, pair.interval) for s, i, _ in fixes):
+            fixes.append((pair.symbol, pair.interval, at_s))
+    if len(fixes) < corrected:
+        raise PlanError(f"cannot place {corrected} corrected candles at calm moments")
     days = archive_days(history_start_ms, sim_start_ms)
     if not days:
         raise PlanError("the history has no published daily archive file")
     missing_day, corrupt_day = rng.choice(days), rng.choice(days)
     return DataFaults(
-        empty_ranges=empty,
-        corrected=tuple(sorted(fixes)),
+        history_empty=(hist_sym, hist_start, hist_start + hist_len),
+        live_empty=live_empty,
+        corrected=tuple(fixes),
         archive_missing=(_zip_name(missing_sym, missing_day),),
         archive_corrupt=(_zip_name(corrupt_sym, corrupt_day),),
     )
+
+
+def interval_seconds(interval: str) -> float:
+    return FIXED_INTERVAL_MS[interval] / 1000
 
 
 def _zip_name(symbol: str, day_ms: int) -> str:

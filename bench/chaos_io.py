@@ -54,6 +54,23 @@ PYTHON = sys.executable
 OFFSET_BEGINNING = -2
 
 
+def quiet_logger() -> logging.Logger:
+    """librdkafka's own log lines (connection refused while the broker restarts, …) would
+    drown the run's output: this process's clients log nowhere."""
+    log = logging.getLogger("chaos.librdkafka")
+    log.propagate = False
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    return log
+
+
+def _ignore(_err: object) -> None:
+    return None
+
+
+QUIET: dict[str, Any] = {"logger": quiet_logger(), "error_cb": _ignore}
+
+
 def say(message: str) -> None:
     print(f"chaos {time.strftime('%H:%M:%S')} {message}", flush=True)
 
@@ -164,15 +181,10 @@ def kafka_ready(bootstrap: str, timeout_s: float = 5.0) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        settings: dict[str, Any] = {"bootstrap.servers": bootstrap, "error_cb": _ignore}
-        AdminClient(settings).list_topics(timeout=timeout_s)
+        AdminClient({"bootstrap.servers": bootstrap, **QUIET}).list_topics(timeout=timeout_s)
     except KafkaException:
         return False
     return True
-
-
-def _ignore(_err: object) -> None:
-    return None
 
 
 def postgres_ready(dsn: str) -> bool:
@@ -445,7 +457,7 @@ class TopicReader:
         self.index = TopicIndex()
         self.lock = threading.Lock()
         self.codec = KlineCodec()
-        self._consumer = make_consumer(kafka, group, **{"enable.partition.eof": False})
+        self._consumer = make_consumer(kafka, group, **QUIET)
         self._consumer.assign(
             [TopicPartition(kafka.topic, p, OFFSET_BEGINNING) for p in range(partitions)]
         )
@@ -486,7 +498,7 @@ class TopicReader:
 
 
 def high_watermarks(kafka: KafkaConfig, topic: str, partitions: int) -> dict[int, int]:
-    consumer = make_consumer(kafka, "chaos-watermarks")
+    consumer = make_consumer(kafka, "chaos-watermarks", **QUIET)
     try:
         return {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
@@ -498,7 +510,7 @@ def high_watermarks(kafka: KafkaConfig, topic: str, partitions: int) -> dict[int
 
 def read_dlq(kafka: KafkaConfig) -> list[dict[str, bytes]]:
     """Every DLQ record's headers (plus ``value``), up to the high watermark."""
-    consumer = make_consumer(kafka, "chaos-dlq-reader")
+    consumer = make_consumer(kafka, "chaos-dlq-reader", **QUIET)
     found: list[dict[str, bytes]] = []
     try:
         meta = consumer.list_topics(kafka.dlq_topic, timeout=10).topics[kafka.dlq_topic]
@@ -599,7 +611,7 @@ class Sampler:
         self.committed_samples = 0
         self.skipped = 0
         self.last_committed: dict[int, int] = {}
-        self._consumer = make_consumer(kafka, group)
+        self._consumer = make_consumer(kafka, group, **QUIET)
         self._conn: psycopg.Connection[Any] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)

@@ -87,7 +87,7 @@ class Usage:
 class Sampler:
     """Reads /proc/<pid> every ``every_s`` in a thread: CPU time and RSS over time."""
 
-    def __init__(self, pid: int, every_s: float = 0.25) -> None:
+    def __init__(self, pid: int, every_s: float = 0.1) -> None:
         self.pid = pid
         self.every_s = every_s
         self.usage = Usage()
@@ -156,8 +156,10 @@ class Proc:
     def _finish(self, status: int, rusage: Any) -> None:
         self.popen.returncode = os.waitstatus_to_exitcode(status)
         usage = self.sampler.stop()
-        # wait4's numbers are exact for the whole life of the process.
-        usage.peak_rss_kb = max(usage.peak_rss_kb, int(rusage.ru_maxrss))
+        # wait4's CPU times are exact for the whole life of the process. Its ru_maxrss is not
+        # used: Linux folds the forking parent's RSS into it (the pre-exec copy), so the
+        # peak is VmHWM as last sampled (a high-water mark: only growth in the last interval
+        # before exit could be missed).
         usage.cpu_s = float(rusage.ru_utime + rusage.ru_stime)
         self.usage = usage
 
@@ -174,6 +176,7 @@ class Proc:
     def stop(self, timeout_s: float = 60.0) -> Usage:
         """SIGTERM, wait (SIGKILL after ``timeout_s``); returns the process's usage."""
         if self._try_reap() is None:
+            self.sampler.sample()
             self.popen.send_signal(signal.SIGTERM)
             try:
                 self.wait(timeout_s)
@@ -298,11 +301,30 @@ def _wait_listening(proc: Proc, timeout_s: float) -> str:
     raise RuntimeError(f"simulator did not start in {timeout_s:.0f}s: {proc.text()[-2000:]}")
 
 
+@contextlib.contextmanager
+def profiled_services(**outputs: Path) -> Iterator[None]:
+    """Services this THREAD starts inside the block run under pyinstrument (text report to
+    ``outputs[name]``, written when the service exits), e.g. ``profiled_services(backfiller=p)``.
+    """
+    saved: dict[str, Path] = getattr(_local, "profile", {})
+    _local.profile = {**saved, **outputs}
+    try:
+        yield
+    finally:
+        _local.profile = saved
+
+
 def service(name: str, config: Path, workdir: Path, tag: str = "") -> Proc:
     """``python -m services.<name> --config config`` with its output in ``workdir``."""
+    profile: Path | None = getattr(_local, "profile", {}).get(name)
+    runner = [PYTHON]
+    if profile is not None:
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        runner += ["-m", "pyinstrument", "-r", "text", "--no-color", "-o", str(profile)]
+        runner += ["-i", "0.002"]
     return spawn(
         name,
-        [PYTHON, "-m", f"services.{name}", "--config", str(config)],
+        [*runner, "-m", f"services.{name}", "--config", str(config)],
         workdir / f"{name}{tag}.log",
     )
 

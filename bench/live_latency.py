@@ -113,6 +113,7 @@ def measure(
     speed: float = 60.0,
     seconds: float = 60.0,
     warmup_s: float = 10.0,
+    check_open_frames: bool = True,
 ) -> dict[str, Any]:
     """Run the measurement; returns latency summaries (ms) and counts."""
     rid = run_id()
@@ -130,6 +131,7 @@ def measure(
             doc = base_doc(pairs=pair_names, kafka=kafka, dsn=dsn, sim_url=sim.url)
             doc["sink"] = {"group_id": f"bench-livelat-{rid}"}
             doc["rest"]["time_sync_every_s"] = 1.0
+            doc["ws"]["check_open_frames"] = check_open_frames
             sink = service("sink", write_config(workdir / "sink.yaml", doc), workdir)
             cfg = build_config(doc)
             ensure_topics(cfg.kafka)
@@ -175,6 +177,7 @@ def measure(
         "pairs": pairs,
         "speed": speed,
         "seconds": seconds,
+        "check_open_frames": check_open_frames,
         "frame_to_ack_ms": latency_summary(ack_ms),
         "frame_to_db_commit_ms": latency_summary(db_ms),
         "candles": len(keys),
@@ -196,6 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=60.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument(
+        "--closed-only",
+        action="store_true",
+        help="validate only x:true frames (ws.check_open_frames: false)",
+    )
     parser.add_argument("--kafka", default=DEFAULT_KAFKA)
     parser.add_argument("--pg", default=DEFAULT_PG)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qryptify-bench-live"))
@@ -208,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         speed=args.speed,
         seconds=args.seconds,
         warmup_s=args.warmup,
+        check_open_frames=not args.closed_only,
     )
     print(json.dumps(result, indent=2))
     return 0

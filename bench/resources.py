@@ -9,8 +9,8 @@ peak RSS (target ≤ 150 MB each) and CPU cores used per 10 k candles/s.
   wall second, i.e. ``live_speed / 60 × 1000`` closes per wall second) for ``live_seconds``;
   candles = what reached the topic.
 
-Peak RSS and CPU come from ``wait4`` when the process is reaped (exact over its life); /proc is
-sampled meanwhile (``bench.harness.Sampler``).
+Peak RSS is VmHWM from /proc/<pid>/status, sampled every 0.1 s (``bench.harness.Sampler``);
+CPU time comes from ``wait4`` when the process is reaped (exact over its life).
 """
 
 from __future__ import annotations

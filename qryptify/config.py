@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from qryptify.errors import ConfigError, PairError
+from qryptify.errors import ConfigError, PairError, redact_text
 from qryptify.pairs import Pair, parse_pair
 
 ENV_PREFIX = "QRYPTIFY_"
@@ -142,8 +142,12 @@ class DbConfig(_Section):
 
 
 def redact_dsn(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password is None:
+    try:
+        parts = urlsplit(dsn)
+        password = parts.password
+    except ValueError:  # not a URL at all ("postgresql://u:p@[::1/db")
+        return redact_text(dsn)
+    if password is None:
         return dsn
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
@@ -324,6 +328,8 @@ def load_config(
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise ConfigError("--config", str(file), f"not valid YAML{where}") from None
+        except (ValueError, RecursionError) as exc:  # a 5000-digit int; absurd nesting
+            raise ConfigError("--config", str(file), f"not usable YAML: {exc}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -340,7 +346,10 @@ def build_config(data: Mapping[str, Any]) -> Config:
     ws = data.get("ws")
     if isinstance(ws, dict) and isinstance(ws.get("endpoint"), str):
         old = ws["endpoint"].strip()
-        new = market_stream_url(old) if urlsplit(old).scheme in ("ws", "wss") else old
+        try:
+            new = market_stream_url(old) if urlsplit(old).scheme in ("ws", "wss") else old
+        except ValueError:  # e.g. "ws://[::1": the validator names the key and the value
+            new = old
         if new != old.rstrip("/"):
             warnings.append(
                 f"ws.endpoint {old} rewritten to {new}: since 2026-04-23 Binance serves klines "

@@ -92,6 +92,34 @@ class Kline:
             raise MalformedPayload("ws", f"kline field {exc.args[0]!r} missing") from None
 
 
+#: Exchange JSON is at most 3 levels deep; anything far deeper is not what Binance sends (and
+#: would make ``repr`` in an error message, or ``json.loads`` itself, hit the recursion limit).
+MAX_JSON_DEPTH = 32
+
+
+def nested_deeper_than(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when lists/dicts in ``value`` nest more than ``limit`` levels (level by level, no
+    recursion; scalars are skipped, so a 499-row klines page costs well under a millisecond)."""
+    if type(value) not in _CONTAINERS:
+        return False
+    level: list[Any] = [value]
+    for _ in range(limit):
+        deeper: list[Any] = []
+        for node in level:
+            kind = type(node)
+            if kind is dict:
+                deeper += [c for c in node.values() if type(c) in _CONTAINERS]
+            elif kind is list:
+                deeper += [c for c in node if type(c) in _CONTAINERS]
+        if not deeper:
+            return False
+        level = deeper
+    return True
+
+
+_CONTAINERS = (list, dict)
+
+
 def _market_fields(k: Kline) -> tuple[object, ...]:
     return (
         k.symbol, k.interval, k.open_time, k.close_time, k.open, k.high, k.low, k.close,

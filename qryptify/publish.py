@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from qryptify.avro import KLINE, KlineCodec
@@ -54,14 +54,18 @@ def event_pair(event: Event) -> Pair:
 
 @dataclass(slots=True)
 class _Slot:
-    position: int
-    acked: bool = False
+    """A batch of records of one pair: acknowledged when ``remaining`` reaches 0."""
+
+    position: int  # the newest position in the batch
+    remaining: int = 1
+    failed: bool = False
 
 
 class AckTracker:
-    """Per pair: records in publish order; the acknowledged prefix gives the watermark.
+    """Per pair: batches in publish order; the acknowledged prefix gives the watermark.
 
-    Pure bookkeeping (no Kafka), so it is unit-tested directly.
+    Pure bookkeeping (no Kafka), so it is unit-tested directly. Delivery reports arrive on the
+    thread that polls the producer; the lock guards the queues against ``sent`` elsewhere.
     """
 
     def __init__(self) -> None:
@@ -71,24 +75,30 @@ class AckTracker:
         self._failed: list[DeliveryFailed] = []
         self.delivered = 0
 
-    def sent(self, pair: Pair, position: int) -> _Slot:
-        slot = _Slot(position)
+    def sent(self, pair: Pair, position: int, count: int = 1) -> _Slot:
+        """``count`` records of ``pair`` up to ``position`` were handed to the producer."""
+        if count < 1:
+            raise ValueError(f"a batch has at least one record, got {count}")
+        slot = _Slot(position, count)
         with self._lock:
             self._pending.setdefault(pair, deque()).append(slot)
         return slot
 
     def delivered_ok(self, pair: Pair, slot: _Slot) -> None:
+        self.delivered += 1
+        slot.remaining -= 1
+        if slot.remaining > 0:
+            return
         with self._lock:
-            slot.acked = True
-            self.delivered += 1
             queue = self._pending.get(pair)
-            while queue and queue[0].acked:
+            while queue and queue[0].remaining <= 0 and not queue[0].failed:
                 head = queue.popleft()
                 self._acked[pair] = max(self._acked.get(pair, head.position), head.position)
 
     def delivery_failed(self, pair: Pair, slot: _Slot, reason: str) -> None:
-        # The slot stays un-acked: the pair's watermark can never move past it.
+        # The batch stays un-acked: the pair's watermark can never move past it.
         with self._lock:
+            slot.failed = True
             self._failed.append(DeliveryFailed(pair, slot.position, reason))
 
     def acked_through(self, pair: Pair) -> int | None:
@@ -100,10 +110,10 @@ class AckTracker:
             return dict(self._acked)
 
     def in_flight(self, pair: Pair | None = None) -> int:
+        """Records handed to the producer and not acknowledged yet."""
         with self._lock:
-            if pair is not None:
-                return len(self._pending.get(pair, ()))
-            return sum(len(q) for q in self._pending.values())
+            queues = [self._pending.get(pair, deque())] if pair else self._pending.values()
+            return sum(max(0, slot.remaining) for q in queues for slot in q)
 
     def failures(self) -> list[DeliveryFailed]:
         with self._lock:
@@ -160,37 +170,52 @@ class KlinePublisher:
 
     def publish(self, event: Event) -> None:
         """Queue one event; never blocks for long (serves delivery reports when full)."""
-        pair = self._pair(event)
-        value = self._encode(event)
-        slot = self.tracker.sent(pair, event_position(event))
+        self.publish_batch([event])
+
+    def publish_batch(self, events: Sequence[Event]) -> None:
+        """Queue events of ONE pair, in order; acknowledged (for ``acked_through``) as a whole
+        when Kafka confirmed every one of them."""
+        if not events:
+            return
+        pair = self._pair(events[0])
+        position = max(event_position(e) for e in events)
+        slot = self.tracker.sent(pair, position, len(events))
+        tracker = self.tracker
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
-                self.tracker.delivered_ok(pair, slot)
+                tracker.delivered_ok(pair, slot)
             else:
-                logger.error("kafka delivery of %s @ %d failed: %s", pair, slot.position, err)
-                self.tracker.delivery_failed(pair, slot, str(err))
+                logger.error("kafka delivery of %s up to %d failed: %s", pair, position, err)
+                tracker.delivery_failed(pair, slot, str(err))
 
+        key = pair.key.encode()
+        produce = self.producer.produce
         # The record timestamp stays the producer's wall time: a candle's (or a simulator's)
         # time may be far in the past or future, which brokers reject (timestamp.after.max.ms).
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic,
-                    key=pair.key.encode(),
-                    value=value,
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)
-        self.published += 1
+        for event in events:
+            if (event.symbol, event.interval) != (pair.symbol, pair.interval):
+                raise ValueError(f"publish_batch: {event.key} in a batch of {pair.key}")
+            value = self._encode(event)
+            while True:
+                try:
+                    produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+        self.published += len(events)
 
     def publish_all(self, events: Iterable[Event]) -> int:
+        """Queue events of any pairs, one batch per run of the same pair."""
         n = 0
+        batch: list[Event] = []
         for event in events:
-            self.publish(event)
+            if batch and (event.symbol, event.interval) != (batch[0].symbol, batch[0].interval):
+                self.publish_batch(batch)
+                batch = []
+            batch.append(event)
             n += 1
+        self.publish_batch(batch)
         self.producer.poll(0)
         return n
 

@@ -26,6 +26,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,7 +142,18 @@ def read_zip(data: bytes, file: ArchiveFile) -> bytes:
             if names[0] != file.csv_name:
                 logger.warning("archive %s holds %s, not %s", file, names[0], file.csv_name)
             return zf.read(names[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    # zlib.error: corrupt deflate data; NotImplementedError / RuntimeError: unsupported or
+    # encrypted members; ValueError: bad header fields (tests/unit/test_fuzz_inputs.py).
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+        ValueError,
+    ) as exc:
         raise ArchiveError(file.zip_name, f"not a readable zip: {exc}") from None
 
 
@@ -170,42 +182,46 @@ def parse_csv(
     except UnicodeDecodeError as exc:
         raise ArchiveError(name, f"not ASCII text at byte {exc.start}") from None
     klines: list[Kline] = []
-    for number, line in _lines(text):
-        if number == 1 and line.startswith(CSV_HEADER_START):
-            continue
-        match = _ROW_RE.match(line)
-        if match is not None:
-            t, o, h, lo, c, v, ct, q, n, tb, tq = match.groups()
-            klines.append(
-                Kline(
-                    symbol,
-                    interval,
-                    _ms_int(t),
-                    _ms_int(ct),
-                    o,
-                    h,
-                    lo,
-                    c,
-                    v,
-                    q,
-                    int(n),
-                    tb,
-                    tq,
-                    "archive",
-                    ingested_at,
-                )  # fmt: skip
-            )
-            continue
-        # Not well-formed: the slow path names the bad column.
-        fields = line.split(",")
-        if len(fields) not in (11, 12):
-            raise ArchiveError(f"{name}:{number}", f"expected 12 columns, got {len(fields)}")
-        fields[0] = _ms(fields[0])
-        fields[6] = _ms(fields[6])
-        try:
-            klines.append(Kline.from_archive_row(symbol, interval, fields, ingested_at))
-        except MalformedPayload as exc:
-            raise ArchiveError(f"{name}:{number}", exc.reason) from None
+    number = 0
+    try:
+        for number, line in _lines(text):
+            if number == 1 and line.startswith(CSV_HEADER_START):
+                continue
+            match = _ROW_RE.match(line)
+            if match is not None:
+                t, o, h, lo, c, v, ct, q, n, tb, tq = match.groups()
+                klines.append(
+                    Kline(
+                        symbol,
+                        interval,
+                        _ms_int(t),
+                        _ms_int(ct),
+                        o,
+                        h,
+                        lo,
+                        c,
+                        v,
+                        q,
+                        int(n),
+                        tb,
+                        tq,
+                        "archive",
+                        ingested_at,
+                    )  # fmt: skip
+                )
+                continue
+            # Not well-formed: the slow path names the bad column.
+            fields = line.split(",")
+            if len(fields) not in (11, 12):
+                raise ArchiveError(f"{name}:{number}", f"expected 12 columns, got {len(fields)}")
+            fields[0] = _ms(fields[0])
+            fields[6] = _ms(fields[6])
+            try:
+                klines.append(Kline.from_archive_row(symbol, interval, fields, ingested_at))
+            except MalformedPayload as exc:
+                raise ArchiveError(f"{name}:{number}", exc.reason) from None
+    except ValueError as exc:  # int() of a number with more than 4300 digits
+        raise ArchiveError(f"{name}:{number}", f"number out of range: {exc}") from None
     for prev, cur in zip(klines, klines[1:], strict=False):
         if cur.open_time <= prev.open_time:
             raise ArchiveError(name, f"rows not ascending: {cur.open_time} after {prev.open_time}")

@@ -47,7 +47,7 @@ from qryptify.errors import (
     MalformedPayload,
     RateLimited,
 )
-from qryptify.kline import Kline
+from qryptify.kline import Kline, nested_deeper_than
 from qryptify.pairs import Pair, next_open
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,11 @@ def fast_rest_row(symbol: str, interval: str, row: object, ingested_at: int) -> 
     if type(row) is list and len(row) >= 11:
         t, o, h, lo, c, v, ct, q, n, tb, tq = row[:11]
         if type(t) is int and type(ct) is int and type(n) is int:
-            decimals = (o, h, lo, c, v, q, tb, tq)
-            if all(type(d) is str for d in decimals) and _DECIMALS_RE.match(",".join(decimals)):
+            try:
+                joined = ",".join((o, h, lo, c, v, q, tb, tq))  # TypeError unless all str
+            except TypeError:
+                joined = ""
+            if _DECIMALS_RE.match(joined):
                 return Kline(symbol, interval, t, ct, o, h, lo, c, v, q, n, tb, tq, "rest",
                              ingested_at)  # fmt: skip
     return Kline.from_rest_row(symbol, interval, row, ingested_at)
@@ -408,11 +411,14 @@ class BinanceRest:
             if status >= 400:
                 raise _error_for(path, resp)
             try:
-                return resp.json()
-            except ValueError:
+                body = resp.json()
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 raise MalformedPayload(
                     "rest", f"GET {path}: body is not JSON: {resp.text[:80]!r}"
                 ) from None
+            if nested_deeper_than(body):
+                raise MalformedPayload("rest", f"GET {path}: JSON nested too deeply")
+            return body
         now = self._budget_clock.now_ms()
         if self.budget.is_banned(now):
             raise IpBanned(self.clock.now_ms() + self.budget.blocked_until() - now)
@@ -439,7 +445,9 @@ def _used_weight(resp: httpx.Response) -> int | None:
 def _error_body(resp: httpx.Response) -> tuple[int | None, str]:
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
+        return None, resp.text[:200]
+    if nested_deeper_than(body):
         return None, resp.text[:200]
     if isinstance(body, dict):
         code = body.get("code")

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from qryptify.config import market_stream_url
 from qryptify.errors import InvalidKline, MalformedPayload
-from qryptify.kline import Kline, validate_kline
+from qryptify.kline import MAX_JSON_DEPTH, Kline, nested_deeper_than, validate_kline
 from qryptify.pairs import Pair
 
 #: The safe cap of streams on one connection (older docs: 200; newer: 1024).
@@ -158,10 +158,12 @@ def parse_frame(raw: str | bytes, ingested_at: int, *, closed_only: bool = True)
             return Malformed(NOT_UTF8, f"binary frame is not UTF-8: {exc.reason}")
     try:
         doc = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         # Best effort: a truncated combined frame still names its stream up front.
         named = _STREAM_RE.match(raw)
         return Malformed(NOT_JSON, f"not JSON: {exc}", named.group(1) if named else None)
+    if nested_deeper_than(doc):
+        return Malformed(NOT_OBJECT, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(doc, dict):
         return Malformed(NOT_OBJECT, f"top level is {type(doc).__name__}, not an object")
     if "data" in doc or "stream" in doc:

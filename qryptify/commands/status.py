@@ -175,7 +175,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--exchange-time-from",
         metavar="URL",
         default=None,
-        help="read 'now' from URL/fapi/v1/time ('rest' = rest.endpoint); default: local clock",
+        help="read 'now' from URL/fapi/v1/time ('rest' = rest.endpoint, the default; "
+        "'local' = this machine's clock). An unreachable exchange falls back to the local clock",
     )
     now.add_argument(
         "--now",
@@ -234,10 +235,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 def _resolve_now(args: argparse.Namespace, cfg: Config) -> tuple[int, str]:
     if args.now is not None:
         return int(args.now), "--now"
-    if args.exchange_time_from is None:
+    choice = args.exchange_time_from or "rest"
+    if choice == "local":
         return SystemClock().now_ms(), "local clock"
-    base = cfg.rest.endpoint if args.exchange_time_from == "rest" else args.exchange_time_from
-    return fetch_exchange_time(base, args.timeout), base
+    base = cfg.rest.endpoint if choice == "rest" else choice
+    try:
+        return fetch_exchange_time(base, min(args.timeout, 5.0)), base
+    except ExchangeUnavailable as exc:
+        if args.exchange_time_from is not None:
+            raise
+        # "Now" should be the exchange's (invariant 5); without it the local clock is the
+        # best estimate, and the report says which one it used.
+        return SystemClock().now_ms(), f"local clock (exchange time unavailable: {exc.reason})"
 
 
 def _parse_time(text: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from qryptify.kline import Kline
-from qryptify.pairs import align_open, ceil_open, next_open
+from qryptify.pairs import DAY_MS, align_open, ceil_open, count_opens, next_open
 
 Range = tuple[int, int]
 
@@ -64,6 +64,26 @@ def subtract(holes: Sequence[Range], covered: Sequence[Range], interval: str) ->
 def missing_runs(interval: str, start_ms: int, end_ms: int, opens: Iterable[int]) -> list[Range]:
     """Contiguous runs of grid slots in ``[start_ms, end_ms)`` absent from ``opens``."""
     return find_gaps(sorted(opens), interval, start_ms, end_ms)
+
+
+def day_shortfalls(
+    interval: str, start_ms: int, end_ms: int, opens: Iterable[int]
+) -> list[tuple[int, int, int]]:
+    """Per UTC day of ``[start_ms, end_ms)``: ``(day, expected, found)`` for every day whose
+    row count differs from the grid's (an archive file's per-day check)."""
+    found: dict[int, int] = {}
+    for t in opens:
+        if start_ms <= t < end_ms:
+            day = t - t % DAY_MS
+            found[day] = found.get(day, 0) + 1
+    short: list[tuple[int, int, int]] = []
+    day = start_ms - start_ms % DAY_MS
+    while day < end_ms:
+        expected = count_opens(interval, max(day, start_ms), min(day + DAY_MS, end_ms))
+        if found.get(day, 0) != expected:
+            short.append((day, expected, found.get(day, 0)))
+        day += DAY_MS
+    return short
 
 
 def confirmed_empty(

@@ -38,7 +38,7 @@ from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
 from qryptify.publish import KlinePublisher, event_position
-from services.backfiller.gaps import Range, holes_from_jumps, missing_runs
+from services.backfiller.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
 from services.backfiller.planning import (
     ArchiveUnit,
     PairRange,
@@ -303,6 +303,7 @@ class Backfiller:
         self._started = time.monotonic()
         self.passes = 0
         self._progress = Progress([])
+        self._fatal: Exception | None = None
         #: Exchange time each pass planned up to (closed candles open before their range end).
         self.pass_now_ms: int | None = None
 
@@ -319,15 +320,23 @@ class Backfiller:
         committer = asyncio.create_task(self._commit_loop())
         try:
             await self._main()
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
-            await asyncio.to_thread(self._flush_and_commit)
-            await self.rest.aclose()
-            if self.archive is not None:
-                await self.archive.aclose()
-            self._finish_summary()
-            logger.info("%s", self.summary.line())
+            try:
+                await asyncio.to_thread(self._flush_and_commit)
+            except Exception as exc:
+                if self._fatal is None:
+                    raise
+                logger.error("final flush: %s", exc)  # the run already failed with _fatal
+            finally:
+                await self.rest.aclose()
+                if self.archive is not None:
+                    await self.archive.aclose()
+                self._finish_summary()
+                logger.info("%s", self.summary.line())
         return self.summary
 
     async def _main(self) -> None:
@@ -348,7 +357,7 @@ class Backfiller:
         while not self.stop.is_set():
             await self._guarded(self._pass(first))
             self.passes += 1
-            if first:
+            if first and not self.stop.is_set():
                 self._finish_summary()
                 logger.info("caught up: %s", self.summary.line())
                 self.health.set(True, "caught up")
@@ -575,9 +584,18 @@ class Backfiller:
             k for k in rows if unit.start_ms <= k.open_time < unit.end_ms and k.close_time < now
         ]
         result = UnitResult(klines=klines)
-        holes = missing_runs(
-            pair.interval, unit.start_ms, unit.end_ms, (k.open_time for k in klines)
-        )
+        opens = [k.open_time for k in klines]
+        for day, expected, found in day_shortfalls(
+            pair.interval, unit.start_ms, unit.end_ms, opens
+        ):
+            logger.info(
+                "archive %s: %s has %d rows, %d expected",
+                unit.file,
+                _dt(day).date().isoformat(),
+                found,
+                expected,
+            )
+        holes = missing_runs(pair.interval, unit.start_ms, unit.end_ms, opens)
         if holes:
             missing = sum(count_opens(pair.interval, a, b) for a, b in holes)
             logger.info(
@@ -600,8 +618,7 @@ class Backfiller:
         events = result.events()
         pair = state.pair
         for i in range(0, len(events), PUBLISH_CHUNK):
-            for event in events[i : i + PUBLISH_CHUNK]:
-                self.publisher.publish(event)
+            self.publisher.publish_batch(events[i : i + PUBLISH_CHUNK])
             self.publisher.producer.poll(0)
             await asyncio.sleep(0)
         archive_n = sum(1 for k in result.klines if k.source == "archive")
@@ -642,10 +659,19 @@ class Backfiller:
 
     # -- offsets ---------------------------------------------------------------------------
     async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(COMMIT_EVERY_S)
-            self.publisher.poll(0)
-            self.offsets.commit_acked(self.service, self.publisher)
+        """Serve delivery reports and commit acknowledged positions; a failure stops the run
+        (nothing after an undelivered record may ever be committed)."""
+        try:
+            while True:
+                await asyncio.sleep(COMMIT_EVERY_S)
+                self.publisher.poll(0)
+                self.offsets.commit_acked(self.service, self.publisher)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.error("publishing failed, stopping: %s", exc)
+            self._fatal = exc
+            self.stop.set()
 
     def _flush_and_commit(self) -> None:
         remaining = self.publisher.flush(60)

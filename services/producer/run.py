@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 from websockets.asyncio.client import ClientConnection, connect
@@ -141,6 +141,31 @@ class _NotifyingTracker(AckTracker):
         self._report(pair, slot.position, reason)
 
 
+class _TimedProducer:
+    """The producer as the publisher sees it, noting librdkafka's own produce → ack latency
+    (``Message.latency()``, timed in C) of the record whose delivery report is being served.
+    Delivery reports are served one at a time on the poll thread, so one attribute suffices.
+    Everything else is the real producer."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self.last_latency_s: float | None = None
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        on_delivery = kwargs.pop("on_delivery", None)
+        if on_delivery is not None:
+
+            def report(err: KafkaError | None, msg: Message) -> None:
+                self.last_latency_s = msg.latency() if err is None else None
+                on_delivery(err, msg)
+
+            kwargs["on_delivery"] = report
+        self._producer.produce(topic, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+
 class _Conn:
     """One open WebSocket and what the supervisor needs to know about it."""
 
@@ -192,7 +217,9 @@ class ProducerRunner:
         self.offsets = offsets
         self.pairs = tuple(pairs if pairs is not None else cfg.pairs)
         self.observer = observer
-        self.publisher = KlinePublisher(producer, cfg.kafka.topic)
+        self._timed = _TimedProducer(producer)
+        # Duck-typed stand-in for the Producer (KlinePublisher only calls produce and poll).
+        self.publisher = KlinePublisher(cast(Producer, self._timed), cfg.kafka.topic)
         self.publisher.tracker = _NotifyingTracker(self._delivery_report)
         self.stats = RunStats()
         ws = cfg.ws
@@ -214,7 +241,8 @@ class ProducerRunner:
         )
         self.book = LiveBook({})
         self._acks: deque[tuple[Pair, int, str | None]] = deque()
-        self._frame_t: dict[tuple[str, str, int], float] = {}
+        # (symbol, interval, open time) → (frame read, produce called), perf_counter seconds
+        self._frame_t: dict[tuple[str, str, int], tuple[float, float]] = {}
         self._busy: set[Pair] = set()
         self._fill_tasks: set[asyncio.Task[None]] = set()
         self._rest_sem: asyncio.Semaphore | None = None
@@ -240,10 +268,15 @@ class ProducerRunner:
             self.producer.poll(0.05)
 
     def _delivery_report(self, pair: Pair, position: int, error: str | None) -> None:
-        # On the poll thread: measure, then hand over to the loop.
+        # On the poll thread: measure, then hand over to the loop. The ack time is librdkafka's
+        # (produce call + its measured latency): this thread may get the GIL later than that.
         ack_s = time.perf_counter()
-        frame_s = self._frame_t.pop((pair.symbol, pair.interval, position), None)
-        if frame_s is not None and error is None:
+        times = self._frame_t.pop((pair.symbol, pair.interval, position), None)
+        if times is not None and error is None:
+            frame_s, produce_s = times
+            latency = self._timed.last_latency_s
+            if latency is not None:
+                ack_s = min(ack_s, produce_s + latency)
             ACK_LATENCY.observe(ack_s - frame_s)
             if self.observer is not None:
                 self.observer(pair, position, frame_s, ack_s)
@@ -288,10 +321,12 @@ class ProducerRunner:
             await asyncio.to_thread(self._final_flush)
 
     async def _start(self) -> None:
-        # A few quick syncs: the offset, and the clock's rate (1 against Binance).
-        for _ in range(3):
+        # Three syncs over 1.2 s: the offset, and the clock's rate (1 against Binance; the
+        # speed of an accelerated simulator, whatever rest.time_sync_every_s is).
+        for i in range(3):
+            if i:
+                await asyncio.sleep(0.6)
             await self._paced(1, self.rest.server_time)
-            await asyncio.sleep(0.1)
         stored = await asyncio.to_thread(self.offsets.load, SERVICE)
         now = self.clock.now_ms()
         resume: dict[Pair, int] = {}
@@ -547,7 +582,8 @@ class ProducerRunner:
 
     def _publish(self, kline: Kline, frame_s: float | None) -> None:
         if frame_s is not None:
-            self._frame_t[(kline.symbol, kline.interval, kline.open_time)] = frame_s
+            key = (kline.symbol, kline.interval, kline.open_time)
+            self._frame_t[key] = (frame_s, time.perf_counter())
         self.publisher.publish(kline)
 
     def _malformed(self, frame: Malformed, message: str | bytes) -> None:

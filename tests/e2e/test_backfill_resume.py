@@ -4,6 +4,7 @@ in the middle of a run and a restart that neither skips nor re-publishes acknowl
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -111,11 +112,17 @@ def test_backfill_kill9_and_resume_matches_the_exchange(env: BackfillEnv) -> Non
             f"offset was {position}"
         )
     values = summary_values(second.text())
+    by_source = Counter(e.source for e in republished)
+    rest_pages = sum(
+        -(-n // 499)
+        for n in Counter((e.symbol, e.interval) for e in republished if e.source == "rest").values()
+    )
     print(
         f"kill -9 after {len(published_before)} of {expected} candles; restart: "
         f"requests={values['requests']} klines_requests={values['klines_requests']} "
         f"archive_downloaded={values['archive_downloaded']} "
-        f"archive_cached={values['archive_cached']} re-published candles={len(republished)}"
+        f"archive_cached={values['archive_cached']}; re-published candles={len(republished)} "
+        f"{dict(by_source)} (≈{rest_pages} REST pages fetched again)"
     )
     assert int(values["requests"]) < 100  # the restart fetched little again
     # every source was used: archive files for old months, REST for the tail

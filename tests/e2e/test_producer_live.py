@@ -33,13 +33,7 @@ from qryptify.pairs import HOUR_MS, Pair, align_open, interval_ms
 from sim.check import compare_db_with_truth, format_report
 from sim.server import SimulatorThread
 from sim.symbols import generated_symbols
-from tests.integration.conftest import (  # noqa: F401 - fixtures
-    db_dsn,
-    kafka_bootstrap,
-    kafka_cfg,
-    pg_admin_dsn,
-    unique,
-)
+from tests.integration.conftest import unique
 
 pytestmark = pytest.mark.e2e
 
@@ -195,8 +189,8 @@ def dlq_records(kafka: KafkaConfig, at_least: int) -> list[dict[str, bytes]]:
 
 @pytest.fixture
 def live_factory(
-    kafka_cfg: KafkaConfig,  # noqa: F811
-    db_dsn: str,  # noqa: F811
+    kafka_cfg: KafkaConfig,
+    db_dsn: str,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Live]]:
     made: list[tuple[Live, SimulatorThread]] = []
@@ -224,7 +218,7 @@ def check_window(live: Live, start_ms: int, end_ms: int, context: object = "") -
 
 def test_200_pairs_two_connections_30_sim_hours_faults_match_truth(
     live_factory: Callable[..., Live],
-    kafka_cfg: KafkaConfig,  # noqa: F811
+    kafka_cfg: KafkaConfig,
 ) -> None:
     """200 pairs over 2 connections, > 30 simulated hours crossing the 24 h connection limit,
     WS drops every 2 s, 5 % skipped x:true, 1 % duplicated, 1 % malformed → 0 missing,
@@ -316,7 +310,7 @@ def test_200_pairs_two_connections_30_sim_hours_faults_match_truth(
 
 def test_kill9_for_a_sim_minute_then_restart_fills_the_gap(
     live_factory: Callable[..., Live],
-    kafka_cfg: KafkaConfig,  # noqa: F811
+    kafka_cfg: KafkaConfig,
 ) -> None:
     speed = 30.0
     symbols = generated_symbols(10)
@@ -352,7 +346,7 @@ def test_kill9_for_a_sim_minute_then_restart_fills_the_gap(
 
 def test_stalled_connection_is_replaced_and_the_watchdog_fetches_meanwhile(
     live_factory: Callable[..., Live],
-    kafka_cfg: KafkaConfig,  # noqa: F811
+    kafka_cfg: KafkaConfig,
 ) -> None:
     """The server keeps the socket open but sends nothing (no frames, no pings, no pongs):
     candles keep arriving by REST (watchdog), the silent connection is replaced."""
@@ -385,7 +379,7 @@ def test_stalled_connection_is_replaced_and_the_watchdog_fetches_meanwhile(
 
 def test_server_pings_are_answered(
     live_factory: Callable[..., Live],
-    kafka_cfg: KafkaConfig,  # noqa: F811
+    kafka_cfg: KafkaConfig,
 ) -> None:
     """The server pings (here every 0.3 s) and disconnects a client that does not pong within
     1 s (Binance: 3 min / 10 min); the producer's connection survives."""

@@ -115,3 +115,15 @@ def test_tables() -> None:
 
 def test_merge_counts() -> None:
     assert merge_counts([{"429": 1}, {"429": 2, "418": 1}]) == {"429": 3, "418": 1}
+
+
+def test_markdown_splice_keeps_the_prose_around() -> None:
+    from bench.__main__ import BEGIN_MARK, END_MARK, splice
+
+    first = splice("", "table v1")
+    assert first == f"{BEGIN_MARK}\ntable v1\n{END_MARK}\n"
+    doc = f"# Title\n\nintro\n\n{first}\nafter\n"
+    again = splice(doc, "table v2")
+    assert "table v1" not in again
+    assert again.startswith("# Title\n\nintro\n\n") and again.endswith("\nafter\n")
+    assert "table v2" in again

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import pytest
+
+from qryptify.avro import KlineCodec
 from qryptify.kline import EmptyRange
 from qryptify.offsets import offset_key, parse_offset_key
 from qryptify.pairs import Pair
-from qryptify.publish import AckTracker, event_position
+from qryptify.publish import AckTracker, KlinePublisher, event_position
 from tests.conftest import T0, make_kline
 
 BTC = Pair("BTCUSDT", "1m")
@@ -63,11 +68,6 @@ def test_offset_keys_roundtrip() -> None:
 
 
 def test_fast_kline_encoding_equals_the_codec() -> None:
-    from typing import Any, cast
-
-    from qryptify.avro import KlineCodec
-    from qryptify.publish import KlinePublisher
-
     codec = KlineCodec()
     pub = KlinePublisher(cast(Any, None), "t", codec)
     k = make_kline(open_time=T0, source="archive")
@@ -75,3 +75,43 @@ def test_fast_kline_encoding_equals_the_codec() -> None:
     assert codec.decode(pub._encode(k)) == k
     r = EmptyRange("BTCUSDT", "1m", T0, T0 + 600_000, confirmed_at=1)
     assert codec.decode(pub._encode(r)) == r
+
+
+def test_a_batch_is_acknowledged_when_all_its_records_are() -> None:
+    t = AckTracker()
+    first = t.sent(BTC, T0 + 2 * 60_000, count=3)
+    second = t.sent(BTC, T0 + 4 * 60_000, count=2)
+    for _ in range(2):
+        t.delivered_ok(BTC, second)
+    t.delivered_ok(BTC, first)
+    t.delivered_ok(BTC, first)
+    assert t.acked_through(BTC) is None and t.in_flight(BTC) == 1
+    t.delivered_ok(BTC, first)
+    assert t.acked_through(BTC) == T0 + 4 * 60_000
+    assert t.in_flight() == 0
+
+
+def test_publish_batch_and_all_against_a_fake_producer() -> None:
+    class Fake:
+        def __init__(self) -> None:
+            self.keys: list[bytes] = []
+            self.callbacks: list[Any] = []
+
+        def produce(self, topic: str, key: bytes, value: bytes, on_delivery: Any) -> None:
+            self.keys.append(key)
+            self.callbacks.append(on_delivery)
+
+        def poll(self, timeout: float = 0) -> int:
+            return 0
+
+    fake = Fake()
+    pub = KlinePublisher(cast(Any, fake), "t")
+    events = [make_kline("BTCUSDT", "1m", T0 + i * 60_000) for i in range(3)]
+    events += [make_kline("ETHUSDT", "1h", T0)]
+    assert pub.publish_all(events) == 4
+    assert fake.keys == [b"BTCUSDT|1m"] * 3 + [b"ETHUSDT|1h"]
+    for cb in fake.callbacks:
+        cb(None, None)
+    assert pub.acked() == {BTC: T0 + 120_000, ETH: T0}
+    with pytest.raises(ValueError, match="in a batch of"):
+        pub.publish_batch([make_kline("BTCUSDT", "1m"), make_kline("ETHUSDT", "1m")])

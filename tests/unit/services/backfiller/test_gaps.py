@@ -5,6 +5,7 @@ from __future__ import annotations
 from qryptify.pairs import MINUTE_MS
 from services.backfiller.gaps import (
     confirmed_empty,
+    day_shortfalls,
     find_gaps,
     holes_from_jumps,
     missing_runs,
@@ -88,3 +89,12 @@ def test_missing_runs_and_confirmed_empty_from_a_rest_answer() -> None:
         (T + 4 * M, T + 5 * M),
     ]
     assert confirmed_empty("1m", T, T + 3 * M, []) == [(T, T + 3 * M)]
+
+
+def test_day_shortfalls_per_utc_day() -> None:
+    day = 86_400_000
+    opens = [T + i * M for i in range(1440)] + [T + day + i * M for i in range(1440) if i % 100]
+    assert day_shortfalls("1m", T, T + 2 * day, opens) == [(T + day, 1440, 1425)]
+    # a partial first day expects only its part
+    assert day_shortfalls("1m", T + 720 * M, T + day, opens) == []
+    assert day_shortfalls("1h", T, T + day, []) == [(T, 24, 0)]

@@ -17,7 +17,7 @@ from qryptify.config import Config, build_config
 from qryptify.errors import ConfigError
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import MINUTE_MS, Pair, interval_ms
-from qryptify.publish import KlinePublisher
+from qryptify.publish import DeliveryFailed, KlinePublisher
 from services.backfiller.run import Backfiller, ordered_map
 from sim.symbols import parse_time_ms
 
@@ -77,9 +77,10 @@ class Exchange:
 class FakeProducer:
     """Delivers everything on the next poll/flush (unit tests only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: str | None = None) -> None:
         self.records: list[tuple[str, bytes, bytes]] = []
         self._callbacks: list[Callable[[Any, Any], None]] = []
+        self.error = error
 
     def produce(self, topic: str, key: bytes, value: bytes, on_delivery: Any = None) -> None:
         self.records.append((topic, key, value))
@@ -89,7 +90,7 @@ class FakeProducer:
     def poll(self, timeout: float = 0) -> int:
         callbacks, self._callbacks = self._callbacks, []
         for cb in callbacks:
-            cb(None, None)
+            cb(self.error, None)
         return len(callbacks)
 
     def flush(self, timeout: float = 0) -> int:
@@ -114,7 +115,11 @@ class FakeOffsets:
 
 
 def make(
-    exchange: Exchange, pairs: list[str], offsets: FakeOffsets | None = None, **backfill: Any
+    exchange: Exchange,
+    pairs: list[str],
+    offsets: FakeOffsets | None = None,
+    producer: FakeProducer | None = None,
+    **backfill: Any,
 ) -> tuple[Backfiller, FakeProducer, FakeOffsets]:
     cfg: Config = build_config(
         {
@@ -124,7 +129,7 @@ def make(
             "backfill": {"start_date": "2024-01-01", "exit_when_done": True, **backfill},
         }
     )
-    producer = FakeProducer()
+    producer = producer or FakeProducer()
     store = offsets or FakeOffsets()
     bf = Backfiller(
         cfg,
@@ -236,3 +241,11 @@ def test_ordered_map_keeps_order_and_bounds_concurrency() -> None:
 
     assert asyncio.run(collect()) == list(range(20))
     assert peak <= 3
+
+
+def test_a_delivery_failure_stops_the_run_and_commits_nothing() -> None:
+    producer = FakeProducer(error="Local: Message timed out")
+    bf, _, offsets = make(Exchange(), ["BTCUSDT/1m"], producer=producer)
+    with pytest.raises(DeliveryFailed):
+        bf.run()
+    assert offsets.stored == {}
