@@ -124,5 +124,5 @@ reset-db: install ## drop and re-create the tables (asks; ARGS=-f to skip)
 bench: install ## measure throughput on the simulator (QUICK=1 for a short run)
 	$(PY) -m bench $(if $(QUICK),--quick) $(ARGS)
 
-chaos: install ## kill -9 / restart drills against the simulator-fed stack
-	$(PY) -m bench.chaos $(ARGS)
+chaos: install ## seeded fault-injection run + checker on its own stack (QUICK=1: ~3 min; ARGS='--seed N')
+	$(PY) -m bench.chaos $(if $(QUICK),--quick) $(ARGS)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -171,6 +172,7 @@ def bench_stack(keep: bool) -> Iterator[tuple[str, str]]:
         yield BENCH_KAFKA, BENCH_PG
     finally:
         if not running and not keep:
+            gc.collect()  # Kafka clients left by figures disconnect before the broker goes
             say("stopping the bench stack (it was not running before)")
             subprocess.run(
                 [sys.executable, "-m", "stack", "down", "--profile", "test"],

@@ -140,6 +140,11 @@ def measure(kafka_bootstrap: str, workdir: Path, mode: str, scale: BackfillScale
             summary = summary_of(proc.text())
             result["summary"] = summary
             result["sim"] = sim.stats()
+            result["sim_cpu_s"] = sim.cpu_s()
+            # The backfiller's own CPU (wait4): its capacity on a dedicated core, whatever
+            # else the machine runs (the simulator, Kafka, other jobs).
+            result["backfiller_cpu_s"] = proc.usage.cpu_s if proc.usage else float("nan")
+            result["candles_per_cpu_s"] = summary["candles"] / result["backfiller_cpu_s"]
             if not limited:
                 result["candles"] = summary["candles"]
                 result["seconds"] = summary["seconds"]
@@ -201,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f" ({result['seconds']:.1f}s, {s['requests']:.0f} requests, "
                     f"{s['archive_downloaded']:.0f} archive files)"
                 )
+            line += (
+                f"; backfiller CPU {result['backfiller_cpu_s']:.0f}s = "
+                f"{result['candles_per_cpu_s']:,.0f} candles per CPU-second"
+                f" (whole run), simulator CPU {result['sim_cpu_s']:.0f}s"
+            )
             say(line)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -23,7 +23,7 @@ every constraint for many seeds.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -210,27 +210,36 @@ def _conflict_one_way(x: Fault, y: Fault) -> bool:
     """Does ``y`` break what ``x`` needs? (``conflicts`` asks both ways.)"""
     x0, x1 = _occupied(x)
     y0, y1 = _occupied(y)
-    sinks_killed = y.kind in (KILL, TAKEOVER) and y.target in SINKS
-    if x.kind in (KILL, TAKEOVER) and y.kind in (KILL, TAKEOVER) and x.target == y.target:
-        return _overlaps(x0, x1, y0, y1)  # a service is not killed while it is down
-    if x.kind == y.kind and x.kind in (*SIM_WINDOWS, TOPIC_GARBAGE):
-        return _overlaps(x0, x1, y0, y1)  # one value per simulator flag
-    if x.kind in (KAFKA_RESTART, PG_RESTART) and y.kind in (KAFKA_RESTART, PG_RESTART):
-        return _overlaps(x0 - 5.0, x1 + 5.0, y0, y1)  # one restart at a time
-    if x.kind == TAKEOVER and sinks_killed:
+    killed = (KILL, TAKEOVER)
+    # A service is not killed while it is down.
+    if x.kind in killed and y.kind in killed and x.target == y.target and _overlaps(x0, x1, y0, y1):
+        return True
+    # A stalled connection is replaced by the producer before a drop could hit it.
+    if {x.kind, y.kind} == {WS_DROP, WS_STALL} and _overlaps(x0 - 3.0, x1 + 3.0, y0, y1):
+        return True
+    # One value per simulator flag.
+    if x.kind == y.kind and x.kind in (*SIM_WINDOWS, TOPIC_GARBAGE) and _overlaps(x0, x1, y0, y1):
+        return True
+    # One infrastructure restart at a time, with some calm in between.
+    restarts = (KAFKA_RESTART, PG_RESTART)
+    if x.kind in restarts and y.kind in restarts and _overlaps(x0 - 5.0, x1 + 5.0, y0, y1):
+        return True
+    if x.kind == TAKEOVER:
         # The group must be stable when the sink goes, and the other sink alive to take over.
-        return _overlaps(x.at_s - SESSION_TIMEOUT_S - 5.0, x1, y0, y1)
-    if x.kind == TAKEOVER and y.kind == KAFKA_RESTART:
+        sink_down = y.kind in killed and y.target in SINKS and y is not x
+        if sink_down and _overlaps(x.at_s - SESSION_TIMEOUT_S - 5.0, x1, y0, y1):
+            return True
         # A broker restart resets the session timers the take-over is waiting for.
-        return _overlaps(x.at_s - 10.0, x.at_s + SESSION_TIMEOUT_S + 5.0, y0, y1)
+        if y.kind == KAFKA_RESTART and _overlaps(
+            x.at_s - 10.0, x.at_s + SESSION_TIMEOUT_S + 5.0, y0, y1
+        ):
+            return True
     if x.kind == WS_MALFORMED and _cuts_frames(y, *_malformed_zone(x)):
         return True
-    if x.kind in _WS_WINDOWS:
-        # A WebSocket fault needs a producer that is up to suffer it (a restarting producer
-        # also waits for a restarting broker).
-        producer_away = (y.kind == KILL and y.target == "producer") or y.kind == KAFKA_RESTART
-        return producer_away and _overlaps(x0, x1, y0, y1)
-    return False
+    # A WebSocket fault needs a producer that is up to suffer it (a restarting producer also
+    # waits for a restarting broker).
+    producer_away = (y.kind == KILL and y.target == "producer") or y.kind == KAFKA_RESTART
+    return x.kind in _WS_WINDOWS and producer_away and _overlaps(x0, x1, y0, y1)
 
 
 def conflicts(a: Fault, b: Fault) -> bool:
@@ -445,11 +454,22 @@ _WS_BLINDERS = (WS_DROP, WS_STALL, WS_SKIP)
 
 
 def ws_calm(faults: Sequence[Fault], t0: float, t1: float) -> bool:
-    """No fault keeps the producer from receiving and publishing a close in ``[t0, t1)``."""
+    """No fault keeps the producer from receiving and publishing a close in ``[t0, t1)``.
+
+    A producer restarted while the broker restarts waits for the broker (its start creates
+    the topics), so such a kill keeps it away until the broker is back.
+    """
+    restarts = [f for f in faults if f.kind == KAFKA_RESTART]
     for f in faults:
-        blinds = f.kind in _WS_BLINDERS or (f.kind == KILL and f.target == "producer")
-        if blinds and _overlaps(t0, t1, *_occupied(f)):
+        if f.kind in _WS_BLINDERS and _overlaps(t0, t1, f.at_s, f.end_s):
             return False
+        if f.kind == KILL and f.target == "producer":
+            down0, down1 = _occupied(f)
+            for k in restarts:
+                if _overlaps(down0, down1, k.at_s, k.end_s):
+                    down1 = max(down1, k.end_s + STARTUP_S)
+            if _overlaps(t0, t1, down0, down1):
+                return False
     return True
 
 
@@ -462,12 +482,14 @@ def plan_data_faults(
     profile: Profile,
     corrected: int,
     speed: float,
+    late_listed: Collection[str] = (),
 ) -> DataFaults:
     """Pick the data faults from ``pairs`` (1m pairs for the per-minute ones): an empty range in
     the history and one early in the live window, ``corrected`` candles closing at calm
     moments for the WebSocket, a missing and a corrupt daily archive file."""
     rng = random.Random(seed * 7919 + 17)  # noqa: S311 - a choice, not cryptography
-    minute_pairs = sorted({p for p in pairs if p.interval == "1m"})
+    # Symbols listed during the history have no archive file for its first days.
+    minute_pairs = sorted({p for p in pairs if p.interval == "1m" and p.symbol not in late_listed})
     if len(minute_pairs) < 4:
         raise PlanError("the data faults need at least four 1m pairs")
     hist_sym, live_sym, missing_sym, corrupt_sym = (p.symbol for p in rng.sample(minute_pairs, 4))

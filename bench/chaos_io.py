@@ -492,7 +492,8 @@ class TopicReader:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
         with contextlib.suppress(Exception):
             self._consumer.close()
 
@@ -621,7 +622,8 @@ class Sampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
         with contextlib.suppress(Exception):
             self._consumer.close()
         if self._conn is not None:

@@ -121,7 +121,12 @@ def ensure_topics(
     """Create the topics that do not exist yet; existing ones are left alone."""
     admin = AdminClient(client_settings(cfg))
     wanted = list(specs) if specs is not None else topic_specs(cfg)
-    existing = admin.list_topics(timeout=timeout_s).topics
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:  # broker down or unreachable: a clear error, not a traceback
+        err = exc.args[0] if exc.args else None
+        reason = err.str() if isinstance(err, KafkaError) else str(exc)
+        raise KafkaSetupError(f"cannot list topics on {cfg.bootstrap_servers}: {reason}") from None
     missing = [t for t in wanted if t.topic not in existing]
     if not missing:
         return

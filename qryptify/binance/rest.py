@@ -301,6 +301,14 @@ class BinanceRest:
                 )
         return klines
 
+    async def latest_klines(self, pair: Pair, limit: int = 1) -> list[Kline]:
+        """The most recent ``limit`` candles (no start or end time): for a contract that
+        stopped trading, its last candles. May include the still-open candle."""
+        params = {"symbol": pair.symbol, "interval": pair.interval, "limit": limit}
+        body = await self._get("/fapi/v1/klines", params, weight=klines_weight(limit))
+        self.stats.klines_requests += 1
+        return parse_klines(pair, body, self.clock.now_ms())
+
     async def closed_klines_between(
         self, pair: Pair, start_ms: int, end_ms: int, limit: int | None = None
     ) -> list[Kline]:

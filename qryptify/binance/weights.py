@@ -183,19 +183,29 @@ class WeightBudget:
         self.stats.weight_sent += weight
         return 0
 
-    def _wait_for(self, excess: int, now_ms: int) -> int:
-        """ms until ``excess`` weight has aged out of the window (foreign weight included)."""
-        waits: list[int] = []
-        foreign = self.foreign(now_ms)
-        if foreign:
-            waits.append(self._foreign_until_ms - now_ms)
-            if foreign >= excess:
-                return max(1, min(waits))
-        own_excess = excess - foreign
+    def _own_expired_after(self, amount: int, now_ms: int) -> int | None:
+        """ms until ``amount`` of our own weight has left the window (None: never enough)."""
+        if amount <= 0:
+            return 0
         base = self._sent_until(now_ms - self.horizon_ms)
-        i = bisect.bisect_left(self._totals, base + own_excess, lo=self._head)
-        if i < len(self._times):
-            waits.append(self._times[i] + self.horizon_ms - now_ms + 1)
+        i = bisect.bisect_left(self._totals, base + amount, lo=self._head)
+        if i >= len(self._times):
+            return None
+        return self._times[i] + self.horizon_ms - now_ms + 1
+
+    def _wait_for(self, excess: int, now_ms: int) -> int:
+        """ms until ``excess`` weight has left the window: our own sends age out one by one,
+        foreign weight all at once when its measurement does."""
+        foreign = self.foreign(now_ms)
+        waits: list[int] = []
+        own_only = self._own_expired_after(excess, now_ms)  # foreign still counted
+        if own_only is not None:
+            waits.append(own_only)
+        if foreign:
+            until_foreign = self._foreign_until_ms - now_ms
+            rest = self._own_expired_after(excess - foreign, now_ms)
+            if rest is not None:
+                waits.append(max(until_foreign, rest))
         return max(1, min(waits) if waits else self.horizon_ms)
 
     def release(self, weight: int) -> None:

@@ -76,6 +76,8 @@ BEHIND = Gauge(
 
 @dataclass(slots=True)
 class UnitResult:
+    """What one unit produced; ``klines`` ascending by open time."""
+
     klines: list[Kline] = field(default_factory=list)
     empty: list[EmptyRange] = field(default_factory=list)
 
@@ -84,6 +86,8 @@ class UnitResult:
         self.empty.extend(other.empty)
 
     def events(self) -> list[Event]:
+        if not self.empty:
+            return list(self.klines)  # already in open-time order
         merged: list[tuple[int, Event]] = [(k.open_time, k) for k in self.klines]
         merged += [(r.start_time, r) for r in self.empty]
         merged.sort(key=lambda item: item[0])
@@ -100,6 +104,7 @@ class PairState:
     done: int = 0  # grid slots handled in this pass (candles + confirmed empty)
     recent: OrderedDict[int, Kline] = field(default_factory=OrderedDict)
     failed: str | None = None
+    last_end_ms: int | None = None  # stopped contract without a settlement date: end of data
 
 
 @dataclass(slots=True)
@@ -401,6 +406,16 @@ class Backfiller:
                 )
             self.states[pair].info = sym
 
+    async def _last_candle_end(self, state: PairState) -> int | None:
+        """For a contract not trading and without a settlement date: the exclusive end of its
+        last candle (asked once), so no empty range is recorded for the time after it."""
+        if state.last_end_ms is None:
+            latest = await self.rest.latest_klines(state.pair, 1)
+            state.last_end_ms = (
+                next_open(state.pair.interval, latest[-1].open_time) if latest else 0
+            )
+        return state.last_end_ms
+
     # -- one pass --------------------------------------------------------------------------
     async def _pass(self, first: bool) -> None:
         now = await self.rest.server_time()  # the exchange's word on what is closed
@@ -409,12 +424,15 @@ class Backfiller:
         holes: dict[Pair, list[Range]] = {}
         for state in self.states.values():
             info = state.info
+            settles = info.settles_at if info else None
+            if info is not None and not info.trading and settles is None:
+                settles = await self._last_candle_end(state)
             state.range = pair_range(
                 state.pair,
                 start_ms,
                 now,
                 onboard_ms=info.onboard_date if info else None,
-                settles_at_ms=info.settles_at if info else None,
+                settles_at_ms=settles,
             )
         if first and self.connect_db is not None:
             holes = await asyncio.to_thread(self._find_db_holes)
@@ -611,6 +629,7 @@ class Backfiller:
                 self.prefetch,
             ):
                 result.extend(part)
+            result.klines.sort(key=lambda k: k.open_time)  # archive rows + REST fills
         return result
 
     # -- publishing ------------------------------------------------------------------------

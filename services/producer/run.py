@@ -69,6 +69,8 @@ SERVICE = "producer"
 SETTLE_MS = 60_000
 SETTLE_WALL_S = 30.0
 TICK_S = 0.05
+#: A REST fetch (queueing included) slower than this is logged.
+SLOW_FETCH_S = 5.0
 #: The wall-time guard on this process's own REST weight (see ``ProducerRunner.wall_budget``):
 #: windows of a quarter minute holding a fifth of the limit, so that no minute — however it is
 #: aligned, it touches at most five such windows — carries more than the limit.
@@ -350,6 +352,7 @@ class ProducerRunner:
         remaining = self.producer.flush(30)
         self._drain_acks()
         self._commit_offsets()
+        self._log_lagging(self.clock.now_ms())
         remaining += self.offsets.producer.flush(30)
         if remaining:
             logger.error("%d Kafka records still unacknowledged at exit", remaining)
@@ -645,6 +648,7 @@ class ProducerRunner:
         sem = self._rest_sem
         if sem is None:  # pragma: no cover - set in _main
             raise RuntimeError("not started")
+        started = time.monotonic()
         try:
             async with sem:
                 await self._fetch_pages(pair, reason)
@@ -654,6 +658,9 @@ class ProducerRunner:
         finally:
             self._busy.discard(pair)
             self.watchdog.fetched(pair, self.clock.now_ms())
+            took = time.monotonic() - started
+            if took > SLOW_FETCH_S:
+                logger.warning("REST %s of %s took %.1f s", reason, pair, took)
 
     async def _fetch_pages(self, pair: Pair, reason: str) -> None:
         interval = pair.interval
@@ -738,6 +745,20 @@ class ProducerRunner:
                 self.book.on_ack(pair, position)
             else:
                 self.book.on_failed(pair, position)
+
+    def _log_lagging(self, now_ms: int) -> None:
+        """Pairs with closed candles missing (what the watchdog is still after)."""
+        lagging = [
+            (b.pair, b.first_missing(), len(b.sent), len(b.done))
+            for b in self.book
+            if self.book.missing_closed(b.pair, now_ms) is not None
+        ]
+        if lagging:
+            shown = ", ".join(
+                f"{p} from {t} (sent {s}, done {d}, busy {p in self._busy})"
+                for p, t, s, d in lagging[:10]
+            )
+            logger.info("%d pairs with closed candles missing: %s", len(lagging), shown)
 
     def _commit_offsets(self) -> int:
         dirty = self.book.dirty()

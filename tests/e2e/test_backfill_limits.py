@@ -100,6 +100,7 @@ def test_weight_limited_backfill_under_a_429_storm(env: BackfillEnv, sim: SimPro
             budget = backfiller.rest.budget
             print(
                 f"own={budget.own(backfiller.rest.budget_now_ms())} pending={budget.pending}"
+                f" foreign_adopted={budget.stats.foreign_adopted}"
                 f" candles={backfiller.summary.candles} requests={len(transport.sent)}"
             )
     finally:

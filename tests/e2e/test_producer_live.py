@@ -205,6 +205,18 @@ def live_factory(
         live.cleanup()
 
 
+def settle(live: Live, start_ms: int, end_ms: int, timeout_s: float) -> None:
+    """Wait (producer and sink still running) until the window matches the truth, or give up
+    at the timeout and let ``check_window`` report. On a loaded machine the REST catch-up
+    after the last fault can take a while: the claim is "eventually complete", not "fast"."""
+    deadline = time.monotonic() + timeout_s * FACTOR
+    pairs = list(live.pairs)
+    while time.monotonic() < deadline:
+        if compare_db_with_truth(live.dsn, live.sim.url, pairs, start_ms, end_ms).ok:
+            return
+        time.sleep(2.0)
+
+
 def check_window(live: Live, start_ms: int, end_ms: int, context: object = "") -> None:
     report = compare_db_with_truth(live.dsn, live.sim.url, list(live.pairs), start_ms, end_ms)
     assert report.ok, f"{format_report(report)}\n{context}"
@@ -228,7 +240,9 @@ def test_200_pairs_two_connections_30_sim_hours_faults_match_truth(
     phase of > 24 sim hours (at a higher speed) in which the connections must be rotated before
     the simulator's cut; the drops run at a lower speed before and after it.
     """
-    slow, fast = 600.0, 3600.0
+    # The simulator limits REST weight per WALL minute (2400): at 1800x the watchdog's fetches
+    # for 6 % lost closes (skipped + malformed) of 200 pairs use about half of it.
+    slow, fast = 600.0, 1800.0
     symbols = generated_symbols(100)
     pairs = [Pair(s.symbol, iv) for s in symbols for iv in ("15m", "1h")]
     faults = {
@@ -242,12 +256,15 @@ def test_200_pairs_two_connections_30_sim_hours_faults_match_truth(
             pairs,
             sim,
             max_streams_per_connection=100,
-            watchdog_grace_ms=300_000,  # 5 sim minutes: 0.5 s wall at 600x, 0.08 s at 3600x
+            watchdog_grace_ms=300_000,  # 5 sim minutes: 0.5 s wall at 600x, 0.17 s at 1800x
             watchdog_retry_ms=300_000,
             stale_min_wall_s=1.5,
             connect_spacing_ms=50,
             reconnect_initial_s=0.05,
             reconnect_max_s=1.0,
+            # 21 h: at 1800x one sim hour is two wall seconds; on a loaded machine a handover
+            # can take that long, and the margin to the simulator's 24 h cut must cover it.
+            rotate_after_s=21 * 3600,
             rotate_stagger_s=600,
             handover_timeout_s=5,
             rest_concurrency=16,
@@ -275,28 +292,29 @@ def test_200_pairs_two_connections_30_sim_hours_faults_match_truth(
         sim.reset_faults()
         wait_until(lambda: sim_hours() >= 32.3, 60, "32.3 sim hours")
         window_end = align_open("1h", sim.now_ms()) - HOUR_MS
+        settle(live, window_start, window_end, 120)
         final = live.metrics()
         assert producer.stop() == 0, producer.text()[-3000:]
-        wait_until(lambda: db_through(live.dsn, pairs, window_end), 90, "the sink to catch up")
         assert sink.stop() == 0, sink.text()[-3000:]
 
         assert window_end - window_start >= 30 * HOUR_MS
         stats = sim.stats()
-        check_window(live, window_start, window_end, (stats, final))
+        lagging = [line for line in producer.text().splitlines() if "missing:" in line]
+        check_window(live, window_start, window_end, (stats, final, lagging))
 
     summary = {k: v for k, v in final.items() if "_bucket" not in k and "created" not in k}
     print("simulator:", stats, "\nproducer:", summary)  # the figures, with pytest -s
     log = producer.text()
     assert "rewritten" in log and "/market/stream" in log  # the legacy URL, warned once
     assert log.count("rewritten to") == 1
-    assert stats["ws_malformed_sent"] > 0 and stats["ws_drops"] >= 10
+    assert stats["ws_malformed_sent"] > 0 and stats["ws_drops"] >= 6
     assert stats["responses_429"] == 0 and stats["responses_418"] == 0
     # Every fault was seen and handled.
     assert live.metric_sum(final, "qryptify_producer_duplicates_total") > 0
     assert live.metric_sum(final, "qryptify_producer_malformed_frames_total") > 0
     assert final["qryptify_producer_watchdog_fetches_total"] > 0
     assert final["qryptify_producer_gap_fill_fetches_total"] > 0
-    assert final['qryptify_producer_reconnects_total{reason="dropped"}'] >= 10
+    assert final['qryptify_producer_reconnects_total{reason="dropped"}'] >= 6
     # Both connections were rotated during the drop-free 27 sim hours, before the cut.
     assert mid["qryptify_producer_rotations_total"] >= 2
     assert not any("server_close_1001" in k for k in final), final
@@ -332,9 +350,9 @@ def test_kill9_for_a_sim_minute_then_restart_fills_the_gap(
         producer = live.start("services.producer")
         wait_until(lambda: sim.now_ms() >= killed_at + 5 * 60_000, 60, "5 more sim minutes")
         window_end = align_open("1m", sim.now_ms()) - 60_000
+        settle(live, window_start, window_end, 60)
         restarted = live.metrics()
         assert producer.stop() == 0, producer.text()[-3000:]
-        wait_until(lambda: db_through(live.dsn, pairs, window_end), 60, "the sink to catch up")
         assert sink.stop() == 0
         assert window_start < killed_at < window_end
         check_window(live, window_start, window_end)
@@ -366,8 +384,8 @@ def test_stalled_connection_is_replaced_and_the_watchdog_fetches_meanwhile(
         sim.reset_faults()
         wait_until(lambda: sim.now_ms() >= stalled_at + 8 * 60_000, 60, "3 more minutes")
         window_end = align_open("1m", sim.now_ms()) - 60_000
+        settle(live, window_start, window_end, 60)
         assert producer.stop() == 0, producer.text()[-3000:]
-        wait_until(lambda: db_through(live.dsn, pairs, window_end), 60, "the sink to catch up")
         assert sink.stop() == 0
         check_window(live, window_start, window_end, during)
     assert during.get('qryptify_producer_reconnects_total{reason="stale"}', 0) >= 1, during

@@ -193,3 +193,20 @@ def test_steady_state_uses_at_least_95_percent_of_the_limit() -> None:
     assert max(per_window.values()) <= 2400
     assert b.stats.foreign_adopted == 0
     assert b.stats.weight_sent >= 0.95 * 2400 * 10
+
+
+def test_small_foreign_weight_does_not_stall_a_full_window() -> None:
+    """Our sends age out one by one; a little foreign weight must not make us wait for all
+    of it to expire at once (late arrivals at the server look like foreign weight)."""
+    b = WeightBudget(limit=100, safety_margin=0.0, guard_ms=0)
+    for i in range(48):
+        assert b.reserve(2, W0 + i * 200) == 0  # one send every 200 ms, up to W0 + 9.4 s
+        b.after_response(None, W0 + i * 200 + 5, weight=2, sent_ms=W0 + i * 200)
+    # a response whose header counts 8 more than we sent in the window
+    b.after_response(104, W0 + 9_500, weight=0, sent_ms=W0 + 9_400)
+    assert b.foreign(W0 + 9_500) == 8 and b.used(W0 + 10_000) == 104
+    wait = b.reserve(2, W0 + 10_000)
+    # 6 weight must leave: our first three sends (W0, W0+200, W0+400) age out at W0+60.4 s,
+    # before the foreign measurement expires (W0 + 69.4 s)
+    assert wait == 60_401 - 10_000
+    assert b.reserve(2, W0 + 10_000 + wait) == 0

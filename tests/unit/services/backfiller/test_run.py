@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from qryptify.avro import KlineCodec
+from qryptify.binance.archive import ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
 from qryptify.config import Config, build_config
 from qryptify.errors import ConfigError
@@ -59,9 +60,17 @@ class Exchange:
         if symbol not in self.symbols:
             return httpx.Response(400, json={"code": -1121, "msg": "Invalid symbol."})
         step = interval_ms(interval)
-        start, end, limit = int(params["startTime"]), int(params["endTime"]), int(params["limit"])
-        stop = min(end, self.now)
+        limit = int(params["limit"])
         delivery = self.symbols[symbol]["deliveryDate"]
+        last_data = self.symbols[symbol].get("lastData", delivery)
+        if "startTime" not in params:  # the most recent `limit` candles
+            newest = min(self.now, last_data) - 1
+            newest -= newest % step
+            start, end = newest - (limit - 1) * step, newest
+        else:
+            start, end = int(params["startTime"]), int(params["endTime"])
+        stop = min(end, self.now)
+        delivery = min(delivery, last_data)
         rows: list[list[object]] = []
         t = start - start % step
         t = t if t >= start else t + step
@@ -119,13 +128,14 @@ def make(
     pairs: list[str],
     offsets: FakeOffsets | None = None,
     producer: FakeProducer | None = None,
+    archive: bool = False,
     **backfill: Any,
 ) -> tuple[Backfiller, FakeProducer, FakeOffsets]:
     cfg: Config = build_config(
         {
             "pairs": pairs,
             "rest": {"endpoint": "http://exchange.test"},
-            "archive": {"enabled": False},
+            "archive": {"enabled": archive, "endpoint": "http://archive.test"},
             "backfill": {"start_date": "2024-01-01", "exit_when_done": True, **backfill},
         }
     )
@@ -249,3 +259,68 @@ def test_a_delivery_failure_stops_the_run_and_commits_nothing() -> None:
     with pytest.raises(DeliveryFailed):
         bf.run()
     assert offsets.stored == {}
+
+
+class FakeArchive:
+    """Serves the daily 1m file of 2024-01-01 with some rows missing."""
+
+    def __init__(self, drop: set[int]) -> None:
+        self.drop = drop
+        self.fetched: list[str] = []
+        self.stats = ArchiveStats()
+
+    async def fetch(self, file: Any, ingested_at: int) -> list[Kline] | None:
+        self.fetched.append(str(file))
+        if file.start_ms != START:
+            return None
+        return [
+            Kline(
+                "BTCUSDT",
+                "1m",
+                t,
+                t + MINUTE_MS - 1,
+                "1.0",
+                "2.0",
+                "0.5",
+                "1.5",
+                "10",
+                "15",
+                7,
+                "5",
+                "7.5",
+                "archive",
+                ingested_at,
+            )  # fmt: skip
+            for t in range(START, START + 1440 * MINUTE_MS, MINUTE_MS)
+            if t not in self.drop
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_archive_holes_are_filled_from_rest_in_order() -> None:
+    ex = Exchange(now=START + 2 * 1440 * MINUTE_MS + 30_000)  # 2024-01-03 00:00:30
+    bf, producer, _ = make(ex, ["BTCUSDT/1m"], archive=True)
+    dropped = {START + i * MINUTE_MS for i in (5, 6, 700)}
+    bf.archive = cast(Any, FakeArchive(dropped))
+    assert bf.run() == 0
+    got = [e for e in events(producer) if isinstance(e, Kline)]
+    assert [k.open_time for k in got] == [START + i * MINUTE_MS for i in range(2 * 1440)]
+    assert {k.open_time for k in got if k.source == "rest"} >= dropped
+    assert {k.source for k in got if k.open_time < START + 1440 * MINUTE_MS} == {"archive", "rest"}
+    assert not [e for e in events(producer) if isinstance(e, EmptyRange)]
+
+
+def test_a_stopped_symbol_without_settlement_date_ends_at_its_last_candle() -> None:
+    ex = Exchange()
+    ex.symbols["GONEUSDT"] = {
+        "status": "CLOSE",
+        "deliveryDate": PERPETUAL_DELIVERY_MS,
+        "lastData": START + 42 * MINUTE_MS,
+    }
+    bf, producer, _ = make(ex, ["GONEUSDT/1m"])
+    assert bf.run() == 0
+    got = events(producer)
+    assert [e.open_time for e in got if isinstance(e, Kline)][-1] == START + 41 * MINUTE_MS
+    assert not [e for e in got if isinstance(e, EmptyRange)]  # no "empty" after the end
