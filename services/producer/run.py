@@ -26,17 +26,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from qryptify.binance.rest import BinanceRest
-from qryptify.binance.weights import WeightBudget, klines_weight
 from qryptify.binance.ws import (
     ConnectPacer,
     KlineFrame,
@@ -60,7 +58,6 @@ from services.producer.stream import LiveBook, Verdict, absent_open_times, close
 from services.producer.watchdog import Watchdog, pairs_needing_fill
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 SERVICE = "producer"
 #: A REST row with no newer row after it (so no exchange proof that it closed), or a hole after
@@ -71,11 +68,6 @@ SETTLE_WALL_S = 30.0
 TICK_S = 0.05
 #: A REST fetch (queueing included) slower than this is logged.
 SLOW_FETCH_S = 5.0
-#: The wall-time guard on this process's own REST weight (see ``ProducerRunner.wall_budget``):
-#: windows of a quarter minute holding a fifth of the limit, so that no minute — however it is
-#: aligned, it touches at most five such windows — carries more than the limit.
-WALL_WINDOW_MS = 15_000
-WALL_WINDOWS_PER_MINUTE_BOUND = 5
 
 FRAMES = Counter("qryptify_producer_frames_total", "WebSocket frames received, by kind", ["kind"])
 PUBLISHED = Counter(
@@ -232,15 +224,6 @@ class ProducerRunner:
         )
         self.watchdog = Watchdog(grace_ms=ws.watchdog_grace_ms, retry_ms=ws.watchdog_retry_ms)
         self.pacer = ConnectPacer(min_spacing_ms=ws.connect_spacing_ms)
-        # The shared budget inside BinanceRest counts windows on the exchange clock: right
-        # against Binance. An accelerated simulator limits per WALL minute (its speed does not
-        # speed up its server), so this process also keeps its own requests under the limit
-        # on the local monotonic clock. Against Binance the two agree.
-        self.wall_budget = WeightBudget(
-            limit=max(1, cfg.rest.weight_limit // WALL_WINDOWS_PER_MINUTE_BOUND),
-            safety_margin=cfg.rest.weight_safety_margin,
-            window_ms=WALL_WINDOW_MS,
-        )
         self.book = LiveBook({})
         self._acks: deque[tuple[Pair, int, str | None]] = deque()
         # (symbol, interval, open time) → (frame read, produce called), perf_counter seconds
@@ -328,7 +311,7 @@ class ProducerRunner:
         for i in range(3):
             if i:
                 await asyncio.sleep(0.6)
-            await self._paced(1, self.rest.server_time)
+            await self.rest.server_time()
         stored = await asyncio.to_thread(self.offsets.load, SERVICE)
         now = self.clock.now_ms()
         resume: dict[Pair, int] = {}
@@ -673,9 +656,7 @@ class ProducerRunner:
             end = next_open(interval, align_open(interval, now))
             wanted = count_opens(interval, cursor, next_open(interval, end))
             limit = max(1, min(self.rest.page_limit, wanted))
-            page = await self._paced(
-                klines_weight(limit), partial(self.rest.klines, pair, cursor, end, limit)
-            )
+            page = await self.rest.klines(pair, cursor, end, limit)
             now = self.clock.now_ms()
             settle = max(SETTLE_MS, int(SETTLE_WALL_S * 1000 * self.clock.rate))
             settle += self.clock.uncertainty_ms
@@ -708,23 +689,6 @@ class ProducerRunner:
             if len(page) < limit or not closed:
                 return
             cursor = next_open(interval, closed[-1].open_time)
-
-    async def _paced(self, weight: int, request: Callable[[], Awaitable[_T]]) -> _T:
-        """Send ``request`` once the wall-time guard admits ``weight``."""
-        while True:
-            sent = time.monotonic_ns() // 1_000_000
-            wait_ms = self.wall_budget.reserve(weight, sent)
-            if wait_ms <= 0:
-                break
-            await asyncio.sleep(wait_ms / 1000)
-        try:
-            result = await request()
-        except BaseException:
-            self.wall_budget.release(weight)
-            raise
-        now = time.monotonic_ns() // 1_000_000
-        self.wall_budget.after_response(None, now, weight=weight, sent_ms=sent)
-        return result
 
     async def _watchdog_loop(self) -> None:
         while True:
@@ -777,6 +741,6 @@ class ProducerRunner:
         while True:
             await asyncio.sleep(self.cfg.rest.time_sync_every_s)
             try:
-                await self._paced(1, self.rest.server_time)
+                await self.rest.server_time()
             except IngestorError as exc:
                 logger.warning("exchange clock sync failed: %s", exc)
