@@ -38,6 +38,7 @@ from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
 from qryptify.publish import KlinePublisher, event_position
+from qryptify.retry import until_available
 from services.backfiller.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
 from services.backfiller.planning import (
     ArchiveUnit,
@@ -348,7 +349,11 @@ class Backfiller:
         if not self.cfg.pairs:
             raise ConfigError("pairs", [], "no pairs configured: nothing to backfill")
         self.health.set(False, "reading exchangeInfo")
-        info = await self.rest.exchange_info()
+        info = await until_available(
+            self.rest.exchange_info, self.stop, what="exchangeInfo", health=self.health
+        )
+        if info is None:  # stop requested before the exchange answered
+            return
         self._validate_symbols(info)
         loaded = await asyncio.to_thread(self.offsets.load, self.service)
         for pair, position in loaded.items():

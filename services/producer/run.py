@@ -52,6 +52,7 @@ from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, close_time, count_opens, next_open
 from qryptify.publish import AckTracker, KlinePublisher
+from qryptify.retry import until_available
 from services.producer.clock import StreamClock
 from services.producer.rotation import Handover, RotationPolicy
 from services.producer.stream import LiveBook, Verdict, absent_open_times, closed_rest_klines
@@ -270,7 +271,11 @@ class ProducerRunner:
     async def _main(self) -> None:
         self._rest_sem = asyncio.Semaphore(self.cfg.ws.rest_concurrency)
         try:
-            await self._start()
+            started = await until_available(
+                self._start, self.stop, what="exchange clock sync", health=self.health
+            )
+            if not started:  # stop requested before the exchange answered
+                return
             tasks = [
                 asyncio.create_task(self._clock_loop(), name="clock"),
                 asyncio.create_task(self._watchdog_loop(), name="watchdog"),
@@ -305,7 +310,7 @@ class ProducerRunner:
             await self.rest.aclose()
             await asyncio.to_thread(self._final_flush)
 
-    async def _start(self) -> None:
+    async def _start(self) -> bool:
         # Three syncs over 1.2 s: the offset, and the clock's rate (1 against Binance; the
         # speed of an accelerated simulator, whatever rest.time_sync_every_s is).
         for i in range(3):
@@ -330,6 +335,7 @@ class ProducerRunner:
             logger.info("%d pairs start live from now (no stored offset)", len(fresh))
         if len(fresh) < len(self.pairs):
             logger.info("%d pairs resume from their stored offsets", len(self.pairs) - len(fresh))
+        return True
 
     def _final_flush(self) -> None:
         remaining = self.producer.flush(30)
