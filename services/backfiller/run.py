@@ -32,13 +32,20 @@ from qryptify import db
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest, ExchangeInfo, SymbolInfo
 from qryptify.config import Config
-from qryptify.errors import ArchiveError, ConfigError, DatabaseUnavailable, ExchangeError
+from qryptify.errors import (
+    ArchiveError,
+    ConfigError,
+    DatabaseUnavailable,
+    ExchangeError,
+    ExchangeUnavailable,
+    RateLimited,
+)
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
 from qryptify.publish import KlinePublisher, event_position
-from qryptify.retry import until_available
+from qryptify.retry import backoff, sleep_unless_stopped, until_available
 from services.backfiller.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
 from services.backfiller.planning import (
     ArchiveUnit,
@@ -364,8 +371,19 @@ class Backfiller:
         )
         self.health.set(True, "backfilling")
         first = True
+        outage_delays = backoff()
         while not self.stop.is_set():
-            await self._guarded(self._pass(first))
+            try:
+                await self._guarded(self._pass(first))
+            except (ExchangeUnavailable, RateLimited) as exc:
+                # The exchange went away mid-pass (after the per-request retries): stay up and
+                # run the pass again later; it resumes from the acknowledged positions.
+                delay = next(outage_delays)
+                self.health.set(False, f"exchange unavailable: {exc}")
+                logger.warning("pass interrupted, retrying in %.0fs: %s", delay, exc)
+                await sleep_unless_stopped(delay, self.stop)
+                continue
+            outage_delays = backoff()
             self.passes += 1
             if first and not self.stop.is_set():
                 self._finish_summary()
