@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bench.model import Context, FigureResult, Pending, json_safe
@@ -440,8 +442,14 @@ def chosen_stack(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         yield args.kafka, args.pg
 
 
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: every simulator and service this run started is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     command = "make bench" + (" QUICK=1" if args.quick else "")
     if argv is not None or sys.argv[1:]:
         command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])

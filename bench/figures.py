@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.harness import (
     database,
@@ -33,6 +35,7 @@ from bench.seed_baseline import run_seed, seed_write
 from bench.stats import meets, paired_ratios, spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
 
 
 def say(message: str) -> None:
@@ -93,9 +96,8 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
             copy_rate.append(len(items) / copy_s)
             with database(ctx.pg, f"bench_replay_{rid}_{rep}") as dsn:
                 cfg = build_config({"kafka": kafka.model_dump(mode="json"), "db": {"dsn": dsn}})
-                run = partial(replay, cfg, dsn, progress=False)
-                fresh = _profiled(ctx, "replay", run, rep == 0)
-                again = replay(cfg, dsn, progress=False)
+                fresh = _keep_signals(partial(replay, cfg, dsn, progress=False))
+                again = _keep_signals(partial(replay, cfg, dsn, progress=False))
             if fresh.totals["written"] != len(items) or again.totals["written"] != 0:
                 raise RuntimeError(f"replay wrote {fresh.totals}, then {again.totals}")
             fresh_rate.append(fresh.rows / fresh.elapsed_s)
@@ -104,6 +106,10 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
             with database(ctx.pg, f"bench_seed_{rid}_{rep}") as dsn:
                 seed_s = seed_write(dsn, items[: scale.seed_rows])
             seed_rate.append(scale.seed_rows / seed_s)
+            if ctx.profile == "replay" and rep == ctx.reps - 1:  # an extra run, not counted
+                with database(ctx.pg, f"bench_profile_{rid}") as dsn:
+                    cfg = build_config({"kafka": kafka.model_dump(mode="json"), "db": {"dsn": dsn}})
+                    _profiled("replay", partial(replay, cfg, dsn, progress=False))
             say(
                 f"replay rep {rep + 1}: COPY {copy_rate[-1]:,.0f}/s, "
                 f"replay {fresh_rate[-1]:,.0f}/s, no-op {noop_rate[-1]:,.0f}/s, "
@@ -151,16 +157,26 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
     )
 
 
-def _profiled(ctx: Context, name: str, fn: Any, first: bool) -> Any:
-    """Run ``fn``; under ``--profile name`` the first repetition runs under pyinstrument."""
-    if ctx.profile != name or not first:
+def _keep_signals(fn: Callable[[], T]) -> T:
+    """Run ``fn`` and put SIGTERM/SIGINT back as they were (``qryptify replay`` installs its
+    own stop handlers, which would otherwise outlive it and swallow the bench's Ctrl-C)."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
         return fn()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _profiled(name: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` under pyinstrument; the text report goes to bench/results/profile-NAME.txt.
+    Only for extra runs: the profiler's overhead must not reach a measured repetition."""
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.001)
     profiler.start()
     try:
-        return fn()
+        return _keep_signals(fn)
     finally:
         profiler.stop()
         RESULTS.mkdir(parents=True, exist_ok=True)
