@@ -256,7 +256,7 @@ def _versions(kafka: str, pg: str) -> dict[str, Any]:
         import confluent_kafka
 
         out["librdkafka"] = confluent_kafka.libversion()[0]
-        out["confluent_kafka"] = confluent_kafka.version()[0]
+        out["confluent_kafka"] = confluent_kafka.__version__
     return out
 
 
