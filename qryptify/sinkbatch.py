@@ -312,11 +312,3 @@ def write_within_limit(
     return write_within_limit(
         write, ordered[:half], empty_ranges, is_limit_error
     ) + write_within_limit(write, ordered[half:], (), is_limit_error)
-
-
-def backoff_delays(initial_s: float, maximum_s: float, factor: float = 2.0) -> Iterable[float]:
-    """``initial, initial*factor, …`` capped at ``maximum`` (no jitter: one sink per partition)."""
-    delay = initial_s
-    while True:
-        yield delay
-        delay = min(maximum_s, delay * factor)

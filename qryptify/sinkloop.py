@@ -35,6 +35,7 @@ from qryptify.errors import DatabaseUnavailable, IngestorError
 from qryptify.kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from qryptify.kline import EmptyRange, Kline
 from qryptify.metrics import Health
+from qryptify.retry import backoff
 from qryptify.sinkbatch import (
     DlqEntry,
     FlushPolicy,
@@ -42,7 +43,6 @@ from qryptify.sinkbatch import (
     RawRecord,
     Split,
     TopicPartitionKey,
-    backoff_delays,
     split_batch,
     write_within_limit,
 )
@@ -286,7 +286,7 @@ class SinkLoop:
         """Write and commit everything held. False when it had to give up (nothing committed)."""
         self.batches += 1
         self._flushing = True
-        delays = iter(backoff_delays(self.settings.retry_initial_s, self.settings.retry_max_s))
+        delays = iter(backoff(self.settings.retry_initial_s, self.settings.retry_max_s))
         dlq_sent: set[tuple[str, int, int]] = set()
         attempts = 0
         give_up_at: float | None = None

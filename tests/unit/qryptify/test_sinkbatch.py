@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from qryptify.avro import SOE_MAGIC, KlineCodec
 from qryptify.errors import InvalidKline
 from qryptify.kline import EmptyRange, Kline
+from qryptify.retry import backoff
 from qryptify.sinkbatch import (
     FlushPolicy,
     PendingBatch,
     Record,
-    backoff_delays,
     check_kline,
     offsets_to_commit,
     split_batch,
@@ -212,5 +212,5 @@ def test_write_within_limit_reraises_other_errors_and_single_rows() -> None:
 
 
 def test_backoff_grows_to_the_cap() -> None:
-    delays = iter(backoff_delays(0.5, 10))
+    delays = iter(backoff(0.5, 10))
     assert [next(delays) for _ in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]
