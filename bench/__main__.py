@@ -396,7 +396,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="repetitions for some figures only (e.g. history=1 when time is short)",
     )
     p.add_argument("--out", type=Path, default=None, help=f"JSON (default {DEFAULT_OUT})")
-    p.add_argument("--markdown", type=Path, default=None, help="also write the markdown table")
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        action="append",
+        default=[],
+        help="also write the markdown table between the bench markers of this file (repeatable;"
+        " e.g. README.md and docs/performance.md)",
+    )
     p.add_argument("--stack", choices=("bench", "test", "external"), default="bench")
     p.add_argument("--keep-stack", action="store_true", help="leave a started bench stack up")
     p.add_argument("--kafka", default=TEST_KAFKA, help="with --stack external")
@@ -495,9 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report["other_load"]:
         print(f"machine shared with {len(report['other_load'])} test process(es) during the run")
     print(f"written: {args.out}")
-    if args.markdown is not None:
-        write_markdown(args.markdown, render_markdown(report, results))
-        print(f"written: {args.markdown}")
+    for path in args.markdown:
+        write_markdown(path, render_markdown(report, results))
+        print(f"written: {path}")
     return 1 if any(r.status == "failed" for r in results) else 0
 
 

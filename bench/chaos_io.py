@@ -439,11 +439,11 @@ def classify(codec: KlineCodec, msg: Any) -> Entry:
     """What the sink must do with one record, decided by the sink's own pure rules."""
     split = split_batch(
         [Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())],
-        codec.decode,
+        codec,
     )
     event: Kline | EmptyRange | None = None
-    if split.klines:
-        event = split.klines[0]
+    if split.batch.rows:
+        event = codec.decode(msg.value())  # the sink accepted it, so it decodes
     elif split.empty_ranges:
         event = split.empty_ranges[0]
     return entry_from_event(msg.offset(), event)

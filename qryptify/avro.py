@@ -16,10 +16,11 @@ from __future__ import annotations
 import io
 import json
 import struct
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -286,8 +287,17 @@ class KlineCodec:
         if current is not None and _layout(current.parsed) == _KLINE_LAYOUT:
             self._fast_prefix = SOE_MAGIC + current.fingerprint
 
+    @property
+    def fast_prefix(self) -> bytes | None:
+        """The 10-byte header of current-schema Kline records (the sink's fast path reads
+        those bodies itself, see ``qryptify.sinkbatch``)."""
+        return self._fast_prefix
+
     def encode(self, event: Event) -> bytes:
         if isinstance(event, Kline):
+            encoder = kline_encoder(self)
+            if encoder is not None:
+                return encoder.encode(event)
             return self.avro.encode(KLINE, {f: getattr(event, f) for f in _KLINE_FIELDS})
         return self.avro.encode(EMPTY_RANGE, {f: getattr(event, f) for f in _EMPTY_FIELDS})
 
@@ -304,3 +314,228 @@ class KlineCodec:
         except (TypeError, ValueError) as exc:
             raise UndecodableRecord(f"{name} fields do not fit: {exc}") from None
         raise UndecodableRecord(f"record type {name} is not a kline event")
+
+
+# -- fast Kline encoding (the publishers' hot path) ---------------------------------------------
+#: The Kline schema KlineEncoder writes: field names and Avro types in schema order. Any other
+#: current schema (an evolved one) keeps the generic fastavro writer.
+_ENCODER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("symbol", "string"), ("interval", "string"), ("open_time", "long"), ("close_time", "long"),
+    ("open", "string"), ("high", "string"), ("low", "string"), ("close", "string"),
+    ("volume", "string"), ("quote_volume", "string"), ("trades", "long"),
+    ("taker_buy_base", "string"), ("taker_buy_quote", "string"), ("source", "enum"),
+    ("ingested_at", "long"),
+)  # fmt: skip
+_LONG_MIN = -(2**63)
+_LONG_MAX = 2**63 - 1
+
+
+def _small_long(n: int) -> bytes:
+    z = n << 1
+    return bytes([z]) if z < 0x80 else bytes([(z & 0x7F) | 0x80, z >> 7])
+
+
+#: Zigzag varints of 0 <= n < 8192 (two bytes at most): string lengths, trade counts.
+_SMALL_LONGS: tuple[bytes, ...] = tuple(_small_long(n) for n in range(8192))
+
+
+def _encodable_layout(parsed: Any) -> bool:
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return False
+    found: list[tuple[str, str]] = []
+    for f in parsed.get("fields", []):
+        t = f.get("type")
+        if isinstance(t, dict) and set(t) == {"type"}:
+            t = t["type"]  # {"type": "long"} once the logical type is stripped
+        if isinstance(t, dict) and t.get("type") == "enum":
+            if tuple(t.get("symbols", ())) != _SOURCES:
+                return False
+            t = "enum"
+        found.append((str(f.get("name")), str(t)))
+    return tuple(found) == _ENCODER_FIELDS
+
+
+def encode_long(n: int) -> bytes:
+    """Avro ``long``: zigzag, then base-128 varint, low group first (what fastavro writes)."""
+    if not _LONG_MIN <= n <= _LONG_MAX:
+        raise OverflowError("Python int too large to convert to C long")  # fastavro's words
+    z = (n << 1) ^ (n >> 63)
+    if z < 0x4000 and n >= 0:
+        return _SMALL_LONGS[n]
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def encode_time(ms: int) -> bytes:
+    """``encode_long`` for a non-negative long, unrolled for 6-byte varints: every millisecond
+    time from 2001 to 2039, i.e. two of the three longs of every candle."""
+    z = ms << 1
+    if 0x800000000 <= z < 0x40000000000:
+        return (
+            (z & 0x7F)
+            | (z & 0x3F80) << 1
+            | (z & 0x1FC000) << 2
+            | (z & 0xFE00000) << 3
+            | (z & 0x7F0000000) << 4
+            | (z & 0x3F800000000) << 5
+            | 0x8080808080
+        ).to_bytes(6, "little")
+    return encode_long(ms)
+
+
+def encode_string(text: str) -> bytes:
+    raw = text.encode()
+    return encode_long(len(raw)) + raw
+
+
+@dataclass(frozen=True, slots=True)
+class KlineEncoder:
+    """Writes current-schema Kline records without fastavro's per-record dispatch.
+
+    ``prefix`` is the framing header (single-object or Confluent). The bytes are exactly what
+    ``AvroCodec.encode(KLINE, …)`` writes, checked against fastavro in
+    tests/unit/qryptify/test_avro_encode.py; anything outside the plain shape (a field of the
+    wrong type, an unknown source) goes back to that generic writer, so its errors stay as
+    they are."""
+
+    prefix: bytes
+    fallback: AvroCodec
+
+    def encode(self, k: Kline) -> bytes:
+        try:
+            if (
+                type(k.open_time) is int
+                and type(k.close_time) is int
+                and type(k.trades) is int
+                and type(k.ingested_at) is int
+            ):
+                return b"".join(
+                    (
+                        self.prefix,
+                        encode_string(k.symbol),
+                        encode_string(k.interval),
+                        encode_long(k.open_time),
+                        encode_long(k.close_time),
+                        encode_string(k.open),
+                        encode_string(k.high),
+                        encode_string(k.low),
+                        encode_string(k.close),
+                        encode_string(k.volume),
+                        encode_string(k.quote_volume),
+                        encode_long(k.trades),
+                        encode_string(k.taker_buy_base),
+                        encode_string(k.taker_buy_quote),
+                        _SMALL_LONGS[_SOURCES.index(k.source)],
+                        encode_long(k.ingested_at),
+                    )
+                )
+        except (AttributeError, ValueError, OverflowError):
+            pass  # not a str, an unknown source, out of range: the generic writer says how
+        return self.fallback.encode(KLINE, {f: getattr(k, f) for f in _KLINE_FIELDS})
+
+    def encode_rows(
+        self, symbol: str, interval: str, source: str, ingested_at: int, rows: list[Any]
+    ) -> tuple[list[int], list[int], list[bytes]]:
+        """Encode validated CSV rows of one pair: ``(open_times, close_times, values)``.
+
+        Each row is the 11 data columns of an archive CSV line as ASCII bytes in file order
+        (open time, open, high, low, close, volume, close time, quote volume, trades, taker
+        buy base, taker buy quote), the three integer columns plain digits that fit a long.
+        The pair's strings, the source and the ingest time are the same for every row, so they
+        are encoded once."""
+        head = self.prefix + encode_string(symbol) + encode_string(interval)
+        tail = _SMALL_LONGS[_SOURCES.index(source)] + encode_long(ingested_at)
+        lengths = _SMALL_LONGS
+        time = encode_time
+        join = b"".join
+        opens: list[int] = []
+        closes: list[int] = []
+        values: list[bytes] = []
+        add_open, add_close, add_value = opens.append, closes.append, values.append
+        for t, o, h, lo, c, v, ct, q, n, tb, tq in rows:
+            open_time = int(t)
+            close_time = int(ct)
+            trades = int(n)
+            add_open(open_time)
+            add_close(close_time)
+            # Decimal strings are ASCII: their length in characters is their length in bytes.
+            try:
+                value = join(
+                    (
+                        head, time(open_time), time(close_time),
+                        lengths[len(o)], o, lengths[len(h)], h, lengths[len(lo)], lo,
+                        lengths[len(c)], c, lengths[len(v)], v, lengths[len(q)], q,
+                        lengths[trades] if trades < 8192 else encode_long(trades),
+                        lengths[len(tb)], tb, lengths[len(tq)], tq, tail,
+                    )
+                )  # fmt: skip
+            except IndexError:  # a string of 8192 bytes or more: the general varint
+                value = join(
+                    (
+                        head, time(open_time), time(close_time),
+                        *(encode_long(len(x)) + x for x in (o, h, lo, c, v, q)),
+                        encode_long(trades),
+                        *(encode_long(len(x)) + x for x in (tb, tq)), tail,
+                    )
+                )  # fmt: skip
+            add_value(value)
+        return opens, closes, values
+
+
+def kline_encoder(codec: KlineCodec) -> KlineEncoder | None:
+    """The codec's fast Kline encoder, or None when the current Kline schema is not the one
+    ``KlineEncoder`` writes (the generic writer then does every record)."""
+    avro = codec.avro
+    found = _ENCODERS.get(avro)
+    if found is None:
+        version = avro.catalogue.current.get(KLINE)
+        if version is None or not _encodable_layout(version.parsed):
+            _ENCODERS[avro] = False
+            return None
+        found = _ENCODERS[avro] = KlineEncoder(avro._prefix(version), avro)
+    return found or None
+
+
+#: Per AvroCodec (whose framing prefix the encoder bakes in): its encoder, or False for none.
+_ENCODERS: weakref.WeakKeyDictionary[AvroCodec, KlineEncoder | Literal[False]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedKlines:
+    """Candles of one pair in ascending open-time order, already in their topic encoding:
+    what the archive path hands the publisher instead of one Kline object per row."""
+
+    symbol: str
+    interval: str
+    open_times: list[int]
+    close_times: list[int]
+    values: list[bytes]  # the topic values (framed Avro), one per candle
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def take(self, start: int, stop: int) -> EncodedKlines:
+        """Rows ``start:stop`` (list slicing: no per-row work)."""
+        return EncodedKlines(
+            self.symbol,
+            self.interval,
+            self.open_times[start:stop],
+            self.close_times[start:stop],
+            self.values[start:stop],
+        )
+
+    def pick(self, rows: list[int]) -> EncodedKlines:
+        """The rows at the given indexes, in that order."""
+        return EncodedKlines(
+            self.symbol,
+            self.interval,
+            [self.open_times[i] for i in rows],
+            [self.close_times[i] for i in rows],
+            [self.values[i] for i in rows],
+        )

@@ -4,7 +4,7 @@ importer. SQL is always parameterised; identifiers never come from input."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from qryptify.candle_rows import CandleBatch
 from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
 from qryptify.kline import EmptyRange, Kline
@@ -114,27 +115,34 @@ class WriteResult:
     empty_ranges: int
 
 
-_STAGE = "qryptify_stage"
+_STAGE = "qryptify_stage_rows"
+# Same columns as candlesticks, so one COPY line format serves both paths.
 _CREATE_STAGE = f"""
-CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
-    symbol TEXT, interval TEXT, open_time BIGINT, close_time BIGINT,
-    open TEXT, high TEXT, low TEXT, close TEXT, volume TEXT, quote_volume TEXT,
-    trades BIGINT, taker_buy_base TEXT, taker_buy_quote TEXT
-) ON COMMIT DELETE ROWS
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE candlesticks) ON COMMIT DELETE ROWS
 """
 _EPOCH = "TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 millisecond'"
 # Statements below interpolate only module constants (column names), never input.
+_COLUMNS = ", ".join(CANDLE_COLUMNS)
+_COPY_CANDLES = f"COPY candlesticks ({_COLUMNS}) FROM STDIN"
+_COPY_STAGE = f"COPY {_STAGE} ({_COLUMNS}) FROM STDIN"
 _UPSERT = f"""
-INSERT INTO candlesticks ({", ".join(CANDLE_COLUMNS)})
-SELECT {_EPOCH.format("open_time")}, symbol, interval,
-       open::float8, high::float8, low::float8, close::float8, volume::float8,
-       {_EPOCH.format("close_time")}, quote_volume::float8, trades,
-       taker_buy_base::float8, taker_buy_quote::float8
-FROM {_STAGE}
+INSERT INTO candlesticks ({_COLUMNS})
+SELECT {_COLUMNS} FROM {_STAGE}
 ON CONFLICT (symbol, interval, ts) DO UPDATE SET
     {", ".join(f"{c} = EXCLUDED.{c}" for c in _VALUE_COLUMNS)}
 WHERE ({", ".join(f"candlesticks.{c}" for c in _VALUE_COLUMNS)})
       IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _VALUE_COLUMNS)})
+"""
+# Does the table hold any row inside a pair's span of the batch? (one index probe per pair)
+_ANY_STORED = f"""
+SELECT EXISTS (
+    SELECT 1 FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)
+    WHERE EXISTS (
+        SELECT 1 FROM candlesticks c
+        WHERE c.symbol = u.s AND c.interval = u.i
+          AND c.ts BETWEEN {_EPOCH.format("u.a")} AND {_EPOCH.format("u.b")}
+    )
+)
 """
 _SYNC_STATE = f"""
 INSERT INTO sync_state (symbol, interval, last_closed_ts, updated_at)
@@ -156,33 +164,37 @@ WHERE EXCLUDED.end_ts > empty_ranges.end_ts
 """
 
 
-def _copy_text(klines: Iterable[Kline]) -> bytes:
-    # Fields are validated decimals, symbols and intervals: no tabs, newlines or backslashes,
-    # so COPY's text format needs no escaping. One buffer beats per-row writes by far.
-    return "".join(
-        f"{k.symbol}\t{k.interval}\t{k.open_time}\t{k.close_time}\t{k.open}\t{k.high}\t{k.low}"
-        f"\t{k.close}\t{k.volume}\t{k.quote_volume}\t{k.trades}\t{k.taker_buy_base}"
-        f"\t{k.taker_buy_quote}\n"
-        for k in klines
-    ).encode()
-
-
 def write_batch(
     conn: Connection,
     klines: Sequence[Kline],
+    empty_ranges: Sequence[EmptyRange] = (),
+    **options: Any,
+) -> WriteResult:
+    """``write_rows`` for validated Klines (tools and tests; the sink stages rows itself).
+    ``klines`` must hold at most one record per (symbol, interval, open time) — see
+    ``qryptify.kline.latest_per_key``."""
+    return write_rows(conn, CandleBatch.from_klines(klines), empty_ranges, **options)
+
+
+def write_rows(
+    conn: Connection,
+    batch: CandleBatch,
     empty_ranges: Sequence[EmptyRange] = (),
     *,
     max_tuples_decompressed: int | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> WriteResult:
-    """Upsert candles, advance sync_state, record empty ranges: ONE transaction.
+    """Write candles, advance sync_state, record empty ranges: ONE transaction.
 
-    ``klines`` must hold at most one record per (symbol, interval, open time) — see
-    ``qryptify.kline.latest_per_key``. Identical rows are not rewritten (replays are no-ops).
-    The caller commits Kafka offsets only after this returns. ``max_tuples_decompressed``
-    sets TimescaleDB's per-transaction decompression limit for this transaction only (0 =
-    unlimited); ``before_commit`` runs inside the transaction after every statement (tests use
-    it to crash at that point).
+    When the table holds no row inside any pair's span of the batch (a first load, a replay
+    into an empty database, live candles), the rows go in with one plain COPY — as fast as the
+    table can take them. Otherwise, or if a concurrent writer got there first (unique violation,
+    caught at a savepoint), they are staged and upserted: identical rows are not rewritten
+    (replays are no-ops), changed ones are updated (later value wins).
+
+    The caller commits Kafka offsets only after this returns. ``max_tuples_decompressed`` sets
+    TimescaleDB's per-transaction decompression limit for this transaction only (0 = unlimited);
+    ``before_commit`` runs inside the transaction after every statement (tests crash there).
     """
     written = 0
     with conn.transaction():
@@ -192,22 +204,16 @@ def write_batch(
                 " %s, true)",
                 (str(max_tuples_decompressed),),
             )
-        if klines:
-            conn.execute(_CREATE_STAGE)
-            with conn.cursor() as cur:
-                with cur.copy(f"COPY {_STAGE} FROM STDIN") as copy:
-                    copy.write(_copy_text(klines))
-                cur.execute(_UPSERT)
-                written = max(cur.rowcount, 0)
-            newest: dict[tuple[str, str], int] = {}
-            for k in klines:
-                ident = (k.symbol, k.interval)
-                if k.open_time > newest.get(ident, -1):
-                    newest[ident] = k.open_time
-            conn.execute(
-                _SYNC_STATE,
-                ([s for s, _ in newest], [i for _, i in newest], list(newest.values())),
-            )
+        if batch.rows:
+            pairs = list(batch.spans)
+            firsts = [span[0] for span in batch.spans.values()]
+            lasts = [span[1] for span in batch.spans.values()]
+            text = batch.copy_text()
+            if _insert_new(conn, text, pairs, firsts, lasts):
+                written = len(batch)
+            else:
+                written = _upsert(conn, text)
+            conn.execute(_SYNC_STATE, ([s for s, _ in pairs], [i for _, i in pairs], lasts))
         if empty_ranges:
             conn.execute(
                 _EMPTY_RANGES,
@@ -222,8 +228,35 @@ def write_batch(
         if before_commit is not None:
             before_commit()
     return WriteResult(
-        written=written, unchanged=len(klines) - written, empty_ranges=len(empty_ranges)
+        written=written, unchanged=len(batch) - written, empty_ranges=len(empty_ranges)
     )
+
+
+def _insert_new(
+    conn: Connection, text: bytes, pairs: list[tuple[str, str]], firsts: list[int], lasts: list[int]
+) -> bool:
+    """COPY straight into candlesticks when nothing stored overlaps; False when it may."""
+    row = conn.execute(
+        _ANY_STORED, ([s for s, _ in pairs], [i for _, i in pairs], firsts, lasts)
+    ).fetchone()
+    if row is None or row[0]:
+        return False
+    try:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_CANDLES) as copy:
+            copy.write(text)
+    except psycopg.errors.UniqueViolation:
+        logger.debug("a row appeared between the overlap check and COPY; upserting instead")
+        return False
+    return True
+
+
+def _upsert(conn: Connection, text: bytes) -> int:
+    conn.execute(_CREATE_STAGE)
+    with conn.cursor() as cur:
+        with cur.copy(_COPY_STAGE) as copy:
+            copy.write(text)
+        cur.execute(_UPSERT)
+        return max(cur.rowcount, 0)
 
 
 def create_database(admin_dsn: str, name: str) -> None:

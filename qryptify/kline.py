@@ -201,6 +201,9 @@ def validate_kline(k: Kline) -> Kline:
         ]
     except InvalidOperation:
         raise InvalidKline(f"{k.key} {k.open_time}: a price or volume is not a decimal") from None
+    if not all(x.is_finite() for x in (o, h, lo, c, *volumes)):
+        # NaN would make the comparisons below raise rather than answer.
+        raise InvalidKline(f"{k.key} {k.open_time}: a price or volume is not a finite decimal")
     if not (lo <= o <= h and lo <= c <= h):
         raise InvalidKline(
             f"{k.key} {k.open_time}: OHLC violates low <= open,close <= high "

@@ -21,8 +21,9 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from qryptify.avro import KLINE, KlineCodec
+from qryptify.avro import KlineCodec
 from qryptify.errors import IngestorError
 from qryptify.kafka import KafkaError, Message, Producer
 from qryptify.kline import EmptyRange, Event, Kline
@@ -59,6 +60,7 @@ class _Slot:
     position: int  # the newest position in the batch
     remaining: int = 1
     failed: bool = False
+    size: int = 1  # records in the batch
 
 
 class AckTracker:
@@ -79,7 +81,7 @@ class AckTracker:
         """``count`` records of ``pair`` up to ``position`` were handed to the producer."""
         if count < 1:
             raise ValueError(f"a batch has at least one record, got {count}")
-        slot = _Slot(position, count)
+        slot = _Slot(position, count, size=count)
         with self._lock:
             self._pending.setdefault(pair, deque()).append(slot)
         return slot
@@ -89,6 +91,16 @@ class AckTracker:
         slot.remaining -= 1
         if slot.remaining > 0:
             return
+        with self._lock:
+            queue = self._pending.get(pair)
+            while queue and queue[0].remaining <= 0 and not queue[0].failed:
+                head = queue.popleft()
+                self._acked[pair] = max(self._acked.get(pair, head.position), head.position)
+
+    def batch_delivered(self, pair: Pair, slot: _Slot) -> None:
+        """Every record of ``slot`` was acknowledged (its callback counted them down itself:
+        one call per batch instead of one per record)."""
+        self.delivered += slot.size
         with self._lock:
             queue = self._pending.get(pair)
             while queue and queue[0].remaining <= 0 and not queue[0].failed:
@@ -144,29 +156,7 @@ class KlinePublisher:
         return pair
 
     def _encode(self, event: Event) -> bytes:
-        if isinstance(event, Kline):
-            # The codec's record for a Kline, built without reflection (hot path).
-            return self.codec.avro.encode(
-                KLINE,
-                {
-                    "symbol": event.symbol,
-                    "interval": event.interval,
-                    "open_time": event.open_time,
-                    "close_time": event.close_time,
-                    "open": event.open,
-                    "high": event.high,
-                    "low": event.low,
-                    "close": event.close,
-                    "volume": event.volume,
-                    "quote_volume": event.quote_volume,
-                    "trades": event.trades,
-                    "taker_buy_base": event.taker_buy_base,
-                    "taker_buy_quote": event.taker_buy_quote,
-                    "source": event.source,
-                    "ingested_at": event.ingested_at,
-                },
-            )
-        return self.codec.encode(event)
+        return self.codec.encode(event)  # Klines: KlineEncoder, byte-identical to fastavro
 
     def publish(self, event: Event) -> None:
         """Queue one event; never blocks for long (serves delivery reports when full)."""
@@ -204,6 +194,53 @@ class KlinePublisher:
                 except BufferError:
                     self.producer.poll(0.05)
         self.published += len(events)
+
+    def publish_encoded(self, pair: Pair, position: int, values: Sequence[bytes]) -> None:
+        """Queue already-encoded records of ONE pair, in order (``position`` is the newest);
+        acknowledged as a whole like ``publish_batch``, with ONE delivery callback object for
+        the batch and ``produce_batch`` (one call into librdkafka for the lot).
+
+        Every record still carries the callback: a record that fails while a later one of the
+        same partition succeeds (an idempotent producer's message timeout bumps the epoch and
+        carries on) must be seen, so no record goes unreported."""
+        if not values:
+            return
+        tracker = self.tracker
+        slot = tracker.sent(pair, position, len(values))
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                slot.remaining -= 1
+                if slot.remaining == 0:
+                    tracker.batch_delivered(pair, slot)
+            else:
+                logger.error("kafka delivery of %s up to %d failed: %s", pair, position, err)
+                tracker.delivery_failed(pair, slot, str(err))
+
+        key = pair.key.encode()
+        messages = [{"value": v, "key": key} for v in values]
+        while True:
+            queued: int = self.producer.produce_batch(self.topic, messages, on_delivery=on_delivery)
+            if queued == len(messages):
+                break
+            messages = self._unqueued(pair, slot, messages)
+            self.producer.poll(0.05)  # serve delivery reports: room in the queue
+        self.published += len(values)
+
+    def _unqueued(self, pair: Pair, slot: _Slot, messages: list[dict[str, Any]]) -> list[Any]:
+        """After a partly queued ``produce_batch``: the messages to offer again, in order.
+
+        librdkafka fails every message after the first "queue full" one too, so those are a
+        suffix and retrying it keeps the order. Any other error fails the batch."""
+        failed = [i for i, m in enumerate(messages) if "_error" in m]
+        first = failed[0]
+        errors = [messages[i]["_error"] for i in failed]
+        full = all(e.code() == KafkaError._QUEUE_FULL for e in errors)
+        if not full or failed != list(range(first, len(messages))):
+            reason = "; ".join(sorted({str(e) for e in errors}))
+            self.tracker.delivery_failed(pair, slot, reason)
+            raise DeliveryFailed(pair, slot.position, f"not queued: {reason}")
+        return [{"value": m["value"], "key": m["key"]} for m in messages[first:]]
 
     def publish_all(self, events: Iterable[Event]) -> int:
         """Queue events of any pairs, one batch per run of the same pair."""

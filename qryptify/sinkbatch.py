@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+from qryptify.avro import KlineCodec, encode_long
+from qryptify.candle_rows import LINE, CandleBatch, CandleRow, PairKey, kline_line, ts_text
 from qryptify.errors import IngestorError, InvalidKline, UndecodableRecord
-from qryptify.kline import EmptyRange, Event, Kline, latest_per_key, validate_kline
+from qryptify.kline import EmptyRange, Kline, validate_kline
+from qryptify.pairs import FIXED_INTERVAL_MS, close_time
 
 #: Open times outside [2010-01-01, 2200-01-01) cannot be Binance candles (and would overflow
 #: or distort TIMESTAMPTZ); such records go to the DLQ instead of failing the transaction.
@@ -69,14 +72,18 @@ TopicPartitionKey = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class FlushPolicy:
-    """Flush when ``batch_size`` records are held or the oldest has waited ``max_latency_ms``.
+    """Flush when ``batch_size`` records are held, when the oldest has waited
+    ``max_latency_ms``, or — ``idle`` — when the consumer has nothing more queued and the
+    writer is free.
 
-    Bulk replays fill a batch long before the deadline (few large transactions); a live stream
-    of a few closes per minute is flushed within ``max_latency_ms`` of its first record.
+    Bulk replays fill a batch while the previous one is written (few large transactions); live
+    closes are written as soon as they arrive, since nothing would be gained by waiting.
     """
 
     batch_size: int
     max_latency_ms: int
+    #: Off: wait for size or age even when nothing more is queued (tests hold records so).
+    when_idle: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -84,10 +91,16 @@ class FlushPolicy:
         if self.max_latency_ms < 1:
             raise ValueError(f"max_latency_ms must be >= 1, got {self.max_latency_ms}")
 
-    def should_flush(self, held: int, first_at_ms: int | None, now_ms: int) -> bool:
+    def should_flush(
+        self, held: int, first_at_ms: int | None, now_ms: int, *, idle: bool = False
+    ) -> bool:
         if held == 0 or first_at_ms is None:
             return False
-        return held >= self.batch_size or now_ms - first_at_ms >= self.max_latency_ms
+        return (
+            (idle and self.when_idle)
+            or held >= self.batch_size
+            or now_ms - first_at_ms >= self.max_latency_ms
+        )
 
     def wait_ms(self, held: int, first_at_ms: int | None, now_ms: int) -> int:
         """How long the next poll may block without missing the flush deadline."""
@@ -98,43 +111,6 @@ class FlushPolicy:
     def room(self, held: int) -> int:
         """How many more records to ask the consumer for."""
         return max(1, self.batch_size - held)
-
-
-R = TypeVar("R", bound=RawRecord)
-
-
-@dataclass(slots=True)
-class PendingBatch:
-    """Records consumed but not yet written and committed, in consumption order."""
-
-    records: list[RawRecord] = field(default_factory=list)
-    first_at_ms: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def add(self, records: Sequence[RawRecord], now_ms: int) -> None:
-        if not records:
-            return
-        if not self.records:
-            self.first_at_ms = now_ms
-        self.records.extend(records)
-
-    def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
-        """Forget records of partitions we no longer own; return how many were dropped."""
-        gone = set(partitions)
-        if not gone:
-            return 0
-        kept = [r for r in self.records if (r.topic(), r.partition()) not in gone]
-        dropped = len(self.records) - len(kept)
-        self.records = kept
-        if not kept:
-            self.first_at_ms = None
-        return dropped
-
-    def clear(self) -> None:
-        self.records = []
-        self.first_at_ms = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,18 +133,6 @@ class DlqEntry:
             ("qryptify.offset", str(self.offset).encode()),
             ("qryptify.error_class", self.error_class.encode()),
         ]
-
-
-@dataclass(frozen=True, slots=True)
-class Split:
-    """One batch, ready for one transaction and then one offset commit."""
-
-    klines: list[Kline]  # one per (symbol, interval, open time): the highest offset's
-    empty_ranges: list[EmptyRange]  # one per (symbol, interval, start): the widest
-    dlq: list[DlqEntry]
-    offsets: dict[TopicPartitionKey, int]  # next offset to read, per partition
-    records: int  # records consumed (klines + empty ranges + DLQ, before de-duplication)
-    newest: list[Kline]  # per pair, the candle with the latest close (latency metrics)
 
 
 class KeyMismatch(IngestorError, ValueError):
@@ -202,6 +166,9 @@ def check_kline(k: Kline) -> Kline:
         raise InvalidKline(f"{k.key} {k.open_time}: {bad} {getattr(k, bad)!r:.40} is not a decimal")
     if not MIN_OPEN_MS <= k.open_time < MAX_OPEN_MS:
         raise InvalidKline(f"{k.key}: open_time {k.open_time} is outside 2010..2200")
+    # A generic Avro reader may hand over longs past 64 bits (10-byte varints).
+    if k.trades >= 2**63 or not -(2**63) <= k.ingested_at < 2**63:
+        raise InvalidKline(f"{k.key} {k.open_time}: trades or ingested_at beyond a 64-bit long")
     # Without an exponent and with fewer than 300 characters no value can leave the double range.
     if len(joined) > 300 or "e" in joined or "E" in joined:
         for name, text in zip(_FLOAT_FIELDS, texts, strict=True):
@@ -245,53 +212,431 @@ def _dlq(r: RawRecord, exc: BaseException) -> DlqEntry:
     )
 
 
-def split_batch(records: Sequence[RawRecord], decode: Callable[[bytes], Event]) -> Split:
-    """Decode, validate and de-duplicate one batch. Never raises for bad input: every record
-    either becomes a row or a DLQ entry, and every one is covered by the offsets to commit."""
-    klines: list[tuple[int, Kline]] = []
-    ranges: dict[tuple[str, str, int], EmptyRange] = {}
-    dlq: list[DlqEntry] = []
-    for r in records:
-        value = r.value()
+#: A fast-path COPY line: timestamps and names come from validated data, so only the eight
+#: decimals need checking; unsigned plain decimals of at most 30+30 digits are exactly what
+#: ``check_kline`` accepts without further range checks (negative prices or exponents take the
+#: exact path). One fullmatch also proves that no field smuggles a tab or newline into COPY.
+_PLAIN = rb"[0-9]{1,30}(?:\.[0-9]{1,30})?"
+_FAST_LINE = re.compile(
+    rb"[^\t\n]+\t[^\t\n]+\t[^\t\n]+\t"
+    + rb"\t".join([_PLAIN] * 5)
+    + rb"\t[^\t\n]+\t"
+    + _PLAIN
+    + rb"\t[0-9]+\t"
+    + _PLAIN
+    + rb"\t"
+    + _PLAIN
+    + rb"\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _PairInfo:
+    names: tuple[str, str]
+    key: bytes  # the record key this pair carries: b"SYMBOL|interval"
+    symbol: bytes
+    interval: bytes
+    interval_ms: int  # 0 for 1M (calendar months)
+
+
+#: Raw 6-byte zigzag varints of millisecond times -> (ms, TIMESTAMPTZ text). Candles of many
+#: pairs share open and close times, so most times are read with one slice and one lookup.
+_TIMES: dict[bytes, tuple[int, bytes]] = {}
+_TIMES_LIMIT = 250_000
+#: Per varint length n: the continuation bits of an n-byte varint, and their required value.
+_VARINT_HIGH = [0] + [int.from_bytes(b"\x80" * n, "little") for n in range(1, 10)]
+_VARINT_FORM = [0] + [int.from_bytes(b"\x80" * (n - 1) + b"\x00", "little") for n in range(1, 10)]
+
+
+def _read_time(d: bytes, p: int) -> tuple[int, bytes, int] | None:
+    """The zigzag varint time at ``p``: (ms, text, length), learning 6-byte ones."""
+    n = 0
+    shift = 0
+    q = p
+    while True:
+        b = d[q]  # IndexError: truncated (the caller catches it)
+        q += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+        if shift >= 63:
+            return None
+    ms = (n >> 1) ^ -(n & 1)
+    if not MIN_OPEN_MS <= ms < MAX_OPEN_MS + 100 * 86_400_000:
+        return None
+    text = ts_text(ms)
+    if q - p == 6:
+        if len(_TIMES) >= _TIMES_LIMIT:
+            _TIMES.clear()
+        _TIMES[d[p:q]] = (ms, text)
+    return ms, text, q - p
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One batch, ready for one transaction and then one offset commit."""
+
+    batch: CandleBatch  # one row per (symbol, interval, open time): the highest offset's
+    empty_ranges: list[EmptyRange]  # one per (symbol, interval, start): the widest
+    dlq: list[DlqEntry]
+    offsets: dict[TopicPartitionKey, int]  # next offset to read, per partition
+    records: int  # records consumed (klines + empty ranges + DLQ, before de-duplication)
+    newest: list[tuple[int, int]]  # per pair, (close time, ingested at) of its latest candle
+    first_offsets: dict[TopicPartitionKey, int]  # lowest offset held, per partition
+    row_partitions: list[TopicPartitionKey]  # the partition of each row of ``batch``
+
+    def without(self, partitions: set[TopicPartitionKey]) -> Split:
+        """The same batch minus what came from ``partitions`` (revoked while retrying)."""
+        keep = [i for i, tp in enumerate(self.row_partitions) if tp not in partitions]
+        rows = [self.batch.rows[i] for i in keep]
+        return Split(
+            batch=CandleBatch.of(rows),
+            empty_ranges=self.empty_ranges,  # not per partition; re-recording one is a no-op
+            dlq=[e for e in self.dlq if (e.topic, e.partition) not in partitions],
+            offsets={tp: o for tp, o in self.offsets.items() if tp not in partitions},
+            records=self.records,
+            newest=self.newest,
+            first_offsets={tp: o for tp, o in self.first_offsets.items() if tp not in partitions},
+            row_partitions=[self.row_partitions[i] for i in keep],
+        )
+
+
+class StagedBatch:
+    """Records consumed but not yet written, staged as they arrive: every Kline becomes its
+    COPY line at once (so decoding overlaps the previous batch's database write), bad records
+    become DLQ entries, and empty ranges are kept widest-first.
+
+    Most records take the fast path (the Avro body straight to the COPY line, with float
+    pre-checks); anything unusual takes the exact path (full decode + ``check_kline``), which
+    decides alone. Both paths produce the same line for the same candle.
+    """
+
+    def __init__(self, codec: KlineCodec, *, fast: bool = True) -> None:
+        self.codec = codec
+        self.first_at_ms: int | None = None
+        self._prefix = codec.fast_prefix if fast else None
+        self._pairs: dict[bytes, _PairInfo] = {}  # by record key; learnt on the exact path
+        self.clear()
+
+    def clear(self) -> None:
+        self.first_at_ms = None
+        self._count = 0
+        #: (pair key, open time) -> (partition, offset, raw ingested_at varint, row)
+        self._rows: dict[tuple[bytes, int], tuple[TopicPartitionKey, int, bytes, CandleRow]]
+        self._rows = {}
+        self._ranges: dict[tuple[str, str, int], tuple[TopicPartitionKey, EmptyRange]] = {}
+        self._dlq: list[DlqEntry] = []
+        self._offsets: dict[TopicPartitionKey, int] = {}
+        self._firsts: dict[TopicPartitionKey, int] = {}
+        self._held: dict[TopicPartitionKey, int] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def held(self, partitions: Iterable[TopicPartitionKey]) -> int:
+        """Records held for these partitions."""
+        return sum(self._held.get(tp, 0) for tp in partitions)
+
+    def add(self, records: Sequence[RawRecord], now_ms: int) -> None:
+        if not records:
+            return
+        if self._count == 0:
+            self.first_at_ms = now_ms
+        self._count += len(records)
+        rows = self._rows
+        prefix = self._prefix
+        offsets = self._offsets
+        held = self._held
+        fast = self._fast
+        for r in records:
+            tp = (r.topic() or "", r.partition() or 0)
+            offset = r.offset() or 0
+            if offset >= offsets.get(tp, 0):
+                offsets[tp] = offset + 1
+            count = held.get(tp)
+            if count is None:
+                held[tp] = 1
+                self._firsts[tp] = offset
+            else:
+                held[tp] = count + 1
+            value = r.value()
+            if prefix is not None and value is not None and value.startswith(prefix):
+                staged = fast(value, r.key())
+                if staged is not None:
+                    ident, ingested, row = staged
+                    seen = rows.get(ident)
+                    if seen is None or offset >= seen[1]:
+                        rows[ident] = (tp, offset, ingested, row)
+                    continue
+            self._add_exact(r, tp, offset, value)
+
+    def _fast(
+        self, d: bytes, key: bytes | None
+    ) -> tuple[tuple[bytes, int], bytes, CandleRow] | None:
+        """One current-schema Kline record straight to its COPY line: ((pair key, open time),
+        raw ingested_at varint, row), or None for anything outside the common shape (strings
+        of 64+ bytes, odd varints, a key that is not the pair's, unusual decimals, OHLC ties of
+        different spellings...). None is not a verdict: the exact path decides those.
+
+        Reads the Avro body of ``schemas/kline.avsc`` field by field, unrolled because it runs
+        once per consumed candle; tests compare it with the exact path on arbitrary records.
+        """
+        pair = self._pairs.get(key) if key is not None else None
+        if pair is None:
+            return None
+        times = _TIMES
+        try:
+            # Strings: a one-byte zigzag length 2n < 0x80 has bits 0 and 7 clear. A string
+            # sliced past the end comes back short, but the next read then raises IndexError
+            # or the end check fails: truncation never passes.
+            b = d[10]
+            if b & 0x81:
+                return None
+            e = 11 + (b >> 1)
+            if d[11:e] != pair.symbol:
+                return None
+            b = d[e]
+            if b & 0x81:
+                return None
+            p = e + 1
+            e = p + (b >> 1)
+            if d[p:e] != pair.interval:
+                return None
+            hit = times.get(d[e : e + 6])
+            if hit is None:
+                t = _read_time(d, e)
+                if t is None:
+                    return None
+                ot, ot_text, width = t
+                p = e + width
+            else:
+                ot, ot_text = hit
+                p = e + 6
+            hit = times.get(d[p : p + 6])
+            if hit is None:
+                t = _read_time(d, p)
+                if t is None:
+                    return None
+                ct, ct_text, width = t
+                p += width
+            else:
+                ct, ct_text = hit
+                p += 6
+            b = d[p]
+            if b & 0x81:
+                return None
+            p += 1
+            e = p + (b >> 1)
+            o = d[p:e]
+            b = d[e]
+            if b & 0x81:
+                return None
+            p = e + 1
+            e = p + (b >> 1)
+            h = d[p:e]
+            b = d[e]
+            if b & 0x81:
+                return None
+            p = e + 1
+            e = p + (b >> 1)
+            lo = d[p:e]
+            b = d[e]
+            if b & 0x81:
+                return None
+            p = e + 1
+            e = p + (b >> 1)
+            c = d[p:e]
+            b = d[e]
+            if b & 0x81:
+                return None
+            p = e + 1
+            e = p + (b >> 1)
+            v = d[p:e]
+            b = d[e]
+            if b & 0x81:
+                return None
+            p = e + 1
+            e = p + (b >> 1)
+            q = d[p:e]
+            b = d[e]  # trades: non-negative, at most 3 bytes (< 2**20) on this path
+            p = e + 1
+            n = b & 0x7F
+            if b & 0x80:
+                b = d[p]
+                p += 1
+                n |= (b & 0x7F) << 7
+                if b & 0x80:
+                    b = d[p]
+                    p += 1
+                    if b & 0x80:
+                        return None
+                    n |= b << 14
+            if n & 1:
+                return None
+            b = d[p]
+            if b & 0x81:
+                return None
+            p += 1
+            e = p + (b >> 1)
+            tbb = d[p:e]
+            b = d[e]
+            if b & 0x81:
+                return None
+            p = e + 1
+            e = p + (b >> 1)
+            tbq = d[p:e]
+            b = d[e]  # the source enum: index 0..2, zigzag 0, 2, 4
+            if b > 4 or b & 1:
+                return None
+            ingested = d[e + 1 :]  # the last field, a long: check its varint form only
+            width = len(ingested)
+            if not 0 < width < 10:
+                return None
+            if int.from_bytes(ingested, "little") & _VARINT_HIGH[width] != _VARINT_FORM[width]:
+                return None
+        except IndexError:
+            return None
+        if ct != (pair.interval_ms + ot - 1 if pair.interval_ms else _month_close(ot)):
+            return None
+        if not MIN_OPEN_MS <= ot < MAX_OPEN_MS:
+            return None
+        line = LINE % (ot_text, pair.symbol, pair.interval, o, h, lo, c, v, ct_text, q, n >> 1,
+                       tbb, tbq)  # fmt: skip
+        if _FAST_LINE.fullmatch(line) is None:
+            return None
+        # Floats prove low <= open, close <= high for the exact decimals: rounding to the
+        # nearest double is monotonic, so a strict float inequality implies the decimal one,
+        # and a tie proves it only for identical spellings. Anything else: the exact path.
+        fo, fh, fl, fc = float(o), float(h), float(lo), float(c)
+        if not (fl <= fo <= fh and fl <= fc <= fh):
+            return None
+        if (
+            (fo == fl and o != lo)
+            or (fo == fh and o != h)
+            or (fc == fl and c != lo)
+            or (fc == fh and c != h)
+        ):
+            return None
+        return (pair.key, ot), ingested, (pair.names[0], pair.names[1], ot, line)
+
+    def _learn_pair(self, symbol: str, interval: str) -> None:
+        """Remember a validated pair, so its next records can take the fast path."""
+        if len(self._pairs) > 100_000:  # bounded: pairs are configured, but input is not
+            self._pairs.clear()
+        key = f"{symbol}|{interval}".encode()
+        self._pairs[key] = _PairInfo(
+            (symbol, interval), key, symbol.encode(), interval.encode(),
+            FIXED_INTERVAL_MS.get(interval, 0),
+        )  # fmt: skip
+
+    def _add_exact(
+        self, r: RawRecord, tp: TopicPartitionKey, offset: int, value: bytes | None
+    ) -> None:
         try:
             if value is None:
                 raise UndecodableRecord("null value (tombstone)")
-            event = decode(value)
+            event = self.codec.decode(value)
             key = r.key()
             if key is not None and key != event.key.encode():
                 raise KeyMismatch(key, event.key)
             if isinstance(event, Kline):
-                klines.append((r.offset() or 0, check_kline(event)))
+                k = check_kline(event)
+                ident = (k.key.encode(), k.open_time)
+                seen = self._rows.get(ident)
+                if seen is None or offset >= seen[1]:
+                    row = (k.symbol, k.interval, k.open_time, kline_line(k))
+                    self._rows[ident] = (tp, offset, encode_long(k.ingested_at), row)
+                if key is not None and key not in self._pairs:
+                    self._learn_pair(k.symbol, k.interval)
             else:
-                ident = (event.symbol, event.interval, event.start_time)
-                seen = ranges.get(ident)
-                if seen is None or event.end_time >= seen.end_time:
-                    ranges[ident] = event
+                ident_r = (event.symbol, event.interval, event.start_time)
+                have = self._ranges.get(ident_r)
+                if have is None or event.end_time >= have[1].end_time:
+                    self._ranges[ident_r] = (tp, event)
         except (UndecodableRecord, InvalidKline, KeyMismatch, ValueError) as exc:
-            dlq.append(_dlq(r, exc))
-    unique = latest_per_key(klines)
-    newest: dict[tuple[str, str], Kline] = {}
-    for k in unique:
-        pair = (k.symbol, k.interval)
-        best = newest.get(pair)
-        if best is None or k.close_time > best.close_time:
-            newest[pair] = k
-    return Split(
-        klines=unique,
-        empty_ranges=list(ranges.values()),
-        dlq=dlq,
-        offsets=offsets_to_commit(records),
-        records=len(records),
-        newest=list(newest.values()),
-    )
+            self._dlq.append(_dlq(r, exc))
+
+    def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
+        """Forget records of partitions we no longer own; return how many were dropped."""
+        gone = set(partitions) & set(self._held)
+        if not gone:
+            return 0
+        dropped = sum(self._held.pop(tp) for tp in gone)
+        self._rows = {i: v for i, v in self._rows.items() if v[0] not in gone}
+        self._ranges = {i: v for i, v in self._ranges.items() if v[0] not in gone}
+        self._dlq = [e for e in self._dlq if (e.topic, e.partition) not in gone]
+        for tp in gone:
+            self._offsets.pop(tp, None)
+            self._firsts.pop(tp, None)
+        self._count -= dropped
+        if not self._count:
+            self.clear()
+        return dropped
+
+    def split(self) -> Split:
+        """What one transaction and the offset commit after it need. Never raises for bad
+        input: every record is a row, an empty range or a DLQ entry, and every one is covered
+        by the offsets."""
+        rows: list[CandleRow] = []
+        row_partitions: list[TopicPartitionKey] = []
+        spans: dict[PairKey, tuple[int, int]] = {}
+        newest: dict[PairKey, tuple[int, bytes]] = {}
+        append = rows.append
+        append_tp = row_partitions.append
+        for tp, _offset, ingested, row in self._rows.values():
+            append(row)
+            append_tp(tp)
+            pair = (row[0], row[1])
+            t = row[2]
+            span = spans.get(pair)
+            if span is None:
+                spans[pair] = (t, t)
+                newest[pair] = (t, ingested)
+            elif t > span[1]:
+                spans[pair] = (span[0], t)
+                newest[pair] = (t, ingested)
+            elif t < span[0]:
+                spans[pair] = (t, span[1])
+        return Split(
+            batch=CandleBatch(rows, spans),
+            empty_ranges=[e for _, e in self._ranges.values()],
+            dlq=list(self._dlq),
+            offsets=dict(self._offsets),
+            records=self._count,
+            newest=[(close_time(p[1], t), _long(raw)) for p, (t, raw) in newest.items()],
+            first_offsets=dict(self._firsts),
+            row_partitions=row_partitions,
+        )
+
+
+_UNSEEN: Any = object()
+
+
+def _month_close(open_ms: int) -> int:
+    return close_time("1M", open_ms)
+
+
+def _long(raw: bytes) -> int:
+    n = 0
+    for i, b in enumerate(raw):
+        n |= (b & 0x7F) << (7 * i)
+    return (n >> 1) ^ -(n & 1)
+
+
+def split_batch(records: Sequence[RawRecord], codec: KlineCodec, *, fast: bool = True) -> Split:
+    """Stage and split one batch at once (tools and tests; the loop stages as it consumes)."""
+    staged = StagedBatch(codec, fast=fast)
+    staged.add(records, 0)
+    return staged.split()
 
 
 W = TypeVar("W")
 
 
 def write_within_limit(
-    write: Callable[[Sequence[Kline], Sequence[EmptyRange]], W],
-    klines: Sequence[Kline],
+    write: Callable[[CandleBatch, Sequence[EmptyRange]], W],
+    batch: CandleBatch,
     empty_ranges: Sequence[EmptyRange],
     is_limit_error: Callable[[BaseException], bool],
 ) -> list[W]:
@@ -303,12 +648,11 @@ def write_within_limit(
     re-delivers the batch and the parts already written are rewritten as no-ops.
     """
     try:
-        return [write(klines, empty_ranges)]
+        return [write(batch, empty_ranges)]
     except Exception as exc:
-        if not is_limit_error(exc) or len(klines) <= 1:
+        if not is_limit_error(exc) or len(batch) <= 1:
             raise
-    ordered = sorted(klines, key=lambda k: (k.symbol, k.interval, k.open_time))
-    half = len(ordered) // 2
-    return write_within_limit(
-        write, ordered[:half], empty_ranges, is_limit_error
-    ) + write_within_limit(write, ordered[half:], (), is_limit_error)
+    first, second = batch.halves()
+    return write_within_limit(write, first, empty_ranges, is_limit_error) + write_within_limit(
+        write, second, (), is_limit_error
+    )

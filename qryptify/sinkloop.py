@@ -1,11 +1,18 @@
 """The consume → write → commit loop shared by the sink service and ``qryptify replay``.
 
-One thread sequences everything (arroyo-style): poll a batch, split it (pure,
-``qryptify.sinkbatch``), send undecodable/invalid records to the DLQ and wait for their
-delivery, write the rest in one PostgreSQL transaction (``qryptify.db.write_batch``), and only
-after COMMIT commit the batch's offsets synchronously (invariant 2). Offsets are therefore never
-ahead of the database; a crash anywhere re-delivers at most the last batch, which the
-idempotent upsert rewrites as a no-op.
+One thread sequences everything (arroyo-style): poll records and stage them as COPY rows at
+once (pure, ``qryptify.sinkbatch``); at a flush, send undecodable/invalid records to the DLQ
+and wait for their delivery, hand the rows to ONE writer thread for one PostgreSQL transaction
+(``qryptify.db.write_rows``), and only after its COMMIT commit the batch's offsets synchronously
+from this thread (invariant 2). At most one batch is being written while the next is consumed
+and staged, so decoding overlaps the database round trip; batches are written strictly in
+order. Offsets are never ahead of the database; a crash anywhere re-delivers at most the last
+two batches, which the idempotent upsert rewrites as no-ops.
+
+Batching: a flush happens when ``batch_size`` records are held, when the oldest has waited
+``max_latency_ms``, or at once when the consumer has nothing more queued and the writer is
+idle (live candles are written as they come; bulk replays fill large batches while the
+previous one is written).
 
 Failure behaviour:
 - database (or DLQ) failing: pause every assigned partition, retry the same batch with backoff
@@ -23,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,20 +38,20 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from qryptify import db
 from qryptify.avro import KlineCodec
+from qryptify.candle_rows import CandleBatch
 from qryptify.clock import Clock
 from qryptify.errors import DatabaseUnavailable, IngestorError
 from qryptify.kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from qryptify.kline import EmptyRange, Kline
+from qryptify.kline import EmptyRange
 from qryptify.metrics import Health
 from qryptify.retry import backoff
 from qryptify.sinkbatch import (
     DlqEntry,
     FlushPolicy,
-    PendingBatch,
     RawRecord,
     Split,
+    StagedBatch,
     TopicPartitionKey,
-    split_batch,
     write_within_limit,
 )
 
@@ -111,6 +119,15 @@ class KafkaFatal(IngestorError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"fatal Kafka error: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Inflight:
+    """The batch the writer thread is writing; its offsets are committed after it returns."""
+
+    split: Split
+    batch_no: int
+    future: Future[list[db.WriteResult]]
 
 
 class MonotonicClock:
@@ -212,7 +229,10 @@ class SinkLoop:
         self.clock: Clock = clock or MonotonicClock()
         self.on_flush = on_flush
         self.done = done
-        self.pending = PendingBatch()
+        self.pending = StagedBatch(self.codec)
+        self._inflight: _Inflight | None = None
+        self._drained = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
         #: Per partition of the topic: next offset committed by this loop.
         self.positions: dict[int, int] = {}
         #: Per partition: the offset at which the consumer last reached the end.
@@ -222,7 +242,7 @@ class SinkLoop:
         self.totals = {"records": 0, "written": 0, "unchanged": 0, "dlq": 0, "empty_ranges": 0}
         self._conn: db.Connection | None = None
         self._paused = False
-        self._flushing = False
+        self._flushing = False  # inside the retry loop (rebalance callbacks must not re-enter)
         self._closing = False
         self._seen: set[TopicPartitionKey] = set()
         self._lag_labels: set[TopicPartitionKey] = set()
@@ -239,25 +259,51 @@ class SinkLoop:
         self.health.set(False, "waiting for partitions")
         try:
             while not self.stop.is_set():
-                if self.done is not None and not self.pending and self.done(self):
+                if (
+                    self.done is not None
+                    and not self.pending
+                    and self._inflight is None
+                    and self.done(self)
+                ):
                     break
                 self._poll_once()
+                if self._inflight is not None and self._inflight.future.done():
+                    self._settle()
                 now = self.clock.now_ms()
-                if self.policy.should_flush(len(self.pending), self.pending.first_at_ms, now):
+                if self.policy.should_flush(
+                    len(self.pending),
+                    self.pending.first_at_ms,
+                    now,
+                    idle=self._drained and self._inflight is None,
+                ):
                     self._flush()
             if self.pending:
                 logger.info("stopping: flushing %d held records", len(self.pending))
-                self._flush()
+            self._flush(synchronous=True)
         finally:
             self._close()
         return 0
 
     def _poll_once(self) -> None:
-        now = self.clock.now_ms()
-        wait_ms = self.policy.wait_ms(len(self.pending), self.pending.first_at_ms, now)
-        messages = self.consumer.consume(
-            num_messages=self.policy.room(len(self.pending)), timeout=min(wait_ms, 1000) / 1000
-        )
+        held = len(self.pending)
+        room = self.policy.room(held)
+        messages = self.consumer.consume(num_messages=room, timeout=0)
+        self._drained = len(messages) < room
+        if not messages:
+            if held or self._inflight is not None:
+                # Wait briefly: for more records, the batch deadline, or the writer.
+                now = self.clock.now_ms()
+                # At most 1 s, so that a stop request is noticed.
+                wait_ms = min(self.policy.wait_ms(held, self.pending.first_at_ms, now), 1000)
+                if self._inflight is not None:
+                    wait_ms = min(wait_ms, 5)
+                messages = self.consumer.consume(num_messages=room, timeout=wait_ms / 1000)
+            else:
+                # Nothing held: block until the first record, then take what is queued.
+                messages = self.consumer.consume(num_messages=1, timeout=1.0)
+                if messages and room > 1:
+                    messages += self.consumer.consume(num_messages=room - 1, timeout=0)
+            self._drained = len(messages) < room
         if messages:
             self._accept(messages)
             if self.hook is not None:
@@ -282,102 +328,169 @@ class SinkLoop:
 
     # -- the batch cycle ------------------------------------------------------------------
 
-    def _flush(self, *, in_callback: bool = False) -> bool:
-        """Write and commit everything held. False when it had to give up (nothing committed)."""
-        self.batches += 1
-        self._flushing = True
-        delays = iter(backoff(self.settings.retry_initial_s, self.settings.retry_max_s))
-        dlq_sent: set[tuple[str, int, int]] = set()
-        attempts = 0
-        give_up_at: float | None = None
-        try:
-            while True:
-                if not self.pending:
-                    return True
-                split = split_batch(self.pending.records, self.codec.decode)
-                try:
-                    fresh = [
-                        e for e in split.dlq if (e.topic, e.partition, e.offset) not in dlq_sent
-                    ]
-                    if fresh:
-                        self._send_dlq(fresh)
-                        dlq_sent.update((e.topic, e.partition, e.offset) for e in fresh)
-                    self._hook("after_dlq")
-                    started = time.perf_counter()
-                    results = self._write(split)
-                    COMMIT_SECONDS.labels("db").observe(time.perf_counter() - started)
-                    break
-                except (DlqUnavailable, DatabaseUnavailable) as exc:
-                    failure: BaseException = exc
-                except Exception as exc:
-                    if not db.is_database_error(exc):
-                        raise
-                    failure = exc
-                attempts += 1
-                WRITE_FAILURES.inc()
-                self._drop_connection()
-                delay = next(delays)
-                if in_callback:
-                    if attempts >= 3:
-                        logger.warning("cannot flush during rebalance: %s", failure)
-                        return False
-                    time.sleep(min(delay, 1.0))
-                    continue
-                if not self._paused:
-                    self._pause()
-                now = time.monotonic()
-                if self.stop.is_set():
-                    give_up_at = give_up_at or now + self.settings.shutdown_grace_s
-                    if now >= give_up_at:
-                        logger.warning(
-                            "stopping with the database still failing: %d records left "
-                            "uncommitted (they will be consumed again)",
-                            len(self.pending),
-                        )
-                        return False
-                logger.warning(
-                    "database write failed (%s); partitions paused, nothing committed, "
-                    "retrying in %.1fs (attempt %d)",
-                    _one_line(failure),
-                    delay,
-                    attempts,
-                )
-                self.health.set(False, f"database unavailable: {_one_line(failure)}")
-                self._wait_paused(delay)
-            self._hook("after_db_commit")
-            self._commit(split)
-            self._hook("after_offset_commit")
-            self.pending.clear()
-            self._account(split, results)
-            if self._paused:
-                self._resume()
+    def _flush(self, *, in_callback: bool = False, synchronous: bool = False) -> bool:
+        """Write and commit everything held (and the batch in flight). With ``synchronous``
+        (rebalance callbacks, shutdown) it returns once all is committed; otherwise the held
+        batch is left being written. False when it had to give up (nothing more committed)."""
+        synchronous = synchronous or in_callback
+        if not self._settle(in_callback=in_callback):
+            return False
+        if not self.pending:
             return True
+        split = self.pending.split()
+        self.pending.clear()
+        self.batches += 1
+        batch_no = self.batches
+        if not synchronous and not (split.dlq and self.dlq is not None):
+            self._hook("after_dlq")
+            future = self._writer.submit(self._write, split, batch_no)
+            self._inflight = _Inflight(split, batch_no, future)
+            return True
+        done, results = self._write_until_done(split, batch_no, in_callback=in_callback)
+        if not done:
+            self._abandon(split)
+            return False
+        self._finish(split, results)
+        return True
+
+    def _settle(self, *, in_callback: bool = False) -> bool:
+        """Wait for the batch being written; commit its offsets (or retry it until written)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return True
+        try:
+            results = inflight.future.result()
+        except Exception as exc:
+            if not (isinstance(exc, DatabaseUnavailable) or db.is_database_error(exc)):
+                raise
+            WRITE_FAILURES.inc()
+            self._drop_connection()
+            logger.warning("database write failed (%s); retrying the batch", _one_line(exc))
+            done, results = self._write_until_done(
+                inflight.split, inflight.batch_no, in_callback=in_callback
+            )
+            if not done:
+                self._abandon(inflight.split)
+                return False
+        self._finish(inflight.split, results)
+        return True
+
+    def _finish(self, split: Split, results: Sequence[db.WriteResult]) -> None:
+        self._hook("after_db_commit")
+        self._commit(split)
+        self._hook("after_offset_commit")
+        self._account(split, results)
+        if self._paused:
+            self._resume()
+
+    def _write_until_done(
+        self, split: Split, batch_no: int, *, in_callback: bool
+    ) -> tuple[bool, list[db.WriteResult]]:
+        """Send the batch's DLQ records, write its rows; on failure pause, back off and retry
+        (in a rebalance callback: a few quick attempts). (False, []) means: gave up."""
+        self._flushing = True
+        try:
+            return self._retry_write(split, batch_no, in_callback=in_callback)
         finally:
             self._flushing = False
 
-    def _write(self, split: Split) -> list[db.WriteResult]:
-        if not split.klines and not split.empty_ranges:
+    def _retry_write(
+        self, split: Split, batch_no: int, *, in_callback: bool
+    ) -> tuple[bool, list[db.WriteResult]]:
+        delays = iter(backoff(self.settings.retry_initial_s, self.settings.retry_max_s))
+        dlq_sent = False
+        attempts = 0
+        give_up_at: float | None = None
+        while True:
+            gone = {tp for tp in split.offsets if tp not in self.assigned}
+            if gone:
+                # Revoked meanwhile: their next owner writes them (ours could be older).
+                split = split.without(gone)
+            try:
+                if not dlq_sent and split.dlq:
+                    self._send_dlq(split.dlq)
+                dlq_sent = True
+                self._hook("after_dlq")
+                return True, self._write(split, batch_no)
+            except (DlqUnavailable, DatabaseUnavailable) as exc:
+                failure: BaseException = exc
+            except Exception as exc:
+                if not db.is_database_error(exc):
+                    raise
+                failure = exc
+            attempts += 1
+            WRITE_FAILURES.inc()
+            self._drop_connection()
+            delay = next(delays)
+            if in_callback:
+                if attempts >= 3:
+                    logger.warning("cannot flush during rebalance: %s", failure)
+                    return False, []
+                time.sleep(min(delay, 1.0))
+                continue
+            if not self._paused:
+                self._pause()
+            now = time.monotonic()
+            if self.stop.is_set():
+                give_up_at = give_up_at or now + self.settings.shutdown_grace_s
+                if now >= give_up_at:
+                    logger.warning(
+                        "stopping with the database still failing: %d records left "
+                        "uncommitted (they will be consumed again)",
+                        split.records,
+                    )
+                    return False, []
+            logger.warning(
+                "database write failed (%s); partitions paused, nothing committed, "
+                "retrying in %.1fs (attempt %d)",
+                _one_line(failure),
+                delay,
+                attempts,
+            )
+            self.health.set(False, f"database unavailable: {_one_line(failure)}")
+            self._wait_paused(delay)
+
+    def _abandon(self, split: Split) -> None:
+        """Given up on a batch: rewind the partitions we keep to its first records, so nothing
+        after it is committed over its head; records staged after it are dropped too."""
+        keep = [tp for tp in split.first_offsets if tp in self.assigned]
+        if not keep:
+            return
+        self.pending.drop_partitions(keep)
+        for tp in keep:
+            with contextlib.suppress(KafkaException):
+                self.consumer.seek(TopicPartition(tp[0], tp[1], split.first_offsets[tp]))
+        logger.warning(
+            "rewound partitions %s to their first uncommitted records",
+            ",".join(str(p) for _, p in sorted(keep)),
+        )
+
+    def _write(self, split: Split, batch_no: int) -> list[db.WriteResult]:
+        """One batch's transaction(s); runs on the writer thread, or inline when retrying."""
+        if not split.batch.rows and not split.empty_ranges:
             return []
+        started = time.perf_counter()
         if self._conn is None or self._conn.closed:
             self._conn = self.connect()
         conn = self._conn
         hook = self.hook
-        batch_no = self.batches
 
         def before_commit() -> None:
             if hook is not None:
                 hook("before_db_commit", batch_no)
 
-        def write(klines: Sequence[Kline], ranges: Sequence[EmptyRange]) -> db.WriteResult:
-            return db.write_batch(
+        def write(batch: CandleBatch, ranges: Sequence[EmptyRange]) -> db.WriteResult:
+            return db.write_rows(
                 conn,
-                klines,
+                batch,
                 ranges,
                 max_tuples_decompressed=self.settings.max_tuples_decompressed,
                 before_commit=before_commit,
             )
 
-        return write_within_limit(write, split.klines, split.empty_ranges, db.is_limit_exceeded)
+        results = write_within_limit(write, split.batch, split.empty_ranges, db.is_limit_exceeded)
+        COMMIT_SECONDS.labels("db").observe(time.perf_counter() - started)
+        return results
 
     def _send_dlq(self, entries: Sequence[DlqEntry]) -> None:
         for e in entries:
@@ -425,9 +538,9 @@ class SinkLoop:
             DLQ_RECORDS.labels(entry.error_class).inc()
         BATCH_RECORDS.observe(split.records)
         now_s = time.time()
-        for k in split.newest:
-            CLOSE_TO_COMMIT.observe(max(0.0, now_s - (k.close_time + 1) / 1000))
-            INGEST_TO_COMMIT.observe(max(0.0, now_s - k.ingested_at / 1000))
+        for closed_at, ingested_at in split.newest:
+            CLOSE_TO_COMMIT.observe(max(0.0, now_s - (closed_at + 1) / 1000))
+            INGEST_TO_COMMIT.observe(max(0.0, now_s - ingested_at / 1000))
         self._update_lag()
         self.health.set(True, "consuming")
         if self.on_flush is not None:
@@ -516,7 +629,9 @@ class SinkLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[Any]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        held = sum(1 for r in self.pending.records if (r.topic(), r.partition()) in revoked)
+        held = self.pending.held(revoked)
+        if self._inflight is not None and revoked & set(self._inflight.split.offsets):
+            held += 1  # the batch being written covers them: commit it while we own them
         if held and not self._flushing and not self._closing:
             logger.info("partitions revoked: flushing %d held records first", len(self.pending))
             if not self._flush(in_callback=True):
@@ -548,6 +663,11 @@ class SinkLoop:
 
     def _close(self) -> None:
         self._closing = True
+        if self._inflight is not None:  # an exception left a batch being written
+            with contextlib.suppress(Exception):
+                self._inflight.future.result(timeout=60)
+            self._inflight = None
+        self._writer.shutdown(wait=True)
         try:
             self.consumer.close()
         except Exception as exc:  # a consumer already failed fatally

@@ -16,8 +16,13 @@ Design
   (10^-quantityPrecision), quote volumes integer units of 10^-(pp+qp); all sums are exact, so a
   higher interval is exactly the aggregate of its 1m candles and decimal strings never drift.
 * Work is vectorised per UTC day (1440 minutes) with numpy and cached: a day block costs
-  ~0.1 ms, every interval up to 12h divides a day, and 1d/3d/1w/1M aggregate cached day
+  ~0.6 ms of CPU, every interval up to 12h divides a day, and 1d/3d/1w/1M aggregate cached day
   summaries.
+* Wire text is formatted by whole columns (:func:`format_rows`: 4-digit word tables, one
+  gather, one pass dropping padding), never per value. REST pages of intervals up to 1d are
+  slices of cached formatted days (:meth:`Market.day_rows`, bounded in bytes), so a backfill
+  that pages through a day in several requests formats each row once; only the still-open
+  candle is formatted per request.
 * Candles that do not exist (before onboarding, after delisting, inside maintenance windows)
   are described by an :class:`Availability`; higher intervals aggregate only existing 1m
   candles, and a higher candle with no existing 1m candle does not exist.
@@ -147,12 +152,22 @@ def _mix_scalar(x: int) -> int:
     return x ^ (x >> 31)
 
 
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
 def _mix(x: U64) -> U64:
     # Array arithmetic on uint64 wraps modulo 2^64 silently, which is what splitmix64 needs.
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    # In place on one fresh array: the same values with fewer temporaries.
+    x = x + _GAMMA
+    x ^= x >> _S30
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    return x
 
 
 def _salt(seed: int, tag: int) -> int:
@@ -415,12 +430,28 @@ V = TypeVar("V")
 
 
 class LruCache(Generic[K, V]):
-    """A small thread-safe LRU (the market is shared by the server loop and test threads)."""
+    """A small thread-safe LRU (the market is shared by the server loop and test threads).
 
-    def __init__(self, size: int) -> None:
+    Bounded by entry count and, with ``weigh``, by the summed weight of the entries (bytes):
+    the least recently used entries go first.
+    """
+
+    def __init__(
+        self, size: int, weigh: Callable[[V], int] | None = None, max_weight: int = 0
+    ) -> None:
         self._size = size
+        self._weigh = weigh
+        self._max_weight = max_weight
+        self._weight = 0
         self._data: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def weight(self) -> int:
+        return self._weight
+
+    def __len__(self) -> int:
+        return len(self._data)
 
     def get_or_make(self, key: K, make: Callable[[], V]) -> V:
         with self._lock:
@@ -429,10 +460,20 @@ class LruCache(Generic[K, V]):
                 self._data.move_to_end(key)
                 return found
         value = make()  # outside the lock: two threads may both compute; results are equal
+        weight = self._weigh(value) if self._weigh is not None else 0
         with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None and self._weigh is not None:
+                self._weight -= self._weigh(old)
             self._data[key] = value
-            if len(self._data) > self._size:
-                self._data.popitem(last=False)
+            self._weight += weight
+            while len(self._data) > 1 and (
+                len(self._data) > self._size
+                or (self._weigh is not None and self._weight > self._max_weight)
+            ):
+                _, dropped = self._data.popitem(last=False)
+                if self._weigh is not None:
+                    self._weight -= self._weigh(dropped)
         return value
 
 
@@ -470,6 +511,34 @@ class DayBlock:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DayRows:
+    """Final candles of one interval that open during one UTC day, as REST JSON rows.
+
+    ``body`` holds the rows back to back, each ``[...],``; row ``i`` opens at ``opens[i]`` and
+    ends (exclusive) at ``ends[i]``.
+    """
+
+    opens: I64
+    body: bytes
+    ends: I64
+
+    def weight(self) -> int:
+        return len(self.body) + self.opens.nbytes + self.ends.nbytes + 200
+
+    def __len__(self) -> int:
+        return len(self.opens)
+
+    def span(self, i: int, j: int) -> memoryview:
+        """Rows ``i`` to ``j`` (exclusive), each with its trailing comma."""
+        a = int(self.ends[i - 1]) if i else 0
+        return memoryview(self.body)[a : int(self.ends[j - 1])]
+
+
+_NO_ROWS = DayRows(np.zeros(0, dtype=np.int64), b"", np.zeros(0, dtype=np.int64))
+_ROW_END = ord("]")  # each row ends with "],"
+
+
 # ---------------------------------------------------------------------------------------------
 # The market
 # ---------------------------------------------------------------------------------------------
@@ -480,7 +549,12 @@ class Market:
     their arguments (the caches only save work)."""
 
     def __init__(
-        self, symbols: Sequence[SymbolSpec], day_cache: int = 256, summary_cache: int = 200_000
+        self,
+        symbols: Sequence[SymbolSpec],
+        day_cache: int = 256,
+        summary_cache: int = 200_000,
+        rows_cache_entries: int = 4096,
+        rows_cache_bytes: int = 32 << 20,
     ) -> None:
         self.symbols: dict[str, SymbolSpec] = {s.symbol: s for s in symbols}
         if len(self.symbols) != len(symbols):
@@ -490,6 +564,10 @@ class Market:
         # Final 1m bars of recent minutes: every interval of a symbol streams from the same ones.
         self._minutes: LruCache[tuple[str, int], tuple[Bar, bool]] = LruCache(16384)
         self._salts: dict[str, dict[int, int]] = {}
+        # Formatted REST rows per (symbol, interval, day, availability), bounded in bytes.
+        self._rows: LruCache[tuple[str, str, int, Availability], DayRows] = LruCache(
+            rows_cache_entries, DayRows.weight, rows_cache_bytes
+        )
 
     # -- 1m generation ------------------------------------------------------------------------
 
@@ -524,8 +602,17 @@ class Market:
                 continue
             frac = (minutes - knot * period).astype(np.float64) / period
             smooth = frac * frac * (3.0 - 2.0 * frac)
-            v0 = 2.0 * _uniform(salt, knot) - 1.0
-            v1 = 2.0 * _uniform(salt, knot + 1) - 1.0
+            # Hash each knot once (a day spans few of them), then spread: same values.
+            k0 = int(knot[0]) if len(knot) else 0
+            k1 = int(knot[-1]) + 2 if len(knot) else 0
+            if len(knot) and k1 - k0 < len(knot) and int(knot.min()) == k0:
+                values = 2.0 * _uniform(salt, np.arange(k0, k1, dtype=np.int64)) - 1.0
+                at = knot - k0
+                v0 = values[at]
+                v1 = values[at + 1]
+            else:
+                v0 = 2.0 * _uniform(salt, knot) - 1.0
+                v1 = 2.0 * _uniform(salt, knot + 1) - 1.0
             acc += amp * (v0 + (v1 - v0) * smooth)
         return acc
 
@@ -671,36 +758,58 @@ class Market:
         self, spec: SymbolSpec, interval: str, day: int, avail: Availability
     ) -> KlineColumns:
         """All final candles of an interval <= 1d that open during ``day`` (existing only)."""
+        found = self._day_arrays(spec, interval, day, avail)
+        if found is None:
+            return KlineColumns.empty(interval)
+        opens, values = found
+        return KlineColumns(interval, opens.tolist(), *(v.tolist() for v in values))
+
+    def _day_arrays(
+        self, spec: SymbolSpec, interval: str, day: int, avail: Availability
+    ) -> tuple[I64, list[I64]] | None:
+        """``_day_columns`` as numpy: open times and the 11 value columns of :class:`Bar`
+        (open … taker_quote, first_id, last_id); None when no candle exists that day."""
         k = interval_ms(interval) // MINUTE_MS
         lo = day * MINUTES_PER_DAY
         cover = avail.span_mask(lo, lo + MINUTES_PER_DAY)
-        out = KlineColumns.empty(interval)
         if cover is False:
-            return out
+            return None
         block = self.day_block(spec, day)
         groups = MINUTES_PER_DAY // k
         opens = (lo + np.arange(groups, dtype=np.int64) * k) * MINUTE_MS
         if k == 1:
-            keep: Mask = np.ones(MINUTES_PER_DAY, dtype=np.bool_) if cover is True else cover
+            if cover is True:
+                n = block.trades
+                f = block.first_id
+                return opens, [
+                    block.open,
+                    block.high,
+                    block.low,
+                    block.close,
+                    block.volume,
+                    block.quote,
+                    n,
+                    block.taker_base,
+                    block.taker_quote,
+                    f,
+                    f + n - 1,
+                ]
+            keep: Mask = cover
             n = block.trades[keep]
             f = block.first_id[keep]
-            return _columns(
-                interval,
-                opens[keep],
+            return opens[keep], [
                 block.open[keep],
                 block.high[keep],
                 block.low[keep],
                 block.close[keep],
-                [
-                    block.volume[keep],
-                    block.quote[keep],
-                    n,
-                    block.taker_base[keep],
-                    block.taker_quote[keep],
-                ],
+                block.volume[keep],
+                block.quote[keep],
+                n,
+                block.taker_base[keep],
+                block.taker_quote[keep],
                 f,
                 f + n - 1,
-            )
+            ]
         last_ids = block.first_id + block.trades - 1
         if cover is True:
             shape = (groups, k)
@@ -708,13 +817,13 @@ class Market:
             c = block.close.reshape(shape)[:, -1]
             h = block.high.reshape(shape).max(axis=1)
             lw = block.low.reshape(shape).min(axis=1)
-            sums = [
+            volume, quote, trades, taker_base, taker_quote = (
                 getattr(block, name).reshape(shape).sum(axis=1)
                 for name in ("volume", "quote", "trades", "taker_base", "taker_quote")
-            ]
+            )
             f = block.first_id.reshape(shape)[:, 0]
             last = last_ids.reshape(shape)[:, -1]
-            return _columns(interval, opens, o, h, lw, c, sums, f, last)
+            return opens, [o, h, lw, c, volume, quote, trades, taker_base, taker_quote, f, last]
         m2 = cover.reshape(groups, k)
         exists = m2.any(axis=1)
         first_idx = np.argmax(m2, axis=1)
@@ -731,17 +840,22 @@ class Market:
         ]
         f = block.first_id.reshape(shape)[rows, first_idx]
         last = last_ids.reshape(shape)[rows, last_idx]
-        return _columns(
-            interval,
-            opens[exists],
-            o[exists],
-            h[exists],
-            lw[exists],
-            c[exists],
-            [s[exists] for s in sums],
-            f[exists],
-            last[exists],
-        )
+        return opens[exists], [x[exists] for x in (o, h, lw, c, *sums, f, last)]
+
+    def day_rows(self, spec: SymbolSpec, interval: str, day: int, avail: Availability) -> DayRows:
+        """The REST JSON rows of ``_day_columns`` (cached: a backfill pages through a day
+        in several requests, and every row is formatted once)."""
+
+        def make() -> DayRows:
+            found = self._day_arrays(spec, interval, day, avail)
+            if found is None:
+                return _NO_ROWS
+            opens, values = found
+            body = format_rows(spec, interval, opens, values[:9], csv=False)
+            ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == _ROW_END) + 2
+            return DayRows(opens, body, ends)
+
+        return self._rows.get_or_make((spec.symbol, interval, day, avail), make)
 
     # -- candles -------------------------------------------------------------------------------
 
@@ -915,6 +1029,111 @@ class Market:
             out.extend(chunk)
         return out.slice(max(0, len(out) - limit), len(out))
 
+    def select_json(
+        self,
+        spec: SymbolSpec,
+        interval: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int,
+        avail: Availability,
+        now_ms: int,
+    ) -> bytes:
+        """``rest_rows_json(spec, select(...))`` as bytes, built from cached formatted days.
+
+        Same rows, same bytes: closed candles come from :meth:`day_rows` (formatted once per
+        day, sliced per page); the still-open candle is formatted per request.
+        """
+        if not (is_fixed(interval) and interval_ms(interval) <= DAY_MS):
+            cols = self.select(spec, interval, start_ms, end_ms, limit, avail, now_ms)
+            return rest_rows_json(spec, cols).encode("ascii")
+        current_open = align_open(interval, now_ms)
+        hi = current_open if end_ms is None else min(end_ms, current_open)
+        floor_open = align_open(interval, avail.first_minute * MINUTE_MS)
+        if avail.end_minute is not None:
+            hi = min(hi, avail.end_minute * MINUTE_MS - 1)
+        lo = floor_open if start_ms is None else max(start_ms, floor_open)
+        if hi < lo:
+            return b"[]"
+        closed_hi = min(hi, current_open - 1)
+
+        def current_row() -> bytes:
+            """The still-open candle's row when it is in range (else empty)."""
+            if not lo <= current_open <= hi:
+                return b""
+            bar = self.current_bar(spec, interval, now_ms, avail)
+            if bar is None:
+                return b""
+            cols = KlineColumns.empty(interval)
+            cols.append(bar[0], bar[1])
+            return _formatted_rows(spec, cols, csv=False)
+
+        parts: list[bytes | memoryview] = []
+        count = 0
+        if start_ms is not None:
+            day = lo // DAY_MS
+            while count < limit and closed_hi >= lo and day <= closed_hi // DAY_MS:
+                rows = self.day_rows(spec, interval, day, avail)
+                day += 1
+                if not len(rows):
+                    continue
+                i = int(np.searchsorted(rows.opens, lo, side="left"))
+                j = int(np.searchsorted(rows.opens, closed_hi, side="right"))
+                j = min(j, i + limit - count)
+                if j > i:
+                    parts.append(rows.span(i, j))
+                    count += j - i
+            if count < limit:
+                current = current_row()
+                if current:
+                    parts.append(current)
+        else:
+            tail: list[bytes | memoryview] = []
+            current = current_row()
+            if current:
+                tail.append(current)
+                count = 1
+            day = closed_hi // DAY_MS
+            while count < limit and closed_hi >= lo and day >= lo // DAY_MS:
+                rows = self.day_rows(spec, interval, day, avail)
+                day -= 1
+                if not len(rows):
+                    continue
+                i = int(np.searchsorted(rows.opens, lo, side="left"))
+                j = int(np.searchsorted(rows.opens, closed_hi, side="right"))
+                i = max(i, j - (limit - count))
+                if j > i:
+                    tail.append(rows.span(i, j))
+                    count += j - i
+            parts = tail[::-1]
+        if not parts:
+            return b"[]"
+        body = b"".join(parts)
+        return b"[" + body[:-1] + b"]"
+
+    def closed_csv(
+        self, spec: SymbolSpec, interval: str, first_open: int, last_open: int, avail: Availability
+    ) -> bytes:
+        """``csv_bytes(spec, closed_klines(...))`` (archive files), without per-row Python."""
+        if not (is_fixed(interval) and interval_ms(interval) <= DAY_MS):
+            return csv_bytes(spec, self.closed_klines(spec, interval, first_open, last_open, avail))
+        opens: list[I64] = []
+        values: list[list[I64]] = []
+        for day in range(first_open // DAY_MS, last_open // DAY_MS + 1):
+            found = self._day_arrays(spec, interval, day, avail)
+            if found is None:
+                continue
+            day_opens, day_values = found
+            i = int(np.searchsorted(day_opens, first_open, side="left"))
+            j = int(np.searchsorted(day_opens, last_open, side="right"))
+            if j > i:
+                opens.append(day_opens[i:j])
+                values.append([v[i:j] for v in day_values[:9]])
+        if not opens:
+            return b""
+        columns = [np.concatenate(col) for col in zip(*values, strict=True)]
+        return format_rows(spec, interval, np.concatenate(opens), columns, csv=True)
+
 
 class FormingCandle:
     """Running aggregate of the closed minutes of one candle, advanced minute by minute.
@@ -954,35 +1173,6 @@ class FormingCandle:
                 self.bar = merge_bars(self.bar, market.minute_bar(spec, self.minute)[0])
             self.minute += 1
         return self.bar
-
-
-def _columns(
-    interval: str,
-    opens: I64,
-    o: I64,
-    h: I64,
-    lw: I64,
-    c: I64,
-    sums: list[I64],
-    first: I64,
-    last: I64,
-) -> KlineColumns:
-    volume, quote, trades, taker_base, taker_quote = (x.tolist() for x in sums)
-    return KlineColumns(
-        interval,
-        opens.tolist(),
-        o.tolist(),
-        h.tolist(),
-        lw.tolist(),
-        c.tolist(),
-        volume,
-        quote,
-        trades,
-        taker_base,
-        taker_quote,
-        first.tolist(),
-        last.tolist(),
-    )
 
 
 def _window_ms(interval: str, limit: int) -> int:
@@ -1059,80 +1249,221 @@ class Formatters:
         )
 
 
-_POW10 = np.array([10**k for k in range(1, 19)], dtype=np.int64)
 _U8 = npt.NDArray[np.uint8]
+_U32 = npt.NDArray[np.uint32]
+_IDX = npt.NDArray[np.intp]
 
 
-def _digits_matrix(values: I64, decimals: int, quoted: bool) -> _U8:
-    """Right-aligned ASCII of fixed-point numbers, one row per value; 0 bytes are padding.
+def _digit_table() -> _U32:
+    """Four ASCII digits of 0..9999 as one uint32 word, in five variants of 10,000 entries.
 
-    Vectorised: one divmod per digit position for the whole column, instead of a Python
-    format call per value (a monthly 1m archive has 44,640 rows × 8 decimals).
+    Variant ``k`` keeps at least the last ``k`` digits and every significant one; the other
+    leading zeros become 0 bytes (removed when rows are packed). Variant 4 is the full
+    zero-padded chunk, 1 is "the integer part's last chunk" (``0`` → ``"0"``), 0 is a higher
+    chunk with nothing above it (``0`` → nothing).
     """
-    n = len(values)
-    digits = np.maximum(np.searchsorted(_POW10, values, side="right") + 1, decimals + 1)
-    max_digits = int(digits.max()) if n else decimals + 1
-    q = 1 if quoted else 0
-    width = max_digits + (1 if decimals else 0) + 2 * q
-    out = np.zeros((n, width), dtype=np.uint8)
-    rest = values.copy()
-    col = width - 1 - q
-    for j in range(max_digits):
-        if decimals and j == decimals:
-            out[:, col] = 46  # "." — every value has at least one integer digit
-            col -= 1
-        rest, digit = np.divmod(rest, 10)
-        out[:, col] = np.where(j < digits, digit + 48, 0)
-        col -= 1
-    if quoted:
-        out[:, -1] = 34
-        first = width - q - digits - (1 if decimals else 0)
-        out[np.arange(n), first - 1] = 34
-    return out
+    r = np.arange(10_000, dtype=np.int64)
+    chars = np.stack([r // 1000 % 10, r // 100 % 10, r // 10 % 10, r % 10], axis=1) + 48
+    significant = np.zeros(10_000, dtype=np.int64)
+    for k in range(1, 5):
+        significant[r >= 10 ** (k - 1)] = k
+    position = np.arange(4)[None, :]  # 0 = most significant byte of the chunk
+    variants = []
+    for keep in range(5):
+        shown = position >= 4 - np.maximum(significant, keep)[:, None]
+        variants.append(np.where(shown, chars, 0).astype(np.uint8))
+    return np.ascontiguousarray(np.concatenate(variants)).view(np.uint32).ravel()
 
 
-def _literal(n: int, text: str) -> _U8:
-    return np.tile(np.frombuffer(text.encode("ascii"), dtype=np.uint8), (n, 1))
+_DIGITS = _digit_table()
+_CHUNK = 10_000
+_FULL = 4 * _CHUNK
 
 
-def _int_column(values: list[int]) -> I64:
-    return np.array(values, dtype=np.int64)
+def _words(text: str) -> list[int]:
+    """``text`` as uint32 words (native order), zero-padded at the front."""
+    raw = text.encode("ascii")
+    raw = b"\0" * (-len(raw) % 4) + raw
+    return [int(w) for w in np.frombuffer(raw, dtype=np.uint32)]
+
+
+class _RowFormat:
+    """Fixed-point rows as ASCII, vectorised over the rows of a batch.
+
+    A row is literal text and numbers; a number is its integer part in 4-digit chunks (leading
+    zeros become 0 bytes), then ``.`` and its ``decimals`` fraction digits. Every piece is one
+    uint32 word, so a batch is one index matrix, one gather from ``_DIGITS`` + literal words,
+    and one pass that drops the 0 bytes: under 1 µs of CPU per 12-column row, instead of a Python
+    format call per value.
+    """
+
+    def __init__(self, decimals: Sequence[int], quoted: Sequence[bool], csv: bool) -> None:
+        self.decimals = tuple(decimals)
+        # The text around the numbers: before field 0, between fields, after the last.
+        gaps: list[str] = []
+        text = "" if csv else "["
+        for q in quoted:
+            gaps.append(text + ('"' if q else ""))
+            text = ('"' if q else "") + ","
+        gaps.append(text + ("0\n" if csv else '"0"],'))
+        literals = sorted({w for g in [*gaps, "."] for w in _words(g)})
+        self.table: _U32 = np.concatenate([_DIGITS, np.array(literals, dtype=np.uint32)])
+        slot = {w: len(_DIGITS) + i for i, w in enumerate(literals)}
+        self.gap_slots = [[slot[w] for w in _words(g)] for g in gaps]
+        self.point_slot = slot[_words(".")[0]]
+        self._plans: dict[tuple[int, ...], tuple[int, _IDX, _IDX, list[int]]] = {}
+
+    def _plan(self, whole_chunks: tuple[int, ...]) -> tuple[int, _IDX, _IDX, list[int]]:
+        """Word layout of a row: width, literal columns and slots, first column per field."""
+        plan = self._plans.get(whole_chunks)
+        if plan is None:
+            lit_cols: list[int] = []
+            lit_slots: list[int] = []
+            starts: list[int] = []
+            col = 0
+
+            def literal(slots: list[int]) -> None:
+                nonlocal col
+                for s in slots:
+                    lit_cols.append(col)
+                    lit_slots.append(s)
+                    col += 1
+
+            for f, k in enumerate(whole_chunks):
+                literal(self.gap_slots[f])
+                starts.append(col)
+                col += k
+                d = self.decimals[f]
+                if d:
+                    literal([self.point_slot])
+                    col += -(-d // 4)
+            literal(self.gap_slots[-1])
+            plan = (
+                col,
+                np.array(lit_cols, dtype=np.intp),
+                np.array(lit_slots, dtype=np.intp),
+                starts,
+            )
+            self._plans[whole_chunks] = plan
+        return plan
+
+    def format(self, columns: Sequence[I64]) -> bytes:
+        """Rows of non-negative integer columns (one per field), each row terminated."""
+        n = len(columns[0])
+        if n == 0:
+            return b""
+        wholes: list[I64] = []
+        fracs: list[I64 | None] = []
+        chunks: list[int] = []
+        for values, d in zip(columns, self.decimals, strict=True):
+            if d:
+                whole = values // (10**d)
+                fracs.append(values - whole * (10**d))
+            else:
+                whole = values
+                fracs.append(None)
+            wholes.append(whole)
+            chunks.append(max(1, -(-len(str(int(whole.max()))) // 4)))
+        width, lit_cols, lit_slots, starts = self._plan(tuple(chunks))
+        # Word-major while building (contiguous stores), row-major when gathered.
+        idx = np.empty((width, n), dtype=np.int32)
+        idx[lit_cols] = lit_slots[:, None]
+        for f, d in enumerate(self.decimals):
+            col = starts[f] + chunks[f] - 1  # least significant whole chunk
+            rest = wholes[f]
+            for j in range(chunks[f]):
+                if j == chunks[f] - 1:
+                    # the top chunk: nothing above it, strip its leading zeros
+                    np.add(rest, _CHUNK if j == 0 else 0, out=idx[col], casting="unsafe")
+                    break
+                above = rest // _CHUNK
+                low = rest - above * _CHUNK
+                np.add(
+                    low,
+                    np.where(above == 0, _CHUNK if j == 0 else 0, _FULL),
+                    out=idx[col],
+                    casting="unsafe",
+                )
+                rest = above
+                col -= 1
+            frac = fracs[f]
+            if frac is None:
+                continue
+            words = -(-d // 4)
+            col = starts[f] + chunks[f] + words  # last fraction word (after the point)
+            for j in range(words):
+                if j == words - 1:
+                    np.add(frac, (d - 4 * j) * _CHUNK, out=idx[col], casting="unsafe")
+                    break
+                above = frac // _CHUNK
+                np.add(frac - above * _CHUNK, _FULL, out=idx[col], casting="unsafe")
+                frac = above
+                col -= 1
+        packed: bytes = self.table.take(idx.T).tobytes().translate(None, b"\0")
+        return packed
+
+
+_ROW_FORMATS: dict[tuple[int, int, bool], _RowFormat] = {}
+# Rows per batch: keeps the index matrix and the byte pass inside the CPU caches.
+_FORMAT_BATCH = 4096
+
+
+def _row_format(spec: SymbolSpec, csv: bool) -> _RowFormat:
+    key = (spec.price_precision, spec.quantity_precision, csv)
+    found = _ROW_FORMATS.get(key)
+    if found is None:
+        pp, qp, up = spec.price_precision, spec.quantity_precision, spec.quote_precision
+        decimals = (0, pp, pp, pp, pp, qp, 0, up, 0, qp, up)
+        quoted = [False] + [not csv] * 5 + [False, not csv, False, not csv, not csv]
+        found = _ROW_FORMATS.setdefault(key, _RowFormat(decimals, quoted, csv))
+    return found
+
+
+def format_rows(
+    spec: SymbolSpec, interval: str, opens: I64, values: Sequence[I64], csv: bool
+) -> bytes:
+    """Rows as ASCII: CSV lines (``\n``-terminated) or JSON arrays (``,``-terminated).
+
+    ``values``: open, high, low, close, volume, quote, trades, taker_base, taker_quote in
+    integer units (see :class:`Bar`), one array per column, aligned with ``opens``.
+    """
+    n = len(opens)
+    if n == 0:
+        return b""
+    if is_fixed(interval):
+        closes = opens + (interval_ms(interval) - 1)
+    else:
+        closes = np.array([close_time(interval, int(t)) for t in opens], dtype=np.int64)
+    o, h, lw, c, v, q, t, tb, tq = values
+    fields = (opens, o, h, lw, c, v, closes, q, t, tb, tq)
+    fmt = _row_format(spec, csv)
+    if n <= _FORMAT_BATCH:
+        return fmt.format(fields)
+    return b"".join(
+        fmt.format([x[i : i + _FORMAT_BATCH] for x in fields]) for i in range(0, n, _FORMAT_BATCH)
+    )
 
 
 def _formatted_rows(spec: SymbolSpec, cols: KlineColumns, csv: bool) -> bytes:
-    """All rows as ASCII: CSV lines (``\n``-terminated) or JSON arrays (``,``-terminated)."""
-    n = len(cols)
-    if n == 0:
+    """All rows of ``cols`` as ASCII (see :func:`format_rows`)."""
+    if not len(cols):
         return b""
-    pp, qp, up = spec.price_precision, spec.quantity_precision, spec.quote_precision
-    quoted = not csv
-    opens = _int_column(cols.open_time)
-    ivl = cols.interval
-    if is_fixed(ivl):
-        closes = opens + (interval_ms(ivl) - 1)
-    else:
-        closes = np.array([close_time(ivl, t) for t in cols.open_time], dtype=np.int64)
-    fields: list[tuple[I64, int, bool]] = [
-        (opens, 0, False),
-        (_int_column(cols.open), pp, quoted),
-        (_int_column(cols.high), pp, quoted),
-        (_int_column(cols.low), pp, quoted),
-        (_int_column(cols.close), pp, quoted),
-        (_int_column(cols.volume), qp, quoted),
-        (closes, 0, False),
-        (_int_column(cols.quote), up, quoted),
-        (_int_column(cols.trades), 0, False),
-        (_int_column(cols.taker_base), qp, quoted),
-        (_int_column(cols.taker_quote), up, quoted),
+    values = [
+        np.array(x, dtype=np.int64)
+        for x in (
+            cols.open,
+            cols.high,
+            cols.low,
+            cols.close,
+            cols.volume,
+            cols.quote,
+            cols.trades,
+            cols.taker_base,
+            cols.taker_quote,
+        )
     ]
-    parts: list[_U8] = [] if csv else [_literal(n, "[")]
-    for values, decimals, quote in fields:
-        parts.append(_digits_matrix(values, decimals, quote))
-        parts.append(_literal(n, ","))
-    parts.append(_literal(n, "0\n" if csv else '"0"],'))
-    flat = np.hstack(parts).ravel()
-    packed: bytes = flat[flat != 0].tobytes()
-    return packed
+    opens = np.array(cols.open_time, dtype=np.int64)
+    return format_rows(spec, cols.interval, opens, values, csv)
 
 
 def rest_rows_json(spec: SymbolSpec, cols: KlineColumns) -> str:

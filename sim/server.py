@@ -50,7 +50,6 @@ from sim.market import (
     LruCache,
     Market,
     SymbolSpec,
-    csv_bytes,
     rest_rows_json,
     stable_fraction,
     stable_string_key,
@@ -126,6 +125,13 @@ class Stats:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+ARCHIVE_CACHE_BYTES = 64 << 20
+
+
+def _archive_weight(built: BuiltArchive) -> int:
+    return len(built.zip_bytes) + 300
+
+
 class SimState:
     """The mutable state of one running simulator. Owned by its event loop; the clock and the
     market are thread-safe and may be read from other threads."""
@@ -146,7 +152,11 @@ class SimState:
         self._faults = config.faults
         self._avail: dict[str, Availability] = {}
         self._five_xx_turn = 0
-        self.archives: LruCache[tuple[str, Availability], BuiltArchive] = LruCache(24)
+        # Built zips (a file is immutable once published): the CHECKSUM and the zip, and
+        # retries, cost one build. Bounded in bytes (monthly 1m zips are ~2 MB).
+        self.archives: LruCache[tuple[str, Availability], BuiltArchive] = LruCache(
+            4096, _archive_weight, ARCHIVE_CACHE_BYTES
+        )
         self.connections: set[Connection] = set()
 
     @property
@@ -438,15 +448,13 @@ async def handle_klines(request: web.Request) -> web.Response:
     now = state.clock.now_ms()
     avail = state.availability(spec)
 
-    def page() -> str:
-        return rest_rows_json(
-            spec, state.market.select(spec, interval, start, end, limit, avail, now)
-        )
+    def page() -> bytes:
+        return state.market.select_json(spec, interval, start, end, limit, avail, now)
 
     # Pages are built off the event loop so that a backfill hammering REST does not hold up
     # WebSocket close frames (the market is thread-safe).
-    text = await asyncio.get_running_loop().run_in_executor(None, page)
-    return web.Response(text=text, content_type="application/json")
+    body = await asyncio.get_running_loop().run_in_executor(None, page)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,12 +482,10 @@ async def handle_archive(request: web.Request) -> web.Response:
     cache_key = (file.zip_name, avail)
 
     def make() -> BuiltArchive:
-        cols = state.market.closed_klines(
-            spec, file.interval, file.start_ms, file.end_ms - 1, avail
-        )
-        if not len(cols):
+        body = state.market.closed_csv(spec, file.interval, file.start_ms, file.end_ms - 1, avail)
+        if not body:
             return _NO_FILE  # a period without any candle (before listing, after settlement)
-        return build_zip(file, csv_bytes(spec, cols))
+        return build_zip(file, body)
 
     built = await asyncio.get_running_loop().run_in_executor(
         None, state.archives.get_or_make, cache_key, make

@@ -6,9 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from qryptify.kline import Kline
 from qryptify.pairs import close_time
+
+# Timings are never asserted: a property example that runs slowly on a loaded CI machine is
+# not a failure (hypothesis' default 200 ms deadline would make it one).
+settings.register_profile("qryptify", deadline=None)
+settings.load_profile("qryptify")
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 

@@ -7,10 +7,20 @@ Ranges are ``(start, end)`` of open times, start inclusive and end exclusive, on
 
 from __future__ import annotations
 
+import operator
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 from qryptify.kline import Kline
-from qryptify.pairs import DAY_MS, align_open, ceil_open, count_opens, next_open
+from qryptify.pairs import (
+    DAY_MS,
+    align_open,
+    ceil_open,
+    count_opens,
+    interval_ms,
+    is_fixed,
+    next_open,
+)
 
 Range = tuple[int, int]
 
@@ -63,7 +73,27 @@ def subtract(holes: Sequence[Range], covered: Sequence[Range], interval: str) ->
 
 def missing_runs(interval: str, start_ms: int, end_ms: int, opens: Iterable[int]) -> list[Range]:
     """Contiguous runs of grid slots in ``[start_ms, end_ms)`` absent from ``opens``."""
-    return find_gaps(sorted(opens), interval, start_ms, end_ms)
+    ordered = sorted(opens)
+    if _grid_run(interval, ordered):
+        # An unbroken run of grid slots (an archive file as published): holes can only be
+        # before and after it, so skip find_gaps' per-candle walk (same answer).
+        expected = ceil_open(interval, start_ms)
+        inside = ordered[bisect_left(ordered, expected) : bisect_left(ordered, end_ms)]
+        if inside:
+            holes = [(expected, inside[0])] if inside[0] > expected else []
+            after = next_open(interval, inside[-1])
+            if after < end_ms:
+                holes.append((after, ceil_open(interval, end_ms)))
+            return holes
+    return find_gaps(ordered, interval, start_ms, end_ms)
+
+
+def _grid_run(interval: str, ordered: list[int]) -> bool:
+    """True when ``ordered`` is consecutive slots of a fixed interval's grid."""
+    if not ordered or not is_fixed(interval) or align_open(interval, ordered[0]) != ordered[0]:
+        return False
+    step = interval_ms(interval)
+    return ordered == list(range(ordered[0], ordered[0] + step * len(ordered), step))
 
 
 def day_shortfalls(
@@ -72,10 +102,19 @@ def day_shortfalls(
     """Per UTC day of ``[start_ms, end_ms)``: ``(day, expected, found)`` for every day whose
     row count differs from the grid's (an archive file's per-day check)."""
     found: dict[int, int] = {}
-    for t in opens:
-        if start_ms <= t < end_ms:
-            day = t - t % DAY_MS
-            found[day] = found.get(day, 0) + 1
+    times = opens if isinstance(opens, list) else list(opens)
+    ascending = all(map(operator.le, times, times[1:]))
+    day = start_ms - start_ms % DAY_MS
+    if ascending:  # an archive file's rows: count each day by bisection, not row by row
+        while day < end_ms:
+            lo = bisect_left(times, max(day, start_ms))
+            found[day] = bisect_left(times, min(day + DAY_MS, end_ms)) - lo
+            day += DAY_MS
+    else:
+        for t in times:
+            if start_ms <= t < end_ms:
+                day = t - t % DAY_MS
+                found[day] = found.get(day, 0) + 1
     short: list[tuple[int, int, int]] = []
     day = start_ms - start_ms % DAY_MS
     while day < end_ms:

@@ -19,6 +19,7 @@ import logging
 import sys
 import threading
 import time
+from bisect import bisect_left
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from prometheus_client import Counter, Gauge
 from tqdm import tqdm
 
 from qryptify import db
+from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest, ExchangeInfo, SymbolInfo
 from qryptify.config import Config
@@ -63,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "backfiller"
 PUBLISH_CHUNK = 5_000  # events published between yields to the event loop
+#: Candles of a unit kept for the recheck (``backfill.recheck_recent`` is at most this).
+RECENT_KEPT = 1_500
 COMMIT_EVERY_S = 0.5
 PROGRESS_EVERY_S = 10.0
 
@@ -84,22 +88,53 @@ BEHIND = Gauge(
 
 @dataclass(slots=True)
 class UnitResult:
-    """What one unit produced; ``klines`` ascending by open time."""
+    """What one unit produced: REST ``klines`` ascending by open time, archive rows already
+    encoded (``archive``, each block ascending), confirmed empty ranges."""
 
     klines: list[Kline] = field(default_factory=list)
     empty: list[EmptyRange] = field(default_factory=list)
+    archive: list[EncodedKlines] = field(default_factory=list)
 
     def extend(self, other: UnitResult) -> None:
         self.klines.extend(other.klines)
         self.empty.extend(other.empty)
+        self.archive.extend(other.archive)
+
+    @property
+    def candles(self) -> int:
+        return len(self.klines) + sum(len(block) for block in self.archive)
 
     def events(self) -> list[Event]:
+        """The REST klines and empty ranges in open-time order (archive blocks aside)."""
         if not self.empty:
             return list(self.klines)  # already in open-time order
         merged: list[tuple[int, Event]] = [(k.open_time, k) for k in self.klines]
         merged += [(r.start_time, r) for r in self.empty]
         merged.sort(key=lambda item: item[0])
         return [event for _, event in merged]
+
+    def encoded(self, codec: KlineCodec) -> tuple[list[int], list[bytes], list[Kline | bytes]]:
+        """Everything to publish, in publish order: ``(positions, values, last candles)``, the
+        last candles (at most RECENT_KEPT, newest last) as Klines or their encoded values.
+
+        Archive rows and REST klines are merged by open time, empty ranges by start time after
+        the candles of the same time (the order ``events`` gives, archive rows included)."""
+        if not self.klines and not self.empty and len(self.archive) == 1:
+            block = self.archive[0]  # the common case: one archive file, nothing to merge
+            return block.open_times, block.values, list(block.values[-RECENT_KEPT:])
+        if not self.archive:
+            events = self.events()
+            values = [codec.encode(e) for e in events]
+            recent: list[Kline | bytes] = [k for k in self.klines[-RECENT_KEPT:]]
+            return [event_position(e) for e in events], values, recent
+        items: list[tuple[int, int, int, bytes, Kline | bytes | None]] = []
+        for block in self.archive:
+            items += [(t, 0, t, v, v) for t, v in zip(block.open_times, block.values, strict=True)]
+        items += [(k.open_time, 0, k.open_time, codec.encode(k), k) for k in self.klines]
+        items += [(r.start_time, 1, event_position(r), codec.encode(r), None) for r in self.empty]
+        items.sort(key=lambda item: (item[0], item[1]))
+        candles = [item[4] for item in items if item[4] is not None]
+        return [i[2] for i in items], [i[3] for i in items], candles[-RECENT_KEPT:]
 
 
 @dataclass(slots=True)
@@ -598,10 +633,10 @@ class Backfiller:
 
     async def _fetch_archive(self, pair: Pair, unit: ArchiveUnit, now: int) -> UnitResult:
         assert self.archive is not None  # noqa: S101 - archive units are planned only with it
-        rows: list[Kline] | None
+        rows: EncodedKlines | None
         async with self._archive_sem:
             try:
-                rows = await self.archive.fetch(unit.file, now)
+                rows = await self.archive.fetch_encoded(unit.file, now, self.publisher.codec)
             except ArchiveError as exc:
                 logger.warning("archive %s unusable (%s): filling from REST", unit.file, exc)
                 ARCHIVE_FILES.labels("corrupt").inc()
@@ -621,11 +656,13 @@ class Backfiller:
                 merged.extend(part)
             return merged
         ARCHIVE_FILES.labels("used").inc()
-        klines = [
-            k for k in rows if unit.start_ms <= k.open_time < unit.end_ms and k.close_time < now
-        ]
-        result = UnitResult(klines=klines)
-        opens = [k.open_time for k in klines]
+        # Rows in [unit.start_ms, unit.end_ms) that closed before `now`; open times ascend.
+        opens = rows.open_times
+        rows = rows.take(bisect_left(opens, unit.start_ms), bisect_left(opens, unit.end_ms))
+        if rows.close_times and max(rows.close_times) >= now:
+            rows = rows.pick([i for i, t in enumerate(rows.close_times) if t < now])
+        result = UnitResult(archive=[rows])
+        opens = rows.open_times
         for day, expected, found in day_shortfalls(
             pair.interval, unit.start_ms, unit.end_ms, opens
         ):
@@ -652,25 +689,28 @@ class Backfiller:
                 self.prefetch,
             ):
                 result.extend(part)
-            result.klines.sort(key=lambda k: k.open_time)  # archive rows + REST fills
+            result.klines.sort(key=lambda k: k.open_time)  # REST fills; merged when published
         return result
 
     # -- publishing ------------------------------------------------------------------------
     async def _publish(self, state: PairState, result: UnitResult) -> None:
-        events = result.events()
         pair = state.pair
-        for i in range(0, len(events), PUBLISH_CHUNK):
-            self.publisher.publish_batch(events[i : i + PUBLISH_CHUNK])
+        codec = self.publisher.codec
+        positions, values, recent = result.encoded(codec)
+        for i in range(0, len(values), PUBLISH_CHUNK):
+            chunk = positions[i : i + PUBLISH_CHUNK]
+            self.publisher.publish_encoded(pair, max(chunk), values[i : i + PUBLISH_CHUNK])
             self.publisher.producer.poll(0)
             await asyncio.sleep(0)
-        archive_n = sum(1 for k in result.klines if k.source == "archive")
-        rest_n = len(result.klines) - archive_n
+        archive_n = sum(len(block) for block in result.archive)
+        rest_n = sum(1 for k in result.klines if k.source != "archive")
+        archive_n += len(result.klines) - rest_n
         if archive_n:
             CANDLES.labels(pair.symbol, pair.interval, "archive").inc(archive_n)
         if rest_n:
             CANDLES.labels(pair.symbol, pair.interval, "rest").inc(rest_n)
         EMPTY.inc(len(result.empty))
-        self.summary.candles += len(result.klines)
+        self.summary.candles += result.candles
         self.summary.archive_candles += archive_n
         self.summary.empty_ranges += len(result.empty)
         for r in result.empty:
@@ -680,13 +720,14 @@ class Backfiller:
                 _dt(r.start_time).isoformat(),
                 _dt(r.end_time).isoformat(),
             )
-        if result.klines:
-            for k in result.klines[-max(1, self.cfg.backfill.recheck_recent) :]:
+        for candle in recent[-max(1, self.cfg.backfill.recheck_recent) :]:
+            k = candle if isinstance(candle, Kline) else codec.decode(candle)
+            if isinstance(k, Kline):
                 self._remember(state, k)
-        slots = len(result.klines) + sum(
+        slots = result.candles + sum(
             count_opens(pair.interval, r.start_time, r.end_time) for r in result.empty
         )
-        newest = max((event_position(e) for e in events), default=None)
+        newest = max(positions, default=None)
         if newest is not None and (state.position is None or newest > state.position):
             state.position = newest
         self._progress.advance(state, slots)

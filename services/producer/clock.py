@@ -92,24 +92,35 @@ class StreamClock(ExchangeClock):
             self._time_anchor = anchor
 
     def observe_event(self, event_ms: int) -> None:
-        """A frame's ``E``, just received: the exchange's time a moment ago."""
+        """A frame's ``E``, just received: the exchange's time a moment ago. Called for every
+        frame, so it takes the lock once and builds nothing unless the anchor moves."""
         local = self.local_ms()
-        estimate = self._estimate(local)
-        if estimate is not None and event_ms > estimate + MAX_EVENT_LEAD_MS:
-            return
         with self._mutex:
             anchor = self._event_anchor
-            if anchor is None or event_ms >= anchor.server:
-                self._event_anchor = _Obs(local, event_ms, 0)
+            if anchor is not None and event_ms < anchor.server:
+                return  # older than the anchor: nothing to learn
+            estimate = self._estimate_locked(local)
+            if estimate is not None and event_ms > estimate + MAX_EVENT_LEAD_MS:
+                return
+            self._event_anchor = _Obs(local, event_ms, 0)
 
     def _estimate(self, local: int) -> int | None:
         with self._mutex:
-            anchors = [a for a in (self._time_anchor, self._event_anchor) if a is not None]
-            rate = self._rate
-        if not anchors:
+            return self._estimate_locked(local)
+
+    def _estimate_locked(self, local: int) -> int | None:
+        """The estimate from the newer of the two anchors (by local time, then exchange time);
+        the caller holds ``_mutex``."""
+        newest = self._time_anchor
+        event_anchor = self._event_anchor
+        if newest is None or (
+            event_anchor is not None
+            and (event_anchor.local, event_anchor.server) > (newest.local, newest.server)
+        ):
+            newest = event_anchor
+        if newest is None:
             return None
-        newest = max(anchors, key=lambda a: (a.local, a.server))
-        return newest.server + int((local - newest.local) * rate)
+        return newest.server + int((local - newest.local) * self._rate)
 
     def now_ms(self) -> int:
         estimate = self._estimate(self.local_ms())

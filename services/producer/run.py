@@ -86,6 +86,11 @@ REST_KLINES = Counter(
     "qryptify_producer_rest_klines_total", "Closed klines published from REST", ["reason"]
 )
 CONNECTIONS = Gauge("qryptify_producer_connections", "Open WebSocket connections")
+# The per-frame series, bound once: ``labels()`` costs more than the increment itself.
+FRAMES_CLOSED = FRAMES.labels("kline_closed")
+FRAMES_OPEN = FRAMES.labels("kline_open")
+PUBLISHED_WS = PUBLISHED.labels("ws")
+DUPLICATES_WS = DUPLICATES.labels("ws")
 ACK_LATENCY = Histogram(
     "qryptify_producer_frame_to_ack_seconds",
     "From receiving an x:true frame to Kafka acknowledging its record",
@@ -554,17 +559,17 @@ class ProducerRunner:
         else:
             conn.last_ex = self.clock.now_ms()
         verdict = self.book.on_frame(frame)
-        if verdict is Verdict.PUBLISH and isinstance(frame, KlineFrame) and frame.kline:
-            FRAMES.labels("kline_closed").inc()
+        if verdict is Verdict.OPEN:  # the common case: most frames are open snapshots
+            FRAMES_OPEN.inc()
+        elif verdict is Verdict.PUBLISH and isinstance(frame, KlineFrame) and frame.kline:
+            FRAMES_CLOSED.inc()
             self._publish(frame.kline, frame_s)
             self.stats.published_ws += 1
-            PUBLISHED.labels("ws").inc()
+            PUBLISHED_WS.inc()
         elif verdict is Verdict.DUPLICATE:
-            FRAMES.labels("kline_closed").inc()
+            FRAMES_CLOSED.inc()
             self.stats.duplicates += 1
-            DUPLICATES.labels("ws").inc()
-        elif verdict is Verdict.OPEN:
-            FRAMES.labels("kline_open").inc()
+            DUPLICATES_WS.inc()
         elif verdict is Verdict.MALFORMED and isinstance(frame, Malformed):
             self._malformed(frame, message)
         elif verdict is Verdict.CONTROL:

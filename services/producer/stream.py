@@ -92,6 +92,9 @@ class LiveBook:
             (p.symbol, p.interval): b for p, b in self._pairs.items()
         }
         self.stats = BookStats()
+        #: Times a candle was taken back (a failed delivery): the only change that can make an
+        #: older candle missing again (watchdogs that remember a scan look at this).
+        self.regressions = 0
 
     @staticmethod
     def fresh_frontier(pair: Pair, now_ms: int) -> int:
@@ -154,6 +157,7 @@ class LiveBook:
         if book is None or open_time <= book.frontier:
             return
         self.stats.failed += 1
+        self.regressions += 1
         book.sent.discard(open_time)
 
     def confirm_absent(self, pair: Pair, open_times: Iterable[int]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import subprocess
 import sys
@@ -186,6 +187,7 @@ def make_loop(
     dsn: str | None = None,
     batch_size: int = 500,
     max_latency_ms: int = 100,
+    when_idle: bool = True,
     done: Callable[[SinkLoop], bool] | None = None,
     hook: Callable[[str, int], None] | None = None,
 ) -> SinkLoop:
@@ -195,7 +197,7 @@ def make_loop(
         lambda: db.connect(target),
         LoopSettings(
             topic=cfg.kafka.topic,
-            policy=FlushPolicy(batch_size, max_latency_ms),
+            policy=FlushPolicy(batch_size, max_latency_ms, when_idle),
             retry_initial_s=0.2,
             retry_max_s=2.0,
         ),
@@ -228,6 +230,8 @@ class LoopThread:
     def stop(self, timeout_s: float = 60) -> int:
         self.loop.stop.set()
         self.thread.join(timeout_s * TIMEOUT_FACTOR)
+        if self.thread.is_alive():  # show where it is stuck
+            faulthandler.dump_traceback(sys.stderr, all_threads=True)
         assert not self.thread.is_alive(), "sink loop did not stop"
         if self.error is not None:
             raise self.error

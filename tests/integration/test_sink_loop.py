@@ -92,8 +92,10 @@ def test_revoked_partitions_are_flushed_and_committed_before_handover(app_config
     first = series(many, 100)
     produce(app_config.kafka, first)
     dsn = app_config.db.dsn.get_secret_value()
-    # A huge batch and deadline: nothing is flushed unless the revocation forces it.
-    a = make_loop(app_config, threading.Event(), batch_size=100_000, max_latency_ms=600_000)
+    # A huge batch and deadline, no idle flush: nothing is written unless the revocation forces it.
+    a = make_loop(
+        app_config, threading.Event(), batch_size=100_000, max_latency_ms=600_000, when_idle=False
+    )
     runner_a = LoopThread(a).start()
     wait_until(lambda: len(a.pending) == len(first), 60, "A to hold every record")
     assert table_rows(dsn) == []

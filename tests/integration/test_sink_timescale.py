@@ -31,9 +31,9 @@ const limitSql = "SELECT set_config('timescaledb.max_tuples_decompressed_per_dml
   + " $1, true)"
 // The stage is ON COMMIT DELETE ROWS: fill it inside the transaction, as write_batch does.
 const fill = (from, to) => `INSERT INTO ${sql.stage}
-  SELECT 'BTCUSDT', '1m', (extract(epoch FROM ts) * 1000)::bigint,
-         (extract(epoch FROM ts) * 1000)::bigint + 59999, '1', '2', '0.5',
-         CASE WHEN ts = '2024-01-01 10:00' THEN '1.75' ELSE '1.5' END, '10', '5', 3, '1', '1'
+  SELECT ts, 'BTCUSDT', '1m', 1, 2, 0.5,
+         CASE WHEN ts = '2024-01-01 10:00' THEN 1.75 ELSE 1.5 END, 10,
+         ts + interval '59.999 s', 5, 3, 1, 1
   FROM generate_series(timestamptz '${from}', timestamptz '${to}', interval '1 minute') ts`
 const out = {}
 const attempt = async (name, limit, from, to) => {

@@ -101,7 +101,15 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     # The SQL write_batch() really sends, taken from the module rather than copied.
     sql_json = tmp_path_factory.mktemp("timescale") / "db_sql.json"
     sql_json.write_text(
-        json.dumps({"stage": db._STAGE, "create_stage": db._CREATE_STAGE, "upsert": db._UPSERT})
+        json.dumps(
+            {
+                "stage": db._STAGE,
+                "create_stage": db._CREATE_STAGE,
+                "upsert": db._UPSERT,
+                "any_stored": db._ANY_STORED,
+                "copy_candles": db._COPY_CANDLES,
+            }
+        )
     )
     env = {
         **os.environ,
@@ -172,6 +180,18 @@ def test_upsert_into_a_compressed_chunk(report: Report) -> None:
     assert up["read_back_close"] == 43210.75
     assert up["untouched_neighbour_close"] == 42000.5
     assert up["rows_total"] == up["distinct_keys"] == up["expected_rows"]  # no duplicates
+
+
+def test_plain_copy_path_on_a_hypertable(report: Report) -> None:
+    """write_rows' fast path: the overlap check sees rows inside compressed chunks, a new day is
+    copied straight into the hypertable, and a duplicate key in a compressed chunk is refused
+    (unique violation, which write_rows answers by upserting instead)."""
+    direct = report["direct_copy"]
+    assert direct["overlaps_compressed_day"] is True
+    assert direct["overlaps_new_day"] is False
+    assert direct["copied_rows"] == 48
+    assert direct["copy_into_compressed_duplicate"] == "23505"
+    assert direct["rows_total"] == report["upsert"]["expected_rows"] + 48
 
 
 # --- plain PostgreSQL (stack/) --------------------------------------------------------------

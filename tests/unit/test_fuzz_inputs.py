@@ -398,9 +398,9 @@ def test_sink_split_never_raises_and_accounts_for_every_record(
     records: list[tuple[bytes | None, bytes | None]],
 ) -> None:
     batch = [Record("klines", i % 3, i, key, value) for i, (key, value) in enumerate(records)]
-    split = split_batch(batch, CODEC.decode)
+    split = split_batch(batch, CODEC)
     assert split.records == len(batch)
-    assert len(split.dlq) + len(split.klines) + len(split.empty_ranges) <= len(batch)
+    assert len(split.dlq) + len(split.batch) + len(split.empty_ranges) <= len(batch)
     assert all(e.reason and e.error_class for e in split.dlq)
     for partition in {r.partition() for r in batch}:
         last = max(r.offset() for r in batch if r.partition() == partition)

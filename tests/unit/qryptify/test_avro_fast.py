@@ -58,12 +58,17 @@ def test_fast_reader_rejects_what_fastavro_rejects(k: Kline, data: st.DataObject
     if data.draw(st.booleans()):
         mangled += data.draw(st.binary(min_size=1, max_size=20))
     try:
-        expected = GENERIC.decode(mangled)
+        expected: Kline | None = GENERIC.decode(mangled)  # type: ignore[assignment]
     except UndecodableRecord:
-        with pytest.raises(UndecodableRecord):
-            CODEC.decode(mangled)
+        expected = None
+    try:
+        ours = CODEC.decode(mangled)
+    except UndecodableRecord as exc:
+        # Stricter than fastavro only on varints: fastavro wraps longs past 64 bits and reads
+        # varints past 10 bytes.
+        assert expected is None or "long out of range" in str(exc) or "varint" in str(exc)
     else:
-        assert CODEC.decode(mangled) == expected
+        assert ours == expected  # never accepts what fastavro rejects, never reads otherwise
 
 
 def test_trailing_bytes_and_bad_enum_are_undecodable() -> None:

@@ -3,6 +3,7 @@ and the transaction splitting that keeps TimescaleDB's decompression limit."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,13 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qryptify.avro import SOE_MAGIC, KlineCodec
+from qryptify.candle_rows import CandleBatch, CandleRow, ts_text
 from qryptify.errors import InvalidKline
 from qryptify.kline import EmptyRange, Kline
 from qryptify.retry import backoff
 from qryptify.sinkbatch import (
     FlushPolicy,
-    PendingBatch,
     Record,
+    StagedBatch,
     check_kline,
     offsets_to_commit,
     split_batch,
@@ -29,6 +31,11 @@ CODEC = KlineCodec()
 TOPIC = "klines"
 
 
+def rows_of(*klines: Kline) -> list[CandleRow]:
+    """The rows the general path builds from Kline objects (what the fast path must equal)."""
+    return sorted(CandleBatch.from_klines(klines).rows)
+
+
 def rec(offset: int, value: bytes | None, partition: int = 0, key: bytes | None = None) -> Record:
     return Record(TOPIC, partition, offset, key, value)
 
@@ -37,10 +44,12 @@ def krec(offset: int, k: Kline | EmptyRange, partition: int = 0) -> Record:
     return rec(offset, CODEC.encode(k), partition, k.key.encode())
 
 
-def test_flush_policy_by_size_and_by_age() -> None:
+def test_flush_policy_by_size_by_age_and_when_idle() -> None:
     policy = FlushPolicy(batch_size=3, max_latency_ms=200)
     assert not policy.should_flush(0, None, 10_000)
+    assert not policy.should_flush(0, None, 10_000, idle=True)
     assert not policy.should_flush(2, 1_000, 1_199)
+    assert policy.should_flush(2, 1_000, 1_000, idle=True)  # nothing queued, writer free
     assert policy.should_flush(2, 1_000, 1_200)  # the oldest record waited max_latency_ms
     assert policy.should_flush(3, 1_000, 1_000)  # full
     assert policy.wait_ms(0, None, 5) == 200
@@ -51,26 +60,38 @@ def test_flush_policy_by_size_and_by_age() -> None:
         FlushPolicy(0, 10)
 
 
-def test_pending_batch_tracks_the_oldest_record_and_drops_partitions() -> None:
-    batch = PendingBatch()
+def test_staged_batch_tracks_the_oldest_record_and_drops_partitions() -> None:
+    a, b, c = (make_kline(open_time=T0 + i * 60_000) for i in range(3))
+    batch = StagedBatch(CODEC)
     batch.add([], 5)
-    assert batch.first_at_ms is None
-    batch.add([rec(0, b"a", 0), rec(0, b"b", 1)], 100)
-    batch.add([rec(1, b"c", 0)], 150)
-    assert len(batch) == 3
-    assert batch.first_at_ms == 100
-    assert batch.drop_partitions([(TOPIC, 0)]) == 2
-    assert [r.value() for r in batch.records] == [b"b"]
+    assert batch.first_at_ms is None and len(batch) == 0
+    batch.add([krec(0, a, 0), krec(7, b, 1)], 100)
+    batch.add([krec(1, c, 0), rec(2, b"junk", 0)], 150)
+    assert len(batch) == 4 and batch.first_at_ms == 100
+    assert batch.held([(TOPIC, 0)]) == 3
+    assert batch.drop_partitions([(TOPIC, 0)]) == 3
+    split = batch.split()
+    assert split.batch.rows == rows_of(b) and split.dlq == []
+    assert split.offsets == {(TOPIC, 1): 8} and split.first_offsets == {(TOPIC, 1): 7}
     assert batch.drop_partitions([(TOPIC, 1)]) == 1
-    assert batch.first_at_ms is None
+    assert batch.first_at_ms is None and len(batch) == 0
+
+
+def test_split_without_revoked_partitions() -> None:
+    a, b = make_kline(), make_kline("ETHUSDT")
+    split = split_batch([krec(3, a, 0), krec(5, b, 1), rec(6, b"junk", 1)], CODEC)
+    kept = split.without({(TOPIC, 1)})
+    assert kept.batch.rows == rows_of(a) and kept.dlq == []
+    assert kept.offsets == {(TOPIC, 0): 4} and kept.first_offsets == {(TOPIC, 0): 3}
+    assert list(kept.batch.spans) == [("BTCUSDT", "1m")]
 
 
 def test_split_dedupes_by_key_with_the_later_offset_winning() -> None:
     old = make_kline(close="1.5", open="1", high="2", low="1")
     new = make_kline(close="1.75", open="1", high="2", low="1")
     other = make_kline("ETHUSDT", open_time=T0)
-    split = split_batch([krec(5, old), krec(9, other, 1), krec(7, new)], CODEC.decode)
-    assert sorted(split.klines, key=lambda k: k.symbol) == [new, other]
+    split = split_batch([krec(5, old), krec(9, other, 1), krec(7, new)], CODEC)
+    assert sorted(split.batch.rows) == rows_of(new, other)
     assert split.offsets == {(TOPIC, 0): 8, (TOPIC, 1): 10}
     assert split.records == 3 and split.dlq == []
 
@@ -87,8 +108,8 @@ def test_split_sends_bad_records_to_the_dlq_with_their_origin() -> None:
         rec(4, None),
         krec(5, good),
     ]
-    split = split_batch(records, CODEC.decode)
-    assert split.klines == [good]
+    split = split_batch(records, CODEC)
+    assert split.batch.rows == rows_of(good)
     assert [(e.offset, e.error_class) for e in split.dlq] == [
         (0, "UndecodableRecord"),
         (1, "UndecodableRecord"),
@@ -116,14 +137,14 @@ def test_empty_ranges_keep_the_widest_per_start() -> None:
     a = EmptyRange("BTCUSDT", "1m", T0, T0 + 600_000, T0)
     b = EmptyRange("BTCUSDT", "1m", T0, T0 + 900_000, T0 + 5)
     c = EmptyRange("BTCUSDT", "1m", T0 + 10**7, T0 + 2 * 10**7, T0)
-    split = split_batch([krec(0, a), krec(1, b), krec(2, a), krec(3, c)], CODEC.decode)
+    split = split_batch([krec(0, a), krec(1, b), krec(2, a), krec(3, c)], CODEC)
     assert sorted(split.empty_ranges, key=lambda r: r.start_time) == [b, c]
 
 
 def test_newest_candle_per_pair_for_latency_metrics() -> None:
     ks = [make_kline(open_time=T0 + i * 60_000) for i in range(3)]
-    split = split_batch([krec(i, k) for i, k in enumerate(ks)], CODEC.decode)
-    assert split.newest == [ks[-1]]
+    split = split_batch([krec(i, k) for i, k in enumerate(ks)], CODEC)
+    assert split.newest == [(ks[-1].close_time, ks[-1].ingested_at)]
 
 
 @pytest.mark.parametrize(
@@ -185,32 +206,127 @@ class LimitExceeded(Exception):
 
 
 def test_write_within_limit_halves_transactions_that_exceed_it() -> None:
-    klines = [make_kline(open_time=T0 + i * 60_000) for i in range(10)]
+    batch = CandleBatch.from_klines(make_kline(open_time=T0 + i * 60_000) for i in range(10))
     ranges = [EmptyRange("BTCUSDT", "1m", T0, T0 + 1, T0)]
     calls: list[tuple[int, int]] = []
+    seen: list[CandleRow] = []
 
-    def write(ks: Sequence[Kline], rs: Sequence[EmptyRange]) -> int:
-        if len(ks) > 3:
+    def write(b: CandleBatch, rs: Sequence[EmptyRange]) -> int:
+        if len(b) > 3:
             raise LimitExceeded
-        calls.append((len(ks), len(rs)))
-        return len(ks)
+        calls.append((len(b), len(rs)))
+        seen.extend(b.rows)
+        assert b.spans == CandleBatch.of(b.rows).spans
+        return len(b)
 
-    written = write_within_limit(write, klines, ranges, lambda e: isinstance(e, LimitExceeded))
+    written = write_within_limit(write, batch, ranges, lambda e: isinstance(e, LimitExceeded))
     assert sum(written) == 10
+    assert sorted(seen) == sorted(batch.rows)
     assert sum(r for _, r in calls) == 1  # the empty ranges are written exactly once
     assert all(n <= 3 for n, _ in calls)
 
 
 def test_write_within_limit_reraises_other_errors_and_single_rows() -> None:
-    def fails(ks: Sequence[Kline], rs: Sequence[EmptyRange]) -> int:
+    def fails(b: CandleBatch, rs: Sequence[EmptyRange]) -> int:
         raise LimitExceeded
 
+    one = CandleBatch.from_klines([make_kline()])
+    two = CandleBatch.from_klines([make_kline(), make_kline("ETHUSDT")])
     with pytest.raises(LimitExceeded):
-        write_within_limit(fails, [make_kline()], [], lambda e: True)
+        write_within_limit(fails, one, [], lambda e: True)
     with pytest.raises(LimitExceeded):
-        write_within_limit(fails, [make_kline(), make_kline("ETHUSDT")], [], lambda e: False)
+        write_within_limit(fails, two, [], lambda e: False)
 
 
 def test_backoff_grows_to_the_cap() -> None:
     delays = iter(backoff(0.5, 10))
     assert [next(delays) for _ in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]
+
+
+def test_ts_text_is_what_postgresql_reads_as_that_instant() -> None:
+    from datetime import UTC, datetime
+
+    for ms in (0, T0, T0 + 59_999, 1_709_251_199_999, 7_258_118_399_999, 951_782_400_000):
+        expected = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        assert ts_text(ms) == f"{expected[:-3]}+00".encode()
+
+
+_prices = st.sampled_from(
+    ["1", "1.0", "1.00", "0.99999999999999999", "1.00000000000000001", "2", "1e0", "-1",
+     "0", "0.0", "-0.0", "10.5", "10.50", "1" * 31, "1." + "0" * 31, "3.14", "nan", " 1"]
+)  # fmt: skip
+
+
+@given(
+    st.lists(_prices, min_size=8, max_size=8),
+    st.integers(-2, 5),
+    st.sampled_from(["1m", "1h", "1M", "1w"]),
+    st.sampled_from([0, -1, 1]),
+    st.sampled_from([b"BTCUSDT|", b"ETHUSDT|", None]),
+)
+def test_fast_path_rows_and_verdicts_equal_the_exact_path(
+    values: list[str], trades: int, interval: str, close_shift: int, key_symbol: bytes | None
+) -> None:
+    names = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_base",
+             "taker_buy_quote")  # fmt: skip
+    k = make_kline("BTCUSDT", interval, T0, trades=trades, **dict(zip(names, values, strict=True)))
+    k = dataclasses.replace(k, close_time=k.close_time + close_shift)
+    key = None if key_symbol is None else key_symbol + interval.encode()
+    records = [rec(0, CODEC.encode(k), key=key), krec(1, make_kline("ETHUSDT", interval, T0))]
+    fast, exact = split_batch(records, CODEC), split_batch(records, CODEC, fast=False)
+    assert sorted(fast.batch.rows) == sorted(exact.batch.rows)
+    assert [(e.offset, e.error_class, e.reason) for e in fast.dlq] == [
+        (e.offset, e.error_class, e.reason) for e in exact.dlq
+    ]
+    assert fast.batch.spans == exact.batch.spans and fast.newest == exact.newest
+
+
+_texts = st.text(max_size=70) | _prices | st.from_regex(r"[0-9]{1,20}\.[0-9]{1,12}", fullmatch=True)
+_longs = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_any_kline = st.builds(
+    Kline,
+    symbol=st.sampled_from(["BTCUSDT", "ETHUSDT", "btc", "X" * 70, "ÄUSDT"]),
+    interval=st.sampled_from(["1m", "1M", "1w", "2m"]),
+    open_time=st.sampled_from([T0, T0 + 60_000, 5, 2**62]) | _longs,
+    close_time=st.sampled_from([T0 + 59_999, T0 + 119_999]) | _longs,
+    open=_texts,
+    high=_texts,
+    low=_texts,
+    close=_texts,
+    volume=_texts,
+    quote_volume=_texts,
+    trades=st.integers(-5, 2**22) | _longs,
+    taker_buy_base=_texts,
+    taker_buy_quote=_texts,
+    source=st.sampled_from(["rest", "ws", "archive"]),
+    ingested_at=st.sampled_from([T0 + 61_000, 0, -1]) | _longs,
+)
+
+
+def _verdicts(split: Any) -> tuple[list[CandleRow], list[tuple[int, str, str]], object]:
+    return (
+        sorted(split.batch.rows),
+        [(e.offset, e.error_class, e.reason) for e in split.dlq],
+        (split.batch.spans, sorted(split.newest), split.offsets),
+    )
+
+
+@given(st.lists(_any_kline, min_size=1, max_size=4), st.data())
+def test_fast_path_equals_the_exact_path_on_arbitrary_and_damaged_records(
+    ks: list[Kline], data: st.DataObject
+) -> None:
+    # A good record of each pair first, so the fast path knows the pair (it learns pairs from
+    # records the exact path accepted), then the arbitrary ones, some of them damaged.
+    primers = [krec(i, make_kline(s, i_)) for i, (s, i_) in enumerate([("BTCUSDT", "1m"),
+               ("ETHUSDT", "1M"), ("BTCUSDT", "1w")])]  # fmt: skip
+    records = list(primers)
+    for i, k in enumerate(ks, start=len(primers)):
+        value = CODEC.encode(k)
+        if data.draw(st.booleans()):
+            cut = data.draw(st.integers(min_value=10, max_value=len(value)))
+            value = value[:cut] + data.draw(st.binary(max_size=8))
+        key = data.draw(st.sampled_from([k.key.encode(), b"BTCUSDT|1m", None]))
+        records.append(rec(i, value, key=key))
+    assert _verdicts(split_batch(records, CODEC)) == _verdicts(
+        split_batch(records, CODEC, fast=False)
+    )

@@ -20,6 +20,9 @@ from qryptify.binance.ws import (
 )
 from qryptify.config import build_config
 from qryptify.pairs import Pair
+from sim.market import Bar, Formatters
+from sim.streams import kline_event, wrap_combined
+from sim.symbols import DEFAULT_SYMBOLS
 
 # The official example of the Kline/Candlestick stream ([KS]), comments removed.
 DOC_EXAMPLE: dict[str, Any] = {
@@ -54,6 +57,7 @@ REAL_CLOSE = (
     '"x":true,"q":"22875.8590","V":"1900","Q":"14464.6960","B":"0"}}}'
 )
 INGESTED = 1_700_000_000_000
+BTC_SPEC = next(spec for spec in DEFAULT_SYMBOLS if spec.symbol == "BTCUSDT")
 
 
 def combined(data: dict[str, Any], stream: str = "btcusdt@kline_1m") -> str:
@@ -275,6 +279,102 @@ def test_open_candle_with_broken_prices_is_only_shape_checked_when_closed_only()
     data = closed_example(x=False, h="0.0001")
     assert isinstance(parse_frame(combined(data), INGESTED), KlineFrame)
     assert isinstance(parse_frame(combined(data), INGESTED, closed_only=False), Malformed)
+
+
+# A real snapshot recorded from fstream ([CF] line 902): the exchange's exact layout.
+REAL_OPEN = (
+    '{"stream":"sushiusdt@kline_1m","data":{"e":"kline","E":1626992759565,"s":"SUSHIUSDT",'
+    '"k":{"t":1626992700000,"T":1626992759999,"s":"SUSHIUSDT","i":"1m","f":126902874,'
+    '"L":126902986,"o":"7.6080","c":"7.6170","h":"7.6180","l":"7.6070","v":"3005","n":113,'
+    '"x":false,"q":"22875.8590","V":"1900","Q":"14464.6960","B":"0"}}}'
+)
+
+
+def decoded_in_full(raw: str) -> ws.Frame:
+    """``parse_frame`` with closed_only but without the open-snapshot shortcut."""
+    doc = json.loads(raw)
+    return ws._kline_event(doc["stream"], doc["data"], INGESTED, True)
+
+
+def test_open_snapshot_in_the_exchange_layout_is_recognised_without_decoding() -> None:
+    frame = ws._open_snapshot(REAL_OPEN)
+    assert frame == KlineFrame("sushiusdt@kline_1m", 1626992759565, 1626992700000, False, None)
+    assert parse_frame(REAL_OPEN, INGESTED) == frame == decoded_in_full(REAL_OPEN)
+    assert parse_frame(REAL_OPEN.encode(), INGESTED) == frame
+    # The simulator's frames use the same layout.
+    flat = Bar(100, 110, 90, 105, 5, 500, 2, 2, 200, 1, 2)
+    sim = wrap_combined(
+        "btcusdt@kline_1m",
+        kline_event(BTC_SPEC, "1m", 0, flat, False, 7, Formatters.for_symbol(BTC_SPEC)),
+    )
+    assert ws._open_snapshot(sim) == KlineFrame("btcusdt@kline_1m", 7, 0, False, None)
+
+
+def test_closed_frames_and_full_checks_never_take_the_shortcut() -> None:
+    assert ws._open_snapshot(REAL_CLOSE) is None
+    # Asked to check open candles in full, a broken snapshot in the exact layout is caught.
+    broken = REAL_OPEN.replace('"h":"7.6180"', '"h":"7.0000"')
+    assert isinstance(ws._open_snapshot(broken), KlineFrame)
+    frame = parse_frame(broken, INGESTED, closed_only=False)
+    assert isinstance(frame, Malformed) and frame.kind == ws.INVALID_KLINE
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        REAL_OPEN[: len(REAL_OPEN) // 2],  # truncated before x: it may be a close
+        REAL_OPEN.replace("}}}", "}}"),  # truncated after x
+        REAL_OPEN.replace('"x":false', '"x":false,"x":true'),  # duplicate key: the last wins
+        REAL_OPEN.replace('"B":"0"}', '"B":"0","x":true}'),
+        REAL_OPEN.replace('"stream":"sushiusdt', '"stream":"ethusdt'),  # stream mismatch
+        REAL_OPEN.replace('"E":1626992759565', '"E":"1626992759565"'),  # wrong_type
+        REAL_OPEN.replace('"t":1626992700000', '"t":1626992700000.0'),
+        REAL_OPEN.replace('"t":1626992700000', '"t":01626992700000'),  # not JSON
+        REAL_OPEN.replace('"e":"kline"', '"e":"aggTrade"'),
+        REAL_OPEN.replace('"s":"SUSHIUSDT","i"', '"s":"SUSHI\\u0055SDT","i"'),  # an escape
+        REAL_OPEN.replace('"c":"7.6170",', ""),  # the simulator's missing_field
+        " " + REAL_OPEN,
+        REAL_OPEN + "\n",
+    ],
+)
+def test_anything_off_the_exact_layout_is_decoded_in_full(raw: str) -> None:
+    assert ws._open_snapshot(raw) is None
+    frame = parse_frame(raw, INGESTED)
+    try:
+        expected = decoded_in_full(raw)
+    except ValueError:
+        expected = Malformed(ws.NOT_JSON, "")
+    assert type(frame) is type(expected)
+    if isinstance(frame, Malformed) and isinstance(expected, Malformed):
+        assert frame.kind == expected.kind
+    else:
+        assert frame == expected
+
+
+def test_every_one_character_edit_of_a_snapshot_parses_as_without_the_shortcut() -> None:
+    edits = []
+    for i in range(len(REAL_OPEN)):
+        edits.append(REAL_OPEN[:i] + REAL_OPEN[i + 1 :])
+        for c in '"\\{}:,0-x\x00\u00e9':
+            edits.append(REAL_OPEN[:i] + c + REAL_OPEN[i + 1 :])
+            edits.append(REAL_OPEN[:i] + c + REAL_OPEN[i:])
+    shortcut = 0
+    for raw in edits:
+        fast = ws._open_snapshot(raw)
+        if fast is None:
+            continue
+        shortcut += 1
+        assert fast == decoded_in_full(raw), raw
+    assert shortcut > 100  # edits inside prices and ids keep the layout
+
+
+def test_deep_nesting_is_still_refused() -> None:
+    deep = '{"stream":"btcusdt@kline_1m","data":' + "[" * 40 + "]" * 40 + "}"
+    frame = parse_frame(deep, INGESTED)
+    assert isinstance(frame, Malformed) and frame.kind == ws.NOT_OBJECT
+    shallow = '{"stream":"btcusdt@kline_1m","data":' + "[" * 20 + "]" * 20 + "}"
+    frame = parse_frame(shallow, INGESTED)
+    assert isinstance(frame, Malformed) and frame.kind == ws.UNKNOWN_MESSAGE
 
 
 def test_control_replies() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from qryptify.pairs import MINUTE_MS
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qryptify.pairs import MINUTE_MS, next_open
 from services.backfiller.gaps import (
     confirmed_empty,
     day_shortfalls,
@@ -98,3 +101,29 @@ def test_day_shortfalls_per_utc_day() -> None:
     # a partial first day expects only its part
     assert day_shortfalls("1m", T + 720 * M, T + day, opens) == []
     assert day_shortfalls("1h", T, T + day, []) == [(T, 24, 0)]
+
+
+@given(
+    interval=st.sampled_from(["1m", "1h", "1w", "1M"]),
+    first=st.integers(min_value=0, max_value=400),
+    n=st.integers(min_value=0, max_value=300),
+    start=st.integers(min_value=-5, max_value=800),
+    length=st.integers(min_value=0, max_value=800),
+    shift=st.integers(min_value=0, max_value=2),
+)
+def test_fast_paths_give_the_per_candle_answers(
+    interval: str, first: int, n: int, start: int, length: int, shift: int
+) -> None:
+    base = T  # 2024-01-01: a month start
+    opens = [base]
+    for _ in range(first + n):
+        opens.append(next_open(interval, opens[-1]))
+    opens = [t + shift for t in opens[first:]]  # shift > 0: off the grid
+    step = 3_600_000 if interval != "1m" else 60_000
+    start_ms, end_ms = base + start * step, base + (start + length) * step
+    assert missing_runs(interval, start_ms, end_ms, opens) == find_gaps(
+        opens, interval, start_ms, end_ms
+    )
+    # a list in order takes the bisection count; the reversed iterator the per-row loop
+    shortfalls = day_shortfalls(interval, start_ms, end_ms, opens)
+    assert shortfalls == day_shortfalls(interval, start_ms, end_ms, iter(opens[::-1]))

@@ -11,7 +11,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from qryptify.avro import KlineCodec
+from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
 from qryptify.config import Config, build_config
@@ -95,6 +95,13 @@ class FakeProducer:
         self.records.append((topic, key, value))
         if on_delivery is not None:
             self._callbacks.append(on_delivery)
+
+    def produce_batch(
+        self, topic: str, messages: list[dict[str, Any]], on_delivery: Any = None
+    ) -> int:
+        for m in messages:
+            self.produce(topic, m["key"], m["value"], m.get("callback", on_delivery))
+        return len(messages)
 
     def poll(self, timeout: float = 0) -> int:
         callbacks, self._callbacks = self._callbacks, []
@@ -294,6 +301,20 @@ class FakeArchive:
             for t in range(START, START + 1440 * MINUTE_MS, MINUTE_MS)
             if t not in self.drop
         ]
+
+    async def fetch_encoded(
+        self, file: Any, ingested_at: int, codec: KlineCodec
+    ) -> EncodedKlines | None:
+        klines = await self.fetch(file, ingested_at)
+        if klines is None:
+            return None
+        return EncodedKlines(
+            "BTCUSDT",
+            "1m",
+            [k.open_time for k in klines],
+            [k.close_time for k in klines],
+            [codec.encode(k) for k in klines],
+        )
 
     async def aclose(self) -> None:
         return None

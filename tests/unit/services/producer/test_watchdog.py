@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from qryptify.pairs import HOUR_MS, MINUTE_MS, Pair
+from qryptify.pairs import HOUR_MS, MINUTE_MS, Pair, interval_ms
 from services.producer.rotation import Handover, RotationPolicy
 from services.producer.stream import LiveBook
 from services.producer.watchdog import Watchdog, pairs_needing_fill, stale_connections
@@ -109,3 +111,58 @@ def test_handover_waits_for_the_replacement_to_deliver() -> None:
     assert policy.handover(False, 30.0) is Handover.ABANDON
     with pytest.raises(ValueError):
         RotationPolicy(rotate_after_ms=0)
+
+
+# -- the watchdog's memory of its last scan ---------------------------------------------------
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["tick", "offer", "ack", "fail", "absent", "busy", "idle", "fetched"]),
+        st.sampled_from([BTC, ETH, Pair("SOLUSDT", "5m")]),
+        st.integers(0, 8),  # candle index after T0
+        st.integers(0, 3 * M),  # time step
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OPS, st.integers(0, 20_000), st.integers(1, 20_000))
+def test_remembered_scans_answer_like_a_full_scan(
+    ops: list[tuple[str, Pair, int, int]], grace_ms: int, retry_ms: int
+) -> None:
+    sol = Pair("SOLUSDT", "5m")
+    b = LiveBook({BTC: T0, ETH: T0 - HOUR_MS, sol: T0})
+    dog = Watchdog(grace_ms=grace_ms, retry_ms=retry_ms)
+    busy: set[Pair] = set()
+    now = T0
+    for op, pair, index, step in ops:
+        t = T0 + index * interval_ms(pair.interval)
+        if op == "tick":
+            now += step
+        elif op == "offer":
+            b.offer(make_kline(pair.symbol, pair.interval, t))
+        elif op == "ack":
+            b.on_ack(pair, t)
+        elif op == "fail":
+            b.on_failed(pair, t)
+        elif op == "absent":
+            b.confirm_absent(pair, [t])
+        elif op == "busy":
+            busy.add(pair)
+        elif op == "idle":
+            busy.discard(pair)
+        else:
+            dog.fetched(pair, now)
+        fresh = Watchdog(grace_ms=grace_ms, retry_ms=retry_ms, _not_before=dict(dog._not_before))
+        assert dog.overdue(b, now, busy) == fresh.overdue(b, now, busy)
+
+
+def test_a_failed_delivery_ends_the_quiet_span() -> None:
+    dog = Watchdog(grace_ms=0, retry_ms=1)
+    b = book()
+    b.offer(make_kline("BTCUSDT", "1m", T0 + M))
+    now = T0 + 2 * M + 1  # T0+1m closed, and it was sent
+    assert dog.overdue(b, now) == []
+    b.on_failed(BTC, T0 + M)  # Kafka gave up on it: missing again
+    assert dog.overdue(b, now) == [BTC]
