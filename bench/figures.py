@@ -382,6 +382,22 @@ def run_seed_sample(ctx: Context, sim: Any, scale: HistoryScale) -> dict[str, An
     }
 
 
+#: Rows of the sample whose raw COPY time, scaled, gives the full history's database floor.
+COPY_FLOOR_SAMPLE = 500_000
+
+
+def _copy_floor_s(ctx: Context, rows: int, pairs: int) -> float:
+    """Seconds a raw COPY of ``rows`` candles into an empty table takes on this PostgreSQL:
+    timed on a sample (at most COPY_FLOOR_SAMPLE rows) and scaled linearly. No pipeline that
+    writes every row can finish faster, whatever fetches and publishes them."""
+    rvc = owner_module("bench.replay_vs_copy")
+    sample = min(rows, COPY_FLOOR_SAMPLE)
+    items = rvc.klines(sample, pairs)
+    with database(ctx.pg, f"bench_floor_{run_id()}") as dsn:
+        seconds = float(rvc.raw_copy(dsn, items))
+    return seconds * rows / len(items)
+
+
 def history_figure(ctx: Context, result: FigureResult) -> None:
     from sim.symbols import DEFAULT_SYMBOLS
 
@@ -417,6 +433,8 @@ def history_figure(ctx: Context, result: FigureResult) -> None:
                 f"{seed_s[-1]:,.0f}s projected for {expected:,} rows"
             )
     result.raw["runs"] = runs
+    floor_s = _copy_floor_s(ctx, expected, scale.pairs)
+    result.raw["copy_floor_seconds"] = floor_s
     speedup_archive = paired_ratios(seed_s, archive_s)
     speedup_rest = paired_ratios(seed_s, rest_s)
     label = f"seed (projected from {scale.seed_days} d)"
@@ -442,6 +460,18 @@ def history_figure(ctx: Context, result: FigureResult) -> None:
             meets(speedup_rest.median, 3.0),
         ),
     ]
+    result.rows.append(
+        Row(
+            f"floor: raw COPY of {expected / 1e6:.2f}M rows into an empty table (no fetch, "
+            "no Kafka)",
+            spread([floor_s]),
+            "s",
+            spread(seed_s),
+            label,
+            paired_ratios(seed_s, [floor_s] * len(seed_s)),
+            "the best ratio this database allows",
+        )
+    )
     sim_page = spread(r["seed"]["sim_ms_per_page"] for r in runs)
     sim_file = spread(
         r["archive"]["sim_cpu_s"] / max(r["archive"]["archive_files"], 1) * 1000 for r in runs

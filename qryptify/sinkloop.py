@@ -342,6 +342,8 @@ class SinkLoop:
         self.batches += 1
         batch_no = self.batches
         if not synchronous and not (split.dlq and self.dlq is not None):
+            if split.dlq:  # no DLQ writer (replay): only say what is skipped
+                self._send_dlq(split.dlq)
             self._hook("after_dlq")
             future = self._writer.submit(self._write, split, batch_no)
             self._inflight = _Inflight(split, batch_no, future)
