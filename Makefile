@@ -91,8 +91,11 @@ test-integration: stack-test-up ## integration tests against the real test stack
 test-e2e: stack-test-up ## end-to-end tests (simulator + services + Kafka + PostgreSQL)
 	$(TEST_ENV) $(PY) -m pytest tests/e2e $(ARGS)
 
+# Unit and integration tests run in 3 workers (each test file in one worker; every test has its
+# own topic, group and database); end-to-end tests run alone, they time real services.
 test: install lint stack-test-up ## what CI runs: install, lint, every test tier on the test stack
-	$(TEST_ENV) $(PY) -m pytest tests $(ARGS)
+	$(TEST_ENV) $(PY) -m pytest -n 3 --dist loadfile tests/unit tests/integration $(ARGS)
+	$(TEST_ENV) $(PY) -m pytest tests/e2e $(ARGS)
 
 # ---- operating ----------------------------------------------------------------------------
 

@@ -41,8 +41,16 @@ def _log_tail(log: Path) -> str:
 
 
 def _finish(config: Path, log: Path, app_config: Config, env: dict[str, str]) -> None:
+    seen = log.stat().st_size if log.exists() else 0
     proc = start_sink(config, log, env)
     try:
+        # Running (signal handlers in place) before we look: the killed ones may already have
+        # written everything, and a SIGTERM during start-up would only test the interpreter.
+        wait_until(
+            lambda: b"assigned partitions" in log.read_bytes()[seen:] or proc.poll() is not None,
+            60,
+            "the sink to join its group",
+        )
         wait_until(caught_up(app_config.kafka, app_config.sink.group_id), 90, "final catch-up")
     finally:
         proc.send_signal(signal.SIGTERM)
