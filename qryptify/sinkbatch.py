@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -312,8 +312,13 @@ class StagedBatch:
     decides alone. Both paths produce the same line for the same candle.
     """
 
-    def __init__(self, codec: KlineCodec, *, fast: bool = True) -> None:
+    def __init__(
+        self, codec: KlineCodec, *, fast: bool = True, floors: Mapping[int, int] | None = None
+    ) -> None:
         self.codec = codec
+        #: Per partition, the committed position: records below it are already written
+        #: (consumed again after a rebalance) and would overwrite newer values.
+        self._floors: Mapping[int, int] = floors if floors is not None else {}
         self.first_at_ms: int | None = None
         self._prefix = codec.fast_prefix if fast else None
         self._pairs: dict[bytes, _PairInfo] = {}  # by record key; learnt on the exact path
@@ -349,9 +354,13 @@ class StagedBatch:
         offsets = self._offsets
         held = self._held
         fast = self._fast
+        floors = self._floors
         for r in records:
             tp = (r.topic() or "", r.partition() or 0)
             offset = r.offset() or 0
+            if floors and offset < floors.get(tp[1], -1):
+                self._count -= 1
+                continue
             if offset >= offsets.get(tp, 0):
                 offsets[tp] = offset + 1
             count = held.get(tp)

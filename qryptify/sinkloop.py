@@ -229,12 +229,13 @@ class SinkLoop:
         self.clock: Clock = clock or MonotonicClock()
         self.on_flush = on_flush
         self.done = done
-        self.pending = StagedBatch(self.codec)
+        #: Per partition of the topic: next offset committed by this loop.
+        self.positions: dict[int, int] = {}
+        # Records below a committed position (re-read after a rebalance) are already written.
+        self.pending = StagedBatch(self.codec, floors=self.positions)
         self._inflight: _Inflight | None = None
         self._drained = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
-        #: Per partition of the topic: next offset committed by this loop.
-        self.positions: dict[int, int] = {}
         #: Per partition: the offset at which the consumer last reached the end.
         self.eof: dict[int, int] = {}
         self.assigned: set[TopicPartitionKey] = set()
@@ -348,11 +349,11 @@ class SinkLoop:
             future = self._writer.submit(self._write, split, batch_no)
             self._inflight = _Inflight(split, batch_no, future)
             return True
-        done, results = self._write_until_done(split, batch_no, in_callback=in_callback)
+        done, results, written = self._write_until_done(split, batch_no, in_callback=in_callback)
         if not done:
             self._abandon(split)
             return False
-        self._finish(split, results)
+        self._finish(written, results)
         return True
 
     def _settle(self, *, in_callback: bool = False) -> bool:
@@ -368,12 +369,14 @@ class SinkLoop:
             WRITE_FAILURES.inc()
             self._drop_connection()
             logger.warning("database write failed (%s); retrying the batch", _one_line(exc))
-            done, results = self._write_until_done(
+            done, results, written = self._write_until_done(
                 inflight.split, inflight.batch_no, in_callback=in_callback
             )
             if not done:
                 self._abandon(inflight.split)
                 return False
+            self._finish(written, results)
+            return True
         self._finish(inflight.split, results)
         return True
 
@@ -387,9 +390,11 @@ class SinkLoop:
 
     def _write_until_done(
         self, split: Split, batch_no: int, *, in_callback: bool
-    ) -> tuple[bool, list[db.WriteResult]]:
+    ) -> tuple[bool, list[db.WriteResult], Split]:
         """Send the batch's DLQ records, write its rows; on failure pause, back off and retry
-        (in a rebalance callback: a few quick attempts). (False, []) means: gave up."""
+        (in a rebalance callback: a few quick attempts). Returns (written?, results, the batch
+        as written: without partitions revoked meanwhile, whose offsets must not be committed
+        by us); False means: gave up."""
         self._flushing = True
         try:
             return self._retry_write(split, batch_no, in_callback=in_callback)
@@ -398,7 +403,7 @@ class SinkLoop:
 
     def _retry_write(
         self, split: Split, batch_no: int, *, in_callback: bool
-    ) -> tuple[bool, list[db.WriteResult]]:
+    ) -> tuple[bool, list[db.WriteResult], Split]:
         delays = iter(backoff(self.settings.retry_initial_s, self.settings.retry_max_s))
         dlq_sent = False
         attempts = 0
@@ -413,7 +418,7 @@ class SinkLoop:
                     self._send_dlq(split.dlq)
                 dlq_sent = True
                 self._hook("after_dlq")
-                return True, self._write(split, batch_no)
+                return True, self._write(split, batch_no), split
             except (DlqUnavailable, DatabaseUnavailable) as exc:
                 failure: BaseException = exc
             except Exception as exc:
@@ -427,7 +432,7 @@ class SinkLoop:
             if in_callback:
                 if attempts >= 3:
                     logger.warning("cannot flush during rebalance: %s", failure)
-                    return False, []
+                    return False, [], split
                 time.sleep(min(delay, 1.0))
                 continue
             if not self._paused:
@@ -441,7 +446,7 @@ class SinkLoop:
                         "uncommitted (they will be consumed again)",
                         split.records,
                     )
-                    return False, []
+                    return False, [], split
             logger.warning(
                 "database write failed (%s); partitions paused, nothing committed, "
                 "retrying in %.1fs (attempt %d)",
@@ -454,14 +459,18 @@ class SinkLoop:
 
     def _abandon(self, split: Split) -> None:
         """Given up on a batch: rewind the partitions we keep to its first records, so nothing
-        after it is committed over its head; records staged after it are dropped too."""
+        after it is committed over its head; records staged after it are dropped too. A rewind
+        that fails ends the process (exit 1): committing past those records would lose them."""
         keep = [tp for tp in split.first_offsets if tp in self.assigned]
         if not keep:
             return
-        self.pending.drop_partitions(keep)
         for tp in keep:
-            with contextlib.suppress(KafkaException):
+            try:
                 self.consumer.seek(TopicPartition(tp[0], tp[1], split.first_offsets[tp]))
+            except KafkaException as exc:
+                msg = f"cannot rewind partition {tp[1]} to an unwritten batch: {exc}"
+                raise KafkaFatal(msg) from None
+        self.pending.drop_partitions(keep)
         logger.warning(
             "rewound partitions %s to their first uncommitted records",
             ",".join(str(p) for _, p in sorted(keep)),

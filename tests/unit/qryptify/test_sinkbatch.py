@@ -330,3 +330,18 @@ def test_fast_path_equals_the_exact_path_on_arbitrary_and_damaged_records(
     assert _verdicts(split_batch(records, CODEC)) == _verdicts(
         split_batch(records, CODEC, fast=False)
     )
+
+
+def test_records_below_the_committed_position_are_not_staged_again() -> None:
+    # After a rebalance a partition may be read again from an older committed offset while
+    # this loop already committed further: those records are written, and older than what is.
+    floors = {0: 10}
+    staged = StagedBatch(CODEC, floors=floors)
+    old, new = make_kline(close="1.5", open="1", high="2", low="1"), make_kline()
+    other = make_kline("ETHUSDT")
+    staged.add([krec(8, old, 0), krec(9, old, 0), krec(10, new, 0), krec(3, other, 1)], 0)
+    split = staged.split()
+    assert len(staged) == 2
+    assert sorted(split.batch.rows) == rows_of(new, other)  # partition 1 has no floor
+    assert split.offsets == {(TOPIC, 0): 11, (TOPIC, 1): 4}
+    assert split.first_offsets == {(TOPIC, 0): 10, (TOPIC, 1): 3}
