@@ -297,7 +297,7 @@ class SinkLoop:
                 # At most 1 s, so that a stop request is noticed.
                 wait_ms = min(self.policy.wait_ms(held, self.pending.first_at_ms, now), 1000)
                 if self._inflight is not None:
-                    wait_ms = min(wait_ms, 5)
+                    wait_ms = min(wait_ms, 1)  # notice the write finishing at once
                 messages = self.consumer.consume(num_messages=room, timeout=wait_ms / 1000)
             else:
                 # Nothing held: block until the first record, then take what is queued.
