@@ -353,14 +353,20 @@ class ArchiveClient:
         host = httpx.URL(self.cfg.endpoint).netloc.decode().replace(":", "_") or "archive"
         return self.cache_dir / host / file.path
 
-    async def fetch(self, file: ArchiveFile, ingested_at: int) -> list[Kline] | None:
-        """The file's klines; None if not published; ArchiveError if corrupt."""
+    async def _csv(self, file: ArchiveFile) -> bytes | None:
+        """The file's CSV (cached or downloaded, checksum verified); None if not published."""
         data = self._from_cache(file)
         if data is None:
             data = await self._download(file)
             if data is None:
                 return None
-        csv = read_zip(data, file)
+        return read_zip(data, file)
+
+    async def fetch(self, file: ArchiveFile, ingested_at: int) -> list[Kline] | None:
+        """The file's klines; None if not published; ArchiveError if corrupt."""
+        csv = await self._csv(file)
+        if csv is None:
+            return None
         klines = await asyncio.to_thread(
             parse_csv, csv, file.symbol, file.interval, ingested_at, file.csv_name
         )
@@ -376,12 +382,9 @@ class ArchiveClient:
         self, file: ArchiveFile, ingested_at: int, codec: KlineCodec
     ) -> EncodedKlines | None:
         """``fetch``, as topic values (``parse_csv_encoded``): the same checks and errors."""
-        data = self._from_cache(file)
-        if data is None:
-            data = await self._download(file)
-            if data is None:
-                return None
-        csv = read_zip(data, file)
+        csv = await self._csv(file)
+        if csv is None:
+            return None
         rows = await asyncio.to_thread(
             parse_csv_encoded, csv, file.symbol, file.interval, ingested_at, codec, file.csv_name
         )
