@@ -289,15 +289,15 @@ class SinkLoop:
         held = len(self.pending)
         room = self.policy.room(held)
         messages = self.consumer.consume(num_messages=room, timeout=0)
-        self._drained = len(messages) < room
+        # "Nothing more queued" only counts after a poll that waited: the local queue may be
+        # short of `room` only because librdkafka's (small) prefetch is being refilled.
+        self._drained = False
         if not messages:
             if held or self._inflight is not None:
-                # Wait briefly: for more records, the batch deadline, or the writer.
+                # Wait briefly (for more records, the batch deadline, the writer finishing): a
+                # short poll that stays short says nothing more is queued.
                 now = self.clock.now_ms()
-                # At most 1 s, so that a stop request is noticed.
-                wait_ms = min(self.policy.wait_ms(held, self.pending.first_at_ms, now), 1000)
-                if self._inflight is not None:
-                    wait_ms = min(wait_ms, 1)  # notice the write finishing at once
+                wait_ms = min(self.policy.wait_ms(held, self.pending.first_at_ms, now), 2)
                 messages = self.consumer.consume(num_messages=room, timeout=wait_ms / 1000)
             else:
                 # Nothing held: block until the first record, then take what is queued.
