@@ -349,12 +349,7 @@ class SinkLoop:
             future = self._writer.submit(self._write, split, batch_no)
             self._inflight = _Inflight(split, batch_no, future)
             return True
-        done, results, written = self._write_until_done(split, batch_no, in_callback=in_callback)
-        if not done:
-            self._abandon(split)
-            return False
-        self._finish(written, results)
-        return True
+        return self._write_and_commit(split, batch_no, in_callback=in_callback)
 
     def _settle(self, *, in_callback: bool = False) -> bool:
         """Wait for the batch being written; commit its offsets (or retry it until written)."""
@@ -369,14 +364,9 @@ class SinkLoop:
             WRITE_FAILURES.inc()
             self._drop_connection()
             logger.warning("database write failed (%s); retrying the batch", _one_line(exc))
-            done, results, written = self._write_until_done(
+            return self._write_and_commit(
                 inflight.split, inflight.batch_no, in_callback=in_callback
             )
-            if not done:
-                self._abandon(inflight.split)
-                return False
-            self._finish(written, results)
-            return True
         self._finish(inflight.split, results)
         return True
 
@@ -388,22 +378,27 @@ class SinkLoop:
         if self._paused:
             self._resume()
 
-    def _write_until_done(
+    def _write_and_commit(self, split: Split, batch_no: int, *, in_callback: bool) -> bool:
+        """Write the batch on this thread (retrying, see ``_retry_write``), then commit its
+        offsets; if it had to give up, rewind instead and return False."""
+        self._flushing = True
+        try:
+            done, results, written = self._retry_write(split, batch_no, in_callback=in_callback)
+        finally:
+            self._flushing = False
+        if not done:
+            self._abandon(split)
+            return False
+        self._finish(written, results)
+        return True
+
+    def _retry_write(
         self, split: Split, batch_no: int, *, in_callback: bool
     ) -> tuple[bool, list[db.WriteResult], Split]:
         """Send the batch's DLQ records, write its rows; on failure pause, back off and retry
         (in a rebalance callback: a few quick attempts). Returns (written?, results, the batch
         as written: without partitions revoked meanwhile, whose offsets must not be committed
         by us); False means: gave up."""
-        self._flushing = True
-        try:
-            return self._retry_write(split, batch_no, in_callback=in_callback)
-        finally:
-            self._flushing = False
-
-    def _retry_write(
-        self, split: Split, batch_no: int, *, in_callback: bool
-    ) -> tuple[bool, list[db.WriteResult], Split]:
         delays = iter(backoff(self.settings.retry_initial_s, self.settings.retry_max_s))
         dlq_sent = False
         attempts = 0
