@@ -42,7 +42,7 @@ from qryptify.avro import KlineCodec
 from qryptify.config import KafkaConfig
 from qryptify.kafka import KafkaException, TopicPartition, headers_dict, make_consumer
 from qryptify.kline import EmptyRange, Kline
-from qryptify.sinkbatch import Record, split_batch
+from qryptify.sink.batch import Record, split_batch
 from stack.config import StackSettings, resolve_settings
 from stack.procs import program_states
 

@@ -290,7 +290,7 @@ class KlineCodec:
     @property
     def fast_prefix(self) -> bytes | None:
         """The 10-byte header of current-schema Kline records (the sink's fast path reads
-        those bodies itself, see ``qryptify.sinkbatch``)."""
+        those bodies itself, see ``qryptify.sink.batch``)."""
         return self._fast_prefix
 
     def encode(self, event: Event) -> bytes:

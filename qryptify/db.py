@@ -12,10 +12,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from qryptify.candle_rows import CandleBatch
 from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
 from qryptify.kline import EmptyRange, Kline
+from qryptify.sink.rows import CandleBatch
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The target is migrated first; a fresh consumer group (or ``--group NAME``, reset to the earliest
 offsets) reads every partition from the beginning through the same consume → write → commit
-loop as the sink (``qryptify.sinkloop``), with a progress bar against the high watermarks taken
+loop as the sink (``qryptify.sink.loop``), with a progress bar against the high watermarks taken
 at start. Exits 0 once every partition reached them (or keeps going with ``--follow``) and
 prints rows/s. Replaying into a database that already holds the data changes nothing.
 """
@@ -24,8 +24,8 @@ from qryptify.config import Config
 from qryptify.errors import ConfigError
 from qryptify.kafka import TopicPartition, make_consumer, make_producer
 from qryptify.service import install_stop_handlers
-from qryptify.sinkbatch import FlushPolicy
-from qryptify.sinkloop import DlqWriter, FlushReport, LoopSettings, SinkLoop
+from qryptify.sink.batch import FlushPolicy
+from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, SinkLoop
 
 #: Replays are bulk loads: bigger transactions than the live sink's default.
 REPLAY_BATCH_SIZE = 20_000

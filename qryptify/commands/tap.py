@@ -26,7 +26,7 @@ from qryptify.kafka import KafkaError, TopicPartition, make_consumer
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import parse_pair
 from qryptify.service import install_stop_handlers
-from qryptify.sinkbatch import offsets_to_commit
+from qryptify.sink.batch import offsets_to_commit
 
 FORMATS = ("table", "json", "csv")
 #: librdkafka logical offsets.

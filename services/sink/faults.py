@@ -1,7 +1,7 @@
 """Test-only fault injection: ``QRYPTIFY_SINK_CRASH_AT=POINT:N`` hard-kills the sink (exit 137,
 no cleanup, like ``kill -9``) when the N-th batch reaches POINT of its cycle.
 
-POINT is one of ``qryptify.sinkloop.HOOK_POINTS``. Unset (the normal case), nothing is hooked.
+POINT is one of ``qryptify.sink.loop.HOOK_POINTS``. Unset (the normal case), nothing is hooked.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from qryptify.errors import ConfigError
-from qryptify.sinkloop import HOOK_POINTS, FaultHook
+from qryptify.sink.loop import HOOK_POINTS, FaultHook
 
 ENV_CRASH_AT = "QRYPTIFY_SINK_CRASH_AT"
 CRASH_EXIT_CODE = 137  # what a shell reports for SIGKILL

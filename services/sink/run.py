@@ -1,4 +1,4 @@
-"""The sink's I/O wiring around the shared loop (``qryptify.sinkloop``): build the edges from
+"""The sink's I/O wiring around the shared loop (``qryptify.sink.loop``): build the edges from
 config, make sure the topics exist, migrate the database on first connect, run."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from qryptify.config import Config
 from qryptify.errors import IngestorError
 from qryptify.kafka import ensure_topics, make_consumer, make_producer
 from qryptify.metrics import Health
-from qryptify.sinkbatch import FlushPolicy
-from qryptify.sinkloop import DlqWriter, LoopSettings, SinkLoop
+from qryptify.sink.batch import FlushPolicy
+from qryptify.sink.loop import DlqWriter, LoopSettings, SinkLoop
 from services.sink.faults import crash_hook
 
 logger = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from qryptify.config import Config, KafkaConfig
 from qryptify.kafka import TopicPartition, make_consumer, make_producer
 from qryptify.kline import Event, Kline
 from qryptify.pairs import interval_ms
-from qryptify.sinkbatch import FlushPolicy
-from qryptify.sinkloop import DlqWriter, LoopSettings, SinkLoop
+from qryptify.sink.batch import FlushPolicy
+from qryptify.sink.loop import DlqWriter, LoopSettings, SinkLoop
 from tests.conftest import T0, make_kline
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from qryptify import db
-from qryptify.candle_rows import CandleBatch
+from qryptify.sink.rows import CandleBatch
 from tests.conftest import T0, make_kline
 
 

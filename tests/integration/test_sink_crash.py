@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from qryptify.config import Config
-from qryptify.sinkloop import HOOK_POINTS
+from qryptify.sink.loop import HOOK_POINTS
 from services.sink.faults import CRASH_EXIT_CODE, ENV_CRASH_AT
 from services.sink.run import ENV_INSTANCE_ID
 from tests.integration.sink_helpers import (

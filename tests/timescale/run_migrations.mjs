@@ -83,7 +83,7 @@ async function rerunRaw(db, files) {
   return ok
 }
 
-// --- candles in the COPY text format of qryptify.candle_rows -------------------------------
+// --- candles in the COPY text format of qryptify.sink.rows -------------------------------
 const HOUR = 3_600_000
 const T0 = Date.UTC(2024, 0, 1) // 2024-01-01T00:00:00Z
 const DAYS = 5
@@ -96,7 +96,7 @@ function candle(symbol, openTime, close = '42000.5') {
   }
 }
 
-// The stage has the candlesticks columns, in the table's order (qryptify.candle_rows.LINE).
+// The stage has the candlesticks columns, in the table's order (qryptify.sink.rows.LINE).
 const ts = (ms) => new Date(ms).toISOString()
 const copyText = (candles) =>
   candles

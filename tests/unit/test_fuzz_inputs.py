@@ -47,7 +47,7 @@ from qryptify.errors import (
 )
 from qryptify.kline import EmptyRange, Kline, validate_kline
 from qryptify.pairs import INTERVALS, Pair, parse_pair
-from qryptify.sinkbatch import Record, split_batch
+from qryptify.sink.batch import Record, split_batch
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from qryptify.errors import ConfigError
-from qryptify.sinkloop import HOOK_POINTS
+from qryptify.sink.loop import HOOK_POINTS
 from services.sink.faults import ENV_CRASH_AT, CrashPoint, crash_hook, parse_crash_at
 
 

@@ -1,7 +1,7 @@
 """The consume → write → commit loop shared by the sink service and ``qryptify replay``.
 
 One thread sequences everything (arroyo-style): poll records and stage them as COPY rows at
-once (pure, ``qryptify.sinkbatch``); at a flush, send undecodable/invalid records to the DLQ
+once (pure, ``qryptify.sink.batch``); at a flush, send undecodable/invalid records to the DLQ
 and wait for their delivery, hand the rows to ONE writer thread for one PostgreSQL transaction
 (``qryptify.db.write_rows``), and only after its COMMIT commit the batch's offsets synchronously
 from this thread (invariant 2). At most one batch is being written while the next is consumed
@@ -38,14 +38,13 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from qryptify import db
 from qryptify.avro import KlineCodec
-from qryptify.candle_rows import CandleBatch
 from qryptify.clock import Clock
 from qryptify.errors import DatabaseUnavailable, IngestorError
 from qryptify.kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from qryptify.kline import EmptyRange
 from qryptify.metrics import Health
 from qryptify.retry import backoff
-from qryptify.sinkbatch import (
+from qryptify.sink.batch import (
     DlqEntry,
     FlushPolicy,
     RawRecord,
@@ -54,6 +53,7 @@ from qryptify.sinkbatch import (
     TopicPartitionKey,
     write_within_limit,
 )
+from qryptify.sink.rows import CandleBatch
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Rows of the ``candlesticks`` table in PostgreSQL's COPY text format, and batches of them.
 
 Pure: the sink stages every candle as one COPY line as soon as it is consumed (see
-``qryptify.sinkbatch``), and ``qryptify.db`` sends a batch's lines in one ``COPY``. Lines carry
+``qryptify.sink.batch``), and ``qryptify.db`` sends a batch's lines in one ``COPY``. Lines carry
 the seed table's columns in its order, so the same bytes serve a direct ``COPY candlesticks``
 and the staging table of the upsert.
 """

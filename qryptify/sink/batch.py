@@ -2,7 +2,7 @@
 what the database gets, what the DLQ gets and which offsets may be committed afterwards.
 
 No sockets, no clocks: time arrives as ``now_ms`` and decoding as an injected function, so the
-sink service and ``qryptify replay`` (both driven by ``qryptify.sinkloop``) share every rule
+sink service and ``qryptify replay`` (both driven by ``qryptify.sink.loop``) share every rule
 and the unit tests check them without a broker.
 """
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from qryptify.avro import KlineCodec, encode_long
-from qryptify.candle_rows import LINE, CandleBatch, CandleRow, PairKey, kline_line, ts_text
 from qryptify.errors import IngestorError, InvalidKline, UndecodableRecord
 from qryptify.kline import EmptyRange, Kline, validate_kline
 from qryptify.pairs import FIXED_INTERVAL_MS, close_time
+from qryptify.sink.rows import LINE, CandleBatch, CandleRow, PairKey, kline_line, ts_text
 
 #: Open times outside [2010-01-01, 2200-01-01) cannot be Binance candles (and would overflow
 #: or distort TIMESTAMPTZ); such records go to the DLQ instead of failing the transaction.

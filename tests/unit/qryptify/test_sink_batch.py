@@ -12,11 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qryptify.avro import SOE_MAGIC, KlineCodec
-from qryptify.candle_rows import CandleBatch, CandleRow, ts_text
 from qryptify.errors import InvalidKline
 from qryptify.kline import EmptyRange, Kline
 from qryptify.retry import backoff
-from qryptify.sinkbatch import (
+from qryptify.sink.batch import (
     FlushPolicy,
     Record,
     StagedBatch,
@@ -25,6 +24,7 @@ from qryptify.sinkbatch import (
     split_batch,
     write_within_limit,
 )
+from qryptify.sink.rows import CandleBatch, CandleRow, ts_text
 from tests.conftest import T0, make_kline
 
 CODEC = KlineCodec()
