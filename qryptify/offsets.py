@@ -6,7 +6,10 @@ Key ``service|SYMBOL|interval`` (UTF-8), value the Avro record
 a registry is configured). A resume starts at the candle after the stored open time.
 
 Commit only what ``KlinePublisher.acked_through`` reports: then a restart (even after kill -9)
-re-publishes at most the records that were in flight, and skips nothing.
+skips nothing. What it publishes again is bounded by the commit cadence, not by what was in
+flight: a pair resumes after its last *committed* offset, so candles acknowledged after that
+commit are published again, and a pair killed before its first offset commit starts again from
+its beginning. That is at-least-once delivery; the sink's idempotent upsert absorbs the repeats.
 """
 
 from __future__ import annotations
