@@ -22,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from qryptify.pairs import (
+from sim.grid import (
     DAY_MS,
     FIXED_INTERVAL_MS,
     HOUR_MS,

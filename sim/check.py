@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from qryptify.errors import PairError
-from qryptify.pairs import Pair, close_time, parse_pair
+from sim.grid import check_interval, check_symbol, close_time
 from sim.symbols import parse_time_ms
 
 # The 12 REST columns mapped to candlesticks columns (index → column); 0 is the key (ts).
@@ -44,6 +44,36 @@ COMPARED: tuple[tuple[int, str], ...] = (
 DB_COLUMNS = ("ts",) + tuple(name for _, name in COMPARED)
 TRUTH_CHUNK_MS = 35 * 86_400_000  # ~50k 1m candles per truth request
 
+_SERIES_RE = re.compile(r"\s*([^/\-|\s]+)\s*[/\-|]\s*(\S+)\s*")
+
+
+class Pair(Protocol):
+    """One kline series as the checker needs it; the product's ``Pair`` is one."""
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def interval(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A kline series named on the command line (``BTCUSDT/1m`` or ``BTCUSDT-1m``)."""
+
+    symbol: str
+    interval: str
+
+    def __str__(self) -> str:
+        return f"{self.symbol}/{self.interval}"
+
+
+def parse_series(text: str) -> Series:
+    match = _SERIES_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r}: expected SYMBOL/interval, e.g. BTCUSDT/1m")
+    return Series(check_symbol(match.group(1)), check_interval(match.group(2)))
+
 
 @dataclass(frozen=True, slots=True)
 class RowDiff:
@@ -55,7 +85,7 @@ class RowDiff:
 
 @dataclass(frozen=True, slots=True)
 class PairReport:
-    pair: Pair
+    pair: Pair  # str(pair) is "SYMBOL/interval"
     truth_rows: int
     db_rows: int
     missing: tuple[int, ...] = ()  # open times in truth, not in the DB
@@ -168,7 +198,7 @@ def fetch_empty_ranges(client: httpx.Client, symbol: str) -> list[tuple[int, int
 
 
 def compare_db_with_truth(
-    dsn: str, sim_url: str, pairs: list[Pair], start_ms: int, end_ms: int
+    dsn: str, sim_url: str, pairs: Sequence[Pair], start_ms: int, end_ms: int
 ) -> CheckReport:
     """Compare ``candlesticks`` rows with ``start_ms <= ts < end_ms`` against the truth."""
     import psycopg
@@ -229,13 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
-        pairs = [parse_pair(p) for p in args.pair]
+        pairs = [parse_series(p) for p in args.pair]
         start = parse_time_ms(args.start, "--start")
         if args.end is None:
             end = int(httpx.get(f"{args.sim}/fapi/v1/time", timeout=30).json()["serverTime"])
         else:
             end = parse_time_ms(args.end, "--end")
-    except (PairError, ValueError) as exc:
+    except ValueError as exc:
         print(f"check: {exc}", file=sys.stderr)
         return 2
     report = compare_db_with_truth(args.dsn, args.sim, pairs, start, end)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qryptify.pairs import INTERVALS
+from sim.grid import INTERVALS
 from sim.market import stable_fraction, stable_string_key
 
 MALFORMED_KINDS: tuple[str, ...] = ("bad_json", "missing_field", "wrong_type", "bad_ohlc")

@@ -45,7 +45,7 @@ from typing import Generic, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from qryptify.pairs import (
+from sim.grid import (
     DAY_MS,
     MINUTE_MS,
     align_open,

@@ -31,7 +31,6 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from qryptify.pairs import INTERVALS, align_open, close_time, next_open
 from sim.archive import (
     BuiltArchive,
     archive_ready_ms,
@@ -42,6 +41,7 @@ from sim.archive import (
 )
 from sim.clock import SimClock
 from sim.faults import FaultError, Faults
+from sim.grid import DAY_MS, INTERVALS, align_open, close_time, next_open
 from sim.limits import BANNED, LIMITED, WeightLimiter, klines_weight
 from sim.market import (
     Availability,
@@ -67,7 +67,6 @@ from sim.symbols import DEFAULT_SYMBOLS
 logger = logging.getLogger(__name__)
 
 PERPETUAL_DELIVERY_MS = 4133404800000  # 2100-12-25 08:00 UTC, the perpetuals' sentinel
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)

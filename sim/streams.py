@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from qryptify.pairs import INTERVALS, close_time
+from sim.grid import INTERVALS, close_time
 from sim.market import Bar, Formatters, SymbolSpec
 
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from qryptify.pairs import validate_symbol
+from sim.grid import check_symbol
 from sim.market import SymbolSpec
 
 _QUOTES = ("USDT", "USDC", "BUSD")
@@ -65,7 +65,7 @@ def _split_assets(symbol: str) -> tuple[str, str]:
 
 
 def spec_from_mapping(item: Mapping[str, Any]) -> SymbolSpec:
-    symbol = validate_symbol(item.get("symbol"))
+    symbol = check_symbol(item.get("symbol"))
     base, quote = _split_assets(symbol)
     allowed = {
         "symbol",
