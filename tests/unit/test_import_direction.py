@@ -1,0 +1,193 @@
+"""Imports point one way (docs/architecture.md): the product never imports its tooling, services
+never import each other, and the simulator (the tests' oracle) imports nothing of the product.
+
+Reads every module's source with ``ast`` (imports inside functions count too), so a forbidden
+import fails here whether or not the code path that runs it is ever exercised.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCT = ("qryptify", "services")
+TOOLING = ("sim", "bench", "chaos", "stack", "tests")
+PACKAGES = (*PRODUCT, *TOOLING)
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    importer: str  # dotted module name of the file
+    imported: str  # dotted module name it imports
+    where: str  # path:line
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> Iterator[Import]:
+    rel = path.relative_to(ROOT)
+    for imported, line in imports_in(
+        path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py"
+    ):
+        yield Import(module_name(path), imported, f"{rel}:{line}")
+
+
+def imports_in(source: str, importer: str, is_package: bool) -> Iterator[tuple[str, int]]:
+    """(imported module, line) for every import statement in ``source``, relative ones
+    resolved against ``importer``."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                # ``from .. import x`` climbs from the module's package (a package is its own).
+                package = importer.split(".")[: None if is_package else -1]
+                anchor = package[: len(package) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            yield base, node.lineno
+
+
+def violation(importer: str, imported: str) -> str | None:
+    """Why ``importer`` may not import ``imported``, or None when it may."""
+    src = importer.split(".")
+    dst = imported.split(".")
+    if dst[0] not in PACKAGES:
+        return None  # the standard library or a third-party distribution
+    if src[0] in PRODUCT and dst[0] in TOOLING:
+        return "product imports tooling"
+    if src[0] == "services" and dst[0] == "services" and len(dst) > 1 and dst[1] != src[1]:
+        return "a service imports another service"
+    if src[0] == "services" and len(dst) == 1 and dst[0] == "services" and len(src) > 1:
+        return "a service imports the services package"
+    if src[0] == "qryptify" and dst[0] == "services":
+        return "the shared core imports a service"
+    if src[0] == "sim" and dst[0] != "sim":
+        return "the simulator imports outside itself"
+    return None
+
+
+def all_imports() -> Iterator[Import]:
+    for package in PACKAGES:
+        folder = ROOT / package
+        if folder.is_dir():
+            for path in sorted(folder.rglob("*.py")):
+                yield from imports_of(path)
+
+
+# Crossings that exist today and are being removed; each entry names its way out.
+KNOWN: dict[tuple[str, str], str] = {
+    ("qryptify.commands.check", "sim.check"): "issue 17 item 4: `check` moves to the simulator",
+}
+
+
+def test_no_import_crosses_a_forbidden_direction() -> None:
+    found = [
+        f"{imp.where}: {imp.importer} -> {imp.imported} ({reason})"
+        for imp in all_imports()
+        if (reason := violation(imp.importer, imp.imported))
+        and (imp.importer, imp.imported) not in KNOWN
+    ]
+    assert not found, "forbidden imports:\n" + "\n".join(found)
+
+
+def test_the_scan_sees_the_code() -> None:
+    # A walk that found nothing would pass the test above vacuously.
+    importers = {imp.importer.split(".")[0] for imp in all_imports()}
+    assert {"qryptify", "services", "sim", "stack", "tests"} <= importers
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "reason"),
+    [
+        ("qryptify.sink.loop", "sim.grid", "product imports tooling"),
+        ("qryptify.cli", "bench.harness", "product imports tooling"),
+        ("services.sink.run", "tests.conftest", "product imports tooling"),
+        ("qryptify.kafka", "stack.config", "product imports tooling"),
+        ("services.sink.run", "chaos", "product imports tooling"),
+        ("services.sink.run", "services.producer.run", "a service imports another service"),
+        ("services.sink.run", "services", "a service imports the services package"),
+        ("qryptify.db", "services.backfiller.gaps", "the shared core imports a service"),
+        ("sim.market", "qryptify.pairs", "the simulator imports outside itself"),
+        ("sim.check", "services.sink", "the simulator imports outside itself"),
+        ("sim.server", "tests.conftest", "the simulator imports outside itself"),
+    ],
+)
+def test_forbidden_directions_are_named(importer: str, imported: str, reason: str) -> None:
+    assert violation(importer, imported) == reason
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported"),
+    [
+        ("services.sink.run", "qryptify.sink.loop"),
+        ("services.sink.run", "services.sink.faults"),
+        ("bench.harness", "sim.server"),
+        ("tests.e2e.conftest", "services.sink.run"),
+        ("stack.cli", "qryptify.config"),
+        ("sim.market", "numpy"),
+        ("qryptify.kafka", "confluent_kafka"),
+    ],
+)
+def test_allowed_directions_pass(importer: str, imported: str) -> None:
+    assert violation(importer, imported) is None
+
+
+def test_relative_imports_resolve() -> None:
+    source = "from . import rows\nfrom ..kline import Kline\nfrom .batch import x\n"
+    assert [m for m, _ in imports_in(source, "qryptify.sink.loop", False)] == [
+        "qryptify.sink",
+        "qryptify.kline",
+        "qryptify.sink.batch",
+    ]
+    assert [m for m, _ in imports_in("from .loop import y\n", "qryptify.sink", True)] == [
+        "qryptify.sink.loop"
+    ]
+    assert violation("services.sink.run", "services.producer") == (
+        "a service imports another service"
+    )
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """The product modules ``path`` imports at module level (a lazy import inside a function
+    is how a command defers a heavy edge; it is not a layering edge)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return {name for name in found if name.split(".")[0] in PRODUCT}
+
+
+def test_the_shared_core_has_no_import_cycle() -> None:
+    graph = {
+        module_name(path): module_level_imports(path)
+        for path in sorted((ROOT / "qryptify").rglob("*.py"))
+    }
+    done: set[str] = set()
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        assert module not in trail, " -> ".join((*trail, module))
+        if module in done:
+            return
+        for imported in sorted(graph.get(module, ())):
+            if imported != "qryptify":  # the package root: a version string, nothing else
+                visit(imported, (*trail, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert len(done) == len(graph)
