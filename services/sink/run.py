@@ -13,8 +13,7 @@ from qryptify.errors import IngestorError
 from qryptify.kafka import ensure_topics, make_consumer, make_producer
 from qryptify.metrics import Health
 from qryptify.sink.batch import FlushPolicy
-from qryptify.sink.loop import DlqWriter, LoopSettings, SinkLoop
-from services.sink.faults import crash_hook
+from qryptify.sink.loop import DlqWriter, FaultHook, LoopSettings, SinkLoop
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,11 @@ class SinkRunner:
         return self.loop.run()
 
 
-def build_sink(cfg: Config, stop: threading.Event, health: Health) -> SinkRunner:
+def build_sink(
+    cfg: Config, stop: threading.Event, health: Health, hook: FaultHook | None = None
+) -> SinkRunner:
+    """The sink service; ``hook`` is called at each of the loop's ``HOOK_POINTS`` (tests pass
+    one to crash the process there: ``tests/support/sink_crash.py``)."""
     settings = LoopSettings(
         topic=cfg.kafka.topic,
         policy=FlushPolicy(cfg.sink.batch_size, cfg.sink.max_latency_ms),
@@ -79,6 +82,6 @@ def build_sink(cfg: Config, stop: threading.Event, health: Health) -> SinkRunner
         stop,
         dlq=DlqWriter(make_producer(cfg.kafka), cfg.kafka.dlq_topic),
         health=health,
-        hook=crash_hook(os.environ),
+        hook=hook,
     )
     return SinkRunner(cfg, loop)

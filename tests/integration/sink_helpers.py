@@ -273,15 +273,16 @@ def write_config(path: Path, cfg: Config, **sink: Any) -> Path:
 
 
 def start_sink(
-    config: Path, log: Path, env: dict[str, str] | None = None
+    config: Path, log: Path, env: dict[str, str] | None = None, module: str = "services.sink"
 ) -> subprocess.Popen[bytes]:
-    """``python -m services.sink --config PATH`` as a real subprocess, output to ``log``."""
+    """``python -m services.sink --config PATH`` (or another ``module`` running the sink, such
+    as ``tests.support.sink_crash``) as a real subprocess, output to ``log``."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("QRYPTIFY_")}
     environ.update(env or {})
     out = log.open("ab")
     try:
         return subprocess.Popen(
-            [PYTHON, "-m", "services.sink", "--config", str(config)],
+            [PYTHON, "-m", module, "--config", str(config)],
             cwd=ROOT,
             env=environ,
             stdout=out,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from qryptify.config import Config
 from qryptify.sink.loop import HOOK_POINTS
-from services.sink.faults import CRASH_EXIT_CODE, ENV_CRASH_AT
 from services.sink.run import ENV_INSTANCE_ID
 from tests.integration.sink_helpers import (
     assert_offsets_not_ahead,
@@ -32,6 +31,7 @@ from tests.integration.sink_helpers import (
     wait_until,
     write_config,
 )
+from tests.support.sink_crash import CRASH_EXIT_CODE, ENV_CRASH_AT
 
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "1m"), ("BNBUSDT", "5m"), ("ADAUSDT", "1h")]
 
@@ -73,7 +73,9 @@ def test_killed_at_every_point_of_the_cycle(app_config: Config, tmp_path: Path) 
 
     progress: list[dict[int, int]] = []
     for point in HOOK_POINTS:
-        proc = start_sink(config, log, env | {ENV_CRASH_AT: f"{point}:2"})
+        proc = start_sink(
+            config, log, env | {ENV_CRASH_AT: f"{point}:2"}, module="tests.support.sink_crash"
+        )
         assert proc.wait(90) == CRASH_EXIT_CODE, _log_tail(log)
         progress.append(assert_offsets_not_ahead(app_config.kafka, group, dsn, records))
     # Each run committed its first batch before crashing in the second: progress was made,

@@ -4,7 +4,7 @@ import pytest
 
 from qryptify.errors import ConfigError
 from qryptify.sink.loop import HOOK_POINTS
-from services.sink.faults import ENV_CRASH_AT, CrashPoint, crash_hook, parse_crash_at
+from tests.support.sink_crash import ENV_CRASH_AT, CrashPoint, crash_hook, parse_crash_at
 
 
 def test_parse_crash_point() -> None:
