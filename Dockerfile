@@ -16,7 +16,6 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY qryptify ./qryptify
 COPY services ./services
-COPY sim ./sim
 RUN pip install . && rm -rf build ./*.egg-info
 
 # Read at run time from /app (the packages look in /app/schemas and /app/sql).

@@ -1,4 +1,4 @@
-"""``qryptify-sim`` / ``python -m sim``: serve the simulator, or ``check`` a database against it."""
+"""``python -m sim``: serve the simulator, or ``check`` a database against it."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import fails here whether or not the code path that runs it is ever exercised.
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,18 +87,11 @@ def all_imports() -> Iterator[Import]:
                 yield from imports_of(path)
 
 
-# Crossings that exist today and are being removed; each entry names its way out.
-KNOWN: dict[tuple[str, str], str] = {
-    ("qryptify.commands.check", "sim.check"): "issue 17 item 4: `check` moves to the simulator",
-}
-
-
 def test_no_import_crosses_a_forbidden_direction() -> None:
     found = [
         f"{imp.where}: {imp.importer} -> {imp.imported} ({reason})"
         for imp in all_imports()
         if (reason := violation(imp.importer, imp.imported))
-        and (imp.importer, imp.imported) not in KNOWN
     ]
     assert not found, "forbidden imports:\n" + "\n".join(found)
 
@@ -191,3 +185,17 @@ def test_the_shared_core_has_no_import_cycle() -> None:
     for module in graph:
         visit(module, ())
     assert len(done) == len(graph)
+
+
+def test_the_wheel_and_the_image_carry_only_the_product() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(pattern.rstrip("*") for pattern in shipped) == sorted(PRODUCT)
+    for name, target in pyproject["project"]["scripts"].items():
+        assert target.split(".")[0] in PRODUCT, f"script {name} runs tooling: {target}"
+    copied = [
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if line.startswith("COPY ")
+    ]
+    assert not [path for path in copied if path.split("/")[0] in TOOLING]
