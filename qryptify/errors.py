@@ -10,9 +10,19 @@
     │   ├── ExchangeUnavailable(reason)          5xx, timeouts, connection errors: retryable
     │   └── MalformedPayload(source, reason)     JSON / CSV / frame that is not what Binance sends
     ├── ArchiveError(path, reason)               missing or corrupt archive file (checksum, rows)
-    ├── UndecodableRecord(reason)                Avro bytes that cannot be decoded
-    ├── InvalidKline(reason)                     decoded, but violates the kline rules (OHLC, times)
-    └── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
+    ├── UndecodableRecord(reason)                Avro bytes that cannot be decoded        → DLQ
+    ├── InvalidKline(reason)                     decoded, but violates the kline rules    → DLQ
+    ├── KeyMismatch(key, expected)               record key is not its value's pair key   → DLQ
+    ├── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
+    └── KafkaFailure                             anything the Kafka cluster did or failed to do
+        ├── KafkaSetupError                      admin: topics cannot be listed or created
+        ├── DeliveryFailed(pair, position, reason)  a record not acknowledged after retries
+        ├── OffsetStoreError                     the source-offsets topic cannot be read
+        ├── DlqUnavailable(reason)               DLQ records not delivered: retry, commit nothing
+        └── KafkaFatal(reason)                   librdkafka fatal error or lost position: stop
+
+Whether an error is worth retrying unchanged is decided in one place, ``is_retryable``:
+RateLimited, ExchangeUnavailable, DatabaseUnavailable and DlqUnavailable are; the rest are not.
 
 Every exception carries the data its handler needs and a short message naming the bad value.
 Messages never carry secrets: ``ConfigError`` hides values of secret-named keys and of unknown
@@ -23,6 +33,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotation: pairs itself raises PairError from here
+    from qryptify.pairs import Pair
 
 
 class IngestorError(Exception):
@@ -145,10 +159,53 @@ class InvalidKline(IngestorError, ValueError):
         super().__init__(f"invalid kline: {reason}")
 
 
+class KeyMismatch(IngestorError, ValueError):
+    """The record's key is not the pair of its value: it would sit in the wrong partition."""
+
+    def __init__(self, key: bytes | None, expected: str) -> None:
+        self.key = key
+        self.expected = expected
+        super().__init__(f"record key {key!r:.60} is not the value's pair key {expected!r}")
+
+
 class DatabaseUnavailable(IngestorError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"database unavailable: {reason}")
+
+
+class KafkaFailure(IngestorError):
+    """Something the Kafka cluster answered or failed to answer."""
+
+
+class KafkaSetupError(KafkaFailure):
+    pass
+
+
+class DeliveryFailed(KafkaFailure):
+    """Kafka reported a record as not delivered (after the producer's own retries)."""
+
+    def __init__(self, pair: Pair, position: int, reason: str) -> None:
+        self.pair = pair
+        self.position = position
+        self.reason = reason
+        super().__init__(f"delivery of {pair} @ {position} failed: {reason}")
+
+
+class OffsetStoreError(KafkaFailure):
+    pass
+
+
+class DlqUnavailable(KafkaFailure):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"DLQ unavailable: {reason}")
+
+
+class KafkaFatal(KafkaFailure):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"fatal Kafka error: {reason}")
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -13,7 +13,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from qryptify.config import KafkaConfig
-from qryptify.errors import IngestorError
+from qryptify.errors import KafkaSetupError
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ __all__ = [
     "make_consumer",
     "make_producer",
 ]
-
-
-class KafkaSetupError(IngestorError):
-    pass
 
 
 def client_settings(cfg: KafkaConfig) -> dict[str, Any]:

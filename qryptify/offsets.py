@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
 from qryptify.config import KafkaConfig
-from qryptify.errors import IngestorError, UndecodableRecord
+from qryptify.errors import OffsetStoreError, UndecodableRecord
 from qryptify.kafka import (
     KafkaError,
     Message,
@@ -33,10 +33,6 @@ from qryptify.pairs import Pair
 from qryptify.publish import KlinePublisher
 
 logger = logging.getLogger(__name__)
-
-
-class OffsetStoreError(IngestorError):
-    pass
 
 
 def offset_key(service: str, pair: Pair) -> bytes:

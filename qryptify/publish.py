@@ -24,22 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from qryptify.avro import KlineCodec
-from qryptify.errors import IngestorError
+from qryptify.errors import DeliveryFailed
 from qryptify.kafka import KafkaError, Message, Producer
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import Pair, align_open
 
 logger = logging.getLogger(__name__)
-
-
-class DeliveryFailed(IngestorError):
-    """Kafka reported a record as not delivered (after the producer's own retries)."""
-
-    def __init__(self, pair: Pair, position: int, reason: str) -> None:
-        self.pair = pair
-        self.position = position
-        self.reason = reason
-        super().__init__(f"delivery of {pair} @ {position} failed: {reason}")
 
 
 def event_position(event: Event) -> int:

@@ -20,7 +20,7 @@ import httpx
 from qryptify import db
 from qryptify.clock import SystemClock, server_offset_ms
 from qryptify.config import Config, KafkaConfig, redact_dsn
-from qryptify.errors import DatabaseUnavailable, ExchangeUnavailable
+from qryptify.errors import DatabaseUnavailable, ExchangeUnavailable, KafkaSetupError
 from qryptify.health_report import (
     DEFAULT_MAX_GAPS,
     DEFAULT_MAX_LAG,
@@ -44,7 +44,6 @@ from qryptify.health_report import (
 from qryptify.kafka import (
     KafkaError,
     KafkaException,
-    KafkaSetupError,
     committed_offsets,
     high_watermarks,
     make_consumer,

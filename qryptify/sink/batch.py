@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from qryptify.avro import KlineCodec, encode_long
-from qryptify.errors import IngestorError, InvalidKline, UndecodableRecord
+from qryptify.errors import InvalidKline, KeyMismatch, UndecodableRecord
 from qryptify.kline import EmptyRange, Kline, validate_kline
 from qryptify.pairs import FIXED_INTERVAL_MS, close_time
 from qryptify.sink.rows import LINE, CandleBatch, CandleRow, PairKey, kline_line, ts_text
@@ -133,15 +133,6 @@ class DlqEntry:
             ("qryptify.offset", str(self.offset).encode()),
             ("qryptify.error_class", self.error_class.encode()),
         ]
-
-
-class KeyMismatch(IngestorError, ValueError):
-    """The record's key is not the pair of its value: it would sit in the wrong partition."""
-
-    def __init__(self, key: bytes | None, expected: str) -> None:
-        self.key = key
-        self.expected = expected
-        super().__init__(f"record key {key!r:.60} is not the value's pair key {expected!r}")
 
 
 _DECIMAL = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"

@@ -39,7 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from qryptify import db
 from qryptify.avro import KlineCodec
 from qryptify.clock import Clock
-from qryptify.errors import DatabaseUnavailable, IngestorError
+from qryptify.errors import DatabaseUnavailable, DlqUnavailable, KafkaFatal
 from qryptify.kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from qryptify.kline import EmptyRange
 from qryptify.metrics import Health
@@ -107,18 +107,6 @@ WRITE_FAILURES = Counter(
     "qryptify_sink_write_failures", "Failed attempts to write a batch (database or DLQ)"
 )
 PAUSED = Gauge("qryptify_sink_paused", "1 while partitions are paused for a failing database")
-
-
-class DlqUnavailable(IngestorError):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"DLQ unavailable: {reason}")
-
-
-class KafkaFatal(IngestorError):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"fatal Kafka error: {reason}")
 
 
 @dataclass(frozen=True, slots=True)

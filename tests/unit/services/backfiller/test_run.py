@@ -15,10 +15,10 @@ from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
 from qryptify.config import Config, build_config
-from qryptify.errors import ConfigError
+from qryptify.errors import ConfigError, DeliveryFailed
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import MINUTE_MS, Pair, interval_ms
-from qryptify.publish import DeliveryFailed, KlinePublisher
+from qryptify.publish import KlinePublisher
 from services.backfiller.run import Backfiller, ordered_map
 from sim.symbols import parse_time_ms
 
