@@ -210,4 +210,4 @@ class KafkaFatal(KafkaFailure):
 
 def is_retryable(exc: BaseException) -> bool:
     """True when the same request may succeed later without any change."""
-    return isinstance(exc, RateLimited | ExchangeUnavailable | DatabaseUnavailable)
+    return isinstance(exc, RateLimited | ExchangeUnavailable | DatabaseUnavailable | DlqUnavailable)

@@ -39,7 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from qryptify import db
 from qryptify.avro import KlineCodec
 from qryptify.clock import Clock
-from qryptify.errors import DatabaseUnavailable, DlqUnavailable, KafkaFatal
+from qryptify.errors import DlqUnavailable, KafkaFatal, is_retryable
 from qryptify.kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from qryptify.kline import EmptyRange
 from qryptify.metrics import Health
@@ -347,7 +347,7 @@ class SinkLoop:
         try:
             results = inflight.future.result()
         except Exception as exc:
-            if not (isinstance(exc, DatabaseUnavailable) or db.is_database_error(exc)):
+            if not (is_retryable(exc) or db.is_database_error(exc)):
                 raise
             WRITE_FAILURES.inc()
             self._drop_connection()
@@ -402,12 +402,10 @@ class SinkLoop:
                 dlq_sent = True
                 self._hook("after_dlq")
                 return True, self._write(split, batch_no), split
-            except (DlqUnavailable, DatabaseUnavailable) as exc:
-                failure: BaseException = exc
             except Exception as exc:
-                if not db.is_database_error(exc):
+                if not (is_retryable(exc) or db.is_database_error(exc)):
                     raise
-                failure = exc
+                failure: BaseException = exc
             attempts += 1
             WRITE_FAILURES.inc()
             self._drop_connection()
