@@ -16,6 +16,14 @@ class SystemClock:
         return time.time_ns() // 1_000_000
 
 
+class MonotonicClock:
+    """Local milliseconds of ``time.monotonic``: wall speed, immune to wall-clock steps. For
+    deadlines and windows measured locally (batching, the weight budget), never for "now"."""
+
+    def now_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
+
+
 class FixedClock:
     """For tests: a clock that moves only when told."""
 

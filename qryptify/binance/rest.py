@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from tenacity import (
 )
 
 from qryptify.binance.weights import WeightBudget, best_page_limit, klines_weight
-from qryptify.clock import Clock, ExchangeClock
+from qryptify.clock import Clock, ExchangeClock, MonotonicClock
 from qryptify.config import RestConfig
 from qryptify.errors import (
     ExchangeRejected,
@@ -431,13 +430,6 @@ class BinanceRest:
         if self.budget.is_banned(now):
             raise IpBanned(self.clock.now_ms() + self.budget.blocked_until() - now)
         raise RateLimited((self.budget.blocked_until() - now) / 1000)
-
-
-class MonotonicClock:
-    """Milliseconds of ``time.monotonic`` (wall speed, never jumps)."""
-
-    def now_ms(self) -> int:
-        return time.monotonic_ns() // 1_000_000
 
 
 def _used_weight(resp: httpx.Response) -> int | None:

@@ -38,7 +38,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from qryptify import db
 from qryptify.avro import KlineCodec
-from qryptify.clock import Clock
+from qryptify.clock import Clock, MonotonicClock
 from qryptify.errors import DlqUnavailable, KafkaFatal, is_retryable
 from qryptify.kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from qryptify.kline import EmptyRange
@@ -116,13 +116,6 @@ class _Inflight:
     split: Split
     batch_no: int
     future: Future[list[db.WriteResult]]
-
-
-class MonotonicClock:
-    """Deadlines for batching must not jump with the wall clock."""
-
-    def now_ms(self) -> int:
-        return time.monotonic_ns() // 1_000_000
 
 
 class DlqWriter:

@@ -21,11 +21,10 @@ are closed by their ``x`` flag, REST candles by being followed by a newer row (s
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from typing import NamedTuple
 
-from qryptify.clock import Clock, ExchangeClock
+from qryptify.clock import Clock, ExchangeClock, MonotonicClock
 
 #: Observations kept for the estimates (local ms).
 OBS_WINDOW_MS = 600_000
@@ -37,13 +36,6 @@ RATE_BASELINE_MS = 1_000
 RATE_SNAP = (0.8, 1.25)
 #: An event time more than this ahead of the estimate is not trusted.
 MAX_EVENT_LEAD_MS = 600_000
-
-
-class MonotonicClock:
-    """Local milliseconds from ``time.monotonic_ns``: immune to wall-clock steps."""
-
-    def now_ms(self) -> int:
-        return time.monotonic_ns() // 1_000_000
 
 
 class _Obs(NamedTuple):
