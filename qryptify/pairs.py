@@ -127,15 +127,23 @@ def interval_ms(interval: str) -> int:
         raise PairError(interval, "interval has no fixed length; use next_open()") from None
 
 
-def _month_start(ts_ms: int) -> int:
+def month_start(ts_ms: int) -> int:
+    """The first millisecond (UTC) of the calendar month containing ``ts_ms``."""
     dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
     return calendar.timegm((dt.year, dt.month, 1, 0, 0, 0)) * 1000
+
+
+def next_month(ts_ms: int) -> int:
+    """The first millisecond (UTC) of the calendar month after the one containing ``ts_ms``."""
+    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    year, month = (dt.year + 1, 1) if dt.month == 12 else (dt.year, dt.month + 1)
+    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
 
 
 def align_open(interval: str, ts_ms: int) -> int:
     """The open time of the candle that contains ``ts_ms``."""
     if interval == "1M":
-        return _month_start(ts_ms)
+        return month_start(ts_ms)
     step = FIXED_INTERVAL_MS[interval]
     anchor = _WEEK_ANCHOR_MS if interval == "1w" else 0
     return (ts_ms - anchor) // step * step + anchor
@@ -144,9 +152,7 @@ def align_open(interval: str, ts_ms: int) -> int:
 def next_open(interval: str, open_ms: int) -> int:
     """The open time of the candle after the one opening at ``open_ms``."""
     if interval == "1M":
-        dt = datetime.fromtimestamp(open_ms / 1000, tz=UTC)
-        year, month = (dt.year + 1, 1) if dt.month == 12 else (dt.year, dt.month + 1)
-        return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
+        return next_month(open_ms)
     return open_ms + FIXED_INTERVAL_MS[interval]
 
 

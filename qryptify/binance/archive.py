@@ -18,7 +18,6 @@ in a cache directory, written atomically (temp file + rename), and reused withou
 from __future__ import annotations
 
 import asyncio
-import calendar
 import hashlib
 import io
 import itertools
@@ -42,7 +41,7 @@ from qryptify.avro import EncodedKlines, KlineCodec, kline_encoder
 from qryptify.config import ArchiveConfig
 from qryptify.errors import ArchiveError, MalformedPayload
 from qryptify.kline import Kline
-from qryptify.pairs import DAY_MS, FIXED_INTERVAL_MS, INTERVALS
+from qryptify.pairs import DAY_MS, FIXED_INTERVAL_MS, INTERVALS, month_start, next_month
 
 logger = logging.getLogger(__name__)
 
@@ -75,17 +74,6 @@ _FAST_ROW_RE = re.compile(
 
 def path_interval(interval: str) -> str:
     return "1mo" if interval == "1M" else interval
-
-
-def month_start(ts_ms: int) -> int:
-    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-    return calendar.timegm((dt.year, dt.month, 1, 0, 0, 0)) * 1000
-
-
-def next_month(month_ms: int) -> int:
-    dt = datetime.fromtimestamp(month_ms / 1000, tz=UTC)
-    year, month = (dt.year + 1, 1) if dt.month == 12 else (dt.year, dt.month + 1)
-    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
 
 
 @dataclass(frozen=True, slots=True)

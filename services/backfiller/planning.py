@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qryptify.binance.archive import DAILY_INTERVALS, ArchiveFile, month_start, next_month
+from qryptify.binance.archive import DAILY_INTERVALS, ArchiveFile
 from qryptify.pairs import (
     DAY_MS,
     HOUR_MS,
@@ -25,6 +25,8 @@ from qryptify.pairs import (
     count_opens,
     interval_ms,
     is_fixed,
+    month_start,
+    next_month,
     next_open,
     open_times,
 )
