@@ -47,7 +47,7 @@ class Kline:
 
     def is_closed(self, exchange_now_ms: int) -> bool:
         """Closed iff its last millisecond is in the past by the exchange's clock."""
-        return self.close_time < exchange_now_ms
+        return closed_at(self.close_time, exchange_now_ms)
 
     def same_values(self, other: Kline) -> bool:
         """True when both carry the same market data (source and ingest time aside)."""
@@ -214,9 +214,15 @@ def validate_kline(k: Kline) -> Kline:
     return k
 
 
+def closed_at(close_time_ms: int, exchange_now_ms: int) -> bool:
+    """The closed-candle rule (invariants 1 and 5), the one place it is written: a candle is
+    closed iff its close time (its last millisecond) is before the exchange's "now"."""
+    return close_time_ms < exchange_now_ms
+
+
 def closed_klines(klines: Iterable[Kline], exchange_now_ms: int) -> list[Kline]:
     """Keep only candles closed by the exchange's clock (invariant 1 and 5)."""
-    return [k for k in klines if k.close_time < exchange_now_ms]
+    return [k for k in klines if closed_at(k.close_time, exchange_now_ms)]
 
 
 @dataclass(frozen=True, slots=True)

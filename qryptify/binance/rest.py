@@ -46,7 +46,7 @@ from qryptify.errors import (
     MalformedPayload,
     RateLimited,
 )
-from qryptify.kline import Kline, nested_deeper_than
+from qryptify.kline import Kline, closed_klines, nested_deeper_than
 from qryptify.pairs import Pair, next_open
 
 logger = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ class BinanceRest:
         while cursor < end_ms:
             page = await self.klines(pair, cursor, end_ms - 1, limit)
             now = self.clock.now_ms()
-            closed = [k for k in page if k.close_time < now]
+            closed = closed_klines(page, now)
             found.extend(closed)
             if len(page) < limit or len(closed) < len(page):
                 break

@@ -42,7 +42,7 @@ from qryptify.errors import (
     ExchangeUnavailable,
     RateLimited,
 )
-from qryptify.kline import EmptyRange, Event, Kline
+from qryptify.kline import EmptyRange, Event, Kline, closed_at, closed_klines
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
@@ -622,7 +622,7 @@ class Backfiller:
         page = unit.page
         klines = await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
         # Planned pages end before the candle that was open at `now`; drop anything later.
-        klines = [k for k in klines if k.close_time < now]
+        klines = closed_klines(klines, now)
         result = UnitResult(klines=klines)
         if page.slots <= self.limit:  # the answer could hold every slot: absent = empty
             for a, b in missing_runs(
@@ -659,8 +659,8 @@ class Backfiller:
         # Rows in [unit.start_ms, unit.end_ms) that closed before `now`; open times ascend.
         opens = rows.open_times
         rows = rows.take(bisect_left(opens, unit.start_ms), bisect_left(opens, unit.end_ms))
-        if rows.close_times and max(rows.close_times) >= now:
-            rows = rows.pick([i for i, t in enumerate(rows.close_times) if t < now])
+        if rows.close_times and not closed_at(max(rows.close_times), now):
+            rows = rows.pick([i for i, t in enumerate(rows.close_times) if closed_at(t, now)])
         result = UnitResult(archive=[rows])
         opens = rows.open_times
         for day, expected, found in day_shortfalls(

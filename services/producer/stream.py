@@ -20,7 +20,7 @@ from enum import Enum
 
 from qryptify.binance.ws import ControlReply, Frame, KlineFrame, Malformed
 from qryptify.errors import InvalidKline
-from qryptify.kline import Kline, validate_kline
+from qryptify.kline import Kline, closed_at, validate_kline
 from qryptify.pairs import Pair, close_time, last_closed_open, next_open
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def closed_rest_klines(page: Sequence[Kline], now_ms: int, settle_ms: int) -> li
     asks again later).
     """
     closed = list(page[:-1])
-    if page and page[-1].close_time < now_ms - settle_ms:
+    if page and closed_at(page[-1].close_time, now_ms - settle_ms):
         closed.append(page[-1])
     valid: list[Kline] = []
     for kline in closed:

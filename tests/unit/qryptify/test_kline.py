@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qryptify.errors import InvalidKline, MalformedPayload
-from qryptify.kline import Kline, closed_klines, latest_per_key, validate_kline
+from qryptify.kline import Kline, closed_at, closed_klines, latest_per_key, validate_kline
 from tests.conftest import T0, make_kline
 
 # Binance's documented REST row (a 1w candle) and real 5m rows (see reference §1.1, §7).
@@ -84,6 +86,33 @@ def test_closed_rule_uses_exchange_now() -> None:
     # close_time of the second is T0+119_999: closed only once exchange now is past it.
     assert closed_klines(ks, T0 + 119_999) == ks[:1]
     assert closed_klines(ks, T0 + 120_000) == ks
+    assert not closed_at(T0 + 59_999, T0 + 59_999)  # its last millisecond is still "now"
+    assert closed_at(T0 + 59_999, T0 + 60_000)
+    assert ks[0].is_closed(T0 + 60_000) and not ks[1].is_closed(T0 + 60_000)
+
+
+def _compares_close_time(node: ast.Compare) -> bool:
+    operands = [node.left, *node.comparators]
+    return any(
+        (isinstance(o, ast.Attribute) and o.attr in ("close_time", "close_times"))
+        or (isinstance(o, ast.Name) and o.id == "close_time")
+        for o in operands
+    ) and any(isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE) for op in node.ops)
+
+
+def test_the_closed_rule_is_written_once() -> None:
+    # Everyone asks kline.closed_at / Kline.is_closed / closed_klines; an inline
+    # ``close_time < now`` elsewhere is a second copy of invariant 1 that can drift.
+    root = Path(__file__).resolve().parents[3]
+    inline = [
+        f"{path.relative_to(root)}:{node.lineno}"
+        for folder in ("qryptify", "services")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path != root / "qryptify" / "kline.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Compare) and _compares_close_time(node)
+    ]
+    assert inline == []
 
 
 @pytest.mark.parametrize(
