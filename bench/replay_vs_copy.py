@@ -24,7 +24,7 @@ from qryptify import db
 from qryptify.avro import KlineCodec
 from qryptify.commands.replay import ReplayResult, replay
 from qryptify.config import Config, KafkaConfig, build_config
-from qryptify.kafka import ensure_topics, make_producer
+from qryptify.kafka import ensure_topics, make_producer, produce_waiting
 from qryptify.kline import Kline
 from qryptify.pairs import close_time
 
@@ -66,13 +66,7 @@ def produce(kafka: KafkaConfig, items: list[Kline]) -> float:
     producer = make_producer(kafka, **{"linger.ms": 50})
     started = time.perf_counter()
     for k in items:
-        value = codec.encode(k)
-        while True:
-            try:
-                producer.produce(kafka.topic, key=k.key.encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, kafka.topic, key=k.key.encode(), value=codec.encode(k))
     assert producer.flush(120) == 0
     return time.perf_counter() - started
 

@@ -28,7 +28,11 @@ __all__ = [
     "ensure_topics",
     "make_consumer",
     "make_producer",
+    "produce_waiting",
 ]
+
+#: How long to serve delivery reports before trying again when the producer's queue is full.
+QUEUE_FULL_POLL_S = 0.05
 
 
 def client_settings(cfg: KafkaConfig) -> dict[str, Any]:
@@ -74,6 +78,17 @@ def make_producer(cfg: KafkaConfig, **overrides: Any) -> Producer:
     }
     settings.update(overrides)
     return Producer(settings)
+
+
+def produce_waiting(producer: Producer, topic: str, **record: Any) -> None:
+    """``producer.produce(topic, **record)``, waiting while librdkafka's local queue is full
+    (``BufferError``): serving delivery reports is what frees it, so poll and try again."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(QUEUE_FULL_POLL_S)
 
 
 def make_consumer(cfg: KafkaConfig, group_id: str, **overrides: Any) -> Consumer:

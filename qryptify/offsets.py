@@ -28,6 +28,7 @@ from qryptify.kafka import (
     Producer,
     TopicPartition,
     make_consumer,
+    produce_waiting,
 )
 from qryptify.pairs import Pair
 from qryptify.publish import KlinePublisher
@@ -159,14 +160,13 @@ class SourceOffsetStore:
                 logger.error("offset commit %s %s failed: %s", service, pair, err)
                 self._failed.append(str(err))
 
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, key=offset_key(service, pair), value=value, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)
+        produce_waiting(
+            self.producer,
+            self.topic,
+            key=offset_key(service, pair),
+            value=value,
+            on_delivery=on_delivery,
+        )
         self._committed[(service, pair)] = last_open_time
 
     def committed(self, service: str, pair: Pair) -> int | None:

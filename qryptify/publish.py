@@ -25,7 +25,7 @@ from typing import Any
 
 from qryptify.avro import KlineCodec
 from qryptify.errors import DeliveryFailed
-from qryptify.kafka import KafkaError, Message, Producer
+from qryptify.kafka import KafkaError, Message, Producer, produce_waiting
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import Pair, align_open
 
@@ -170,19 +170,14 @@ class KlinePublisher:
                 tracker.delivery_failed(pair, slot, str(err))
 
         key = pair.key.encode()
-        produce = self.producer.produce
+        producer = self.producer
         # The record timestamp stays the producer's wall time: a candle's (or a simulator's)
         # time may be far in the past or future, which brokers reject (timestamp.after.max.ms).
         for event in events:
             if (event.symbol, event.interval) != (pair.symbol, pair.interval):
                 raise ValueError(f"publish_batch: {event.key} in a batch of {pair.key}")
             value = self._encode(event)
-            while True:
-                try:
-                    produce(self.topic, key=key, value=value, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            produce_waiting(producer, self.topic, key=key, value=value, on_delivery=on_delivery)
         self.published += len(events)
 
     def publish_encoded(self, pair: Pair, position: int, values: Sequence[bytes]) -> None:

@@ -40,7 +40,14 @@ from qryptify import db
 from qryptify.avro import KlineCodec
 from qryptify.clock import Clock, MonotonicClock
 from qryptify.errors import DlqUnavailable, KafkaFatal, is_retryable
-from qryptify.kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from qryptify.kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+    produce_waiting,
+)
 from qryptify.kline import EmptyRange
 from qryptify.metrics import Health
 from qryptify.retry import backoff
@@ -134,18 +141,14 @@ class DlqWriter:
                 failures.append(str(err))
 
         for entry in entries:
-            while True:
-                try:
-                    self.producer.produce(
-                        self.topic,
-                        key=entry.key,
-                        value=entry.value,
-                        headers=entry.headers(),
-                        on_delivery=delivered,
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
+            produce_waiting(
+                self.producer,
+                self.topic,
+                key=entry.key,
+                value=entry.value,
+                headers=entry.headers(),
+                on_delivery=delivered,
+            )
         remaining = self.producer.flush(self.timeout_s)
         if remaining or failures:
             raise DlqUnavailable(

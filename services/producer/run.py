@@ -46,7 +46,7 @@ from qryptify.binance.ws import (
 )
 from qryptify.config import Config
 from qryptify.errors import IngestorError
-from qryptify.kafka import KafkaError, Message, Producer
+from qryptify.kafka import KafkaError, Message, Producer, produce_waiting
 from qryptify.kline import Kline
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
@@ -609,18 +609,14 @@ class ProducerRunner:
             if err is not None:
                 logger.error("DLQ delivery failed: %s", err)
 
-        while True:
-            try:
-                self.producer.produce(
-                    self.cfg.kafka.dlq_topic,
-                    key=(frame.stream or "").encode() or None,
-                    value=raw,
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)
+        produce_waiting(
+            self.producer,
+            self.cfg.kafka.dlq_topic,
+            key=(frame.stream or "").encode() or None,
+            value=raw,
+            headers=headers,
+            on_delivery=on_delivery,
+        )
 
     # -- REST: gap fill and watchdog -------------------------------------------------------------
     def _fill_after_connect(self, pairs: Sequence[Pair]) -> None:

@@ -17,7 +17,7 @@ import yaml
 from qryptify import db
 from qryptify.avro import KlineCodec
 from qryptify.config import Config, KafkaConfig
-from qryptify.kafka import TopicPartition, make_consumer, make_producer
+from qryptify.kafka import TopicPartition, make_consumer, make_producer, produce_waiting
 from qryptify.kline import Event, Kline
 from qryptify.pairs import interval_ms
 from qryptify.sink.batch import FlushPolicy
@@ -74,12 +74,7 @@ def produce_raw(kafka: KafkaConfig, items: Iterable[tuple[bytes | None, bytes | 
     producer = make_producer(kafka)
     n = 0
     for key, value in items:
-        while True:
-            try:
-                producer.produce(kafka.topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_waiting(producer, kafka.topic, key=key, value=value)
         n += 1
     remaining = producer.flush(60)
     assert remaining == 0, f"{remaining} records not delivered"
