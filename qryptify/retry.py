@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -20,13 +21,23 @@ STOP_POLL_S = 0.2
 
 
 def backoff(
-    initial_s: float = 1.0, maximum_s: float = 30.0, factor: float = 2.0
+    initial_s: float = 1.0,
+    maximum_s: float = 30.0,
+    factor: float = 2.0,
+    *,
+    jitter: float = 0.0,
+    rand: Callable[[], float] = random.random,
 ) -> Iterator[float]:
-    """``initial, initial*factor, …`` capped at ``maximum``."""
-    delay = initial_s
+    """The project's one backoff policy: ceilings ``initial, initial*factor, …`` capped at
+    ``maximum``; each delay is drawn uniformly from ``[ceiling * (1 - jitter), ceiling]``
+    (``jitter=0``: exactly the ceiling; ``0.5``: "equal jitter", so many clients retrying at
+    once spread out). Infinite: start a new one after a success."""
+    if initial_s <= 0 or maximum_s < initial_s or factor < 1 or not 0 <= jitter <= 1:
+        raise ValueError("need 0 < initial_s <= maximum_s, factor >= 1 and 0 <= jitter <= 1")
+    ceiling = initial_s
     while True:
-        yield delay
-        delay = min(maximum_s, delay * factor)
+        yield ceiling * (1 - jitter) + (rand() * ceiling * jitter if jitter else 0.0)
+        ceiling = min(maximum_s, ceiling * factor)
 
 
 async def sleep_unless_stopped(seconds: float, stop: threading.Event) -> bool:

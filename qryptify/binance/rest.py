@@ -8,8 +8,9 @@ Failure handling per request (never by restarting a run):
 
 * HTTP 429 → the budget pauses every request for ``Retry-After``; the request is sent again.
 * HTTP 418 → the budget stops every request until the ban ends; the request is sent again.
-* 5xx, 408, timeouts, connection errors → retried with exponential backoff and jitter
-  (tenacity), ``rest.retry_attempts`` times, then ``ExchangeUnavailable``.
+* 5xx, 408, timeouts, connection errors → retried with the project's backoff
+  (``qryptify.retry.backoff``, equal jitter), ``rest.retry_attempts`` tries, then
+  ``ExchangeUnavailable``.
 * Other 4xx with a Binance error body → ``ExchangeRejected(status, code, msg)`` at once.
 * A body that is not what Binance sends → ``MalformedPayload``.
 
@@ -27,14 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from qryptify.binance.weights import WeightBudget, best_page_limit, klines_weight
 from qryptify.clock import Clock, ExchangeClock, MonotonicClock
@@ -48,6 +41,7 @@ from qryptify.errors import (
 )
 from qryptify.kline import Kline, closed_klines, nested_deeper_than
 from qryptify.pairs import Pair, next_open
+from qryptify.retry import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +49,9 @@ USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 #: ``deliveryDate`` of perpetual contracts (2100-12-25 08:00 UTC).
 PERPETUAL_DELIVERY_MS = 4_133_404_800_000
 #: Binance codes that mean "try again later", whatever the HTTP status.
+#: First ceiling of the backoff between tries of one request (seconds; doubles up to
+#: ``rest.retry_max_wait_s``).
+RETRY_INITIAL_S = 0.4
 RETRYABLE_CODES = frozenset({-1000, -1001, -1006, -1007, -1008})
 #: Give up on one request after this many 429/418 answers in a row.
 MAX_RATE_LIMITED_ANSWERS = 1000
@@ -332,26 +329,21 @@ class BinanceRest:
 
     # -- transport -------------------------------------------------------------------------
     async def _get(self, path: str, params: Mapping[str, Any], weight: int) -> Any:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(ExchangeUnavailable),
-            stop=stop_after_attempt(self.cfg.retry_attempts),
-            wait=wait_exponential(multiplier=0.2, max=self.cfg.retry_max_wait_s)
-            + wait_random(0, 0.5),
-            sleep=self._sleep,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
+        """``_send`` with up to ``rest.retry_attempts`` tries while the exchange is unavailable
+        (429/418 are waited out inside ``_send`` by the budget and not retried again here)."""
+        maximum_s = self.cfg.retry_max_wait_s
+        delays = backoff(min(RETRY_INITIAL_S, maximum_s), maximum_s, jitter=0.5)
+        attempt = 1
+        while True:
+            try:
                 return await self._send(path, params, weight)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        self.stats.retries += 1
-        exc = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "REST retry %d/%d after: %s", state.attempt_number, self.cfg.retry_attempts, exc
-        )
+            except ExchangeUnavailable as exc:
+                if attempt >= self.cfg.retry_attempts:
+                    raise
+                self.stats.retries += 1
+                logger.warning("REST retry %d/%d after: %s", attempt, self.cfg.retry_attempts, exc)
+            await self._sleep(next(delays))
+            attempt += 1
 
     async def _acquire(self, weight: int) -> int:
         """Wait until the budget admits ``weight``; return when it was sent (budget clock)."""

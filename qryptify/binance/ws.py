@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
@@ -280,24 +279,6 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 
 # -- reconnecting ---------------------------------------------------------------------------
-
-
-def reconnect_delays(
-    initial_s: float = 0.1,
-    max_s: float = 30.0,
-    factor: float = 2.0,
-    rand: Callable[[], float] = random.random,
-) -> Iterator[float]:
-    """Jittered exponential backoff ("equal jitter"): the n-th delay is uniform in
-    ``[d/2, d]`` with ``d = min(max_s, initial_s * factor**n)``. Infinite; restart the
-    generator after a connection proved healthy.
-    """
-    if initial_s <= 0 or max_s < initial_s or factor < 1:
-        raise ValueError("need 0 < initial_s <= max_s and factor >= 1")
-    ceiling = initial_s
-    while True:
-        yield ceiling / 2 + rand() * ceiling / 2
-        ceiling = min(max_s, ceiling * factor)
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -41,7 +41,6 @@ from qryptify.binance.ws import (
     Malformed,
     parse_frame,
     plan_connections,
-    reconnect_delays,
     stream_url,
 )
 from qryptify.config import Config
@@ -52,7 +51,7 @@ from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, close_time, count_opens, next_open
 from qryptify.publish import AckTracker, KlinePublisher
-from qryptify.retry import until_available
+from qryptify.retry import backoff, until_available
 from services.producer.clock import StreamClock
 from services.producer.rotation import Handover, RotationPolicy
 from services.producer.stream import LiveBook, Verdict, absent_open_times, closed_rest_klines
@@ -391,7 +390,7 @@ class ProducerRunner:
         return conn
 
     async def _run_group(self, group: _Group) -> None:
-        delays = reconnect_delays(self.cfg.ws.reconnect_initial_s, self.cfg.ws.reconnect_max_s)
+        delays = self._reconnect_delays()
         first = True
         while not self._stopping:
             conn = await self._open(group)
@@ -409,11 +408,14 @@ class ProducerRunner:
                 return
             self._count_reconnect(reason)
             if group.current is not None and group.current.delivered:
-                delays = reconnect_delays(
-                    self.cfg.ws.reconnect_initial_s, self.cfg.ws.reconnect_max_s
-                )
+                delays = self._reconnect_delays()
             group.current = None
             await asyncio.sleep(next(delays))
+
+    def _reconnect_delays(self) -> Iterator[float]:
+        """Equal-jitter backoff between reconnects; restarted after a connection that
+        delivered (many connections dropped at once do not come back in step)."""
+        return backoff(self.cfg.ws.reconnect_initial_s, self.cfg.ws.reconnect_max_s, jitter=0.5)
 
     def _count_reconnect(self, reason: str) -> None:
         self.stats.reconnects += 1

@@ -15,11 +15,11 @@ from qryptify.binance.ws import (
     Malformed,
     parse_frame,
     plan_connections,
-    reconnect_delays,
     stream_url,
 )
 from qryptify.config import build_config
 from qryptify.pairs import Pair
+from qryptify.retry import backoff
 from sim.market import Bar, Formatters
 from sim.streams import kline_event, wrap_combined
 from sim.symbols import DEFAULT_SYMBOLS
@@ -389,13 +389,17 @@ def test_control_replies() -> None:
 # -- reconnect delays and pacing ------------------------------------------------------------
 
 
-def test_reconnect_delays_grow_with_jitter_up_to_the_cap() -> None:
-    low = reconnect_delays(0.1, 2.0, rand=lambda: 0.0)
+def test_equal_jitter_backoff_grows_up_to_the_cap() -> None:
+    # The producer's reconnect delays: qryptify.retry.backoff with jitter 0.5.
+    low = backoff(0.1, 2.0, jitter=0.5, rand=lambda: 0.0)
     assert [round(next(low), 3) for _ in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    high = reconnect_delays(0.1, 2.0, rand=lambda: 1.0)
+    high = backoff(0.1, 2.0, jitter=0.5, rand=lambda: 1.0)
     assert [round(next(high), 3) for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
-    with pytest.raises(ValueError):
-        next(reconnect_delays(0.0, 1.0))
+    plain = backoff(0.5, 3.0)
+    assert [next(plain) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    for bad in ({"initial_s": 0.0}, {"maximum_s": 0.05}, {"factor": 0.5}, {"jitter": 1.5}):
+        with pytest.raises(ValueError):
+            next(backoff(**{"initial_s": 0.1, "maximum_s": 1.0} | bad))  # type: ignore[arg-type]
 
 
 def test_connect_pacer_spaces_attempts_and_caps_the_window() -> None:
