@@ -112,7 +112,7 @@ def test_the_scan_sees_the_code() -> None:
         ("services.sink.run", "chaos", "product imports tooling"),
         ("services.sink.run", "services.producer.run", "a service imports another service"),
         ("services.sink.run", "services", "a service imports the services package"),
-        ("qryptify.db", "services.backfiller.gaps", "the shared core imports a service"),
+        ("qryptify.db", "services.backfiller.run", "the shared core imports a service"),
         ("sim.market", "qryptify.pairs", "the simulator imports outside itself"),
         ("sim.check", "services.sink", "the simulator imports outside itself"),
         ("sim.server", "tests.conftest", "the simulator imports outside itself"),
