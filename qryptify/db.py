@@ -15,6 +15,7 @@ from psycopg import sql
 from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
 from qryptify.kline import EmptyRange, Kline
+from qryptify.pairs import interval_ms
 from qryptify.sink.rows import CandleBatch
 
 logger = logging.getLogger(__name__)
@@ -272,3 +273,32 @@ def drop_database(admin_dsn: str, name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+# Neighbours that are not one grid step apart: one index range scan of the pair, jump rows only.
+# The step is an SQL interval so that 1M steps by calendar month (in UTC, set below).
+_CANDLE_JUMPS = f"""
+SELECT (extract(epoch FROM ts) * 1000)::bigint, (extract(epoch FROM next_ts) * 1000)::bigint
+FROM (
+    SELECT ts, lead(ts) OVER (ORDER BY ts) AS next_ts
+    FROM candlesticks
+    WHERE symbol = %(symbol)s AND interval = %(interval)s
+      AND ts >= {_EPOCH.format("%(start)s")} AND ts < {_EPOCH.format("%(end)s")}
+) AS steps
+WHERE next_ts <> ts + %(step)s::interval
+ORDER BY ts
+"""
+
+
+def candle_jumps(
+    conn: Connection, symbol: str, interval: str, start_ms: int, end_ms: int
+) -> list[tuple[int, int]]:
+    """``(open, next stored open)`` for every stored candle of the pair in ``[start_ms,
+    end_ms)`` whose successor is not the next grid slot (``qryptify.gaps`` turns them into
+    holes). The one candle-jump query, used by the backfiller's gap finder and by status."""
+    step = "1 month" if interval == "1M" else f"{interval_ms(interval)} milliseconds"
+    params = {"symbol": symbol, "interval": interval, "start": start_ms, "end": end_ms}
+    with conn.transaction():
+        conn.execute("SET LOCAL TIME ZONE 'UTC'")  # calendar months of UTC
+        rows = conn.execute(_CANDLE_JUMPS, params | {"step": step}).fetchall()
+    return [(int(a), int(b)) for a, b in rows]

@@ -145,18 +145,57 @@ def holes_from_jumps(
     jumps: Iterable[Range],
     empty_ranges: Sequence[Range] = (),
 ) -> list[Range]:
-    """The holes ``find_gaps`` would find, from what the gap SQL returns: the first and last
-    stored open time in the range and each jump ``(a, b)`` (a stored candle ``a`` whose next
-    stored candle ``b`` is later than the next grid slot)."""
+    """The holes ``find_gaps`` would find, from what the jump SQL (``db.candle_jumps``)
+    returns: the first and last stored open time in the range and each jump ``(a, b)`` (a
+    stored candle ``a`` whose next stored candle ``b`` is not the next grid slot)."""
     if first is None or last is None:
         return find_gaps([], interval, start_ms, end_ms, empty_ranges)
-    holes: list[Range] = []
-    begin = ceil_open(interval, start_ms)
-    if first > begin:
-        holes.append((begin, align_open(interval, first)))
-    for a, b in sorted(jumps):
-        holes.append((next_open(interval, align_open(interval, a)), align_open(interval, b)))
+    holes = _holes_before(interval, start_ms, end_ms, first, jumps)
     after = next_open(interval, align_open(interval, last))
     if after < end_ms:
         holes.append((after, ceil_open(interval, end_ms)))
-    return subtract([h for h in holes if h[0] < h[1]], empty_ranges, interval)
+    return subtract(holes, empty_ranges, interval)
+
+
+def holes_before_newest(
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    first: int | None,
+    jumps: Iterable[Range],
+    empty_ranges: Sequence[Range] = (),
+) -> list[Range]:
+    """``holes_from_jumps`` without the tail: only holes that lie before a stored candle (what
+    ``qryptify status`` calls gaps; missing candles after the newest one are "behind")."""
+    if first is None:
+        return []
+    return subtract(_holes_before(interval, start_ms, end_ms, first, jumps), empty_ranges, interval)
+
+
+def _holes_before(
+    interval: str, start_ms: int, end_ms: int, first: int, jumps: Iterable[Range]
+) -> list[Range]:
+    """Holes of ``[start_ms, end_ms)`` before ``first`` and inside each jump, clipped to it."""
+    begin = ceil_open(interval, start_ms)
+    stop = ceil_open(interval, end_ms)
+    holes = [(begin, min(stop, align_open(interval, first)))]
+    for a, b in sorted(jumps):
+        holes.append(
+            (
+                max(begin, next_open(interval, align_open(interval, a))),
+                min(stop, align_open(interval, b)),
+            )
+        )
+    return [h for h in holes if h[0] < h[1]]
+
+
+def jumps(interval: str, opens: Iterable[int]) -> list[Range]:
+    """Consecutive stored opens that are not neighbours on the grid: what ``db.candle_jumps``
+    finds with SQL ``lead``, for opens already in memory."""
+    found: list[Range] = []
+    previous: int | None = None
+    for ts in sorted(set(opens)):
+        if previous is not None and ts != next_open(interval, previous):
+            found.append((previous, ts))
+        previous = ts
+    return found

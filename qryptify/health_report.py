@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from qryptify.gaps import holes_before_newest
 from qryptify.pairs import (
     DAY_MS,
     FIXED_INTERVAL_MS,
@@ -240,17 +241,6 @@ def subtract_empty(
     return [g for g in gaps if g.missing > 0]
 
 
-def jumps(interval: str, opens: Iterable[int]) -> list[Jump]:
-    """Consecutive stored opens that are not neighbours on the grid (what SQL ``lead`` finds)."""
-    found: list[Jump] = []
-    previous: int | None = None
-    for ts in sorted(set(opens)):
-        if previous is not None and ts != next_open(interval, previous):
-            found.append((previous, ts))
-        previous = ts
-    return found
-
-
 def gaps_from_jumps(
     interval: str,
     window_start_ms: int,
@@ -259,32 +249,13 @@ def gaps_from_jumps(
     found: Iterable[Jump],
     empty: Sequence[tuple[int, int]],
 ) -> list[Gap]:
-    """Holes inside the window (before the newest stored candle), minus confirmed-empty opens."""
-    holes: list[tuple[int, int]] = []
-    if first_in_window_ms is not None and first_in_window_ms > window_start_ms:
-        holes.append((window_start_ms, min(first_in_window_ms, window_end_ms)))
-    for before, after in found:
-        start = max(next_open(interval, before), window_start_ms)
-        end = min(after, window_end_ms)
-        if end > start:
-            holes.append((start, end))
-    gaps: list[Gap] = []
-    for start, end in sorted(holes):
-        gaps.extend(subtract_empty(interval, start, end, empty))
-    return gaps
-
-
-def find_gaps(
-    interval: str,
-    opens: Iterable[int],
-    start_ms: int,
-    end_ms: int,
-    empty: Sequence[tuple[int, int]] = (),
-) -> list[Gap]:
-    """Gaps among stored ``opens`` within ``[start_ms, end_ms)``; for ``1M`` and for tests."""
-    inside = sorted({t for t in opens if start_ms <= t < end_ms})
-    first = inside[0] if inside else None
-    return gaps_from_jumps(interval, start_ms, end_ms, first, jumps(interval, inside), empty)
+    """Holes inside the window before the newest stored candle, minus confirmed-empty opens
+    (``qryptify.gaps``, the finder the backfiller refetches from), with their counts."""
+    holes = holes_before_newest(
+        interval, window_start_ms, window_end_ms, first_in_window_ms, found, empty
+    )
+    gaps = (Gap(a, b, count_opens(interval, a, b)) for a, b in holes)
+    return [g for g in gaps if g.missing > 0]
 
 
 def coverage(present: int, expected: int) -> float:

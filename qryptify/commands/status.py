@@ -34,7 +34,6 @@ from qryptify.health_report import (
     Thresholds,
     assess_pair,
     judge,
-    jumps,
     parse_duration_ms,
     partition_lags,
     render_text,
@@ -48,7 +47,7 @@ from qryptify.kafka import (
     high_watermarks,
     make_consumer,
 )
-from qryptify.pairs import FIXED_INTERVAL_MS, Pair, is_fixed
+from qryptify.pairs import Pair
 
 logger = logging.getLogger(__name__)
 
@@ -66,27 +65,6 @@ FROM candlesticks
 WHERE symbol = %(symbol)s AND interval = %(interval)s
   AND ts >= TIMESTAMPTZ 'epoch' + %(start)s * INTERVAL '1 millisecond'
   AND ts < TIMESTAMPTZ 'epoch' + %(end)s * INTERVAL '1 millisecond'
-"""
-# Neighbours that are not one step apart: one index range scan of the pair, gap rows only.
-_JUMPS = """
-SELECT (extract(epoch FROM ts) * 1000)::bigint, (extract(epoch FROM next_ts) * 1000)::bigint
-FROM (
-    SELECT ts, lead(ts) OVER (ORDER BY ts) AS next_ts
-    FROM candlesticks
-    WHERE symbol = %(symbol)s AND interval = %(interval)s
-      AND ts >= TIMESTAMPTZ 'epoch' + %(start)s * INTERVAL '1 millisecond'
-      AND ts < TIMESTAMPTZ 'epoch' + %(end)s * INTERVAL '1 millisecond'
-) AS steps
-WHERE next_ts <> ts + %(step)s * INTERVAL '1 millisecond'
-ORDER BY ts
-"""
-_OPENS = """
-SELECT (extract(epoch FROM ts) * 1000)::bigint
-FROM candlesticks
-WHERE symbol = %(symbol)s AND interval = %(interval)s
-  AND ts >= TIMESTAMPTZ 'epoch' + %(start)s * INTERVAL '1 millisecond'
-  AND ts < TIMESTAMPTZ 'epoch' + %(end)s * INTERVAL '1 millisecond'
-ORDER BY ts
 """
 _EMPTY = """
 SELECT (extract(epoch FROM start_ts) * 1000)::bigint, (extract(epoch FROM end_ts) * 1000)::bigint
@@ -377,15 +355,11 @@ def read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: i
     summary = conn.execute(_SUMMARY, params).fetchone()
     first, last, total = summary if summary is not None else (None, None, 0)
     first_ms = None if first is None else int(first)
-    params["start"], params["end"] = window(pair.interval, backfill_start_ms, first_ms, now_ms)
+    start, end = window(pair.interval, backfill_start_ms, first_ms, now_ms)
+    params["start"], params["end"] = start, end
     inside = conn.execute(_IN_WINDOW, params).fetchone()
     first_inside, rows_inside = inside if inside is not None else (None, 0)
-    found: list[tuple[int, int]]
-    if is_fixed(pair.interval):
-        params["step"] = FIXED_INTERVAL_MS[pair.interval]
-        found = [(int(a), int(b)) for a, b in conn.execute(_JUMPS, params).fetchall()]
-    else:  # 1M: calendar months; a few hundred rows at most, stepped in Python
-        found = jumps(pair.interval, [int(r[0]) for r in conn.execute(_OPENS, params).fetchall()])
+    found = db.candle_jumps(conn, pair.symbol, pair.interval, start, end)
     empty = [(int(a), int(b)) for a, b in conn.execute(_EMPTY, params).fetchall()]
     pointer = conn.execute(_POINTER, params).fetchone()
     return PairFacts(

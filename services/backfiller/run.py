@@ -46,7 +46,7 @@ from qryptify.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
 from qryptify.kline import EmptyRange, Event, Kline, closed_at, closed_klines
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
-from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
+from qryptify.pairs import Pair, align_open, count_opens, next_open
 from qryptify.publish import KlinePublisher, event_position
 from qryptify.retry import backoff, sleep_unless_stopped, until_available
 from services.backfiller.planning import (
@@ -274,24 +274,17 @@ def _dt(ms: int) -> datetime:
 
 def db_holes(conn: db.Connection, pair: Pair, start_ms: int, end_ms: int) -> list[Range]:
     """Holes of ``pair`` in ``candlesticks`` over ``[start_ms, end_ms)``, minus recorded empty
-    ranges. The jumps are found server-side with ``lead(ts)``; only their ends travel."""
+    ranges. The jumps are found server-side (``db.candle_jumps``); only their ends travel."""
     if end_ms <= start_ms:
         return []
-    step = f"{interval_ms(pair.interval)} milliseconds" if is_fixed(pair.interval) else "1 month"
     key = (pair.symbol, pair.interval, _dt(start_ms), _dt(end_ms))
     with conn.transaction():
-        conn.execute("SET LOCAL TIME ZONE 'UTC'")  # month arithmetic in UTC
         first, last = conn.execute(
             "SELECT min(ts), max(ts) FROM candlesticks"
             " WHERE symbol = %s AND interval = %s AND ts >= %s AND ts < %s",
             key,
         ).fetchone() or (None, None)
-        jumps = conn.execute(
-            "SELECT ts, nxt FROM (SELECT ts, lead(ts) OVER (ORDER BY ts) AS nxt"
-            " FROM candlesticks WHERE symbol = %s AND interval = %s AND ts >= %s AND ts < %s) s"
-            " WHERE nxt > ts + %s::interval",
-            (*key, step),
-        ).fetchall()
+        jumps = db.candle_jumps(conn, pair.symbol, pair.interval, start_ms, end_ms)
         empty = conn.execute(
             "SELECT start_ts, end_ts FROM empty_ranges"
             " WHERE symbol = %s AND interval = %s AND end_ts > %s AND start_ts < %s",
@@ -303,7 +296,7 @@ def db_holes(conn: db.Connection, pair: Pair, start_ms: int, end_ms: int) -> lis
         end_ms,
         None if first is None else _ms(first),
         None if last is None else _ms(last),
-        [(_ms(a), _ms(b)) for a, b in jumps],
+        jumps,
         [(_ms(a), _ms(b)) for a, b in empty],
     )
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qryptify.gaps import jumps
 from qryptify.health_report import (
     DatabaseHealth,
     Gap,
@@ -21,11 +22,9 @@ from qryptify.health_report import (
     count_empty,
     coverage,
     default_max_stale_ms,
-    find_gaps,
     format_duration,
     gaps_from_jumps,
     judge,
-    jumps,
     merge_ranges,
     parse_duration_ms,
     partition_lags,
@@ -70,6 +69,20 @@ def facts(
         empty_ranges=empty,
         pointer_ms=(max(opens) if opens else None) if pointer_ms == -1 else pointer_ms,
     )
+
+
+def find_gaps(
+    interval: str,
+    opens: list[int],
+    start_ms: int,
+    end_ms: int,
+    empty: list[tuple[int, int]] | None = None,
+) -> list[Gap]:
+    """The gaps ``qryptify status`` reports for these stored opens in ``[start_ms, end_ms)``:
+    the jumps its query returns, through the report."""
+    inside = sorted({t for t in opens if start_ms <= t < end_ms})
+    first = inside[0] if inside else None
+    return gaps_from_jumps(interval, start_ms, end_ms, first, jumps(interval, inside), empty or [])
 
 
 # -- window -----------------------------------------------------------------------------------
