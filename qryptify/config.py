@@ -155,7 +155,9 @@ def redact_dsn(dsn: str) -> str:
 
 
 class BackfillConfig(_Section):
-    start_date: date = date(2020, 1, 1)
+    #: The first instant to backfill (UTC): the first candle is the first one opening at or
+    #: after it. A date means its midnight UTC; a timestamp keeps its time ("Z" or an offset).
+    start_date: datetime = datetime(2020, 1, 1, tzinfo=UTC)
     #: Pairs fetched at the same time (all share one weight budget).
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     #: Candles per pair re-read periodically after catching up (exchange corrections).
@@ -166,24 +168,44 @@ class BackfillConfig(_Section):
 
     @field_validator("start_date", mode="before")
     @classmethod
-    def _date(cls, v: object) -> object:
-        if isinstance(v, datetime):
-            return v.date()
-        if isinstance(v, str):
-            try:
-                return date.fromisoformat(v.strip())
-            except ValueError:
-                raise ValueError("must be a date YYYY-MM-DD") from None
-        return v
+    def _instant(cls, v: object) -> object:
+        return parse_start_date(v)
 
     @property
     def start_ms(self) -> int:
-        return int(
-            datetime(
-                self.start_date.year, self.start_date.month, self.start_date.day, tzinfo=UTC
-            ).timestamp()
-            * 1000
-        )
+        return int(self.start_date.timestamp() * 1000)
+
+
+START_DATE_ALLOWED = (
+    "must be a date YYYY-MM-DD or an ISO-8601 timestamp with Z or an offset, "
+    "e.g. 2022-01-01T00:00:00Z"
+)
+
+
+def parse_start_date(value: object) -> datetime:
+    """A date (midnight UTC) or an aware ISO-8601 timestamp, as an aware UTC datetime.
+
+    YAML already turns unquoted ``2022-01-01`` into a date and ``2022-01-01T00:00:00Z`` into a
+    datetime; quoted ones arrive as text. A timestamp without a zone is refused: it would
+    silently mean the machine's zone to some readers and UTC to others.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = (
+                date.fromisoformat(text)
+                if len(text) == 10
+                else datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+            )
+        except ValueError:
+            raise ValueError(START_DATE_ALLOWED) from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{START_DATE_ALLOWED} (a timestamp needs its zone)")
+        return value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    raise ValueError(START_DATE_ALLOWED)
 
 
 class KafkaConfig(_Section):

@@ -507,7 +507,7 @@ def render_text(report: StatusReport) -> str:
             out.append("  no hypertables")
     if report.pairs:
         out.append("")
-        start_date = fmt_ts(report.backfill_start_ms)[:10]
+        start_date = fmt_ts(report.backfill_start_ms).removesuffix(" 00:00")
         out.append(f"pairs  (expected grid from backfill.start_date {start_date}")
         out.append("        or the pair's first candle if later, to the newest closed candle)")
         out += _table(

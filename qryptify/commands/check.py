@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     argv = ["--dsn", args.dsn or cfg.db.dsn.get_secret_value(), "--sim", args.against_sim]
     for pair in cfg.pairs:
         argv += ["--pair", str(pair)]
-    argv += ["--start", args.start or cfg.backfill.start_date.isoformat()]
+    argv += ["--start", args.start or str(cfg.backfill.start_ms)]
     if args.end:
         argv += ["--end", args.end]
     code: int = check_main(argv)
