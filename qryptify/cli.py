@@ -13,7 +13,7 @@ from qryptify.logs import configure_logging
 from qryptify.service import EXIT_CONFIG, EXIT_FAILURE, config_argument
 
 #: Each module in qryptify.commands registers one subcommand.
-COMMANDS = ("migrate", "check", "status", "reset-db", "replay", "tap")
+COMMANDS = ("config", "migrate", "check", "status", "reset-db", "replay", "tap")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,11 +24,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"qryptify.commands.{name.replace('-', '_')}").register(sub)
+    # `qryptify status --config x` as well as `qryptify --config x status`.
+    for command in _leaf_parsers(sub):
+        config_argument(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _leaf_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> list[argparse.ArgumentParser]:
+    found: list[argparse.ArgumentParser] = []
+    for command in dict.fromkeys(sub.choices.values()):
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for inner in nested:
+                found += _leaf_parsers(inner)
+        else:
+            found.append(command)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "run_without_config", None) is not None:
+        code: int = args.run_without_config(args)
+        return code
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -36,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(cfg, f"qryptify-{args.command}")
     try:
-        code: int = args.run(args, cfg)
+        code = args.run(args, cfg)
     except ConfigError as exc:
         print(f"qryptify {args.command}: {exc}", file=sys.stderr)
         return EXIT_CONFIG

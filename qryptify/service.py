@@ -31,11 +31,11 @@ class Runner(Protocol):
     def run(self) -> int: ...
 
 
-def config_argument(parser: argparse.ArgumentParser) -> None:
+def config_argument(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        default=None,
+        default=default,
         help="YAML config file (default: $QRYPTIFY_CONFIG, else built-in defaults)",
     )
 

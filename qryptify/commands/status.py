@@ -20,7 +20,7 @@ import httpx
 from qryptify import db
 from qryptify.clock import SystemClock, server_offset_ms
 from qryptify.config import Config, KafkaConfig, redact_dsn
-from qryptify.errors import DatabaseUnavailable, ExchangeUnavailable
+from qryptify.errors import ConfigError, DatabaseUnavailable, ExchangeUnavailable
 from qryptify.health_report import (
     DEFAULT_MAX_GAPS,
     DEFAULT_MAX_LAG,
@@ -203,6 +203,11 @@ def _duration(text: str) -> int:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    if not cfg.pairs:
+        # An empty report would read as HEALTHY while nothing is being ingested.
+        raise ConfigError(
+            "pairs", [], "no pairs configured: give --config PATH (or $QRYPTIFY_CONFIG)"
+        )
     dsn: str = args.dsn or cfg.db.dsn.get_secret_value()
     now_ms, clock = _resolve_now(args, cfg)
     thresholds = Thresholds(

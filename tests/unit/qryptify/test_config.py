@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from qryptify.config import build_config, load_config
-from qryptify.errors import ConfigError
+from qryptify.config import build_config, check_config, load_config
+from qryptify.errors import ConfigError, ConfigErrors
 from qryptify.pairs import Pair
 
 # The original ingestor's config file exactly as its README shows it (byte for byte).
@@ -162,3 +162,35 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("pairs: [BTCUSDT/1m\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad, environ={})
+
+
+def test_every_error_at_once_with_its_source(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "pairs: [BTCUSDT/1m, btc/5m]\n"
+        "rest: {endpiont: x, klines_limit: 5000}\n"
+        'backfill: {start_date: "soon"}\n'
+    )
+    env = {"QRYPTIFY_DB__DSN": "mysql://u:hunter2@h/db"}
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path, environ=env)
+    found = {e.key: e for e in info.value.errors}
+    assert set(found) == {
+        "pairs[1]",
+        "rest.klines_limit",
+        "rest.endpiont",
+        "db.dsn",
+        "backfill.start_date",
+    }
+    assert found["db.dsn"].source == "environment QRYPTIFY_DB__DSN"
+    assert found["rest.klines_limit"].source == f"file {path}"
+    assert "less than or equal to 1500" in found["rest.klines_limit"].reason
+    text = str(info.value)
+    assert len(text.splitlines()) == 5
+    assert "hunter2" not in text
+
+
+def test_config_check_names_an_empty_pair_list_as_the_default() -> None:
+    problems = check_config(build_config({}), {})
+    assert [(p.key, p.source) for p in problems] == [("pairs", "default")]
+    assert check_config(build_config({"pairs": ["BTCUSDT/1m"]}), {}) == []
