@@ -1,4 +1,10 @@
-"""The ``qryptify`` command line (also ``python -m qryptify``)."""
+"""The ``qryptify`` command line (also ``python -m qryptify``).
+
+Exit status of every command: 0 done, 1 unexpected failure, 2 bad configuration or arguments
+(a pair that is not configured too), 3 Kafka, PostgreSQL or the exchange unreachable (and
+``status`` unhealthy), 4 no data yet (e.g. the topic does not exist). Expected failures print
+one line, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,22 @@ import sys
 from collections.abc import Sequence
 
 from qryptify.config import load_config
-from qryptify.errors import ConfigError, IngestorError
-from qryptify.logs import configure_logging
-from qryptify.service import EXIT_CONFIG, EXIT_FAILURE, config_argument
+from qryptify.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    ExchangeUnavailable,
+    IngestorError,
+    KafkaUnavailable,
+    NoDataYet,
+)
+from qryptify.logs import configure_logging, quiet_librdkafka
+from qryptify.service import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_NO_DATA,
+    EXIT_UNAVAILABLE,
+    config_argument,
+)
 
 #: Each module in qryptify.commands registers one subcommand.
 COMMANDS = ("config", "migrate", "check", "status", "reset-db", "replay", "tap")
@@ -28,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     for command in _leaf_parsers(sub):
         config_argument(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    # libpq's messages span lines ("...refused\n\tIs the server running...").
+    return " ".join(str(exc).split())
 
 
 def _leaf_parsers(
@@ -55,13 +79,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qryptify: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(cfg, f"qryptify-{args.command}")
+    quiet_librdkafka(cfg.log.level)
     try:
         code = args.run(args, cfg)
     except ConfigError as exc:
         print(f"qryptify {args.command}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except (DatabaseUnavailable, KafkaUnavailable, ExchangeUnavailable) as exc:
+        print(f"qryptify {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except NoDataYet as exc:
+        print(f"qryptify {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_NO_DATA
     except IngestorError as exc:
-        print(f"qryptify {args.command}: {exc}", file=sys.stderr)
+        print(f"qryptify {args.command}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -13,7 +13,9 @@
     ├── ArchiveError(path, reason)               missing or corrupt archive file (checksum, rows)
     ├── UndecodableRecord(reason)                Avro bytes that cannot be decoded
     ├── InvalidKline(reason)                     decoded, but violates the kline rules (OHLC, times)
-    └── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
+    ├── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
+    ├── KafkaUnavailable(reason)                 the brokers cannot be reached
+    └── NoDataYet(reason)                        nothing published or stored yet to work on
 
 Every exception carries the data its handler needs and a short message naming the bad value.
 Messages never carry secrets: ``ConfigError`` hides values of secret-named keys and of unknown
@@ -173,6 +175,18 @@ class DatabaseUnavailable(IngestorError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"database unavailable: {reason}")
+
+
+class KafkaUnavailable(IngestorError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"kafka unavailable: {reason}")
+
+
+class NoDataYet(IngestorError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"no data yet: {reason}")
 
 
 def is_retryable(exc: BaseException) -> bool:
