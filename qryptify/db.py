@@ -29,11 +29,8 @@ _VALUE_COLUMNS = CANDLE_COLUMNS[3:]
 
 
 def sql_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "sql", Path.cwd() / "sql", Path("/app/sql")):
-        if (candidate / "001_candlesticks.sql").exists():
-            return candidate
-    raise FileNotFoundError("sql/001_candlesticks.sql not found next to the qryptify package")
+    """The migrations shipped inside the package (``qryptify/sql``)."""
+    return Path(__file__).resolve().parent / "sql"
 
 
 def connect(dsn: str, *, autocommit: bool = False, connect_timeout_s: int = 10) -> Connection:
