@@ -29,11 +29,8 @@ _VALUE_COLUMNS = CANDLE_COLUMNS[3:]
 
 
 def sql_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "sql", Path.cwd() / "sql", Path("/app/sql")):
-        if (candidate / "001_candlesticks.sql").exists():
-            return candidate
-    raise FileNotFoundError("sql/001_candlesticks.sql not found next to the qryptify package")
+    """The migrations shipped inside the package (``qryptify/sql``)."""
+    return Path(__file__).resolve().parent / "sql"
 
 
 def connect(dsn: str, *, autocommit: bool = False, connect_timeout_s: int = 10) -> Connection:
@@ -71,34 +68,85 @@ def is_limit_exceeded(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.ConfigurationLimitExceeded)
 
 
+#: The project's migration bookkeeping. A project-specific name: ``schema_migrations`` is also
+#: Rails' (and other tools'), and trading code often shares this database.
+MIGRATIONS_TABLE = "qryptify_schema_migrations"
+#: What releases before the rename used; its rows are adopted once (see ``_adopt_legacy``).
+LEGACY_MIGRATIONS_TABLE = "schema_migrations"
+#: Every object the migrations create (the timescaledb extension aside: other schemas may use
+#: it); ``reset-db`` drops exactly these.
+PROJECT_TABLES = ("candlesticks", "sync_state", "empty_ranges", MIGRATIONS_TABLE)
+_MIGRATION_LOCK = 4242001
+
+
+def migration_files(directory: Path | None = None) -> list[Path]:
+    return sorted((directory or sql_dir()).glob("[0-9][0-9][0-9]_*.sql"))
+
+
 def migrate(conn: Connection, directory: Path | None = None) -> list[str]:
     """Apply every ``sql/NNN_*.sql`` not applied yet, each in its own transaction.
 
     Each file is itself idempotent, so a half-recorded run is safe to repeat. Returns the
     versions applied now (empty when the schema was already current).
     """
-    base = directory or sql_dir()
+    files = migration_files(directory)
     applied_now: list[str] = []
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
             " version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-    for path in sorted(base.glob("[0-9][0-9][0-9]_*.sql")):
+        _adopt_legacy(conn, [p.stem for p in files])
+    for path in files:
         version = path.stem
         with conn.transaction():
             # Serialise concurrent migrators (several services starting at once).
-            conn.execute("SELECT pg_advisory_xact_lock(4242001)")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             done = conn.execute(
-                "SELECT 1 FROM schema_migrations WHERE version = %s", (version,)
+                f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE version = %s", (version,)
             ).fetchone()
             if done:
                 continue
             conn.execute(path.read_text(encoding="utf-8").encode())
-            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (%s)", (version,))
             applied_now.append(version)
             logger.info("applied migration %s", version)
     return applied_now
+
+
+def _adopt_legacy(conn: Connection, versions: list[str]) -> None:
+    """Move this project's rows out of a ``schema_migrations`` written by an earlier release;
+    drop that table only when it is then empty and has exactly the layout this project gave
+    it (another tool's table of the same name keeps its rows and stays)."""
+    columns = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s",
+        (LEGACY_MIGRATIONS_TABLE,),
+    ).fetchall()
+    names = {str(c[0]) for c in columns}
+    if "version" not in names:
+        return
+    stamp = "applied_at" if "applied_at" in names else "now()"
+    moved = conn.execute(
+        f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at)"
+        f" SELECT version::text, {stamp} FROM {LEGACY_MIGRATIONS_TABLE}"
+        " WHERE version::text = ANY(%s) ON CONFLICT (version) DO NOTHING",
+        (versions,),
+    ).rowcount
+    conn.execute(
+        f"DELETE FROM {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s)", (versions,)
+    )
+    left = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {LEGACY_MIGRATIONS_TABLE})").fetchone()
+    if names == {"version", "applied_at"} and left == (False,):
+        conn.execute(f"DROP TABLE {LEGACY_MIGRATIONS_TABLE}")
+    if moved:
+        logger.info(
+            "adopted %d migration records from %s into %s",
+            moved,
+            LEGACY_MIGRATIONS_TABLE,
+            MIGRATIONS_TABLE,
+        )
 
 
 def timescale_version(conn: Connection) -> str | None:
