@@ -60,6 +60,29 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+#: SQLSTATEs a single record causes (classes 22 data exception and 23 integrity constraint
+#: violation) — except 23505, the primary-key conflict the write path expects and handles.
+_EXPECTED_CONFLICT = "23505"
+
+
+def is_record_sqlstate(sqlstate: str | None) -> bool:
+    """True for a data error that one record causes: bisect the batch, dead-letter the
+    record. Everything else (08 connection, 53 resources, 57 shutdown/cancel, 40001/40P01,
+    55P03 lock timeout, no SQLSTATE at all) is about availability: pause and retry."""
+    return (
+        sqlstate is not None
+        and len(sqlstate) == 5
+        and sqlstate[:2] in ("22", "23")
+        and sqlstate != _EXPECTED_CONFLICT
+    )
+
+
+def record_sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of ``exc`` when one record caused it (see ``is_record_sqlstate``)."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    return sqlstate if is_record_sqlstate(sqlstate) else None
+
+
 def is_database_error(exc: BaseException) -> bool:
     """Any error raised by the driver or the server (retry the transaction, commit nothing)."""
     return isinstance(exc, psycopg.Error | DatabaseUnavailable)

@@ -51,7 +51,7 @@ from qryptify.sink.batch import (
     Split,
     StagedBatch,
     TopicPartitionKey,
-    write_within_limit,
+    write_bisecting,
 )
 from qryptify.sink.rows import CandleBatch
 
@@ -121,13 +121,18 @@ class KafkaFatal(IngestorError):
         super().__init__(f"fatal Kafka error: {reason}")
 
 
+#: What one batch's write returned: the transactions' results, and the records the database
+#: refused on their own (already delivered to the DLQ).
+Written = tuple[list[db.WriteResult], list[DlqEntry]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Inflight:
     """The batch the writer thread is writing; its offsets are committed after it returns."""
 
     split: Split
     batch_no: int
-    future: Future[list[db.WriteResult]]
+    future: Future[Written]
 
 
 class MonotonicClock:
@@ -359,7 +364,9 @@ class SinkLoop:
         try:
             results = inflight.future.result()
         except Exception as exc:
-            if not (isinstance(exc, DatabaseUnavailable) or db.is_database_error(exc)):
+            if not (
+                isinstance(exc, DatabaseUnavailable | DlqUnavailable) or db.is_database_error(exc)
+            ):
                 raise
             WRITE_FAILURES.inc()
             self._drop_connection()
@@ -370,11 +377,11 @@ class SinkLoop:
         self._finish(inflight.split, results)
         return True
 
-    def _finish(self, split: Split, results: Sequence[db.WriteResult]) -> None:
+    def _finish(self, split: Split, written: Written) -> None:
         self._hook("after_db_commit")
         self._commit(split)
         self._hook("after_offset_commit")
-        self._account(split, results)
+        self._account(split, written)
         if self._paused:
             self._resume()
 
@@ -383,18 +390,18 @@ class SinkLoop:
         offsets; if it had to give up, rewind instead and return False."""
         self._flushing = True
         try:
-            done, results, written = self._retry_write(split, batch_no, in_callback=in_callback)
+            done, results, as_written = self._retry_write(split, batch_no, in_callback=in_callback)
         finally:
             self._flushing = False
         if not done:
             self._abandon(split)
             return False
-        self._finish(written, results)
+        self._finish(as_written, results)
         return True
 
     def _retry_write(
         self, split: Split, batch_no: int, *, in_callback: bool
-    ) -> tuple[bool, list[db.WriteResult], Split]:
+    ) -> tuple[bool, Written, Split]:
         """Send the batch's DLQ records, write its rows; on failure pause, back off and retry
         (in a rebalance callback: a few quick attempts). Returns (written?, results, the batch
         as written: without partitions revoked meanwhile, whose offsets must not be committed
@@ -427,7 +434,7 @@ class SinkLoop:
             if in_callback:
                 if attempts >= 3:
                     logger.warning("cannot flush during rebalance: %s", failure)
-                    return False, [], split
+                    return False, ([], []), split
                 time.sleep(min(delay, 1.0))
                 continue
             if not self._paused:
@@ -441,7 +448,7 @@ class SinkLoop:
                         "uncommitted (they will be consumed again)",
                         split.records,
                     )
-                    return False, [], split
+                    return False, ([], []), split
             logger.warning(
                 "database write failed (%s); partitions paused, nothing committed, "
                 "retrying in %.1fs (attempt %d)",
@@ -471,10 +478,12 @@ class SinkLoop:
             ",".join(str(p) for _, p in sorted(keep)),
         )
 
-    def _write(self, split: Split, batch_no: int) -> list[db.WriteResult]:
-        """One batch's transaction(s); runs on the writer thread, or inline when retrying."""
+    def _write(self, split: Split, batch_no: int) -> Written:
+        """One batch's transaction(s); runs on the writer thread, or inline when retrying.
+        Records the database refuses on their own go to the DLQ from here (before any offset
+        commit); the rest of the batch is written."""
         if not split.batch.rows and not split.empty_ranges:
-            return []
+            return [], []
         started = time.perf_counter()
         if self._conn is None or self._conn.closed:
             self._conn = self.connect()
@@ -494,9 +503,14 @@ class SinkLoop:
                 before_commit=before_commit,
             )
 
-        results = write_within_limit(write, split.batch, split.empty_ranges, db.is_limit_exceeded)
+        results, rejected = write_bisecting(
+            write, split.batch, split.empty_ranges, db.is_limit_exceeded, db.record_sqlstate
+        )
+        entries = [split.rejected_entry(r) for r in rejected]
+        if entries:
+            self._send_dlq(entries)
         COMMIT_SECONDS.labels("db").observe(time.perf_counter() - started)
-        return results
+        return results, entries
 
     def _send_dlq(self, entries: Sequence[DlqEntry]) -> None:
         for e in entries:
@@ -528,19 +542,20 @@ class SinkLoop:
             elif tp.topic == self.settings.topic:
                 self.positions[tp.partition] = tp.offset
 
-    def _account(self, split: Split, results: Sequence[db.WriteResult]) -> None:
+    def _account(self, split: Split, outcome: Written) -> None:
+        results, rejected = outcome
         written = sum(r.written for r in results)
         unchanged = sum(r.unchanged for r in results)
-        ranges = len(split.empty_ranges)
+        ranges = sum(r.empty_ranges for r in results)
         self.totals["records"] += split.records
         self.totals["written"] += written
         self.totals["unchanged"] += unchanged
-        self.totals["dlq"] += len(split.dlq)
+        self.totals["dlq"] += len(split.dlq) + len(rejected)
         self.totals["empty_ranges"] += ranges
         ROWS_WRITTEN.inc(written)
         ROWS_UNCHANGED.inc(unchanged)
         EMPTY_RANGES.inc(ranges)
-        for entry in split.dlq:
+        for entry in (*split.dlq, *rejected):
             DLQ_RECORDS.labels(entry.error_class).inc()
         BATCH_RECORDS.observe(split.records)
         now_s = time.time()
@@ -552,7 +567,12 @@ class SinkLoop:
         if self.on_flush is not None:
             self.on_flush(
                 FlushReport(
-                    split.records, written, unchanged, ranges, len(split.dlq), split.offsets
+                    split.records,
+                    written,
+                    unchanged,
+                    ranges,
+                    len(split.dlq) + len(rejected),
+                    split.offsets,
                 )
             )
 
