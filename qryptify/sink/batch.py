@@ -8,6 +8,7 @@ and the unit tests check them without a broker.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +34,10 @@ MAX_OPEN_MS = 7_258_118_400_000
 #: The longest empty range that can be true: USDⓈ-M futures history is shorter than this, so a
 #: longer one is a bug upstream, not an exchange fact (it would hide real candles forever).
 MAX_EMPTY_SPAN_MS = 20 * 366 * DAY_MS
+#: Dead-lettered records above this size go truncated (producers refuse 1 MB by default).
+DLQ_MAX_RECORD_BYTES = 256 * 1024
+DLQ_KEEP_VALUE_BYTES = 64 * 1024
+DLQ_KEEP_KEY_BYTES = 1024
 
 
 class RawRecord(Protocol):
@@ -147,6 +152,27 @@ class DlqEntry:
         if self.sqlstate is not None:
             headers.append(("qryptify.sqlstate", self.sqlstate.encode()))
         return headers
+
+    def bounded(self) -> tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]:
+        """(key, value, headers) to produce to the DLQ. A record larger than
+        ``DLQ_MAX_RECORD_BYTES`` (a producer or the broker would refuse it, and the sink would
+        crash-loop on it) goes truncated to its first bytes, with its original sizes and the
+        SHA-256 of its original value in headers; its topic, partition and offset locate the
+        original, which the topic keeps."""
+        key, value, headers = self.key, self.value, self.headers()
+        size = len(key or b"") + len(value or b"")
+        if size <= DLQ_MAX_RECORD_BYTES:
+            return key, value, headers
+        digest = hashlib.sha256(value or b"").hexdigest()
+        headers += [
+            ("qryptify.truncated", b"true"),
+            ("qryptify.original_size", str(len(value or b"")).encode()),
+            ("qryptify.original_key_size", str(len(key or b"")).encode()),
+            ("qryptify.sha256", digest.encode()),
+        ]
+        short_key = None if key is None else key[:DLQ_KEEP_KEY_BYTES]
+        short_value = None if value is None else value[:DLQ_KEEP_VALUE_BYTES]
+        return short_key, short_value, headers
 
 
 class KeyMismatch(IngestorError, ValueError):

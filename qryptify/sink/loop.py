@@ -158,18 +158,18 @@ class DlqWriter:
                 failures.append(str(err))
 
         for entry in entries:
+            key, value, headers = entry.bounded()
             while True:
                 try:
                     self.producer.produce(
-                        self.topic,
-                        key=entry.key,
-                        value=entry.value,
-                        headers=entry.headers(),
-                        on_delivery=delivered,
+                        self.topic, key=key, value=value, headers=headers, on_delivery=delivered
                     )
                     break
                 except BufferError:
                     self.producer.poll(0.1)
+                except KafkaException as exc:
+                    # Refused locally (size, config): retry the batch later, never crash on it.
+                    raise DlqUnavailable(f"cannot produce to {self.topic}: {exc}") from None
         remaining = self.producer.flush(self.timeout_s)
         if remaining or failures:
             raise DlqUnavailable(

@@ -225,3 +225,34 @@ def test_absurd_records_are_each_stored_or_dead_lettered_and_the_partition_flows
         else:
             kept = (event.symbol, event.interval, event.start_time) in ranges
         assert kept or value in dead_values, f"neither stored nor dead-lettered: {key!r} {event}"
+
+
+def test_an_oversized_undecodable_record_is_dead_lettered_truncated_without_a_crash(
+    app_config: Config,
+) -> None:
+    import hashlib
+
+    from qryptify.kafka import make_producer
+
+    kafka = app_config.kafka
+    before = series([("BTCUSDT", "1m")], 5)
+    after = series([("BTCUSDT", "1m")], 5, start=T0 + 5 * 60_000)
+    produce(kafka, before)
+    huge = b"\x00not avro" + b"\xee" * 1_030_000  # under the broker's 1 MiB, over the DLQ's
+    producer = make_producer(kafka, **{"message.max.bytes": 2_000_000})
+    producer.produce(kafka.topic, key=b"BTCUSDT|1m", value=huge)
+    assert producer.flush(30) == 0
+    produce(kafka, after)
+
+    runner = LoopThread(make_loop(app_config, threading.Event(), batch_size=4)).start()
+    wait_until(caught_up(kafka, app_config.sink.group_id), 60, "sink to pass it")
+    assert runner.stop() == 0
+
+    assert table_rows(app_config.db.dsn.get_secret_value()) == expected_rows(before + after)
+    (dead,) = read_topic(kafka, kafka.dlq_topic, 1)
+    headers = headers_dict(dead)
+    assert huge.startswith(dead.value()) and len(dead.value()) < len(huge)
+    assert int(headers["qryptify.original_size"]) == len(huge)
+    assert headers["qryptify.sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    assert int(headers["qryptify.offset"]) == 5
+    assert headers["qryptify.topic"] == kafka.topic.encode()

@@ -166,3 +166,26 @@ def test_a_rejected_row_is_dead_lettered_with_its_original_record_and_sqlstate()
     assert (entry.key, entry.value) == (KEY, value)
     assert ("qryptify.sqlstate", b"23514") in entry.headers()
     assert entry.error_class == "DatabaseRejected"
+
+
+def test_an_oversized_dlq_entry_goes_truncated_with_its_size_origin_and_digest() -> None:
+    import hashlib
+
+    from qryptify.sink.batch import DLQ_KEEP_VALUE_BYTES, DLQ_MAX_RECORD_BYTES, DlqEntry
+
+    value = b"\xff" * 1_000_000
+    entry = DlqEntry("klines", 4, 99, b"K" * 5000, value, "undecodable record", "UndecodableRecord")
+    key, short, headers = entry.bounded()
+    assert short == value[:DLQ_KEEP_VALUE_BYTES]
+    assert key is not None and len(key) + len(short) <= DLQ_MAX_RECORD_BYTES
+    found = dict(headers)
+    assert found["qryptify.original_size"] == b"1000000"
+    assert found["qryptify.original_key_size"] == b"5000"
+    assert found["qryptify.sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert (found["qryptify.topic"], found["qryptify.partition"], found["qryptify.offset"]) == (
+        b"klines",
+        b"4",
+        b"99",
+    )
+    small = DlqEntry("klines", 0, 1, b"k", b"v", "r", "UndecodableRecord")
+    assert small.bounded() == (b"k", b"v", small.headers())
