@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
@@ -36,10 +37,43 @@ def sql_dir() -> Path:
     raise FileNotFoundError("sql/001_candlesticks.sql not found next to the qryptify package")
 
 
-def connect(dsn: str, *, autocommit: bool = False, connect_timeout_s: int = 10) -> Connection:
-    """Open a connection; failures become DatabaseUnavailable with the password redacted."""
+#: No statement and no lock wait lasts forever: a hung server, a forgotten ``LOCK TABLE`` or a
+#: stuck transaction elsewhere becomes an error the caller retries (55P03 / 57014). A sink batch
+#: takes seconds; the limit stays under Kafka's max.poll.interval.ms (300 s), since a retried
+#: write runs on the consumer's thread. Migrations lift it for themselves.
+STATEMENT_TIMEOUT_MS = 120_000
+LOCK_TIMEOUT_MS = 30_000
+#: TCP keepalives: a peer that vanished (host down, NAT dropped the flow) is noticed in about
+#: idle + interval * count = 60 s instead of the kernel's two hours.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+
+
+def connect(
+    dsn: str,
+    *,
+    autocommit: bool = False,
+    connect_timeout_s: int = 10,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+) -> Connection:
+    """Open a connection with the timeouts and keepalives above (the DSN's own ``options``
+    are kept, ours appended); failures become DatabaseUnavailable with the password redacted."""
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=connect_timeout_s)
+        existing = conninfo_to_dict(dsn).get("options") or ""
+        options = (
+            f"{existing} -c statement_timeout={int(statement_timeout_ms)}"
+            f" -c lock_timeout={int(lock_timeout_ms)}"
+        ).strip()
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            connect_timeout=connect_timeout_s,
+            options=options,
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_IDLE_S,
+            keepalives_interval=KEEPALIVE_INTERVAL_S,
+            keepalives_count=KEEPALIVE_COUNT,
+        )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(redact_message(str(exc), dsn)) from None
 
@@ -112,6 +146,8 @@ def migrate(conn: Connection, directory: Path | None = None) -> list[str]:
         with conn.transaction():
             # Serialise concurrent migrators (several services starting at once).
             conn.execute("SELECT pg_advisory_xact_lock(4242001)")
+            # A migration may rewrite a large table: no statement limit for it.
+            conn.execute("SET LOCAL statement_timeout = 0")
             done = conn.execute(
                 "SELECT 1 FROM schema_migrations WHERE version = %s", (version,)
             ).fetchone()

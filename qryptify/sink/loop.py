@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,7 @@ class _Inflight:
     split: Split
     batch_no: int
     future: Future[Written]
+    started_s: float  # time.monotonic() at submission
 
 
 class MonotonicClock:
@@ -202,6 +204,10 @@ class LoopSettings:
     shutdown_grace_s: float = 10.0
     #: Seek newly assigned partitions to the beginning once (replay with an existing group).
     reset_to_beginning: bool = False
+    #: A write running longer than this: pause the partitions, keep polling (the consumer
+    #: stays in the group: must be well under max.poll.interval.ms, 300 s), report
+    #: "database not answering" until it returns.
+    write_stall_s: float = 10.0
 
 
 class SinkLoop:
@@ -273,8 +279,11 @@ class SinkLoop:
                 ):
                     break
                 self._poll_once()
-                if self._inflight is not None and self._inflight.future.done():
-                    self._settle()
+                if self._inflight is not None:
+                    if self._inflight.future.done():
+                        self._settle()
+                    else:
+                        self._watch_writer(self._inflight)
                 now = self.clock.now_ms()
                 if self.policy.should_flush(
                     len(self.pending),
@@ -352,7 +361,7 @@ class SinkLoop:
                 self._send_dlq(split.dlq)
             self._hook("after_dlq")
             future = self._writer.submit(self._write, split, batch_no)
-            self._inflight = _Inflight(split, batch_no, future)
+            self._inflight = _Inflight(split, batch_no, future, time.monotonic())
             return True
         return self._write_and_commit(split, batch_no, in_callback=in_callback)
 
@@ -362,6 +371,11 @@ class SinkLoop:
         if inflight is None:
             return True
         try:
+            if not self._await_writer(inflight, in_callback=in_callback):
+                # Inside a rebalance: not finished in time. It completes on its own; its
+                # offsets stay uncommitted (the next owner rewrites the rows as no-ops).
+                logger.warning("batch %d still being written during a rebalance", inflight.batch_no)
+                return False
             results = inflight.future.result()
         except Exception as exc:
             if not (
@@ -375,6 +389,45 @@ class SinkLoop:
                 inflight.split, inflight.batch_no, in_callback=in_callback
             )
         self._finish(inflight.split, results)
+        return True
+
+    def _watch_writer(self, inflight: _Inflight) -> None:
+        """A write running past ``write_stall_s``: stop taking records (pause), say so."""
+        waited = time.monotonic() - inflight.started_s
+        if waited < self.settings.write_stall_s:
+            return
+        if not self._paused:
+            self._pause()
+            logger.warning(
+                "database not answering: batch %d has been written for %.0fs; partitions "
+                "paused, still polling",
+                inflight.batch_no,
+                waited,
+            )
+        self.health.set(
+            False, f"database not answering: a write has been running for {waited:.0f}s"
+        )
+
+    def _await_writer(self, inflight: _Inflight, *, in_callback: bool) -> bool:
+        """Wait for the writer thread, never past ``write_stall_s`` without polling: after it,
+        pause every partition and keep polling (heartbeats, rebalances) until the write
+        returns. In a rebalance callback (no polling possible): False when it did not return
+        within ``write_stall_s``."""
+        future = inflight.future
+        left = inflight.started_s + self.settings.write_stall_s - time.monotonic()
+        with contextlib.suppress(FutureTimeout):
+            future.result(timeout=max(left, 0.0))
+        if future.done():
+            return True
+        if in_callback:
+            return False
+        self._flushing = True  # a rebalance meanwhile drops held records instead of flushing
+        try:
+            while not future.done():
+                self._watch_writer(inflight)
+                self._wait_paused(min(1.0, self.settings.write_stall_s))
+        finally:
+            self._flushing = False
         return True
 
     def _finish(self, split: Split, written: Written) -> None:
