@@ -205,22 +205,29 @@ def test_the_wheel_and_the_image_carry_only_the_product() -> None:
 #: level) only from lower layers. A new module needs a line here, which is the point.
 LAYERS: dict[str, int] = {
     "qryptify.errors": 0, "qryptify.clock": 0, "qryptify.metrics": 0,
-    "qryptify.binance.weights": 0,
+    "qryptify.binance.weights": 0, "qryptify.binance.bounded": 0,
     "qryptify.pairs": 1, "qryptify.retry": 1,
     "qryptify.kline": 2, "qryptify.config": 2,
-    "qryptify.avro": 3, "qryptify.kafka": 3, "qryptify.logs": 3, "qryptify.gaps": 3,
-    "qryptify.sink.rows": 3, "qryptify.binance.rest": 3, "qryptify.binance.ws": 3,
-    "qryptify.db": 4, "qryptify.publish": 4, "qryptify.service": 4,
-    "qryptify.health_report": 4, "qryptify.sink.batch": 4, "qryptify.binance.archive": 4,
-    "qryptify.cli": 5, "qryptify.offsets": 5, "qryptify.sink.loop": 5,
-    "qryptify.commands": 6, "qryptify.__main__": 6,
+    "qryptify.avro": 3, "qryptify.logs": 3, "qryptify.gaps": 3, "qryptify.sink.rows": 3,
+    "qryptify.binance.rest": 3, "qryptify.binance.ws": 3,
+    "qryptify.kafka": 4, "qryptify.db": 4, "qryptify.service": 4, "qryptify.health_report": 4,
+    "qryptify.sink.batch": 4, "qryptify.binance.archive": 4,
+    "qryptify.publish": 5, "qryptify.cli": 5, "qryptify.sink.loop": 5,
+    "qryptify.offsets": 6,
+    "qryptify.commands": 7, "qryptify.__main__": 7,
 }  # fmt: skip
 PACKAGE_ROOTS = {"qryptify", "qryptify.sink", "qryptify.binance"}  # __init__: a docstring
+#: Same-layer imports that exist, each with why it is tolerated.
+SIDEWAYS = {
+    # tap refuses a replay's consumer group by its prefix, a constant of the replay command.
+    ("qryptify.commands.tap", "qryptify.commands.replay"),
+}
 
 
 def layer_of(module: str) -> int:
     if module.startswith("qryptify.commands"):
         return LAYERS["qryptify.commands"]
+    assert module in LAYERS, f"{module}: give it a layer (docs/architecture.md and LAYERS)"
     return LAYERS[module]
 
 
@@ -230,10 +237,9 @@ def test_the_shared_core_imports_only_lower_layers() -> None:
         module = module_name(path)
         if module in PACKAGE_ROOTS:
             continue
-        assert module.startswith("qryptify.commands") or module in LAYERS, (
-            f"{module}: give it a layer (docs/architecture.md and LAYERS)"
-        )
         for imported in module_level_imports(path) - PACKAGE_ROOTS:
+            if (module, imported) in SIDEWAYS:
+                continue
             if layer_of(imported) >= layer_of(module):
                 wrong.append(f"{module} ({layer_of(module)}) -> {imported} ({layer_of(imported)})")
     assert wrong == []
