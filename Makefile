@@ -141,4 +141,4 @@ bench: install ## measure throughput on the simulator (QUICK=1 for a short run)
 	$(PY) -m bench $(if $(QUICK),--quick) $(ARGS)
 
 chaos: install ## seeded fault-injection run + checker on its own stack (QUICK=1: ~3 min; ARGS='--seed N')
-	$(PY) -m bench.chaos $(if $(QUICK),--quick) $(ARGS)
+	$(PY) -m chaos $(if $(QUICK),--quick) $(ARGS)

@@ -1,6 +1,6 @@
 """``make chaos QUICK=1`` inside ``make test``: the whole pipeline under every kind of fault, on
 its own Kafka + PostgreSQL (ports 39192 / 35532, ``.stack-chaos-quick``), so the shared test
-stack is never restarted. The run checks itself (bench/chaos.py) and exits non-zero on any
+stack is never restarted. The run checks itself (chaos/run.py) and exits non-zero on any
 violation; this test runs it and shows its report when it fails.
 """
 
@@ -17,7 +17,7 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Fixed: CI runs the same schedule every time (bench/chaos_faults.py is a pure function of it).
+#: Fixed: CI runs the same schedule every time (chaos/faults.py is a pure function of it).
 SEED = 20240712
 #: A hang guard, not a timing assertion (the run takes about three minutes).
 LIMIT_S = 900
@@ -26,7 +26,7 @@ LIMIT_S = 900
 def test_quick_chaos_run_converges_with_no_violation() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QRYPTIFY_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.chaos", "--quick", "--seed", str(SEED)],
+        [sys.executable, "-m", "chaos", "--quick", "--seed", str(SEED)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -1,5 +1,5 @@
-"""The chaos run's pure parts: the seeded fault schedule (bench.chaos_faults) and the checker
-(bench.chaos_check). The schedule is checked against the constraints independently of the
+"""The chaos run's pure parts: the seeded fault schedule (chaos.faults) and the checker
+(chaos.check). The schedule is checked against the constraints independently of the
 planner's own predicate; the checker is fed hand-made observations, violations included."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from bench.chaos_check import (
+from chaos.check import (
     KIND_KLINE,
     KIND_REJECT,
     CommitAudit,
@@ -24,7 +24,7 @@ from bench.chaos_check import (
     render_table,
     rest_row_value,
 )
-from bench.chaos_faults import (
+from chaos.faults import (
     ALL_KINDS,
     FULL,
     KAFKA_RESTART,
@@ -298,7 +298,7 @@ def test_render_table_aligns_text_and_makes_markdown() -> None:
 
 
 def test_the_runs_symbols_are_ones_the_simulator_accepts() -> None:
-    from bench.chaos import LATE_LISTED, SHAPES, run_pairs, symbol_docs
+    from chaos.run import LATE_LISTED, SHAPES, run_pairs, symbol_docs
     from sim.symbols import spec_from_mapping
 
     for shape in SHAPES.values():

@@ -1,14 +1,14 @@
 """``make chaos`` (``make chaos QUICK=1``): a seeded, repeatable fault-injection run of the whole
 pipeline with a checker, in the spirit of Jepsen and Kafka's system tests.
 
-    .venv/bin/python -m bench.chaos [--quick] [--seed N] [--keep-stack] [--keep-data]
+    .venv/bin/python -m chaos.run [--quick] [--seed N] [--keep-stack] [--keep-data]
                                    [--sink-module services.sink] [--json PATH]
 
 What runs: a private Kafka + PostgreSQL stack (``python -m stack`` with its own directory and
 ports, so the broker and the database can be restarted without touching the shared test
 stack), the exchange simulator at 60× with 16 (quick) or 60 (full) pairs, and the services as
 child processes: backfiller, producer and TWO sinks in one consumer group on a 6-partition
-topic. A controller injects the seeded schedule of ``bench.chaos_faults`` (kill -9 of every
+topic. A controller injects the seeded schedule of ``chaos.faults`` (kill -9 of every
 service incl. a sink take-over, broker and database restarts, 429 storms, 5xx bursts, WS
 drops / stalls / skipped / duplicated / malformed frames, garbage records in the topic) on top
 of data faults present from the start (exchange-empty ranges, corrected candles, a missing and
@@ -46,7 +46,7 @@ import httpx
 import psycopg
 import yaml
 
-from bench.chaos_check import (
+from chaos.check import (
     TopicAudit,
     Verdict,
     audit_topic,
@@ -54,7 +54,7 @@ from bench.chaos_check import (
     render_table,
     rest_row_value,
 )
-from bench.chaos_faults import (
+from chaos.faults import (
     ALL_KINDS,
     KAFKA_RESTART,
     KILL,
@@ -71,7 +71,7 @@ from bench.chaos_faults import (
     plan_faults,
     sim_patch,
 )
-from bench.chaos_io import (
+from chaos.io import (
     QUIET,
     REPO,
     ChaosStack,
@@ -791,7 +791,7 @@ def report(outcome: Outcome, profile: Profile, seed: int, run_dir: Path, args: A
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the short variant (make test)")
     parser.add_argument("--seed", type=int, default=20240712)
     parser.add_argument("--keep-stack", action="store_true", help="leave the chaos stack up")

@@ -1,6 +1,6 @@
 """The chaos run's edges: its own Kafka + PostgreSQL stack, the simulator and the services as
 processes it can kill -9, and the observers (a topic reader and a sampler) that feed the pure
-checks of ``bench.chaos_check``. Sequenced by ``bench.chaos``.
+checks of ``chaos.check``. Sequenced by ``chaos.run``.
 
 Every process started here is stopped here, by its own pid.
 """
@@ -25,7 +25,7 @@ import httpx
 import psycopg
 import yaml
 
-from bench.chaos_check import (
+from chaos.check import (
     KIND_EMPTY,
     KIND_KLINE,
     CommitAudit,

@@ -1,4 +1,4 @@
-"""The chaos run's checker, pure: what the observers saw in, verdicts out (bench/chaos.py).
+"""The chaos run's checker, pure: what the observers saw in, verdicts out (chaos/run.py).
 
 * ``SyncStateTracker`` — invariant 4: ``sync_state.last_closed_ts`` sampled every second never
   goes down for any pair.

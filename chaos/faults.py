@@ -1,4 +1,4 @@
-"""The chaos run's fault schedule: pure, seeded, repeatable (``make chaos``; see bench/chaos.py).
+"""The chaos run's fault schedule: pure, seeded, repeatable (``make chaos``; see chaos/run.py).
 
 ``plan_faults(seed, profile)`` places every fault of a :class:`Profile` at a time of the fault
 phase (seconds from its start) under the constraints that keep the run meaningful:
