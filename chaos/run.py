@@ -1,8 +1,8 @@
 """``make chaos`` (``make chaos QUICK=1``): a seeded, repeatable fault-injection run of the whole
 pipeline with a checker, in the spirit of Jepsen and Kafka's system tests.
 
-    .venv/bin/python -m chaos.run [--quick] [--seed N] [--keep-stack] [--keep-data]
-                                   [--sink-module services.sink] [--json PATH]
+    .venv/bin/python -m chaos [--quick] [--seed N] [--keep-stack] [--keep-data]
+                              [--sink-module services.sink] [--json PATH]
 
 What runs: a private Kafka + PostgreSQL stack (``python -m stack`` with its own directory and
 ports, so the broker and the database can be restarted without touching the shared test
