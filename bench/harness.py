@@ -26,7 +26,7 @@ import yaml
 from qryptify import db
 from qryptify.config import KafkaConfig
 from qryptify.kafka import TopicPartition, ensure_topics, make_consumer
-from sim.market import SymbolSpec
+from sim.bars import SymbolSpec
 from sim.symbols import symbols_to_yaml
 
 REPO = Path(__file__).resolve().parents[1]

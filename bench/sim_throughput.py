@@ -35,8 +35,10 @@ import websockets
 
 from qryptify.pairs import DAY_MS, INTERVALS, ceil_open, close_time, next_open
 from sim.archive import archive_url_path, build_zip, parse_archive_path
-from sim.market import Availability, Market, csv_bytes, rest_rows_json
+from sim.bars import Availability
+from sim.market import Market
 from sim.symbols import DEFAULT_SYMBOLS, generated_symbols, symbols_to_yaml
+from sim.wire import csv_bytes, rest_rows_json
 
 REPO = Path(__file__).resolve().parents[1]
 START = "2024-09-01T00:00:00Z"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.grid import INTERVALS
-from sim.market import stable_fraction, stable_string_key
+from sim.noise import stable_fraction, stable_string_key
 
 MALFORMED_KINDS: tuple[str, ...] = ("bad_json", "missing_field", "wrong_type", "bad_ohlc")
 

@@ -39,21 +39,14 @@ from sim.archive import (
     not_found_xml,
     parse_archive_path,
 )
+from sim.bars import Availability, SymbolSpec
+from sim.cache import LruCache
 from sim.clock import SimClock
 from sim.faults import FaultError, Faults
 from sim.grid import DAY_MS, INTERVALS, align_open, close_time, next_open
 from sim.limits import BANNED, LIMITED, WeightLimiter, klines_weight
-from sim.market import (
-    Availability,
-    Formatters,
-    FormingCandle,
-    LruCache,
-    Market,
-    SymbolSpec,
-    rest_rows_json,
-    stable_fraction,
-    stable_string_key,
-)
+from sim.market import FormingCandle, Market
+from sim.noise import stable_fraction, stable_string_key
 from sim.streams import (
     corrected_bar,
     handle_control,
@@ -63,6 +56,7 @@ from sim.streams import (
     wrap_combined,
 )
 from sim.symbols import DEFAULT_SYMBOLS
+from sim.wire import Formatters, rest_rows_json
 
 logger = logging.getLogger(__name__)
 

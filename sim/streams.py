@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sim.bars import Bar, SymbolSpec
 from sim.grid import INTERVALS, close_time
-from sim.market import Bar, Formatters, SymbolSpec
+from sim.wire import Formatters
 
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _STREAM_RE = re.compile(r"^([a-z0-9_]+)@kline_([0-9]+[mhdwM])$")

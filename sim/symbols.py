@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
+from sim.bars import SymbolSpec
 from sim.grid import check_symbol
-from sim.market import SymbolSpec
 
 _QUOTES = ("USDT", "USDC", "BUSD")
 

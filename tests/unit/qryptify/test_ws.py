@@ -20,9 +20,10 @@ from qryptify.binance.ws import (
 from qryptify.config import build_config
 from qryptify.pairs import Pair
 from qryptify.retry import backoff
-from sim.market import Bar, Formatters
+from sim.bars import Bar
 from sim.streams import kline_event, wrap_combined
 from sim.symbols import DEFAULT_SYMBOLS
+from sim.wire import Formatters
 
 # The official example of the Kline/Candlestick stream ([KS]), comments removed.
 DOC_EXAMPLE: dict[str, Any] = {

@@ -10,19 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qryptify.pairs import DAY_MS, INTERVALS, MINUTE_MS, align_open, close_time, next_open
-from sim.market import (
-    Availability,
-    Bar,
-    KlineColumns,
-    Market,
-    SymbolSpec,
-    csv_lines,
-    decimal_formatter,
-    merge_bars,
-    partial_bar,
-    rest_rows_json,
-)
+from sim.bars import Availability, Bar, KlineColumns, SymbolSpec, merge_bars
+from sim.market import Market, partial_bar
 from sim.symbols import DEFAULT_SYMBOLS
+from sim.wire import csv_lines, decimal_formatter, rest_rows_json
 
 BTC = next(s for s in DEFAULT_SYMBOLS if s.symbol == "BTCUSDT")
 QUIET = next(s for s in DEFAULT_SYMBOLS if s.symbol == "QUIETUSDT")

@@ -20,18 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qryptify.pairs import DAY_MS, INTERVALS, MINUTE_MS, align_open
-from sim.market import (
-    Availability,
-    LruCache,
-    Market,
-    SymbolSpec,
-    csv_bytes,
-    decimal_formatter,
-    format_rows,
-    rest_row,
-    rest_rows_json,
-)
+from sim.bars import Availability, SymbolSpec
+from sim.cache import LruCache
+from sim.market import Market
 from sim.symbols import DEFAULT_SYMBOLS
+from sim.wire import csv_bytes, decimal_formatter, format_rows, rest_row, rest_rows_json
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 NOW = T0 + 60 * DAY_MS + 7 * 3_600_000 + 34_567  # mid-minute: the open candle is partial

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sim.market import Bar, Formatters
+from sim.bars import Bar
 from sim.streams import (
     corrected_bar,
     handle_control,
@@ -16,6 +16,7 @@ from sim.streams import (
     wrap_combined,
 )
 from sim.symbols import DEFAULT_SYMBOLS
+from sim.wire import Formatters
 
 BTC = next(s for s in DEFAULT_SYMBOLS if s.symbol == "BTCUSDT")
 BAR = Bar(
