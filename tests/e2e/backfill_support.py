@@ -8,12 +8,10 @@ No assertion here is about timing; waits are hang guards scaled by
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,50 +33,12 @@ from services.backfiller.run import Backfiller
 from sim.check import PairReport, compare_db_with_truth, format_report
 from sim.symbols import parse_time_ms
 from tests.integration.conftest import unique
-
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-FACTOR = float(os.environ.get("QRYPTIFY_TEST_TIMEOUT_FACTOR", "1"))
+from tests.support.processes import TIMEOUT_FACTOR as FACTOR
+from tests.support.processes import Service, spawn, wait_until
 
 #: The simulator's clock: started here and (nearly) frozen, so "closed" stays put during a test.
 SIM_NOW = parse_time_ms("2024-07-10T12:34:30Z")
 FROZEN = 1e-6
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s * FACTOR
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s * FACTOR:.0f}s waiting for {what}")
-
-
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait(self, timeout_s: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_s * FACTOR)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"{self.name} did not finish:\n{self.text()[-3000:]}") from None
-
-    def stop(self, timeout_s: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout_s)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
 
 
 class Sim(Protocol):
@@ -93,14 +53,7 @@ class SimProcess:
 
     def __init__(self, log: Path, *args: str) -> None:
         self.log = log
-        with log.open("wb") as handle:
-            self.proc = subprocess.Popen(
-                [PYTHON, "-m", "sim", "--port", "0", *args],
-                cwd=ROOT,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        self.proc = spawn("sim", ["--port", "0", *args], log)
         self._url = ""
 
         def listening() -> bool:
@@ -189,15 +142,7 @@ class BackfillEnv:
 
     def start(self, module: str) -> Service:
         log = self.tmp / f"{module.rsplit('.', 1)[-1]}-{len(self.services)}.log"
-        with log.open("wb") as handle:
-            proc = subprocess.Popen(
-                [PYTHON, "-m", module, "--config", str(self.config_path())],
-                cwd=ROOT,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        service = Service(module, proc, log)
+        service = Service(module, spawn(module, ["--config", str(self.config_path())], log), log)
         self.services.append(service)
         return service
 

@@ -15,7 +15,8 @@ from qryptify.kline import Kline
 from qryptify.pairs import DAY_MS
 from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, read_topic, wait_until
+from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, read_topic
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

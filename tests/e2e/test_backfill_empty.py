@@ -21,14 +21,8 @@ from qryptify.kline import EmptyRange
 from qryptify.pairs import HOUR_MS, MINUTE_MS
 from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import (
-    FROZEN,
-    SIM_NOW,
-    BackfillEnv,
-    RecordingTransport,
-    read_topic,
-    wait_until,
-)
+from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, RecordingTransport, read_topic
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

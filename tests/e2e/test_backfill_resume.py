@@ -17,14 +17,8 @@ from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens
 from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import (
-    FROZEN,
-    SIM_NOW,
-    BackfillEnv,
-    read_topic,
-    summary_values,
-    wait_until,
-)
+from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, read_topic, summary_values
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

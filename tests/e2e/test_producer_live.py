@@ -9,12 +9,7 @@ about timing; waits are hang guards scaled by QRYPTIFY_TEST_TIMEOUT_FACTOR.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,54 +29,12 @@ from sim.check import compare_db_with_truth, format_report
 from sim.server import SimulatorThread
 from sim.symbols import generated_symbols
 from tests.integration.conftest import unique
+from tests.support.processes import TIMEOUT_FACTOR as FACTOR
+from tests.support.processes import Service, free_port, spawn, wait_until
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-FACTOR = float(os.environ.get("QRYPTIFY_TEST_TIMEOUT_FACTOR", "1"))
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s * FACTOR
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s * FACTOR:.0f}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s * FACTOR)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(
-                f"{self.name} did not stop on SIGTERM:\n{self.text()[-3000:]}"
-            ) from None
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
 
 
 @dataclass
@@ -118,15 +71,7 @@ class Live:
     def start(self, module: str) -> Service:
         self.runs += 1
         log = self.tmp / f"{module.rsplit('.', 1)[-1]}-{self.runs}.log"
-        with log.open("wb") as handle:  # the child keeps its own descriptor
-            proc = subprocess.Popen(
-                [PYTHON, "-m", module, "--config", str(self.config_path())],
-                cwd=ROOT,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        service = Service(module, proc, log)
+        service = Service(module, spawn(module, ["--config", str(self.config_path())], log), log)
         self.services.append(service)
         return service
 

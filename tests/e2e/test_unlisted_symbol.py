@@ -13,15 +13,8 @@ import pytest
 
 from qryptify.config import KafkaConfig
 from sim.server import SimulatorThread
-from tests.e2e.backfill_support import (
-    FROZEN,
-    PYTHON,
-    ROOT,
-    SIM_NOW,
-    BackfillEnv,
-    RecordingTransport,
-    wait_until,
-)
+from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, RecordingTransport
+from tests.support.processes import PYTHON, ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 

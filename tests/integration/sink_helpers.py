@@ -23,21 +23,9 @@ from qryptify.pairs import interval_ms
 from qryptify.sink.batch import FlushPolicy
 from qryptify.sink.loop import DlqWriter, LoopSettings, SinkLoop
 from tests.conftest import T0, make_kline
-
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-TIMEOUT_FACTOR = float(os.environ.get("QRYPTIFY_TEST_TIMEOUT_FACTOR", "1"))
+from tests.support.processes import TIMEOUT_FACTOR, spawn
 
 Row = tuple[Any, ...]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s * TIMEOUT_FACTOR
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s * TIMEOUT_FACTOR:.0f}s waiting for {what}")
 
 
 def series(
@@ -274,17 +262,7 @@ def start_sink(
     as ``tests.support.sink_crash``) as a real subprocess, output to ``log``."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("QRYPTIFY_")}
     environ.update(env or {})
-    out = log.open("ab")
-    try:
-        return subprocess.Popen(
-            [PYTHON, "-m", module, "--config", str(config)],
-            cwd=ROOT,
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        out.close()
+    return spawn(module, ["--config", str(config)], log, env=environ, append=True)
 
 
 def topic_klines(kafka: KafkaConfig, expected: int) -> list[tuple[int, int, Kline]]:

@@ -20,8 +20,8 @@ from tests.integration.sink_helpers import (
     produce,
     series,
     table_rows,
-    wait_until,
 )
+from tests.support.processes import wait_until
 
 
 def test_every_connection_has_timeouts_and_keepalives(db_dsn: str) -> None:

@@ -14,7 +14,8 @@ from qryptify.config import Config
 from stack.config import Dsn
 from stack.ready import provision
 from tests.integration.conftest import PrivatePostgres
-from tests.integration.sink_helpers import PYTHON, ROOT, TIMEOUT_FACTOR, write_config
+from tests.integration.sink_helpers import write_config
+from tests.support.processes import PYTHON, ROOT, TIMEOUT_FACTOR
 
 
 def _attrs(conn: psycopg.Connection[tuple[object, ...]], role: str) -> tuple[object, ...]:

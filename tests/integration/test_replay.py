@@ -16,8 +16,6 @@ from qryptify.kline import EmptyRange
 from tests.conftest import T0
 from tests.integration.conftest import unique
 from tests.integration.sink_helpers import (
-    PYTHON,
-    ROOT,
     expected_rows,
     produce,
     produce_raw,
@@ -26,6 +24,7 @@ from tests.integration.sink_helpers import (
     table_rows,
     write_config,
 )
+from tests.support.processes import PYTHON, ROOT
 
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "5m"), ("DOGEUSDT", "1h")]
 

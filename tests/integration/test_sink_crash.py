@@ -28,9 +28,9 @@ from tests.integration.sink_helpers import (
     sync_state,
     table_rows,
     topic_klines,
-    wait_until,
     write_config,
 )
+from tests.support.processes import wait_until
 from tests.support.sink_crash import CRASH_EXIT_CODE, ENV_CRASH_AT
 
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "1m"), ("BNBUSDT", "5m"), ("ADAUSDT", "1h")]

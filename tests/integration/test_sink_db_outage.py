@@ -20,9 +20,9 @@ from tests.integration.sink_helpers import (
     series,
     start_sink,
     table_rows,
-    wait_until,
     write_config,
 )
+from tests.support.processes import wait_until
 
 OUTAGE_S = 30
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "1m"), ("XRPUSDT", "15m")]

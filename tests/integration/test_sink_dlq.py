@@ -18,8 +18,8 @@ from tests.integration.sink_helpers import (
     read_topic,
     series,
     table_rows,
-    wait_until,
 )
+from tests.support.processes import wait_until
 
 
 def test_bad_records_land_in_the_dlq_and_the_partition_keeps_flowing(app_config: Config) -> None:

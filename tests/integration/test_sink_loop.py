@@ -21,8 +21,8 @@ from tests.integration.sink_helpers import (
     series,
     sync_state,
     table_rows,
-    wait_until,
 )
+from tests.support.processes import wait_until
 
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "1m"), ("SOLUSDT", "5m"), ("XRPUSDT", "1h")]
 

@@ -33,8 +33,8 @@ from tests.integration.sink_helpers import (
     read_topic,
     series,
     table_rows,
-    wait_until,
 )
+from tests.support.processes import wait_until
 
 
 def test_a_far_future_empty_range_is_dead_lettered_and_the_partition_keeps_flowing(

@@ -15,15 +15,8 @@ from qryptify.config import Config
 from qryptify.kline import EmptyRange
 from tests.conftest import T0
 from tests.integration.conftest import unique
-from tests.integration.sink_helpers import (
-    PYTHON,
-    ROOT,
-    TIMEOUT_FACTOR,
-    produce,
-    produce_raw,
-    series,
-    write_config,
-)
+from tests.integration.sink_helpers import produce, produce_raw, series, write_config
+from tests.support.processes import PYTHON, ROOT, TIMEOUT_FACTOR
 
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "1m"), ("SOLUSDT", "1h")]
 
