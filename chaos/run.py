@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import signal
 import threading
@@ -397,7 +398,9 @@ def run(args: argparse.Namespace) -> int:
         late_listed=(LATE_LISTED,),
     )  # fmt: skip
     run_id = f"{profile.name}-s{seed}-{uuid.uuid4().hex[:6]}"
-    stack = ChaosStack(REPO / shape.stack_dir, shape.kafka_port, shape.pg_port, DB_PASSWORD)
+    kafka_port = args.kafka_port or shape.kafka_port
+    pg_port = args.pg_port or shape.pg_port
+    stack = ChaosStack(REPO / shape.stack_dir, kafka_port, pg_port, DB_PASSWORD)
     run_dir = stack.stack_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     say(f"run {run_id}: {len(pairs)} pairs, {profile.total_kills} kills, {len(faults)} faults "
@@ -790,6 +793,16 @@ def report(outcome: Outcome, profile: Profile, seed: int, run_dir: Path, args: A
         Path(args.json).write_text(json.dumps(doc, indent=2, default=str))
 
 
+def _env_port(name: str) -> int | None:
+    """A port from the environment (several chaos runs on one machine need their own)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SystemExit(f"chaos: {name}={value!r} is not a port number")
+    return int(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the short variant (make test)")
@@ -806,6 +819,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="give each sink a QRYPTIFY_SINK_INSTANCE_ID (KIP-345 static membership)",
     )
     parser.add_argument("--plan", action="store_true", help="print the schedule and exit")
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=_env_port("QRYPTIFY_CHAOS_KAFKA_PORT"),
+        help="the chaos stack's broker port (controller: +1); default $QRYPTIFY_CHAOS_KAFKA_PORT, "
+        "else 39192 quick / 39092 full",
+    )
+    parser.add_argument(
+        "--pg-port",
+        type=int,
+        default=_env_port("QRYPTIFY_CHAOS_PG_PORT"),
+        help="the chaos stack's PostgreSQL port; default $QRYPTIFY_CHAOS_PG_PORT, "
+        "else 35532 quick / 35432 full",
+    )
     args = parser.parse_args(argv)
     if args.plan:
         profile = PROFILES["quick" if args.quick else "full"]

@@ -307,3 +307,16 @@ def test_the_runs_symbols_are_ones_the_simulator_accepts() -> None:
         assert {s.symbol for s in specs} >= {p.symbol for p in run_pairs(shape)}
         assert LATE_LISTED in {s.symbol for s in specs}
     assert len(run_pairs(SHAPES["full"])) >= 50
+
+
+def test_the_chaos_stack_ports_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chaos.run import _env_port
+
+    monkeypatch.delenv("QRYPTIFY_CHAOS_KAFKA_PORT", raising=False)
+    assert _env_port("QRYPTIFY_CHAOS_KAFKA_PORT") is None
+    monkeypatch.setenv("QRYPTIFY_CHAOS_KAFKA_PORT", "25192")
+    assert _env_port("QRYPTIFY_CHAOS_KAFKA_PORT") == 25192
+    for bad in ("kafka", "0", "70000"):
+        monkeypatch.setenv("QRYPTIFY_CHAOS_KAFKA_PORT", bad)
+        with pytest.raises(SystemExit, match="QRYPTIFY_CHAOS_KAFKA_PORT"):
+            _env_port("QRYPTIFY_CHAOS_KAFKA_PORT")
