@@ -11,18 +11,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 
 from sim.grid import (
     MINUTE_MS,
     close_time,
 )
-from sim.noise import _MASK64
-
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
-F64 = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
+from sim.noise import _MASK64, Mask
 
 MINUTES_PER_DAY = 1440
 

@@ -13,12 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sim.bars import Bar
-
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
-F64 = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
-
+from sim.noise import I64
 
 # ---------------------------------------------------------------------------------------------
 # Caches

@@ -15,12 +15,7 @@ from sim.grid import (
     interval_ms,
     is_fixed,
 )
-
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
-F64 = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
-
+from sim.noise import I64
 
 # ---------------------------------------------------------------------------------------------
 # Wire formatting (decimal strings with the symbol's precision)
