@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ import yaml
 
 from qryptify.config import KafkaConfig
 from tests.integration.conftest import unique
+from tests.support.processes import run_module
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
@@ -40,14 +39,7 @@ def write_config(tmp_path: Path, kafka: str, dsn: str, rest: str) -> Path:
 
 
 def qryptify(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qryptify", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("qryptify", *args)
 
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -90,10 +82,9 @@ def test_component_down_is_one_line_and_exit_3(
 def test_simulator_down_is_one_line_and_exit_3() -> None:
     # `python -m sim check` (tooling: the comparison needs the simulator's /sim/truth).
     port = closed_port()
-    proc = subprocess.run(
-        [sys.executable, "-m", "sim", "check", "--dsn", "postgresql://127.0.0.1:1/x",
-         "--sim", f"http://127.0.0.1:{port}", "--pair", "BTCUSDT/1m", "--start", "2024-01-01"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    proc = run_module(
+        "sim", "check", "--dsn", "postgresql://127.0.0.1:1/x", "--sim", f"http://127.0.0.1:{port}",
+        "--pair", "BTCUSDT/1m", "--start", "2024-01-01",
     )  # fmt: skip
     assert proc.returncode == 3
     assert "unavailable" in one_line(proc)

@@ -15,7 +15,7 @@ from stack.config import Dsn
 from stack.ready import provision
 from tests.integration.conftest import PrivatePostgres
 from tests.integration.sink_helpers import write_config
-from tests.support.processes import PYTHON, ROOT, TIMEOUT_FACTOR
+from tests.support.processes import run_module
 
 
 def _attrs(conn: psycopg.Connection[tuple[object, ...]], role: str) -> tuple[object, ...]:
@@ -55,14 +55,7 @@ def test_a_missing_role_gets_login_and_its_own_database_only(private_pg: Private
 
 
 def tap(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "qryptify", "--config", str(config), "tap", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120 * TIMEOUT_FACTOR,
-        check=False,
-    )
+    return run_module("qryptify", "--config", str(config), "tap", *args)
 
 
 def test_tap_refuses_the_sinks_and_replays_groups(app_config: Config, tmp_path: Path) -> None:

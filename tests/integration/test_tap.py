@@ -16,20 +16,13 @@ from qryptify.kline import EmptyRange
 from tests.conftest import T0
 from tests.integration.conftest import unique
 from tests.integration.sink_helpers import produce, produce_raw, series, write_config
-from tests.support.processes import PYTHON, ROOT, TIMEOUT_FACTOR
+from tests.support.processes import PYTHON, ROOT, TIMEOUT_FACTOR, run_module
 
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "1m"), ("SOLUSDT", "1h")]
 
 
 def tap(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "qryptify", "--config", str(config), "tap", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120 * TIMEOUT_FACTOR,
-        check=False,
-    )
+    return run_module("qryptify", "--config", str(config), "tap", *args)
 
 
 def test_tap_prints_the_decoded_stream(app_config: Config, tmp_path: Path) -> None:

@@ -60,6 +60,19 @@ def spawn(
         )
 
 
+def run_module(module: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m module args…`` to completion from the repository root; output captured as
+    text, the exit code left to the caller."""
+    return subprocess.run(
+        [PYTHON, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s * TIMEOUT_FACTOR,
+        check=False,
+    )
+
+
 @dataclass
 class Service:
     """A started child process and its log."""
