@@ -113,6 +113,7 @@ class WriteResult:
     written: int  # rows inserted or changed
     unchanged: int  # rows identical to what the table had (replays)
     empty_ranges: int
+    deleted: int = 0  # stored candles inside exchange-confirmed empty ranges, removed
 
 
 _STAGE = "qryptify_stage_rows"
@@ -163,6 +164,15 @@ ON CONFLICT (symbol, interval, start_ts) DO UPDATE SET
 WHERE EXCLUDED.end_ts > empty_ranges.end_ts
 """
 
+# An exchange-confirmed empty range deletes the candles stored in its span (a corrected archive
+# file no longer has them; DESIGN invariant 8: nothing is kept that the exchange does not have).
+_DELETE_EMPTIED = f"""
+DELETE FROM candlesticks c
+USING unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)
+WHERE c.symbol = u.s AND c.interval = u.i
+  AND c.ts >= {_EPOCH.format("u.a")} AND c.ts < {_EPOCH.format("u.b")}
+"""
+
 
 def write_batch(
     conn: Connection,
@@ -184,7 +194,8 @@ def write_rows(
     max_tuples_decompressed: int | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> WriteResult:
-    """Write candles, advance sync_state, record empty ranges: ONE transaction.
+    """Write candles, advance sync_state, record empty ranges (deleting the candles stored
+    inside them): ONE transaction.
 
     When the table holds no row inside any pair's span of the batch (a first load, a replay
     into an empty database, live candles), the rows go in with one plain COPY — as fast as the
@@ -197,6 +208,7 @@ def write_rows(
     ``before_commit`` runs inside the transaction after every statement (tests crash there).
     """
     written = 0
+    deleted = 0
     with conn.transaction():
         if max_tuples_decompressed is not None:
             conn.execute(
@@ -204,6 +216,16 @@ def write_rows(
                 " %s, true)",
                 (str(max_tuples_decompressed),),
             )
+        if empty_ranges:
+            # Before the rows: a row of this batch inside a range came after it (the batch
+            # dropped the ones before it), so it must survive the delete.
+            spans = (
+                [r.symbol for r in empty_ranges],
+                [r.interval for r in empty_ranges],
+                [r.start_time for r in empty_ranges],
+                [r.end_time for r in empty_ranges],
+            )
+            deleted = max(conn.execute(_DELETE_EMPTIED, spans).rowcount, 0)
         if batch.rows:
             pairs = list(batch.spans)
             firsts = [span[0] for span in batch.spans.values()]
@@ -228,7 +250,10 @@ def write_rows(
         if before_commit is not None:
             before_commit()
     return WriteResult(
-        written=written, unchanged=len(batch) - written, empty_ranges=len(empty_ranges)
+        written=written,
+        unchanged=len(batch) - written,
+        empty_ranges=len(empty_ranges),
+        deleted=deleted,
     )
 
 

@@ -61,3 +61,30 @@ def test_a_row_appearing_between_the_check_and_the_copy_falls_back_to_the_upsert
             assert _statements(conn) == ["1"]  # the transaction is still usable
             assert db._upsert(conn, batch.copy_text()) == 4
     assert [r[2] for r in _table(db_dsn)] == [k.open_time for k in ks]
+
+
+def test_an_empty_range_deletes_the_stored_candles_in_its_span_before_the_batch_rows(
+    db_dsn: str,
+) -> None:
+    from qryptify.kline import EmptyRange
+
+    stored = [make_kline(s, open_time=T0 + i * 60_000) for s in ("BTCUSDT", "ETHUSDT")
+              for i in range(6)]  # fmt: skip
+    gone = EmptyRange("BTCUSDT", "1m", T0 + 60_000, T0 + 4 * 60_000, T0)
+    refilled = make_kline(open_time=T0 + 2 * 60_000, close="42001.5")
+    with db.connect(db_dsn) as conn:
+        db.write_batch(conn, stored)
+        result = db.write_batch(conn, [refilled], [gone])
+        empty = conn.execute("SELECT count(*) FROM empty_ranges").fetchone()
+    assert (result.deleted, result.empty_ranges, result.written) == (3, 1, 1)
+    left = {(r[0], r[2]) for r in _table(db_dsn)}
+    btc = sorted(t for s, t in left if s == "BTCUSDT")
+    # T0+1m and T0+3m deleted; T0+2m written after the delete; ETHUSDT untouched
+    assert btc == [T0, T0 + 2 * 60_000, T0 + 4 * 60_000, T0 + 5 * 60_000]
+    assert sum(1 for s, _ in left if s == "ETHUSDT") == 6
+    assert empty == (1,)
+    # replaying the same records leaves the same table
+    before = _table(db_dsn)
+    with db.connect(db_dsn) as conn:
+        db.write_batch(conn, [refilled], [gone])
+    assert _table(db_dsn) == before
