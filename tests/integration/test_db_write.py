@@ -77,7 +77,7 @@ def test_an_empty_range_deletes_the_stored_candles_in_its_span_before_the_batch_
         result = db.write_batch(conn, [refilled], [gone])
         empty = conn.execute("SELECT count(*) FROM empty_ranges").fetchone()
     assert (result.deleted, result.empty_ranges, result.written) == (3, 1, 1)
-    left = {(r[0], r[2]) for r in _table(db_dsn)}
+    left = {(str(r[0]), int(str(r[2]))) for r in _table(db_dsn)}
     btc = sorted(t for s, t in left if s == "BTCUSDT")
     # T0+1m and T0+3m deleted; T0+2m written after the delete; ETHUSDT untouched
     assert btc == [T0, T0 + 2 * 60_000, T0 + 4 * 60_000, T0 + 5 * 60_000]
