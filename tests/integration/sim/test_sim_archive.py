@@ -127,7 +127,7 @@ def test_a_reupload_changes_the_file_its_checksum_rest_and_truth_at_its_time(
              "filled": [list(maintenance)]}
         ],
     )  # fmt: skip
-    params = {
+    params: dict[str, str | int] = {
         "symbol": "BTCUSDT",
         "interval": "1h",
         "start": JAN_2024,
