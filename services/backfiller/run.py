@@ -42,14 +42,12 @@ from qryptify.errors import (
     ExchangeUnavailable,
     RateLimited,
 )
+from qryptify.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
-from qryptify.publish import KlinePublisher, event_position
-from qryptify.retry import backoff, sleep_unless_stopped, until_available
-from services.backfiller.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
-from services.backfiller.planning import (
+from qryptify.planning import (
     ArchiveUnit,
     PairRange,
     RestUnit,
@@ -60,6 +58,8 @@ from services.backfiller.planning import (
     plan_units,
     ranges_to_units,
 )
+from qryptify.publish import KlinePublisher, event_position
+from qryptify.retry import backoff, sleep_unless_stopped, until_available
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qryptify.binance.archive import ArchiveFile
 from qryptify.pairs import DAY_MS, HOUR_MS, MINUTE_MS, Pair, count_opens
-from services.backfiller.planning import (
+from qryptify.planning import (
     ArchiveUnit,
     Page,
     RestUnit,
