@@ -53,6 +53,7 @@ from qryptify.planning import (
     RestUnit,
     Unit,
     fallback_units,
+    page_events,
     pair_range,
     plan_pages,
     plan_units,
@@ -622,14 +623,8 @@ class Backfiller:
         page = unit.page
         klines = await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
         # Planned pages end before the candle that was open at `now`; drop anything later.
-        klines = [k for k in klines if k.close_time < now]
-        result = UnitResult(klines=klines)
-        if page.slots <= self.limit:  # the answer could hold every slot: absent = empty
-            for a, b in missing_runs(
-                pair.interval, page.start_ms, page.end_ms, (k.open_time for k in klines)
-            ):
-                result.empty.append(EmptyRange(pair.symbol, pair.interval, a, b, now))
-        return result
+        closed, empty = page_events(pair, page, klines, now, self.limit)
+        return UnitResult(klines=closed, empty=empty)
 
     async def _fetch_archive(self, pair: Pair, unit: ArchiveUnit, now: int) -> UnitResult:
         assert self.archive is not None  # noqa: S101 - archive units are planned only with it
