@@ -13,7 +13,7 @@ from qryptify.logs import configure_logging
 from qryptify.service import EXIT_CONFIG, EXIT_FAILURE, config_argument
 
 #: Each module in qryptify.commands registers one subcommand.
-COMMANDS = ("migrate", "check", "status", "reset-db", "replay", "tap")
+COMMANDS = ("migrate", "check", "status", "reset-db", "replay", "tap", "audit")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,13 +22,7 @@ from collections.abc import Callable
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
 from qryptify.config import KafkaConfig
 from qryptify.errors import IngestorError, UndecodableRecord
-from qryptify.kafka import (
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-    make_consumer,
-)
+from qryptify.kafka import KafkaError, Message, Producer, TopicPartition, make_consumer
 from qryptify.pairs import Pair
 from qryptify.publish import KlinePublisher
 
@@ -58,6 +52,55 @@ def parse_offset_key(key: bytes) -> tuple[str, Pair] | None:
         return None
 
 
+def read_latest(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes | None]:
+    """A compacted topic read from the beginning to its high watermarks: the latest value per
+    key (None for a tombstone). Raises OffsetStoreError when the topic is missing or the read
+    does not finish within ``timeout_s``."""
+    consumer = make_consumer(
+        cfg,
+        f"qryptify-offsets-reader-{uuid.uuid4().hex[:8]}",
+        **{"enable.partition.eof": True},
+    )
+    found: dict[bytes, bytes | None] = {}
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise OffsetStoreError(f"offsets topic {topic} not found")
+        ends: dict[int, int] = {}
+        starts: list[TopicPartition] = []
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+                starts.append(TopicPartition(topic, p, low))
+        if not starts:
+            return found
+        consumer.assign(starts)
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise OffsetStoreError(
+                    f"reading {topic} timed out with partitions {sorted(ends)} unread"
+                )
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                err = msg.error()
+                partition, offset = msg.partition(), msg.offset()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        logger.warning("offsets topic: %s", err.str())
+                    elif partition is not None and offset is not None:
+                        _reached(ends, partition, offset)  # EOF: offset is the next one
+                    continue
+                key = msg.key()
+                if isinstance(key, bytes):
+                    found[key] = msg.value()
+                if partition is not None and offset is not None:
+                    _reached(ends, partition, offset + 1)
+    finally:
+        consumer.close()
+    return found
+
+
 class SourceOffsetStore:
     """Load and commit per-pair source offsets on the compacted offsets topic."""
 
@@ -79,69 +122,21 @@ class SourceOffsetStore:
 
     def load(self, service: str, timeout_s: float = 30.0) -> dict[Pair, int]:
         """Read the topic from the beginning to its high watermarks; latest value per key."""
-        consumer = make_consumer(
-            self.cfg,
-            f"qryptify-offsets-reader-{uuid.uuid4().hex[:8]}",
-            **{"enable.partition.eof": True},
-        )
         found: dict[Pair, int] = {}
-        try:
-            meta = consumer.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
-            if meta is None or meta.error is not None:
-                raise OffsetStoreError(f"offsets topic {self.topic} not found")
-            ends: dict[int, int] = {}
-            starts: list[TopicPartition] = []
-            for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=timeout_s
-                )
-                if high > low:
-                    ends[p] = high
-                    starts.append(TopicPartition(self.topic, p, low))
-            if not starts:
-                return found
-            consumer.assign(starts)
-            deadline = time.monotonic() + timeout_s
-            while ends:
-                if time.monotonic() > deadline:
-                    raise OffsetStoreError(
-                        f"reading {self.topic} timed out with partitions {sorted(ends)} unread"
-                    )
-                for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                    err = msg.error()
-                    partition, offset = msg.partition(), msg.offset()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            logger.warning("offsets topic: %s", err.str())
-                        elif partition is not None and offset is not None:
-                            _reached(ends, partition, offset)  # EOF: offset is the next one
-                        continue
-                    self._apply(service, msg, found)
-                    if partition is not None and offset is not None:
-                        _reached(ends, partition, offset + 1)
-        finally:
-            consumer.close()
+        for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
+            parsed = parse_offset_key(key)
+            if parsed is None or parsed[0] != service or value is None:
+                continue  # another service's, another kind of record, or reset (tombstone)
+            try:
+                name, record = self.codec.decode(value)
+            except UndecodableRecord as exc:
+                logger.warning("offsets topic: %s: %s", key, exc)
+                continue
+            if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
+                found[parsed[1]] = int(record["last_open_time"])
         for pair, position in found.items():
             self._committed[(service, pair)] = position
         return found
-
-    def _apply(self, service: str, msg: Message, found: dict[Pair, int]) -> None:
-        key = msg.key()
-        parsed = parse_offset_key(key) if isinstance(key, bytes) else None
-        if parsed is None or parsed[0] != service:
-            return
-        pair = parsed[1]
-        value = msg.value()
-        if value is None:  # tombstone: the offset was reset
-            found.pop(pair, None)
-            return
-        try:
-            name, record = self.codec.decode(value)
-        except UndecodableRecord as exc:
-            logger.warning("offsets topic: %s at offset %s: %s", key, msg.offset(), exc)
-            return
-        if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
-            found[pair] = int(record["last_open_time"])
 
     def commit(self, service: str, pair: Pair, last_open_time: int) -> None:
         """Record that every record of ``pair`` up to ``last_open_time`` is in Kafka.

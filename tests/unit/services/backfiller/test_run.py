@@ -275,6 +275,7 @@ class FakeArchive:
         self.drop = drop
         self.fetched: list[str] = []
         self.stats = ArchiveStats()
+        self.used: dict[str, str] = {}
 
     async def fetch(self, file: Any, ingested_at: int) -> list[Kline] | None:
         self.fetched.append(str(file))
