@@ -1,0 +1,147 @@
+"""Corrections to published history, end to end: the simulator re-uploads a monthly archive
+file with changed content (hours gone, an hour with other values, a former maintenance gap now
+filled); ``qryptify audit`` re-ingests it through Kafka into PostgreSQL, and the database equals
+the simulator's new truth — also after restarting the sink and the backfiller on the warm
+cache. And an audit with nothing changed asks the exchange for one CHECKSUM per file, nothing
+else."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qryptify.config import KafkaConfig
+from qryptify.pairs import DAY_MS, HOUR_MS
+from sim.server import SimulatorThread
+from sim.symbols import parse_time_ms
+from tests.e2e.backfill_support import (
+    FACTOR,
+    FROZEN,
+    PYTHON,
+    ROOT,
+    SIM_NOW,
+    BackfillEnv,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+MAY = parse_time_ms("2024-05-01")
+MAY_FILE = "BTCUSDT-1h-2024-05.zip"
+MAY_PATH = "data/futures/um/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2024-05.zip"
+JUNE_PATH = "data/futures/um/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2024-06.zip"
+#: Exchange maintenance in the first upload: two hours without candles.
+MAINTENANCE = (MAY + 8 * DAY_MS, MAY + 8 * DAY_MS + 2 * HOUR_MS)
+#: The re-upload: three whole hours gone, half of one hour gone (other values), the
+#: maintenance hours filled.
+GONE = (MAY + 2 * DAY_MS, MAY + 2 * DAY_MS + 3 * HOUR_MS)
+HALF = (MAY + 4 * DAY_MS + 30 * 60_000, MAY + 4 * DAY_MS + HOUR_MS)
+
+
+@pytest.fixture
+def env(
+    simulator: Callable[..., SimulatorThread],
+    kafka_cfg: KafkaConfig,
+    db_dsn: str,
+    tmp_path: Path,
+) -> Iterator[BackfillEnv]:
+    sim = simulator(
+        start_ms=SIM_NOW,
+        speed=FROZEN,
+        faults={
+            "empty_ranges": [{"symbol": "BTCUSDT", "start": MAINTENANCE[0], "end": MAINTENANCE[1]}]
+        },
+    )
+    environment = BackfillEnv(
+        sim, kafka_cfg, db_dsn, tmp_path, ("BTCUSDT/1h",), start_date="2024-05-01"
+    )
+    yield environment
+    environment.cleanup()
+
+
+def run_audit(env: BackfillEnv, *args: str) -> str:
+    done = subprocess.run(
+        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), "audit", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300 * FACTOR,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    print(output)
+    assert done.returncode == 0, output
+    return output
+
+
+def assert_db_equals_truth(env: BackfillEnv) -> None:
+    wait_until(env.sink_caught_up, 120, "the sink to write everything")
+    reports = env.check()
+    # ignored = rows kept inside ranges the exchange has no candles for: none allowed either
+    assert [(len(r.missing), len(r.extra), len(r.wrong), len(r.ignored)) for r in reports] == [
+        (0, 0, 0, 0)
+    ]
+
+
+def backfill(env: BackfillEnv) -> dict[str, int]:
+    backfiller = env.backfiller()
+    assert backfiller.run() == 0
+    assert backfiller.archive is not None
+    stats = backfiller.archive.stats
+    return {"downloaded": stats.downloaded, "cached": stats.cached, "fixes": stats.corrections}
+
+
+def test_a_reuploaded_month_reaches_the_database_and_survives_a_restart(
+    env: BackfillEnv,
+) -> None:
+    sim = env.sim
+    assert isinstance(sim, SimulatorThread)
+    sink = env.start("services.sink")
+    assert backfill(env) == {"downloaded": 2, "cached": 0, "fixes": 0}  # May and June
+    assert_db_equals_truth(env)
+
+    at = sim.now_ms() + 1_000
+    sim.set_faults(
+        archive_reuploads=[
+            {"file": MAY_FILE, "at": at, "empty": [list(GONE), list(HALF)],
+             "filled": [list(MAINTENANCE)]}
+        ]
+    )  # fmt: skip
+    # before its time nothing changed: the audit finds nothing
+    assert "reingested=0" in run_audit(env)
+    sim.advance(2_000)
+    out = run_audit(env)
+    # 3 hours gone + 1 hour with other values + 2 maintenance hours filled
+    assert "files_checked=2 unchanged=1 reingested=1 missing=0 failed=0 candles_corrected=6" in out
+    assert "corrected BTCUSDT/1h [2024-05-01T00:00:00Z, 2024-06-01T00:00:00Z)" in out
+    assert out.count("archive correction: BTCUSDT/1h") == 1  # logged once
+    assert_db_equals_truth(env)
+
+    # restart everything on the warm cache: the cache holds the corrected file now
+    sink.stop()
+    env.start("services.sink")
+    assert backfill(env) == {"downloaded": 0, "cached": 0, "fixes": 0}  # resumed past both
+    assert_db_equals_truth(env)
+    assert "files_checked=2 unchanged=2 reingested=0" in run_audit(env)
+    assert_db_equals_truth(env)
+
+
+def test_an_audit_with_nothing_changed_asks_only_one_checksum_per_file(env: BackfillEnv) -> None:
+    sim = env.sim
+    assert isinstance(sim, SimulatorThread)
+    backfill(env)
+    before_stats, before_files = sim.stats(), sim.archive_requests()
+    out = run_audit(env)
+    assert "files_checked=2 unchanged=2 reingested=0" in out
+    after_stats, after_files = sim.stats(), sim.archive_requests()
+    asked = {
+        path: after_files[path] - before_files.get(path, 0)
+        for path in after_files
+        if after_files[path] != before_files.get(path, 0)
+    }
+    assert asked == {MAY_PATH + ".CHECKSUM": 1, JUNE_PATH + ".CHECKSUM": 1}
+    assert after_stats["klines_requests"] == before_stats["klines_requests"]
+    assert after_stats["archive_zip_requests"] == before_stats["archive_zip_requests"]
