@@ -94,6 +94,32 @@ def ingested_from_record(record: dict[str, object]) -> IngestedFile | None:
     return IngestedFile(file, start, end, sha)
 
 
+def read_ledger(
+    cfg: KafkaConfig, codec: AvroCodec | None = None, timeout_s: float = 30.0
+) -> tuple[dict[str, IngestedFile], AuditRecord | None]:
+    """The ledger on ``cfg.offsets_topic``: ingested files by path, and the last audit."""
+    codec = codec or AvroCodec(topic=cfg.offsets_topic)
+    files: dict[str, IngestedFile] = {}
+    audit: AuditRecord | None = None
+    for key, value in read_latest(cfg, cfg.offsets_topic, timeout_s).items():
+        if value is None or not (key.startswith(FILE_PREFIX) or key == AUDIT_KEY):
+            continue
+        try:
+            name, record = codec.decode(value)
+        except UndecodableRecord as exc:
+            logger.warning("archive ledger: %s: %s", key, exc)
+            continue
+        if name == ARCHIVE_CHECKSUM:
+            entry = ingested_from_record(record)
+            if entry is None:
+                logger.warning("archive ledger: %s: not a sound entry, ignored", key)
+            else:
+                files[entry.file.path] = entry
+        elif name == ARCHIVE_AUDIT:
+            audit = AuditRecord(**{f: int(record[f]) for f in AuditRecord.__slots__})
+    return files, audit
+
+
 class ArchiveLedger:
     """Load and record ingested archive files and audit outcomes on the offsets topic."""
 
@@ -117,22 +143,8 @@ class ArchiveLedger:
 
     def load(self, timeout_s: float = 30.0) -> dict[str, IngestedFile]:
         """Read the ledger (latest value per key) into ``files`` and ``last_audit``."""
-        for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
-            if value is None or not (key.startswith(FILE_PREFIX) or key == AUDIT_KEY):
-                continue
-            try:
-                name, record = self.codec.decode(value)
-            except UndecodableRecord as exc:
-                logger.warning("archive ledger: %s: %s", key, exc)
-                continue
-            if name == ARCHIVE_CHECKSUM:
-                entry = ingested_from_record(record)
-                if entry is None:
-                    logger.warning("archive ledger: %s: not a sound entry, ignored", key)
-                else:
-                    self.files[entry.file.path] = entry
-            elif name == ARCHIVE_AUDIT:
-                self.last_audit = AuditRecord(**{f: int(record[f]) for f in AuditRecord.__slots__})
+        files, self.last_audit = read_ledger(self.cfg, self.codec, timeout_s)
+        self.files.update(files)
         return self.files
 
     def record(self, entry: IngestedFile) -> IngestedFile:

@@ -7,6 +7,7 @@ else."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,19 +63,25 @@ def env(
     environment.cleanup()
 
 
-def run_audit(env: BackfillEnv, *args: str) -> str:
+def run_qryptify(env: BackfillEnv, *args: str, check: bool = True) -> str:
+    """``qryptify --config … ARGS``; stdout (plus stderr when ``check``)."""
     done = subprocess.run(
-        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), "audit", *args],
+        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300 * FACTOR,
         check=False,
     )
-    output = done.stdout + done.stderr
-    print(output)
-    assert done.returncode == 0, output
-    return output
+    print(done.stdout + done.stderr)
+    if not check:
+        return done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def run_audit(env: BackfillEnv, *args: str) -> str:
+    return run_qryptify(env, "audit", *args)
 
 
 def assert_db_equals_truth(env: BackfillEnv) -> None:
@@ -119,6 +126,15 @@ def test_a_reuploaded_month_reaches_the_database_and_survives_a_restart(
     assert "corrected BTCUSDT/1h [2024-05-01T00:00:00Z, 2024-06-01T00:00:00Z)" in out
     assert out.count("archive correction: BTCUSDT/1h") == 1  # logged once
     assert_db_equals_truth(env)
+    status = run_qryptify(env, "status", "--json", check=False)
+    audit = json.loads(status)["kafka"]["archive_audit"]
+    assert {k: audit[k] for k in ("ledger_files", "files_checked", "files_reingested",
+            "candles_corrected", "total_files_reingested", "total_candles_corrected")} == {
+        "ledger_files": 2, "files_checked": 2, "files_reingested": 1, "candles_corrected": 6,
+        "total_files_reingested": 1, "total_candles_corrected": 6,
+    }  # fmt: skip
+    assert audit["last_finished_ms"] is not None
+    assert "archive audit: last " in run_qryptify(env, "status", check=False)
 
     # restart everything on the warm cache: the cache holds the corrected file now
     sink.stop()
@@ -145,3 +161,25 @@ def test_an_audit_with_nothing_changed_asks_only_one_checksum_per_file(env: Back
     assert asked == {MAY_PATH + ".CHECKSUM": 1, JUNE_PATH + ".CHECKSUM": 1}
     assert after_stats["klines_requests"] == before_stats["klines_requests"]
     assert after_stats["archive_zip_requests"] == before_stats["archive_zip_requests"]
+
+
+def test_the_backfiller_audits_every_audit_every_s(env: BackfillEnv) -> None:
+    sim = env.sim
+    assert isinstance(sim, SimulatorThread)
+    env.extra = {"backfill": {"audit_every_s": 0.001}}  # due right after the first pass
+    env.start("services.sink")
+    backfiller = env.backfiller()
+    assert backfiller.run() == 0
+    assert (backfiller.summary.audits, backfiller.summary.audit_files_reingested) == (1, 0)
+    sim.set_faults(
+        archive_reuploads=[{"file": MAY_FILE, "at": sim.now_ms(), "empty": [list(GONE)]}]
+    )
+    again = env.backfiller()
+    assert again.run() == 0
+    s = again.summary
+    assert (s.audits, s.audit_files_reingested, s.audit_candles_corrected) == (1, 1, 3)
+    assert_db_equals_truth(env)
+    # off: the key is honoured
+    env.extra = {"backfill": {"audit_every_s": 0}}
+    off = env.backfiller()
+    assert off.run() == 0 and off.summary.audits == 0
