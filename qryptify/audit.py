@@ -45,16 +45,20 @@ from qryptify.publish import KlinePublisher, event_position
 
 logger = logging.getLogger(__name__)
 
-FILES_CHECKED = Counter("qryptify_audit_files_checked", "Archive files whose checksum was checked")
+FILES_CHECKED = Counter(
+    "qryptify_backfill_audit_files_checked", "Archive files whose checksum was checked"
+)
 FILES_REINGESTED = Counter(
-    "qryptify_audit_files_reingested", "Archive files re-ingested after their checksum changed"
+    "qryptify_backfill_audit_files_reingested",
+    "Archive files re-ingested after their checksum changed",
 )
 CANDLES_CORRECTED = Counter(
-    "qryptify_audit_candles_corrected",
+    "qryptify_backfill_audit_candles_corrected",
     "Candles published as corrections (changed, new, or gone = empty range)",
 )
 LAST_AUDIT = Gauge(
-    "qryptify_audit_last_finished_timestamp_seconds", "When the last archive audit finished"
+    "qryptify_backfill_audit_last_finished_timestamp_seconds",
+    "When the last archive audit finished",
 )
 
 

@@ -692,6 +692,7 @@ class Backfiller:
         assert self.archive is not None  # noqa: S101 - archive units are planned only with it
         rows: EncodedKlines | None
         async with self._archive_sem:
+            reuploads = self.archive.stats.corrections
             try:
                 rows = await self.archive.fetch_encoded(unit.file, now, self.publisher.codec)
             except ArchiveError as exc:
@@ -701,6 +702,8 @@ class Backfiller:
                 corrupt = True
             else:
                 corrupt = False
+            if self.archive.stats.corrections > reuploads:  # the cached copy was stale
+                ARCHIVE_FILES.labels("reuploaded").inc()
         if rows is None:
             if not corrupt:
                 logger.info("archive %s not published: filling from daily files / REST", unit.file)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from qryptify.config import KafkaConfig
 from qryptify.pairs import DAY_MS, HOUR_MS
@@ -174,10 +175,20 @@ def test_the_backfiller_audits_every_audit_every_s(env: BackfillEnv) -> None:
     sim.set_faults(
         archive_reuploads=[{"file": MAY_FILE, "at": sim.now_ms(), "empty": [list(GONE)]}]
     )
+
+    def metric(name: str) -> float:
+        return REGISTRY.get_sample_value(f"qryptify_backfill_audit_{name}") or 0.0
+
+    before = {n: metric(n) for n in ("files_reingested_total", "candles_corrected_total")}
     again = env.backfiller()
     assert again.run() == 0
     s = again.summary
     assert (s.audits, s.audit_files_reingested, s.audit_candles_corrected) == (1, 1, 3)
+    assert {n: metric(n) - v for n, v in before.items()} == {
+        "files_reingested_total": 1.0,
+        "candles_corrected_total": 3.0,
+    }
+    assert metric("last_finished_timestamp_seconds") > 0
     assert_db_equals_truth(env)
     # off: the key is honoured
     env.extra = {"backfill": {"audit_every_s": 0}}
