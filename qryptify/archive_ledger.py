@@ -22,16 +22,14 @@ file whose content is in the topic.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from qryptify.avro import NAMESPACE, AvroCodec
 from qryptify.binance.archive import ArchiveFile
 from qryptify.config import KafkaConfig
 from qryptify.errors import UndecodableRecord
-from qryptify.kafka import KafkaError, Message, Producer
-from qryptify.offsets import OffsetStoreError, read_latest
+from qryptify.offsets import OffsetsTopicWriter, read_latest
 
 logger = logging.getLogger(__name__)
 
@@ -120,26 +118,16 @@ def read_ledger(
     return files, audit
 
 
-class ArchiveLedger:
+class ArchiveLedger(OffsetsTopicWriter):
     """Load and record ingested archive files and audit outcomes on the offsets topic."""
 
-    def __init__(
-        self,
-        cfg: KafkaConfig,
-        producer: Producer,
-        codec: AvroCodec | None = None,
-        *,
-        clock_ms: Callable[[], int] | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.topic = cfg.offsets_topic
-        self.producer = producer
-        self.codec = codec or AvroCodec(topic=cfg.offsets_topic)
-        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+    what = "archive ledger write"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # OffsetsTopicWriter's
+        super().__init__(*args, **kwargs)
         #: By file path: what was published from it.
         self.files: dict[str, IngestedFile] = {}
         self.last_audit: AuditRecord | None = None
-        self._failed: list[str] = []
 
     def load(self, timeout_s: float = 30.0) -> dict[str, IngestedFile]:
         """Read the ledger (latest value per key) into ``files`` and ``last_audit``."""
@@ -176,6 +164,7 @@ class ArchiveLedger:
             },
         )
         self._produce(file_key(file), value)
+        self.producer.poll(0)
         self.files[file.path] = entry
         return entry
 
@@ -197,25 +186,6 @@ class ArchiveLedger:
             ARCHIVE_AUDIT, {f: getattr(audit, f) for f in AuditRecord.__slots__}
         )
         self._produce(AUDIT_KEY, value)
+        self.producer.poll(0)
         self.last_audit = audit
         return audit
-
-    def _produce(self, key: bytes, value: bytes) -> None:
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                logger.error("archive ledger %s: write failed: %s", key.decode(), err)
-                self._failed.append(str(err))
-
-        while True:
-            try:
-                self.producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
-                break
-            except BufferError:
-                self.producer.poll(0.05)
-        self.producer.poll(0)
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        remaining: int = self.producer.flush(timeout_s)
-        if self._failed:
-            raise OffsetStoreError(f"archive ledger writes failed: {self._failed[0]}")
-        return remaining

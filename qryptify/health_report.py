@@ -133,7 +133,7 @@ class AuditFacts:
     """The archive audit as the ledger (``kafka.offsets_topic``) records it."""
 
     ledger_files: int  # archive files published from
-    last_finished_ms: int | None = None  # None: never audited
+    finished_at: int | None = None  # ms when the last audit finished; None: never audited
     files_checked: int = 0  # by the last audit
     files_reingested: int = 0
     candles_corrected: int = 0
@@ -600,10 +600,10 @@ def _audit_text(k: KafkaHealth) -> str:
     a = k.audit
     if a is None:
         return f"unreadable ({k.audit_error})"
-    if a.last_finished_ms is None:
+    if a.finished_at is None:
         return f"never run; {a.ledger_files} archive files in the ledger"
     return (
-        f"last {fmt_ts(a.last_finished_ms)} UTC: {a.files_checked} files checked, "
+        f"last {fmt_ts(a.finished_at)} UTC: {a.files_checked} files checked, "
         f"{a.files_reingested} re-ingested, {a.candles_corrected} candles corrected; "
         f"all audits: {a.total_files_reingested} files re-ingested, "
         f"{a.total_candles_corrected} candles corrected; {a.ledger_files} files in the ledger"
@@ -692,8 +692,8 @@ def to_json(report: StatusReport) -> dict[str, Any]:
             if k.audit is None
             else {
                 "ledger_files": k.audit.ledger_files,
-                "last_finished_ms": k.audit.last_finished_ms,
-                "last_finished": _iso(k.audit.last_finished_ms),
+                "last_finished_ms": k.audit.finished_at,
+                "last_finished": _iso(k.audit.finished_at),
                 "files_checked": k.audit.files_checked,
                 "files_reingested": k.audit.files_reingested,
                 "candles_corrected": k.audit.candles_corrected,

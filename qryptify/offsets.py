@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
 from qryptify.config import KafkaConfig
@@ -101,8 +102,12 @@ def read_latest(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> dict[b
     return found
 
 
-class SourceOffsetStore:
-    """Load and commit per-pair source offsets on the compacted offsets topic."""
+class OffsetsTopicWriter:
+    """Writes Avro records to the compacted ``kafka.offsets_topic``; ``flush`` raises if any
+    write failed. The source offsets and the archive ledger share it."""
+
+    #: What the records are, for the failure messages.
+    what = "offset commit"
 
     def __init__(
         self,
@@ -117,8 +122,34 @@ class SourceOffsetStore:
         self.producer = producer
         self.codec = codec or AvroCodec(topic=cfg.offsets_topic)
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
-        self._committed: dict[tuple[str, Pair], int] = {}
         self._failed: list[str] = []
+
+    def _produce(self, key: bytes, value: bytes) -> None:
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                logger.error("%s %s failed: %s", self.what, key.decode(errors="replace"), err)
+                self._failed.append(str(err))
+
+        while True:
+            try:
+                self.producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        remaining: int = self.producer.flush(timeout_s)
+        if self._failed:
+            raise OffsetStoreError(f"{self.what}s failed: {self._failed[0]}")
+        return remaining
+
+
+class SourceOffsetStore(OffsetsTopicWriter):
+    """Load and commit per-pair source offsets on the compacted offsets topic."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # OffsetsTopicWriter's
+        super().__init__(*args, **kwargs)
+        self._committed: dict[tuple[str, Pair], int] = {}
 
     def load(self, service: str, timeout_s: float = 30.0) -> dict[Pair, int]:
         """Read the topic from the beginning to its high watermarks; latest value per key."""
@@ -152,20 +183,7 @@ class SourceOffsetStore:
                 "updated_at": self._clock_ms(),
             },
         )
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                logger.error("offset commit %s %s failed: %s", service, pair, err)
-                self._failed.append(str(err))
-
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, key=offset_key(service, pair), value=value, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)
+        self._produce(offset_key(service, pair), value)
         self._committed[(service, pair)] = last_open_time
 
     def committed(self, service: str, pair: Pair) -> int | None:
@@ -187,9 +205,3 @@ class SourceOffsetStore:
         """Delete the pair's offset (a tombstone): the next start begins from scratch."""
         self.producer.produce(self.topic, key=offset_key(service, pair), value=None)
         self._committed.pop((service, pair), None)
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        remaining: int = self.producer.flush(timeout_s)
-        if self._failed:
-            raise OffsetStoreError(f"offset commits failed: {self._failed[0]}")
-        return remaining

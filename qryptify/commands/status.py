@@ -469,15 +469,7 @@ def collect_audit(cfg: KafkaConfig, timeout_s: float) -> tuple[AuditFacts | None
         return None, _kafka_reason(exc)
     if last is None:
         return AuditFacts(ledger_files=len(files)), None
-    return AuditFacts(
-        ledger_files=len(files),
-        last_finished_ms=last.finished_at,
-        files_checked=last.files_checked,
-        files_reingested=last.files_reingested,
-        candles_corrected=last.candles_corrected,
-        total_files_reingested=last.total_files_reingested,
-        total_candles_corrected=last.total_candles_corrected,
-    ), None
+    return AuditFacts(len(files), **dataclasses.asdict(last)), None
 
 
 def _kafka_reason(exc: BaseException) -> str:

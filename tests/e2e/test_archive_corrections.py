@@ -18,7 +18,6 @@ from prometheus_client import REGISTRY
 
 from qryptify import db
 from qryptify.config import KafkaConfig
-from qryptify.kafka import ensure_topics
 from qryptify.pairs import DAY_MS, HOUR_MS, Pair, align_open
 from sim.check import compare_db_with_truth, format_report
 from sim.server import SimulatorThread
@@ -32,7 +31,7 @@ from tests.e2e.backfill_support import (
     BackfillEnv,
     wait_until,
 )
-from tests.integration.conftest import unique
+from tests.integration.conftest import fresh_topics, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -235,16 +234,7 @@ def test_a_fresh_pipeline_on_a_stale_warm_cache_gets_the_reuploaded_file(
              "filled": [list(MAINTENANCE)]}
         ]
     )  # fmt: skip
-    base = unique("second")
-    kafka = KafkaConfig(
-        bootstrap_servers=kafka_bootstrap,
-        topic=f"{base}.klines",
-        offsets_topic=f"{base}.offsets",
-        dlq_topic=f"{base}.dlq",
-        partitions=3,
-        linger_ms=1,
-    )
-    ensure_topics(kafka)
+    kafka = fresh_topics(kafka_bootstrap, "second")
     (env.tmp / "second").mkdir()
     with fresh_database(pg_admin_dsn) as dsn:
         second = BackfillEnv(
