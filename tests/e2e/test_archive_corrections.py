@@ -96,6 +96,13 @@ def assert_db_equals_truth(env: BackfillEnv) -> None:
     assert [(len(r.missing), len(r.extra), len(r.wrong), len(r.ignored)) for r in reports] == [
         (0, 0, 0, 0)
     ]
+    # and the recorded empty ranges agree with the candles: none holds one
+    with db.connect(env.dsn) as conn:
+        inside = conn.execute(
+            "SELECT count(*) FROM candlesticks c JOIN empty_ranges e USING (symbol, interval)"
+            " WHERE c.ts >= e.start_ts AND c.ts < e.end_ts"
+        ).fetchone()
+    assert inside == (0,)
 
 
 def backfill(env: BackfillEnv) -> dict[str, int]:
