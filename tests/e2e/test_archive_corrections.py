@@ -193,6 +193,12 @@ def test_an_audit_with_nothing_changed_asks_only_one_checksum_per_file(env: Back
     assert asked == {MAY_PATH + ".CHECKSUM": 1, JUNE_PATH + ".CHECKSUM": 1}
     assert after_stats["klines_requests"] == before_stats["klines_requests"]
     assert after_stats["archive_zip_requests"] == before_stats["archive_zip_requests"]
+    # --since: only files whose period ends after the date (May ends at June's start)
+    assert "files_checked=1 unchanged=1" in run_audit(env, "--since", "2024-06-01")
+    since = sim.archive_requests()
+    assert {p: n - after_files[p] for p, n in since.items() if n != after_files[p]} == {
+        JUNE_PATH + ".CHECKSUM": 1
+    }
 
 
 def test_the_backfiller_audits_every_audit_every_s(env: BackfillEnv) -> None:
