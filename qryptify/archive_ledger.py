@@ -3,9 +3,9 @@ and the outcome of the last audit — on the compacted ``kafka.offsets_topic``.
 
 Keys (UTF-8) beside the source offsets' ``service|SYMBOL|interval``:
 
-- ``archive|<file path>`` → ``ArchiveChecksum`` (schemas/archive_checksum.avsc): the file, the
-  open times taken from it and the sha256 of the content they came from;
-- ``audit|archive`` → ``ArchiveAudit`` (schemas/archive_audit.avsc): when the last audit
+- ``archive|<file path>`` → ``ArchiveChecksum`` (qryptify/schemas/archive_checksum.avsc): the
+  file, the open times taken from it and the sha256 of the content they came from;
+- ``audit|archive`` → ``ArchiveAudit`` (qryptify/schemas/archive_audit.avsc): when the last audit
   finished, what it found, and the running totals ``qryptify status`` shows.
 
 Why a compacted topic and not a table: the checksum belongs to what was *published*, like the

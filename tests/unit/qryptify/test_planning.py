@@ -158,3 +158,20 @@ def test_page_events_confirm_empty_only_what_a_full_answer_left_out() -> None:
     assert empty == [EmptyRange("BTCUSDT", "1m", T0 + MINUTE_MS, T0 + 3 * MINUTE_MS, now)]
     # a page larger than the limit proves nothing
     assert page_events(pair, page, answer, now, limit=4)[1] == []
+
+
+def test_pair_range_from_a_start_instant_inside_a_candle() -> None:
+    # backfill.start_date 2022-01-01T13:37:00+02:00 = 11:37 UTC: the first candle opening at
+    # or after it, per interval.
+    start = parse_time_ms("2022-01-01T11:37:00Z")
+    now = parse_time_ms("2022-01-03T00:00:00Z")
+    assert pair_range(Pair("BTCUSDT", "4h"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T12:00:00Z"
+    )
+    assert pair_range(Pair("ETHUSDT", "1h"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T12:00:00Z"
+    )
+    assert pair_range(Pair("BNBUSDT", "15m"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T11:45:00Z"
+    )
+    assert pair_range(Pair("BNBUSDT", "1m"), start, now).start_ms == start  # on the grid
