@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from qryptify import db
 from qryptify.config import KafkaConfig
+from qryptify.kline import Event, Kline
 from qryptify.pairs import DAY_MS, HOUR_MS, Pair, align_open
 from sim.check import compare_db_with_truth, format_report
 from sim.server import SimulatorThread
@@ -29,6 +30,7 @@ from tests.e2e.backfill_support import (
     ROOT,
     SIM_NOW,
     BackfillEnv,
+    read_topic,
     wait_until,
 )
 from tests.integration.conftest import fresh_topics, unique
@@ -83,6 +85,11 @@ def run_qryptify(env: BackfillEnv, *args: str, check: bool = True) -> str:
         return done.stdout
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
+
+
+def topic_events(env: BackfillEnv) -> list[Event]:
+    """The topic's events in (partition, offset) order (one pair: one partition)."""
+    return [e for _, _, e in sorted(read_topic(env.kafka), key=lambda t: (t[0], t[1]))]
 
 
 def run_audit(env: BackfillEnv, *args: str) -> str:
@@ -142,11 +149,20 @@ def test_a_reuploaded_month_reaches_the_database_and_survives_a_restart(
     # before its time nothing changed: the audit finds nothing
     assert "reingested=0" in run_audit(env)
     sim.advance(2_000)
+    before = topic_events(env)
     out = run_audit(env)
     # 3 hours gone + 1 hour with other values + 2 maintenance hours filled
     assert "files_checked=2 unchanged=1 reingested=1 missing=0 failed=0 candles_corrected=6" in out
     assert "corrected BTCUSDT/1h [2024-05-01T00:00:00Z, 2024-06-01T00:00:00Z)" in out
     assert out.count("archive correction: BTCUSDT/1h") == 1  # logged once
+    # only what changed went to the topic: the hour with other values and the two filled
+    # hours, and one empty range for the three hours gone (REST confirms them empty)
+    published = topic_events(env)[len(before) :]
+    assert sorted((type(e).__name__, e.open_time if isinstance(e, Kline) else e.start_time)
+                  for e in published) == sorted(
+        [("Kline", HALF[0] - 30 * 60_000), ("Kline", MAINTENANCE[0]),
+         ("Kline", MAINTENANCE[0] + HOUR_MS), ("EmptyRange", GONE[0])]
+    )  # fmt: skip
     assert_db_equals_truth(env)
     status = run_qryptify(env, "status", "--json", check=False)
     audit = json.loads(status)["kafka"]["archive_audit"]
