@@ -135,6 +135,11 @@ async def handle_availability(request: web.Request) -> web.Response:
     )
 
 
+async def handle_archive_requests(request: web.Request) -> web.Response:
+    """Requests per archive path (zips and CHECKSUMs) since start."""
+    return _json(dict(request.app[STATE_KEY].archive_requests))
+
+
 async def handle_stats(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     body: dict[str, object] = dict(state.stats.to_json())

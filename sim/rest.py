@@ -262,6 +262,7 @@ async def handle_klines(request: web.Request) -> web.Response:
     end = _int_param(request, "endTime")
     limit = _int_param(request, "limit")
     spec, interval = _symbol_and_interval(state, request)
+    state.stats.klines_requests += 1
     if limit is None:
         limit = 500
     if not 1 <= limit <= 1500:
@@ -289,6 +290,11 @@ async def handle_archive(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     file = parse_archive_path(request.path)
     key = request.path.lstrip("/")
+    state.archive_requests[key] += 1
+    if key.endswith(".CHECKSUM"):
+        state.stats.archive_checksum_requests += 1
+    else:
+        state.stats.archive_zip_requests += 1
 
     def missing() -> web.Response:
         state.stats.archive_not_found += 1

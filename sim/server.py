@@ -28,6 +28,7 @@ from aiohttp import web
 
 from sim.clock import SimClock
 from sim.control import (
+    handle_archive_requests,
     handle_availability,
     handle_delete_faults,
     handle_get_clock,
@@ -84,6 +85,7 @@ def build_app(state: SimState) -> web.Application:
     app.router.add_get("/sim/clock", handle_get_clock)
     app.router.add_post("/sim/clock", handle_post_clock)
     app.router.add_get("/sim/truth", handle_truth)
+    app.router.add_get("/sim/archive-requests", handle_archive_requests)
     app.router.add_get("/sim/availability", handle_availability)
     app.router.add_get("/sim/stats", handle_stats)
 
@@ -258,3 +260,8 @@ class SimulatorThread:
     def stats(self) -> dict[str, int]:
         state = self.state
         return dict(self._call(lambda: state.stats.to_json()))
+
+    def archive_requests(self) -> dict[str, int]:
+        """Requests per archive path (zips and CHECKSUMs) since start."""
+        state = self.state
+        return dict(self._call(lambda: dict(state.archive_requests)))

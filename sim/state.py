@@ -4,6 +4,7 @@ weight limiter, caches and counters (:class:`SimState`), reachable from a reques
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 import time
@@ -18,7 +19,7 @@ from sim.archive import (
 from sim.bars import Availability, SymbolSpec
 from sim.cache import LruCache
 from sim.clock import SimClock
-from sim.faults import Faults
+from sim.faults import Faults, corrected_empty_ranges
 from sim.grid import DAY_MS
 from sim.limits import WeightLimiter
 from sim.market import Market
@@ -82,6 +83,9 @@ class Stats:
     ws_send_blocked_ms: int = 0  # wall time senders waited on slow clients (TCP backpressure)
     archive_files_served: int = 0
     archive_not_found: int = 0
+    klines_requests: int = 0  # GET /fapi/v1/klines
+    archive_checksum_requests: int = 0  # GET …zip.CHECKSUM
+    archive_zip_requests: int = 0  # GET …zip
 
     def to_json(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -112,7 +116,7 @@ class SimState:
         self.stats = Stats()
         self.rng = random.Random(config.seed)  # noqa: S311 - fault dice, not cryptography
         self._faults = config.faults
-        self._avail: dict[str, Availability] = {}
+        self._avail: dict[tuple[str, int], Availability] = {}  # by (symbol, re-uploads done)
         self._five_xx_turn = 0
         # Built zips (a file is immutable once published): the CHECKSUM and the zip, and
         # retries, cost one build. Bounded in bytes (monthly 1m zips are ~2 MB).
@@ -120,6 +124,8 @@ class SimState:
             4096, _archive_weight, ARCHIVE_CACHE_BYTES
         )
         self.connections: set[Connection] = set()
+        #: Archive request path → requests (GET /sim/archive-requests).
+        self.archive_requests: collections.Counter[str] = collections.Counter()
 
     @property
     def faults(self) -> Faults:
@@ -130,11 +136,13 @@ class SimState:
         self._avail.clear()
 
     def availability(self, spec: SymbolSpec) -> Availability:
-        found = self._avail.get(spec.symbol)
+        reuploads = self._faults.reuploads_done(spec.symbol, self.clock.now_ms())
+        found = self._avail.get((spec.symbol, len(reuploads)))
         if found is None:
             ranges = list(spec.maintenance) + self._faults.empty_ranges_for(spec.symbol)
+            ranges = corrected_empty_ranges(ranges, reuploads)
             found = Availability.build(spec.onboard_ms, spec.delist_ms, ranges)
-            self._avail[spec.symbol] = found
+            self._avail[(spec.symbol, len(reuploads))] = found
         return found
 
     def advance(self, delta_ms: int) -> int:

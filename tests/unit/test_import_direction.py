@@ -212,9 +212,11 @@ LAYERS: dict[str, int] = {
     "qryptify.binance.rest": 3, "qryptify.binance.ws": 3,
     "qryptify.kafka": 4, "qryptify.db": 4, "qryptify.service": 4, "qryptify.health_report": 4,
     "qryptify.sink.batch": 4, "qryptify.binance.archive": 4,
-    "qryptify.publish": 5, "qryptify.cli": 5, "qryptify.sink.loop": 5,
+    "qryptify.publish": 5, "qryptify.cli": 5, "qryptify.sink.loop": 5, "qryptify.planning": 5,
     "qryptify.offsets": 6,
-    "qryptify.commands": 7, "qryptify.__main__": 7,
+    "qryptify.archive_ledger": 7,
+    "qryptify.audit": 8,
+    "qryptify.commands": 9, "qryptify.__main__": 9,
 }  # fmt: skip
 PACKAGE_ROOTS = {"qryptify", "qryptify.sink", "qryptify.binance"}  # __init__: a docstring
 #: Same-layer imports that exist, each with why it is tolerated.
