@@ -247,36 +247,24 @@ class Market:
 
     @staticmethod
     def _slice_bar(block: DayBlock, i: int, j: int, mask: Mask | None) -> Bar | None:
+        sel: slice | I64
         if mask is None:
-            first, last = i, j - 1
-            sel = slice(i, j)
-            return Bar(
-                int(block.open[first]),
-                int(block.high[sel].max()),
-                int(block.low[sel].min()),
-                int(block.close[last]),
-                int(block.volume[sel].sum()),
-                int(block.quote[sel].sum()),
-                int(block.trades[sel].sum()),
-                int(block.taker_base[sel].sum()),
-                int(block.taker_quote[sel].sum()),
-                int(block.first_id[first]),
-                int(block.first_id[last] + block.trades[last] - 1),
-            )
-        idx = np.flatnonzero(mask) + i
-        if idx.size == 0:
-            return None
-        first, last = int(idx[0]), int(idx[-1])
+            first, last, sel = i, j - 1, slice(i, j)
+        else:
+            sel = np.flatnonzero(mask) + i
+            if sel.size == 0:
+                return None
+            first, last = int(sel[0]), int(sel[-1])
         return Bar(
             int(block.open[first]),
-            int(block.high[idx].max()),
-            int(block.low[idx].min()),
+            int(block.high[sel].max()),
+            int(block.low[sel].min()),
             int(block.close[last]),
-            int(block.volume[idx].sum()),
-            int(block.quote[idx].sum()),
-            int(block.trades[idx].sum()),
-            int(block.taker_base[idx].sum()),
-            int(block.taker_quote[idx].sum()),
+            int(block.volume[sel].sum()),
+            int(block.quote[sel].sum()),
+            int(block.trades[sel].sum()),
+            int(block.taker_base[sel].sum()),
+            int(block.taker_quote[sel].sum()),
             int(block.first_id[first]),
             int(block.first_id[last] + block.trades[last] - 1),
         )
