@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from qryptify.errors import ConfigError, PairError, redact_text
+from qryptify.futures.config import FuturesConfig
 from qryptify.pairs import Pair, parse_pair
 
 ENV_PREFIX = "QRYPTIFY_"
@@ -264,6 +265,8 @@ class Config(_Section):
     sink: SinkConfig = SinkConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    #: Optional futures data (funding rates); off by default.
+    futures: FuturesConfig = FuturesConfig()
     #: Notes produced while loading (e.g. a legacy URL rewritten); services log them.
     warnings: tuple[str, ...] = ()
 
@@ -357,11 +360,15 @@ def build_config(data: Mapping[str, Any]) -> Config:
             )
             data["ws"] = {**ws, "endpoint": new}
     try:
-        return Config(pairs=pairs, warnings=tuple(warnings), **data)
+        cfg = Config(pairs=pairs, warnings=tuple(warnings), **data)
     except ValidationError as exc:
         raise _to_config_error(exc, data) from None
     except TypeError as exc:  # e.g. a section given as a list
         raise ConfigError("<top>", None, str(exc)) from None
+    k = cfg.kafka
+    if cfg.futures.topic in (k.topic, k.offsets_topic, k.dlq_topic):
+        raise ConfigError("futures.topic", cfg.futures.topic, "must differ from the kafka topics")
+    return cfg
 
 
 def _to_config_error(exc: ValidationError, data: Mapping[str, Any]) -> ConfigError:

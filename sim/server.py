@@ -42,6 +42,7 @@ from sim.archive import (
 )
 from sim.clock import SimClock
 from sim.faults import FaultError, Faults
+from sim.funding import add_funding_routes
 from sim.limits import BANNED, LIMITED, WeightLimiter, klines_weight
 from sim.market import (
     Availability,
@@ -91,6 +92,8 @@ class SimConfig:
     update_interval_s: float = 0.25  # wall seconds between x:false frames of one stream
     faults: Faults = field(default_factory=Faults)
     seed: int = 7
+    #: Funding interval changes, (symbol, from ms, hours): see sim/funding.py.
+    funding_changes: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -1049,6 +1052,7 @@ def build_app(state: SimState) -> web.Application:
     app.router.add_get("/stream", handle_legacy_stream)
     app.router.add_get("/ws", handle_legacy_ws)
     app.router.add_get("/ws/{streams:.*}", handle_legacy_ws)
+    add_funding_routes(app, state)  # before the catch-all /data/ route
     app.router.add_get("/data/{tail:.*}", handle_archive)
     app.router.add_get("/sim/faults", handle_get_faults)
     app.router.add_post("/sim/faults", handle_post_faults)

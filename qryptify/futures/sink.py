@@ -1,0 +1,146 @@
+"""The futures sink path: consume the futures topic, write ``funding_rates`` and the per-kind
+pointer in one transaction, then (and only then) commit the offsets.
+
+``stage`` is the pure middle (records → rows, DLQ entries, offsets); ``FuturesSink`` is the
+I/O loop the sink service runs beside the klines loop when ``futures.funding_rates`` is on.
+It runs one batch at a time: consume, write (retried with backoff while the database is
+down, committing nothing), send DLQ entries, commit. A crash anywhere before the commit
+re-delivers the batch, and the upsert makes the second write a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from qryptify import db
+from qryptify.avro import AvroCodec
+from qryptify.errors import InvalidFuturesRecord, UndecodableRecord
+from qryptify.futures.funding import FundingRate, record_from_avro, validate_funding
+from qryptify.futures.store import write_funding
+from qryptify.metrics import Health
+from qryptify.retry import backoff
+from qryptify.sink.batch import DlqEntry, RawRecord, offsets_to_commit
+from qryptify.sink.loop import DlqWriter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FuturesBatch:
+    funding: list[FundingRate]  # one per (symbol, funding time): the highest offset's
+    dlq: list[DlqEntry]
+    offsets: dict[tuple[str, int], int]  # next offset to read, per partition
+
+
+def stage(records: Sequence[RawRecord], codec: AvroCodec) -> FuturesBatch:
+    """Decode and check one batch. Never raises for bad input: every record becomes a row or
+    a DLQ entry, and every one is covered by the offsets."""
+    rows: dict[tuple[str, int], FundingRate] = {}
+    dlq: list[DlqEntry] = []
+    for r in records:
+        value = r.value()
+        try:
+            if value is None:
+                raise UndecodableRecord("null value (tombstone)")
+            f = validate_funding(record_from_avro(*codec.decode(value)))
+            key = r.key()
+            if key is not None and key != f.key.encode():
+                raise UndecodableRecord(f"record key {key!r:.60} is not {f.key!r}")
+            rows[(f.symbol, f.funding_time)] = f  # records arrive in offset order
+        except (UndecodableRecord, InvalidFuturesRecord, ValueError) as exc:
+            dlq.append(
+                DlqEntry(
+                    topic=r.topic() or "",
+                    partition=r.partition() or 0,
+                    offset=r.offset() or 0,
+                    key=r.key(),
+                    value=value,
+                    reason=str(exc),
+                    error_class=type(exc).__name__,
+                )
+            )
+    return FuturesBatch(list(rows.values()), dlq, offsets_to_commit(records))
+
+
+class FuturesSink:
+    """Runs until ``stop`` is set; returns 0."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        connect: Callable[[], db.Connection],
+        topic: str,
+        stop: threading.Event,
+        *,
+        dlq: DlqWriter | None = None,
+        codec: AvroCodec | None = None,
+        health: Health | None = None,
+        batch_size: int = 5000,
+    ) -> None:
+        self.consumer = consumer
+        self.connect = connect
+        self.topic = topic
+        self.stop = stop
+        self.dlq = dlq
+        self.codec = codec or AvroCodec()
+        self.health = health
+        self.batch_size = batch_size
+        self.written = 0
+        self._conn: db.Connection | None = None
+
+    def run(self) -> int:
+        self.consumer.subscribe([self.topic])
+        try:
+            while not self.stop.is_set():
+                messages = self.consumer.consume(num_messages=self.batch_size, timeout=0.2)
+                records: list[Any] = []
+                for m in messages:
+                    if m.error() is not None:
+                        logger.warning("futures consumer: %s", m.error())
+                    else:
+                        records.append(m)
+                if records and not self._handle(stage(records, self.codec)):
+                    break  # stopped while the database was down: nothing committed
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            self.consumer.close()
+        return 0
+
+    def _handle(self, batch: FuturesBatch) -> bool:
+        delays = backoff()
+        while True:
+            try:
+                if self._conn is None:
+                    self._conn = self.connect()
+                self.written += write_funding(self._conn, batch.funding)
+                break
+            except Exception as exc:
+                if not db.is_database_error(exc):
+                    raise
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                delay = next(delays)
+                logger.warning("futures write failed, retrying in %.1fs: %s", delay, exc)
+                if self.health is not None:
+                    self.health.set(False, f"futures write failed: {exc}")
+                if self.stop.wait(delay):
+                    return False
+        if batch.dlq:
+            if self.dlq is None:
+                raise RuntimeError(f"{len(batch.dlq)} bad futures records and no DLQ writer")
+            for entry in batch.dlq:
+                logger.warning("futures record to DLQ: %s", entry.reason)
+            self.dlq.send(batch.dlq)
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
+            asynchronous=False,
+        )
+        return True
