@@ -6,31 +6,50 @@ import functools
 import threading
 from collections.abc import Sequence
 
+from confluent_kafka import Producer
+
 from qryptify import db
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest
 from qryptify.config import Config
+from qryptify.futures.sources import FundingSource
+from qryptify.futures.topic import topic_spec
 from qryptify.kafka import ensure_topics, make_producer
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.publish import KlinePublisher
 from qryptify.service import service_main
+from services.backfiller.funding import FundingBackfill
 from services.backfiller.run import Backfiller
 
 
 def build(cfg: Config, stop: threading.Event, health: Health) -> Backfiller:
     ensure_topics(cfg.kafka)
     producer = make_producer(cfg.kafka)
+    rest = BinanceRest(cfg.rest)
+    archive = ArchiveClient(cfg.archive) if cfg.archive.enabled else None
     return Backfiller(
         cfg,
-        rest=BinanceRest(cfg.rest),
+        rest=rest,
         publisher=KlinePublisher(producer, cfg.kafka.topic),
         offsets=SourceOffsetStore(cfg.kafka, producer),
-        archive=ArchiveClient(cfg.archive) if cfg.archive.enabled else None,
+        archive=archive,
         connect_db=functools.partial(db.connect, cfg.db.dsn.get_secret_value()),
         stop=stop,
         health=health,
+        funding=build_funding(cfg, rest, archive, producer),
     )
+
+
+def build_funding(
+    cfg: Config, rest: BinanceRest, archive: ArchiveClient | None, producer: Producer
+) -> FundingBackfill | None:
+    """The funding pass when ``futures.funding_rates`` is on (its topic ensured), else None."""
+    if not cfg.futures.funding_rates:
+        return None
+    ensure_topics(cfg.kafka, specs=[topic_spec(cfg)])
+    source = FundingSource(rest, archive, page_limit=cfg.futures.funding_page_limit)
+    return FundingBackfill(cfg, source, producer)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
