@@ -1,0 +1,123 @@
+"""Funding rates end to end: simulator (archive months + REST tail, one symbol whose funding
+interval changes twice mid-history, one archive month missing) → backfiller → the futures
+topic → the sink's futures path → funding_rates, compared row by row with the truth."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qryptify import db
+from qryptify.config import KafkaConfig
+from qryptify.pairs import HOUR_MS
+from sim.server import SimulatorThread
+from sim.symbols import parse_time_ms
+from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, wait_until
+from tests.e2e.futures_support import (
+    backfiller,
+    compare_funding,
+    futures_env,
+    group_caught_up,
+)
+
+pytestmark = pytest.mark.e2e
+
+START = "2024-04-01"
+TO_4H = parse_time_ms("2024-06-15T04:00:00Z")  # ETHUSDT: 8 h → 4 h (archive months)
+TO_1H = parse_time_ms("2024-07-03T00:00:00Z")  # ETHUSDT: 4 h → 1 h (the REST tail)
+MISSING = "BNBUSDT-fundingRate-2024-05.zip"
+
+
+@pytest.fixture
+def env(
+    simulator: Callable[..., SimulatorThread],
+    kafka_cfg: KafkaConfig,
+    db_dsn: str,
+    tmp_path: Path,
+) -> Iterator[BackfillEnv]:
+    sim = simulator(
+        start_ms=SIM_NOW,
+        speed=FROZEN,
+        funding_changes=(("ETHUSDT", TO_4H, 4), ("ETHUSDT", TO_1H, 1)),
+        faults={"archive_missing": [MISSING]},
+    )
+    environment = BackfillEnv(
+        sim,
+        kafka_cfg,
+        db_dsn,
+        tmp_path,
+        ("BTCUSDT/1h", "ETHUSDT/4h", "BNBUSDT/1d"),
+        start_date=START,
+    )
+    yield environment
+    environment.cleanup()
+
+
+def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
+    topic = futures_env(env)
+    env.start("services.sink")
+    run = backfiller(env)
+    assert run.run() == 0
+    assert run.funding is not None
+    wait_until(env.sink_caught_up, 120, "the sink to write the klines")
+    group = f"{env.sink_group}.futures"
+    wait_until(lambda: group_caught_up(env.kafka, topic, group), 120, "the futures path")
+
+    start = parse_time_ms(START)
+    end = env.sim.now_ms() + 1
+    reports = {s: compare_funding(env.dsn, env.sim.url, s, start, end) for s in
+               ("BTCUSDT", "ETHUSDT", "BNBUSDT")}  # fmt: skip
+    for r in reports.values():
+        print(r.symbol, r.truth, r.counts, r.missing[:3], r.extra[:3], r.wrong[:3])
+    assert {s: r.counts for s, r in reports.items()} == {
+        "BTCUSDT": (0, 0, 0),
+        "ETHUSDT": (0, 0, 0),
+        "BNBUSDT": (0, 0, 0),
+    }
+    # 8 h from April to mid-June, then 4 h, then 1 h: the schedule came from the data.
+    with db.connect(env.dsn) as conn:
+        gaps = Counter(
+            int(g) // HOUR_MS
+            for (g,) in conn.execute(
+                "SELECT (extract(epoch FROM funding_time - lag(funding_time) OVER w) * 1000)"
+                "::bigint FROM funding_rates WHERE symbol = 'ETHUSDT' WINDOW w AS "
+                "(ORDER BY funding_time) OFFSET 1"
+            ).fetchall()
+        )
+        pointer = conn.execute(
+            "SELECT symbol, (extract(epoch FROM last_ts) * 1000)::bigint FROM "
+            "futures_sync_state WHERE kind = 'funding' ORDER BY symbol"
+        ).fetchall()
+        candles = conn.execute("SELECT count(*) FROM candlesticks").fetchone()
+    assert set(gaps) == {8, 4, 1}
+    assert gaps[1] > 100  # 2024-07-03 .. 07-10 hourly
+    # The pointer is the newest funding per symbol.
+    newest = {s: max(t for t in _truth_times(env, s, start, end)) for s in reports}
+    assert dict(pointer) == newest
+    # Archive months (April..June) carry the interval, the REST tail the mark price; BNB's
+    # missing May and everything after it came from REST.
+    assert reports["BTCUSDT"].with_hours == 91 * 3
+    assert reports["BNBUSDT"].with_hours == 30 * 3
+    assert reports["BNBUSDT"].with_mark == reports["BNBUSDT"].truth - 30 * 3
+    assert candles is not None and candles[0] > 0
+    klines = env.check()
+    assert [(len(r.missing), len(r.extra), len(r.wrong)) for r in klines] == [(0, 0, 0)] * 3
+
+    # A second run publishes nothing: it resumes from what the futures topic holds.
+    again = backfiller(env)
+    assert again.run() == 0
+    assert again.funding is not None and again.funding.published == 0
+
+
+def _truth_times(env: BackfillEnv, symbol: str, start: int, end: int) -> list[int]:
+    import httpx
+
+    body = httpx.get(
+        f"{env.sim.url}/sim/truth/funding",
+        params={"symbol": symbol, "start": start, "end": end},
+        timeout=30,
+    ).json()
+    return [int(f["fundingTime"]) for f in body]
