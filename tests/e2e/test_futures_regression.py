@@ -15,7 +15,7 @@ import pytest
 from qryptify import db
 from qryptify.config import KafkaConfig
 from qryptify.kafka import ensure_topics, make_consumer
-from qryptify.kline import Event
+from qryptify.kline import Event, Kline
 from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
 from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, read_topic, wait_until
@@ -66,7 +66,7 @@ def _by_key(events: list[tuple[int, int, Event]]) -> dict[str, list[Event]]:
     """Per record key, the events in topic order, without the ingest time (which differs)."""
     out: dict[str, list[Event]] = defaultdict(list)
     for _, _, e in events:
-        if hasattr(e, "ingested_at"):
+        if isinstance(e, Kline):
             e = dataclasses.replace(e, ingested_at=0)
         out[f"{e.symbol}|{e.interval}"].append(e)
     return dict(out)
