@@ -21,6 +21,7 @@ from qryptify import db
 from qryptify.clock import SystemClock, server_offset_ms
 from qryptify.config import Config, KafkaConfig, redact_dsn
 from qryptify.errors import DatabaseUnavailable, ExchangeUnavailable
+from qryptify.futures import status as futures_status
 from qryptify.health_report import (
     DEFAULT_MAX_GAPS,
     DEFAULT_MAX_LAG,
@@ -225,11 +226,29 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         thresholds=thresholds,
     )
     report = dataclasses.replace(report, breaches=tuple(judge(report)))
+    funding = _funding(cfg, dsn)
     if args.json:
-        print(json.dumps(to_json(report), indent=2))
+        body = to_json(report)
+        if funding is not None:
+            body["futures"] = {"funding": futures_status.to_json(funding)}
+        print(json.dumps(body, indent=2))
     else:
         print(render_text(report))
+        if funding is not None:
+            print(futures_status.render(funding))
     return 0 if report.healthy else EXIT_UNHEALTHY
+
+
+def _funding(cfg: Config, dsn: str) -> list[futures_status.FundingCoverage] | None:
+    """Funding coverage per symbol when ``futures.funding_rates`` is on (else None)."""
+    if not cfg.futures.funding_rates:
+        return None
+    try:
+        with db.connect(dsn, autocommit=True) as conn:
+            return futures_status.funding_coverage(conn, [p.symbol for p in cfg.pairs])
+    except Exception as exc:  # reported by the main section already if the DB is down
+        logger.debug("funding coverage failed: %s", exc)
+        return []
 
 
 def _resolve_now(args: argparse.Namespace, cfg: Config) -> tuple[int, str]:

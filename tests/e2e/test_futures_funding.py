@@ -4,6 +4,7 @@ topic → the sink's futures path → funding_rates, compared row by row with th
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from qryptify.config import KafkaConfig
 from qryptify.pairs import HOUR_MS
 from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, wait_until
+from tests.e2e.backfill_support import FROZEN, PYTHON, ROOT, SIM_NOW, BackfillEnv, wait_until
 from tests.e2e.futures_support import (
     backfiller,
     compare_funding,
@@ -105,6 +106,18 @@ def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
     assert candles is not None and candles[0] > 0
     klines = env.check()
     assert [(len(r.missing), len(r.extra), len(r.wrong)) for r in klines] == [(0, 0, 0)] * 3
+
+    # `qryptify status` shows the funding coverage per symbol (rows, no gaps, the pointer).
+    status = subprocess.run(
+        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), "status"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    print(status.stdout, status.stderr[-2000:])
+    lines = status.stdout.split("futures: funding rates", 1)[1].splitlines()
+    table = {line.split()[0]: line.split() for line in lines[2:] if line.strip()}
+    assert {s: (int(v[1]), int(v[6])) for s, v in table.items()} == {
+        s: (r.truth, 0) for s, r in reports.items()
+    }
 
     # A second run publishes nothing: it resumes from what the futures topic holds.
     again = backfiller(env)
