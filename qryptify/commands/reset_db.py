@@ -15,7 +15,10 @@ from qryptify import db
 from qryptify.config import Config, redact_dsn
 
 #: Every table the migrations create; nothing else in the database is touched.
-PROJECT_TABLES = ("candlesticks", "sync_state", "empty_ranges", "schema_migrations")
+PROJECT_TABLES = (
+    "candlesticks", "sync_state", "empty_ranges", "funding_rates", "futures_sync_state",
+    "schema_migrations",
+)  # fmt: skip
 _COUNT_CAP = 1_000_000
 
 EXIT_REFUSED = 1

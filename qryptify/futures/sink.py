@@ -82,6 +82,7 @@ class FuturesSink:
         codec: AvroCodec | None = None,
         health: Health | None = None,
         batch_size: int = 5000,
+        until: dict[int, int] | None = None,
     ) -> None:
         self.consumer = consumer
         self.connect = connect
@@ -92,12 +93,16 @@ class FuturesSink:
         self.health = health
         self.batch_size = batch_size
         self.written = 0
+        self.records = 0
+        #: Replay: per partition, the high watermark to reach before returning (None: follow).
+        self.until = until
+        self.positions: dict[int, int] = {}
         self._conn: db.Connection | None = None
 
     def run(self) -> int:
         self.consumer.subscribe([self.topic])
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not self.caught_up():
                 messages = self.consumer.consume(num_messages=self.batch_size, timeout=0.2)
                 records: list[Any] = []
                 for m in messages:
@@ -112,6 +117,12 @@ class FuturesSink:
                 self._conn.close()
             self.consumer.close()
         return 0
+
+    def caught_up(self) -> bool:
+        """Replay mode: every partition committed up to its mark (never in follow mode)."""
+        if self.until is None:
+            return False
+        return all(self.positions.get(p, 0) >= high for p, high in self.until.items())
 
     def _handle(self, batch: FuturesBatch) -> bool:
         delays = backoff()
@@ -143,4 +154,7 @@ class FuturesSink:
             offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
             asynchronous=False,
         )
+        self.records += len(batch.funding) + len(batch.dlq)
+        for (_topic, partition), offset in batch.offsets.items():
+            self.positions[partition] = max(self.positions.get(partition, 0), offset)
         return True

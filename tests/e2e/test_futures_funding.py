@@ -4,6 +4,7 @@ topic → the sink's futures path → funding_rates, compared row by row with th
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -119,10 +120,36 @@ def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
         s: (r.truth, 0) for s, r in reports.items()
     }
 
+    # `qryptify tap --futures` shows every funding record of the topic, decoded.
+    tap = _cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end", "--format", "json")
+    tapped = [json.loads(line) for line in tap.splitlines() if line.startswith("{")]
+    assert Counter(r["symbol"] for r in tapped) == {s: r.truth for s, r in reports.items()}
+    assert {r["type"] for r in tapped} == {"funding"}
+
+    # reset-db empties the futures tables too; replay rebuilds them from the topic.
+    assert env.services[0].stop() == 0
+    _cli(env, "reset-db", "-f")
+    with db.connect(env.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM funding_rates").fetchone() == (0,)
+    _cli(env, "replay", "--no-progress")
+    replayed = {s: compare_funding(env.dsn, env.sim.url, s, start, end) for s in reports}
+    assert {s: (r.counts, r.with_mark, r.with_hours) for s, r in replayed.items()} == {
+        s: ((0, 0, 0), r.with_mark, r.with_hours) for s, r in reports.items()
+    }
+
     # A second run publishes nothing: it resumes from what the futures topic holds.
     again = backfiller(env)
     assert again.run() == 0
     assert again.funding is not None and again.funding.published == 0
+
+
+def _cli(env: BackfillEnv, *args: str) -> str:
+    done = subprocess.run(
+        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def _truth_times(env: BackfillEnv, symbol: str, start: int, end: int) -> list[int]:
