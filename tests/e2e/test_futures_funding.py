@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from qryptify import db
@@ -108,6 +109,8 @@ def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
     klines = env.check()
     assert [(len(r.missing), len(r.extra), len(r.wrong)) for r in klines] == [(0, 0, 0)] * 3
 
+    _check_readme_query(env)
+
     # `qryptify status` shows the funding coverage per symbol (rows, no gaps, the pointer).
     status = subprocess.run(
         [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), "status"],
@@ -143,6 +146,43 @@ def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
     assert again.funding is not None and again.funding.published == 0
 
 
+def _check_readme_query(env: BackfillEnv) -> None:
+    """The README's funding-payment query, run as printed: one row per truth funding in
+    June 2024, priced by the mark price (REST rows) or the last 1h close before it (archive
+    rows, checked against the simulator's candles), payment = -0.5 x price x rate."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    query = text.split("<!-- funding-query", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    with db.connect(env.dsn) as conn:
+        rows = conn.execute(query).fetchall()  # the README's literal query, no input
+    lo, hi = parse_time_ms("2024-06-01"), parse_time_ms("2024-07-01")
+    truth = {
+        int(f["fundingTime"]): f
+        for f in httpx.get(
+            f"{env.sim.url}/sim/truth/funding",
+            params={"symbol": "BTCUSDT", "start": lo + 1, "end": hi + 1},
+            timeout=30,
+        ).json()
+    }
+    candles = httpx.get(
+        f"{env.sim.url}/sim/truth",
+        params={"symbol": "BTCUSDT", "interval": "1h", "start": lo - HOUR_MS, "end": hi},
+        timeout=30,
+    ).json()
+    assert len(rows) == len(truth) == 90
+    total = 0.0
+    for when, rate, price, payment, cumulative in rows:
+        t = int(when.timestamp() * 1000)
+        assert rate == float(truth[t]["fundingRate"])
+        if t < hi:  # the June archive file: no mark price, the candle close before it
+            last = max((c for c in candles if c[6] < t), key=lambda c: c[0])
+            assert price == float(last[4])
+        else:  # 2024-07-01 00:00 came from REST (July has no archive file yet)
+            assert price == float(truth[t]["markPrice"])
+        assert payment == pytest.approx(-0.5 * price * rate)
+        total += payment
+        assert cumulative == pytest.approx(total)
+
+
 def _cli(env: BackfillEnv, *args: str) -> str:
     done = subprocess.run(
         [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), *args],
@@ -153,8 +193,6 @@ def _cli(env: BackfillEnv, *args: str) -> str:
 
 
 def _truth_times(env: BackfillEnv, symbol: str, start: int, end: int) -> list[int]:
-    import httpx
-
     body = httpx.get(
         f"{env.sim.url}/sim/truth/funding",
         params={"symbol": symbol, "start": start, "end": end},
