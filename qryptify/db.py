@@ -134,7 +134,7 @@ LEGACY_MIGRATIONS_TABLE = "schema_migrations"
 #: it); ``reset-db`` drops exactly these.
 PROJECT_TABLES = (
     "candlesticks", "sync_state", "empty_ranges", "funding_rates", "futures_sync_state",
-    MIGRATIONS_TABLE,
+    "mark_price_klines", "index_price_klines", "premium_index_klines", MIGRATIONS_TABLE,
 )  # fmt: skip
 _MIGRATION_LOCK = 4242001
 

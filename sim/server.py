@@ -55,6 +55,8 @@ from sim.market import (
     stable_fraction,
     stable_string_key,
 )
+from sim.price_klines import REST_PATHS as PRICE_KLINE_PATHS
+from sim.price_klines import add_price_kline_routes
 from sim.streams import (
     corrected_bar,
     handle_control,
@@ -247,7 +249,7 @@ def _int_param(request: web.Request, name: str) -> int | None:
 
 
 def _request_weight(request: web.Request) -> int:
-    if request.path == "/fapi/v1/klines":
+    if request.path == "/fapi/v1/klines" or request.path in PRICE_KLINE_PATHS:
         raw = request.query.get("limit", "500")
         return klines_weight(int(raw)) if raw.isdigit() and len(raw) < 10 else klines_weight(500)
     return 1
@@ -1053,6 +1055,7 @@ def build_app(state: SimState) -> web.Application:
     app.router.add_get("/ws", handle_legacy_ws)
     app.router.add_get("/ws/{streams:.*}", handle_legacy_ws)
     add_funding_routes(app, state)  # before the catch-all /data/ route
+    add_price_kline_routes(app, state)
     app.router.add_get("/data/{tail:.*}", handle_archive)
     app.router.add_get("/sim/faults", handle_get_faults)
     app.router.add_post("/sim/faults", handle_post_faults)

@@ -191,7 +191,7 @@ def _futures_replay(
 ) -> tuple[FuturesSink, threading.Thread] | None:
     """With ``futures.funding_rates`` on: the futures topic replayed on its own thread (its
     own fresh group), up to its high watermarks at start unless following."""
-    if not cfg.futures.funding_rates:
+    if not cfg.futures.enabled:
         return None
     consumer = make_consumer(cfg.kafka, f"{group_id}.futures")
     try:

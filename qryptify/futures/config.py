@@ -5,12 +5,9 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-#: Kinds named by the section whose sources are not built yet: accepted only as false, so no
-#: key is taken and then silently ignored.
-NOT_YET = ("mark_price", "index_price", "premium_index")
 
 
 class FuturesConfig(BaseModel):
@@ -18,6 +15,7 @@ class FuturesConfig(BaseModel):
 
     #: Funding rate history (archive, then REST) for every configured symbol.
     funding_rates: bool = False
+    #: Mark-price / index-price / premium-index klines for every configured pair.
     mark_price: bool = False
     index_price: bool = False
     premium_index: bool = False
@@ -33,18 +31,10 @@ class FuturesConfig(BaseModel):
             raise ValueError("a topic name is 1-249 characters of a-z A-Z 0-9 . _ -")
         return v
 
-    @model_validator(mode="after")
-    def _built_kinds(self) -> FuturesConfig:
-        for kind in NOT_YET:
-            if getattr(self, kind):
-                raise ValueError(
-                    f"{kind}: not available in this version (only funding_rates is); set false"
-                )
-        return self
-
     @property
     def enabled(self) -> bool:
-        return self.funding_rates
+        """Any futures kind on (the topic, the sink path and replay are needed)."""
+        return self.funding_rates or self.mark_price or self.index_price or self.premium_index
 
     def sink_group(self, sink_group: str) -> str:
         """The consumer group of the futures sink path: the sink's, suffixed."""

@@ -1,5 +1,5 @@
-"""The futures sink path: consume the futures topic, write ``funding_rates`` and the per-kind
-pointer in one transaction, then (and only then) commit the offsets.
+"""The futures sink path: consume the futures topic, write ``funding_rates``, the price kline
+tables and the per-kind pointer in one transaction, then (and only then) commit the offsets.
 
 ``stage`` is the pure middle (records → rows, DLQ entries, offsets); ``FuturesSink`` is the
 I/O loop the sink service runs beside the klines loop when ``futures.funding_rates`` is on.
@@ -21,8 +21,10 @@ from confluent_kafka import Consumer, TopicPartition
 from qryptify import db
 from qryptify.avro import AvroCodec
 from qryptify.errors import InvalidFuturesRecord, UndecodableRecord
-from qryptify.futures.funding import FundingRate, record_from_avro, validate_funding
-from qryptify.futures.store import write_funding
+from qryptify.futures import records as futures_records
+from qryptify.futures.funding import FundingRate
+from qryptify.futures.price import PriceKline
+from qryptify.futures.store import write_futures
 from qryptify.metrics import Health
 from qryptify.retry import backoff
 from qryptify.sink.batch import DlqEntry, RawRecord, offsets_to_commit
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class FuturesBatch:
     funding: list[FundingRate]  # one per (symbol, funding time): the highest offset's
+    prices: list[PriceKline]  # one per (kind, symbol, interval, open time): likewise
     dlq: list[DlqEntry]
     offsets: dict[tuple[str, int], int]  # next offset to read, per partition
 
@@ -42,17 +45,22 @@ def stage(records: Sequence[RawRecord], codec: AvroCodec) -> FuturesBatch:
     """Decode and check one batch. Never raises for bad input: every record becomes a row or
     a DLQ entry, and every one is covered by the offsets."""
     rows: dict[tuple[str, int], FundingRate] = {}
+    prices: dict[tuple[str, str, str, int], PriceKline] = {}
     dlq: list[DlqEntry] = []
     for r in records:
         value = r.value()
         try:
             if value is None:
                 raise UndecodableRecord("null value (tombstone)")
-            f = validate_funding(record_from_avro(*codec.decode(value)))
+            f = futures_records.validate(futures_records.decode(codec, value))
             key = r.key()
             if key is not None and key != f.key.encode():
                 raise UndecodableRecord(f"record key {key!r:.60} is not {f.key!r}")
-            rows[(f.symbol, f.funding_time)] = f  # records arrive in offset order
+            # Records arrive in offset order: the last one per key wins.
+            if isinstance(f, PriceKline):
+                prices[(f.kind, f.symbol, f.interval, f.open_time)] = f
+            else:
+                rows[(f.symbol, f.funding_time)] = f
         except (UndecodableRecord, InvalidFuturesRecord, ValueError) as exc:
             dlq.append(
                 DlqEntry(
@@ -65,7 +73,7 @@ def stage(records: Sequence[RawRecord], codec: AvroCodec) -> FuturesBatch:
                     error_class=type(exc).__name__,
                 )
             )
-    return FuturesBatch(list(rows.values()), dlq, offsets_to_commit(records))
+    return FuturesBatch(list(rows.values()), list(prices.values()), dlq, offsets_to_commit(records))
 
 
 class FuturesSink:
@@ -130,7 +138,7 @@ class FuturesSink:
             try:
                 if self._conn is None:
                     self._conn = self.connect()
-                self.written += write_funding(self._conn, batch.funding)
+                self.written += write_futures(self._conn, batch.funding, batch.prices)
                 break
             except Exception as exc:
                 if not db.is_database_error(exc):
@@ -154,7 +162,7 @@ class FuturesSink:
             offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
             asynchronous=False,
         )
-        self.records += len(batch.funding) + len(batch.dlq)
+        self.records += len(batch.funding) + len(batch.prices) + len(batch.dlq)
         for (_topic, partition), offset in batch.offsets.items():
             self.positions[partition] = max(self.positions.get(partition, 0), offset)
         return True

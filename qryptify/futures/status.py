@@ -1,6 +1,10 @@
-"""``qryptify status`` for the futures kinds: per symbol, the funding rows, first and last
-funding time, the per-kind pointer, and gaps (consecutive fundings more than 8 h apart: no
-Binance perpetual settles less often; shorter intervals come from the data)."""
+"""``qryptify status`` for the futures kinds.
+
+- Funding, per symbol: rows, first and last funding time, gaps (consecutive fundings more than
+  8 h apart: no Binance perpetual settles less often; shorter intervals come from the data),
+  the pointer.
+- Mark / index / premium-index klines, per kind and pair: rows, first and last open time, gaps
+  (candles missing between the first and the last), the pointer."""
 
 from __future__ import annotations
 
@@ -8,7 +12,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from psycopg import sql
+
 from qryptify import db
+from qryptify.futures.price import TABLES, PriceKind
+from qryptify.pairs import Pair, count_opens, next_open
 
 MAX_SPACING_H = 8
 
@@ -62,4 +70,63 @@ def render(coverage: Sequence[FundingCoverage]) -> str:
 
 
 def to_json(coverage: Sequence[FundingCoverage]) -> list[dict[str, object]]:
+    return [asdict(c) for c in coverage]
+
+
+_PRICE_COVERAGE = sql.SQL("""
+SELECT count(*), min(ts), max(ts),
+       (SELECT last_ts FROM futures_sync_state
+        WHERE kind = %(k)s AND symbol = %(s)s AND interval = %(i)s)
+FROM {table} WHERE symbol = %(s)s AND interval = %(i)s
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceCoverage:
+    kind: str
+    pair: str
+    rows: int
+    first: str | None
+    last: str | None
+    gaps: int  # candles missing between first and last
+    pointer: str | None
+
+
+def price_coverage(
+    conn: db.Connection, kinds: Sequence[PriceKind], pairs: Sequence[Pair]
+) -> list[PriceCoverage]:
+    out: list[PriceCoverage] = []
+    for kind in kinds:
+        query = _PRICE_COVERAGE.format(table=sql.Identifier(TABLES[kind]))
+        for pair in pairs:
+            row = conn.execute(query, {"k": kind, "s": pair.symbol, "i": pair.interval}).fetchone()
+            assert row is not None  # noqa: S101 - an aggregate always returns a row
+            rows, first, last, pointer = row
+            gaps = 0
+            if first is not None and last is not None:
+                lo = int(first.timestamp() * 1000)
+                hi = next_open(pair.interval, int(last.timestamp() * 1000))
+                gaps = count_opens(pair.interval, lo, hi) - int(rows)
+            out.append(
+                PriceCoverage(
+                    kind, str(pair), int(rows), _text(first), _text(last), gaps, _text(pointer)
+                )
+            )
+    return out
+
+
+def render_prices(coverage: Sequence[PriceCoverage]) -> str:
+    lines = [
+        "futures: mark / index / premium-index klines",
+        f"  {'kind':<8}{'pair':<16}{'rows':>8}  {'first':<17} {'last':<17} {'gaps':>5}  pointer",
+    ]
+    for c in coverage:
+        lines.append(
+            f"  {c.kind:<8}{c.pair:<16}{c.rows:>8}  {c.first or '-':<17} {c.last or '-':<17} "
+            f"{c.gaps:>5}  {c.pointer or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def prices_to_json(coverage: Sequence[PriceCoverage]) -> list[dict[str, object]]:
     return [asdict(c) for c in coverage]

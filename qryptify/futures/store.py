@@ -1,13 +1,17 @@
-"""The futures tables' database edge: one idempotent upsert of funding rates and the
-per-kind sync pointer, in one transaction. SQL is parameterised (arrays through unnest)."""
+"""The futures tables' database edge: idempotent upserts of funding rates and price klines and
+the per-kind sync pointer, in one transaction. SQL is parameterised (arrays through unnest);
+table names come from the fixed ``TABLES`` mapping, composed with ``psycopg.sql``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from psycopg import sql
+
 from qryptify.db import Connection
 from qryptify.futures.funding import KIND, FundingRate
+from qryptify.futures.price import TABLES, PriceKline
 
 #: COALESCE keeps what only one source knows (REST's mark price, the archive's interval), so
 #: any order of the two records for one funding leaves the same row; the WHERE makes a
@@ -28,7 +32,8 @@ WHERE (funding_rates.funding_rate, funding_rates.mark_price, funding_rates.inter
 
 ADVANCE_SYNC = """
 INSERT INTO futures_sync_state (kind, symbol, interval, last_ts)
-SELECT %s, s, '', t FROM unnest(%s::text[], %s::timestamptz[]) AS u(s, t)
+SELECT k, s, i, t
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) AS u(k, s, i, t)
 ON CONFLICT (kind, symbol, interval) DO UPDATE SET
     last_ts = GREATEST(futures_sync_state.last_ts, EXCLUDED.last_ts),
     updated_at = now()
@@ -61,5 +66,68 @@ def write_funding(conn: Connection, rows: Sequence[FundingRate]) -> int:
             ),
         )
         changed = cur.rowcount
-        conn.execute(ADVANCE_SYNC, (KIND, list(newest), [_dt(ms) for ms in newest.values()]))
+        n = len(newest)
+        conn.execute(
+            ADVANCE_SYNC, ([KIND] * n, list(newest), [""] * n, [_dt(t) for t in newest.values()])
+        )
+    return changed
+
+
+#: The same rules as ``candlesticks``: a repeated candle is a no-op, a differing one replaces.
+_UPSERT_PRICES = sql.SQL("""
+INSERT INTO {table} (ts, symbol, interval, open, high, low, close, close_time, samples)
+SELECT t, s, i, o::float8, h::float8, l::float8, c::float8, ct, n
+FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+            %s::text[], %s::timestamptz[], %s::bigint[]) AS u(t, s, i, o, h, l, c, ct, n)
+ON CONFLICT (symbol, interval, ts) DO UPDATE SET
+    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+    close_time = EXCLUDED.close_time, samples = EXCLUDED.samples
+WHERE ({table}.open, {table}.high, {table}.low, {table}.close, {table}.close_time,
+       {table}.samples)
+    IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
+                      EXCLUDED.close_time, EXCLUDED.samples)
+""")
+
+
+def write_futures(
+    conn: Connection, funding: Sequence[FundingRate], prices: Sequence[PriceKline]
+) -> int:
+    """Funding rates and price klines (at most one per key) in one transaction, each kind's
+    pointer advanced per symbol and interval. Returns the rows inserted or changed."""
+    with conn.transaction():
+        changed = write_funding(conn, funding)
+        by_kind: dict[str, list[PriceKline]] = {}
+        for k in prices:
+            by_kind.setdefault(k.kind, []).append(k)
+        newest: dict[tuple[str, str, str], int] = {}
+        for kind, rows in by_kind.items():
+            cur = conn.execute(
+                _UPSERT_PRICES.format(table=sql.Identifier(TABLES[kind])),  # type: ignore[index]
+                (
+                    [_dt(k.open_time) for k in rows],
+                    [k.symbol for k in rows],
+                    [k.interval for k in rows],
+                    [k.open for k in rows],
+                    [k.high for k in rows],
+                    [k.low for k in rows],
+                    [k.close for k in rows],
+                    [_dt(k.close_time) for k in rows],
+                    [k.samples for k in rows],
+                ),
+            )
+            changed += cur.rowcount
+            for k in rows:
+                ident = (k.kind, k.symbol, k.interval)
+                if k.open_time > newest.get(ident, -1):
+                    newest[ident] = k.open_time
+        if newest:
+            conn.execute(
+                ADVANCE_SYNC,
+                (
+                    [i[0] for i in newest],
+                    [i[1] for i in newest],
+                    [i[2] for i in newest],
+                    [_dt(ms) for ms in newest.values()],
+                ),
+            )
     return changed

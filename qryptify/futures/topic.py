@@ -13,7 +13,8 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from qryptify.avro import AvroCodec
 from qryptify.config import Config
 from qryptify.errors import IngestorError, UndecodableRecord
-from qryptify.futures.funding import FundingRate, encode_funding, record_from_avro
+from qryptify.futures.funding import record_from_avro
+from qryptify.futures.records import FuturesRecord, encode
 from qryptify.kafka import make_consumer
 
 
@@ -31,11 +32,12 @@ def topic_spec(cfg: Config) -> NewTopic:
     )
 
 
-def publish_funding(
-    producer: Producer, topic: str, codec: AvroCodec, rows: Sequence[FundingRate]
+def publish_records(
+    producer: Producer, topic: str, codec: AvroCodec, rows: Sequence[FuturesRecord]
 ) -> None:
-    """Publish ``rows`` (key ``SYMBOL|funding``: one symbol stays ordered in one partition)
-    and wait until Kafka acknowledged all of them; FuturesPublishFailed otherwise."""
+    """Publish ``rows`` (each keyed by its series, ``SYMBOL|funding`` or
+    ``SYMBOL|kind|interval``: one series stays ordered in one partition) and wait until Kafka
+    acknowledged all of them; FuturesPublishFailed otherwise."""
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -46,7 +48,7 @@ def publish_funding(
         while True:
             try:
                 producer.produce(
-                    topic, key=f.key.encode(), value=encode_funding(codec, f), on_delivery=delivered
+                    topic, key=f.key.encode(), value=encode(codec, f), on_delivery=delivered
                 )
                 break
             except BufferError:
@@ -54,7 +56,7 @@ def publish_funding(
     remaining = producer.flush(60)
     if remaining or failures:
         raise FuturesPublishFailed(
-            f"{remaining} funding records unacknowledged; {'; '.join(failures[:3])}"
+            f"{remaining} futures records unacknowledged; {'; '.join(failures[:3])}"
         )
 
 

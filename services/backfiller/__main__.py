@@ -12,6 +12,7 @@ from qryptify import db
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest
 from qryptify.config import Config
+from qryptify.futures.price import enabled_kinds
 from qryptify.futures.sources import FundingSource
 from qryptify.futures.topic import topic_spec
 from qryptify.kafka import ensure_topics, make_producer
@@ -20,6 +21,8 @@ from qryptify.offsets import SourceOffsetStore
 from qryptify.publish import KlinePublisher
 from qryptify.service import service_main
 from services.backfiller.funding import FundingBackfill
+from services.backfiller.futures import FuturesPasses
+from services.backfiller.price_klines import PriceKlineBackfill
 from services.backfiller.run import Backfiller
 
 
@@ -28,28 +31,38 @@ def build(cfg: Config, stop: threading.Event, health: Health) -> Backfiller:
     producer = make_producer(cfg.kafka)
     rest = BinanceRest(cfg.rest)
     archive = ArchiveClient(cfg.archive) if cfg.archive.enabled else None
+    offsets = SourceOffsetStore(cfg.kafka, producer)
     return Backfiller(
         cfg,
         rest=rest,
         publisher=KlinePublisher(producer, cfg.kafka.topic),
-        offsets=SourceOffsetStore(cfg.kafka, producer),
+        offsets=offsets,
         archive=archive,
         connect_db=functools.partial(db.connect, cfg.db.dsn.get_secret_value()),
         stop=stop,
         health=health,
-        funding=build_funding(cfg, rest, archive, producer),
+        futures=build_futures(cfg, rest, archive, producer, offsets),
     )
 
 
-def build_funding(
-    cfg: Config, rest: BinanceRest, archive: ArchiveClient | None, producer: Producer
-) -> FundingBackfill | None:
-    """The funding pass when ``futures.funding_rates`` is on (its topic ensured), else None."""
-    if not cfg.futures.funding_rates:
+def build_futures(
+    cfg: Config,
+    rest: BinanceRest,
+    archive: ArchiveClient | None,
+    producer: Producer,
+    offsets: SourceOffsetStore,
+) -> FuturesPasses | None:
+    """The futures passes the ``futures`` section turns on (their topic ensured), or None."""
+    if not cfg.futures.enabled:
         return None
     ensure_topics(cfg.kafka, specs=[topic_spec(cfg)])
-    source = FundingSource(rest, archive, page_limit=cfg.futures.funding_page_limit)
-    return FundingBackfill(cfg, source, producer)
+    passes = FuturesPasses()
+    if cfg.futures.funding_rates:
+        source = FundingSource(rest, archive, page_limit=cfg.futures.funding_page_limit)
+        passes.funding = FundingBackfill(cfg, source, producer)
+    if enabled_kinds(cfg):
+        passes.prices = PriceKlineBackfill(cfg, rest, archive, producer, offsets)
+    return passes
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from qryptify.config import Config
 from qryptify.errors import ArchiveError, MalformedPayload
 from qryptify.futures.funding import FundingRate
 from qryptify.futures.sources import FundingSource
-from qryptify.futures.topic import last_funding_times, publish_funding
+from qryptify.futures.topic import last_funding_times, publish_records
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class FundingBackfill:
             if not rows:
                 continue
             await asyncio.to_thread(
-                publish_funding, self.producer, self.cfg.futures.topic, self.codec, rows
+                publish_records, self.producer, self.cfg.futures.topic, self.codec, rows
             )
             self._resume[symbol] = rows[-1].funding_time
             published += len(rows)

@@ -54,7 +54,7 @@ from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
 from qryptify.publish import KlinePublisher, event_position
 from qryptify.retry import backoff, sleep_unless_stopped, until_available
-from services.backfiller.funding import FundingBackfill
+from services.backfiller.futures import FuturesPasses
 from services.backfiller.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
 from services.backfiller.planning import (
     ArchiveUnit,
@@ -342,11 +342,11 @@ class Backfiller:
         stop: threading.Event | None = None,
         health: Health | None = None,
         service: str = SERVICE,
-        funding: FundingBackfill | None = None,
+        futures: FuturesPasses | None = None,
     ) -> None:
         self.cfg = cfg
-        #: The funding-rate pass (``futures.funding_rates``), run after each kline pass.
-        self.funding = funding
+        #: The futures passes (``futures`` config), run after each kline pass.
+        self.futures = futures
         self.rest = rest
         self.publisher = publisher
         self.offsets = offsets
@@ -424,9 +424,9 @@ class Backfiller:
         while not self.stop.is_set():
             try:
                 await self._guarded(self._pass(first))
-                if self.funding is not None and not self.stop.is_set():
+                if self.futures is not None and not self.stop.is_set():
                     infos = {p.symbol: s.info for p, s in self.states.items() if s.info}
-                    await self._guarded(self.funding.run_pass(infos))
+                    await self._guarded(self.futures.run_pass(infos))
             except (ExchangeUnavailable, RateLimited) as exc:
                 # The exchange went away mid-pass (after the per-request retries): stay up and
                 # run the pass again later; it resumes from the acknowledged positions.

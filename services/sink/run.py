@@ -110,7 +110,7 @@ def build_sink(cfg: Config, stop: threading.Event, health: Health) -> SinkRunner
         hook=crash_hook(os.environ),
     )
     futures = None
-    if cfg.futures.funding_rates:
+    if cfg.futures.enabled:
         futures = FuturesSink(
             make_consumer(cfg.kafka, cfg.futures.sink_group(cfg.sink.group_id)),
             MigratingConnector(cfg.db.dsn.get_secret_value()),

@@ -7,9 +7,11 @@ import threading
 from dataclasses import dataclass, field
 
 import httpx
+from psycopg import sql
 
 from qryptify import db
 from qryptify.config import KafkaConfig
+from qryptify.futures.price import TABLES
 from qryptify.kafka import TopicPartition, make_consumer
 from qryptify.metrics import Health
 from services.backfiller.__main__ import build as build_backfiller
@@ -18,10 +20,17 @@ from tests.e2e.backfill_support import BackfillEnv
 from tests.integration.conftest import unique
 
 
-def futures_env(env: BackfillEnv) -> str:
-    """Turn on funding rates on a fresh futures topic; return its name."""
+def futures_env(env: BackfillEnv, *, prices: bool = False) -> str:
+    """Turn on funding rates (and with ``prices`` the three price kline kinds) on a fresh
+    futures topic; return its name."""
     topic = unique("test") + ".futures"
-    env.extra["futures"] = {"funding_rates": True, "topic": topic}
+    env.extra["futures"] = {
+        "funding_rates": True,
+        "mark_price": prices,
+        "index_price": prices,
+        "premium_index": prices,
+        "topic": topic,
+    }
     return topic
 
 
@@ -92,5 +101,53 @@ def compare_funding(dsn: str, sim_url: str, symbol: str, start: int, end: int) -
             report.with_hours += 1
             if hours != t["intervalHours"]:
                 report.wrong.append(f"{t['fundingTime']} hours {hours} != {t['intervalHours']}")
+    report.extra = sorted(have)
+    return report
+
+
+@dataclass
+class PriceReport:
+    kind: str
+    pair: str
+    truth: int = 0
+    missing: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.missing), len(self.extra), len(self.wrong)
+
+
+def compare_prices(
+    dsn: str, sim_url: str, kind: str, pair: str, start: int, end: int
+) -> PriceReport:
+    """Row by row against the simulator's closed candles of the kind in [start, end)."""
+    symbol, interval = pair.split("/")
+    truth = httpx.get(
+        f"{sim_url}/sim/truth/price",
+        params={"kind": kind, "symbol": symbol, "interval": interval, "start": start, "end": end},
+        timeout=30,
+    ).json()
+    with db.connect(dsn) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT (extract(epoch FROM ts) * 1000)::bigint, open, high, low, close,"
+                " (extract(epoch FROM close_time) * 1000)::bigint, samples FROM {} WHERE"
+                " symbol = %s AND interval = %s AND ts >= to_timestamp(%s / 1000.0)"
+                " AND ts < to_timestamp(%s / 1000.0)"
+            ).format(sql.Identifier(TABLES[kind])),  # type: ignore[index]
+            (symbol, interval, start, end),
+        ).fetchall()
+    have = {int(r[0]): r[1:] for r in rows}
+    report = PriceReport(kind, pair, truth=len(truth))
+    for t in truth:
+        got = have.pop(int(t[0]), None)
+        if got is None:
+            report.missing.append(int(t[0]))
+            continue
+        want = (float(t[1]), float(t[2]), float(t[3]), float(t[4]), int(t[6]), int(t[8]))
+        if tuple(got) != want:
+            report.wrong.append(f"{t[0]}: {tuple(got)} != {want}")
     report.extra = sorted(have)
     return report

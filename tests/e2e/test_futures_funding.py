@@ -1,6 +1,7 @@
-"""Funding rates end to end: simulator (archive months + REST tail, one symbol whose funding
-interval changes twice mid-history, one archive month missing) → backfiller → the futures
-topic → the sink's futures path → funding_rates, compared row by row with the truth."""
+"""All four futures kinds end to end: simulator (archive months + REST tail, one symbol whose
+funding interval changes twice mid-history, archive months missing) → backfiller → the futures
+topic → the sink's futures path → funding_rates and the mark/index/premium kline tables,
+compared row by row with the truth; then status, tap, reset + replay, and a second run."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.e2e.backfill_support import FROZEN, PYTHON, ROOT, SIM_NOW, BackfillEn
 from tests.e2e.futures_support import (
     backfiller,
     compare_funding,
+    compare_prices,
     futures_env,
     group_caught_up,
 )
@@ -32,6 +34,9 @@ START = "2024-04-01"
 TO_4H = parse_time_ms("2024-06-15T04:00:00Z")  # ETHUSDT: 8 h → 4 h (archive months)
 TO_1H = parse_time_ms("2024-07-03T00:00:00Z")  # ETHUSDT: 4 h → 1 h (the REST tail)
 MISSING = "BNBUSDT-fundingRate-2024-05.zip"
+MISSING_PRICES = "ETHUSDT-4h-2024-05.zip"  # every kind's (and the klines') May file
+PAIRS = ("BTCUSDT/1h", "ETHUSDT/4h", "BNBUSDT/1d")
+KINDS = ("mark", "index", "premium")
 
 
 @pytest.fixture
@@ -45,26 +50,26 @@ def env(
         start_ms=SIM_NOW,
         speed=FROZEN,
         funding_changes=(("ETHUSDT", TO_4H, 4), ("ETHUSDT", TO_1H, 1)),
-        faults={"archive_missing": [MISSING]},
+        faults={"archive_missing": [MISSING, MISSING_PRICES]},
     )
     environment = BackfillEnv(
         sim,
         kafka_cfg,
         db_dsn,
         tmp_path,
-        ("BTCUSDT/1h", "ETHUSDT/4h", "BNBUSDT/1d"),
+        PAIRS,
         start_date=START,
     )
     yield environment
     environment.cleanup()
 
 
-def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
-    topic = futures_env(env)
+def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
+    topic = futures_env(env, prices=True)
     env.start("services.sink")
     run = backfiller(env)
     assert run.run() == 0
-    assert run.funding is not None
+    assert run.futures is not None and run.futures.prices is not None
     wait_until(env.sink_caught_up, 120, "the sink to write the klines")
     group = f"{env.sink_group}.futures"
     wait_until(lambda: group_caught_up(env.kafka, topic, group), 120, "the futures path")
@@ -80,6 +85,22 @@ def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
         "ETHUSDT": (0, 0, 0),
         "BNBUSDT": (0, 0, 0),
     }
+    prices = [
+        compare_prices(env.dsn, env.sim.url, kind, pair, start, end)
+        for kind in KINDS
+        for pair in PAIRS
+    ]
+    for p in prices:
+        print(p.kind, p.pair, p.truth, p.counts, p.missing[:3], p.extra[:3], p.wrong[:2])
+    assert [(p.kind, p.pair, p.counts) for p in prices] == [
+        (kind, pair, (0, 0, 0)) for kind in KINDS for pair in PAIRS
+    ]
+    assert all(p.truth > 0 for p in prices)
+    # Archive months April..June for BTC and BNB (3 kinds x 2 pairs x 3), April only for ETH
+    # (its May file is missing: REST from May on); the REST tail for every series.
+    assert run.futures.prices.archive_files == 3 * (3 + 3 + 1)
+    assert run.futures.prices.rest_pages >= 9
+
     # 8 h from April to mid-June, then 4 h, then 1 h: the schedule came from the data.
     with db.connect(env.dsn) as conn:
         gaps = Counter(
@@ -117,17 +138,27 @@ def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     print(status.stdout, status.stderr[-2000:])
-    lines = status.stdout.split("futures: funding rates", 1)[1].splitlines()
-    table = {line.split()[0]: line.split() for line in lines[2:] if line.strip()}
+    after = status.stdout.split("futures: funding rates", 1)[1]
+    funding_block, price_block = after.split("futures: mark / index / premium-index klines")
+    table = {line.split()[0]: line.split() for line in funding_block.splitlines()[2:] if line}
     assert {s: (int(v[1]), int(v[6])) for s, v in table.items()} == {
         s: (r.truth, 0) for s, r in reports.items()
+    }
+    # Per kind and pair: rows, no gaps.
+    kinds = [line.split() for line in price_block.splitlines()[2:] if line.strip()]
+    assert {(v[0], v[1]): (int(v[2]), int(v[7])) for v in kinds} == {
+        (p.kind, p.pair): (p.truth, 0) for p in prices
     }
 
     # `qryptify tap --futures` shows every funding record of the topic, decoded.
     tap = _cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end", "--format", "json")
     tapped = [json.loads(line) for line in tap.splitlines() if line.startswith("{")]
-    assert Counter(r["symbol"] for r in tapped) == {s: r.truth for s, r in reports.items()}
-    assert {r["type"] for r in tapped} == {"funding"}
+    assert Counter((r["type"], r["symbol"]) for r in tapped if r["type"] == "funding") == {
+        ("funding", s): r.truth for s, r in reports.items()
+    }
+    assert Counter(
+        (r["type"], f"{r['symbol']}/{r['interval']}") for r in tapped if r["type"] != "funding"
+    ) == {(p.kind, p.pair): p.truth for p in prices}
 
     # reset-db empties the futures tables too; replay rebuilds them from the topic.
     assert env.services[0].stop() == 0
@@ -139,11 +170,17 @@ def test_funding_rates_match_the_truth(env: BackfillEnv) -> None:
     assert {s: (r.counts, r.with_mark, r.with_hours) for s, r in replayed.items()} == {
         s: ((0, 0, 0), r.with_mark, r.with_hours) for s, r in reports.items()
     }
+    replayed_prices = [
+        compare_prices(env.dsn, env.sim.url, p.kind, p.pair, start, end) for p in prices
+    ]
+    assert [(p.counts, p.truth) for p in replayed_prices] == [((0, 0, 0), p.truth) for p in prices]
 
     # A second run publishes nothing: it resumes from what the futures topic holds.
     again = backfiller(env)
     assert again.run() == 0
-    assert again.funding is not None and again.funding.published == 0
+    assert again.futures is not None
+    assert again.futures.funding is not None and again.futures.funding.published == 0
+    assert again.futures.prices is not None and again.futures.prices.published == 0
 
 
 def _check_readme_query(env: BackfillEnv) -> None:

@@ -112,7 +112,7 @@ def test_no_futures_section_changes_nothing(
     ensure_topics(kafka_on)
     (tmp_path / "on").mkdir()
     on = BackfillEnv(sim, kafka_on, second_db, tmp_path / "on", PAIRS, start_date="2024-04-01")
-    topic = futures_env(on)
+    topic = futures_env(on, prices=True)
     try:
         _run(on, topic)
     finally:
