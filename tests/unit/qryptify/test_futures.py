@@ -12,6 +12,7 @@ import pytest
 from qryptify.avro import AvroCodec, SchemaCatalogue, schemas_dir
 from qryptify.config import build_config, load_config
 from qryptify.errors import ConfigError, InvalidFuturesRecord, MalformedPayload
+from qryptify.futures import records
 from qryptify.futures.funding import (
     FUNDING_RATE,
     FundingArchiveFile,
@@ -22,8 +23,18 @@ from qryptify.futures.funding import (
     record_from_avro,
     validate_funding,
 )
+from qryptify.futures.price import (
+    PriceArchiveFile,
+    PriceKline,
+    enabled_kinds,
+    month_files,
+    parse_archive,
+    validate_price_kline,
+)
+from qryptify.futures.price import parse_rest as parse_price_rest
 from qryptify.futures.sink import stage
 from qryptify.futures.sources import FiveMinuteWindow
+from qryptify.pairs import Pair
 from qryptify.sink.batch import Record
 
 JUN = 1_717_200_000_000  # 2024-06-01 00:00 UTC
@@ -60,8 +71,7 @@ def test_env_overrides_the_futures_section(tmp_path: Path) -> None:
     ("section", "key", "words"),
     [
         ({"funding_rates": "maybe"}, "futures.funding_rates", "boolean"),
-        ({"mark_price": True}, "futures", "mark_price: not available"),
-        ({"premium_index": True}, "futures", "premium_index: not available"),
+        ({"mark_price": "often"}, "futures.mark_price", "boolean"),
         ({"topic": "bad topic"}, "futures.topic", "topic name"),
         ({"topic": "klines"}, "futures.topic", "differ from the kafka topics"),
         ({"funding_page_limit": 1001}, "futures.funding_page_limit", "1000"),
@@ -221,3 +231,90 @@ def test_five_minute_window_holds_requests_beyond_the_limit() -> None:
     assert [window.wait_s(float(t)) for t in range(4)] == [0.0] * 4
     assert window.wait_s(10.0) == pytest.approx(290.0)  # the 5th would leave no margin
     assert window.wait_s(300.5) == 0.0  # the first one left the window
+
+
+# -- price klines ------------------------------------------------------------------------------
+def price(kind: str = "mark", **kw: Any) -> PriceKline:
+    fields: dict[str, Any] = {
+        "kind": kind, "symbol": "BTCUSDT", "interval": "1h", "open_time": JUN,
+        "close_time": JUN + 3_599_999, "open": "100.5", "high": "101.0", "low": "99.0",
+        "close": "100.0", "samples": 3600, "source": "rest", "ingested_at": JUN,
+    }  # fmt: skip
+    fields.update(kw)
+    return PriceKline(**fields)
+
+
+def test_price_kinds_are_configurable_and_listed_in_order() -> None:
+    cfg = build_config({"futures": {"premium_index": True, "mark_price": True}})
+    assert cfg.futures.enabled and not cfg.futures.funding_rates
+    assert enabled_kinds(cfg) == ["mark", "premium"]
+    assert enabled_kinds(build_config({})) == []
+
+
+def test_rest_rows_become_price_klines_with_the_sample_count() -> None:
+    body = [[JUN, "-0.0001", "0.0002", "-0.0003", "0.0001", "0", JUN + 3_599_999, "0", 3600,
+             "0", "0", "0"]]  # fmt: skip
+    (k,) = parse_price_rest("premium", Pair("BTCUSDT", "1h"), body, 7)
+    assert k == price("premium", open="-0.0001", high="0.0002", low="-0.0003", close="0.0001",
+                      ingested_at=7)  # fmt: skip
+    assert k.key == "BTCUSDT|premium|1h"
+    assert validate_price_kline(k) is k
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"kind": "last"},
+        {"interval": "7m"},
+        {"close_time": JUN + 3_600_000},
+        {"high": "99.5"},
+        {"open": "1e2"},
+        {"samples": -1},
+        {"source": "ftp"},
+    ],
+)
+def test_invalid_price_klines_are_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(InvalidFuturesRecord, match="price kline"):
+        validate_price_kline(price(**change))
+
+
+def test_price_archive_files_live_beside_the_kline_files() -> None:
+    pair = Pair("ETHUSDT", "4h")
+    monthly = PriceArchiveFile.of("index", "monthly", pair, JUN + 5)
+    assert monthly.path == (
+        "data/futures/um/monthly/indexPriceKlines/ETHUSDT/4h/ETHUSDT-4h-2024-06.zip"
+    )
+    daily = PriceArchiveFile.of("premium", "daily", pair, JUN + 5)
+    assert daily.path.startswith("data/futures/um/daily/premiumIndexKlines/ETHUSDT/4h/")
+    files = month_files("mark", pair, JUN + 5, JUN + 62 * 86_400_000)
+    assert [f.zip_name for f in files] == ["ETHUSDT-4h-2024-06.zip", "ETHUSDT-4h-2024-07.zip"]
+
+
+def test_price_archive_csv_parses_the_kind_rows() -> None:
+    file = PriceArchiveFile.of("mark", "monthly", Pair("BTCUSDT", "1h"), JUN)
+    csv = (
+        "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+        "taker_buy_volume,taker_buy_quote_volume,ignore\n"
+        f"{JUN},100.5,101.0,99.0,100.0,0,{JUN + 3_599_999},0,3600,0,0,0\n"
+    )
+    assert parse_archive("mark", csv.encode(), file, JUN) == [price(source="archive")]
+
+
+def test_price_klines_round_trip_and_stage_with_funding() -> None:
+    codec = AvroCodec()
+    k = price("index")
+    assert records.decode(codec, records.encode(codec, k)) == k
+    first = records.encode(codec, price("index", close="100.0"))
+    later = records.encode(codec, price("index", close="100.5"))
+    batch = stage(
+        [
+            Record("t", 0, 1, b"BTCUSDT|index|1h", first),
+            Record("t", 0, 2, b"BTCUSDT|index|1h", later),
+            Record("t", 0, 3, b"BTCUSDT|funding", encode_funding(codec, funding())),
+            Record("t", 0, 4, b"BTCUSDT|mark|1h", later),
+        ],
+        codec,
+    )
+    assert [(p.kind, p.close) for p in batch.prices] == [("index", "100.5")]
+    assert len(batch.funding) == 1
+    assert [e.offset for e in batch.dlq] == [4]  # an index record under a mark key

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sim.funding import FundingBook, WindowLimit, parse_funding_changes
+from sim.market import Availability
 from sim.symbols import DEFAULT_SYMBOLS, parse_time_ms
 
 H = 3_600_000
@@ -79,3 +80,26 @@ def test_window_limit_answers_retry_after_past_500_in_5_minutes() -> None:
     assert limit.retry_after("ip", 10.0) == 291
     assert limit.retry_after("other", 10.0) == 0
     assert limit.retry_after("ip", 300.5) == 0
+
+
+# -- price klines ------------------------------------------------------------------------------
+def test_price_kinds_are_monotonic_transforms_so_intervals_aggregate_exactly() -> None:
+    from sim.market import Market
+    from sim.price_klines import rows
+
+    market = Market(DEFAULT_SYMBOLS)
+    spec = SPECS["BTCUSDT"]
+    avail = Availability.build(spec.onboard_ms, spec.delist_ms, [])
+    hour = market.closed_klines(spec, "1h", DAY, DAY, avail)
+    minutes = market.closed_klines(spec, "1m", DAY, DAY + H - 60_000, avail)
+    for kind in ("mark", "index", "premium"):
+        (h,) = rows(kind, spec, hour)
+        ms = rows(kind, spec, minutes)
+        assert len(ms) == 60
+        assert h[1] == ms[0][1] and h[4] == ms[-1][4]  # open of the first, close of the last
+        assert float(str(h[2])) == max(float(str(m[2])) for m in ms)
+        assert float(str(h[3])) == min(float(str(m[3])) for m in ms)
+        assert h[8] == 3600 and ms[0][8] == 60  # one sample per second
+        assert h[5] == h[7] == "0"
+    mark, index = rows("mark", spec, hour)[0], rows("index", spec, hour)[0]
+    assert float(str(mark[4])) > float(str(index[4]))
