@@ -44,6 +44,7 @@ from sim.clock import SimClock
 from sim.faults import FaultError, Faults
 from sim.funding import add_funding_routes
 from sim.limits import BANNED, LIMITED, WeightLimiter, klines_weight
+from sim.mark_stream import mark_streams, serve_mark_price
 from sim.market import (
     Availability,
     Formatters,
@@ -1016,6 +1017,9 @@ def _stream_list(text: str) -> tuple[str, ...]:
 
 
 async def handle_market_stream(request: web.Request) -> web.StreamResponse:
+    marks = mark_streams(request.query.get("streams", ""))
+    if marks is not None:  # <symbol>@markPrice streams: sim/mark_stream.py
+        return await serve_mark_price(request, request.app[STATE_KEY], marks)
     streams = _stream_list(request.query.get("streams", ""))
     return await _serve_ws(request, routed=True, combined=True, streams=streams)
 

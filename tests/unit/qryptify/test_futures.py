@@ -11,7 +11,7 @@ import pytest
 
 from qryptify.avro import AvroCodec, SchemaCatalogue, schemas_dir
 from qryptify.config import build_config, load_config
-from qryptify.errors import ConfigError, InvalidFuturesRecord, MalformedPayload
+from qryptify.errors import ConfigError, InvalidFuturesRecord, MalformedPayload, PairError
 from qryptify.futures import records
 from qryptify.futures.funding import (
     FUNDING_RATE,
@@ -22,6 +22,13 @@ from qryptify.futures.funding import (
     parse_rest,
     record_from_avro,
     validate_funding,
+)
+from qryptify.futures.live import (
+    CandleWatch,
+    FundingWatch,
+    mark_stream,
+    mark_stream_url,
+    parse_mark_frame,
 )
 from qryptify.futures.price import (
     PriceArchiveFile,
@@ -318,3 +325,58 @@ def test_price_klines_round_trip_and_stage_with_funding() -> None:
     assert [(p.kind, p.close) for p in batch.prices] == [("index", "100.5")]
     assert len(batch.funding) == 1
     assert [e.offset for e in batch.dlq] == [4]  # an index record under a mark key
+
+
+# -- live: the markPrice stream and the watchdog -----------------------------------------------
+def _frame(symbol: str = "BTCUSDT", nxt: int = JUN + H8, stream: str | None = None) -> str:
+    data = {"e": "markPriceUpdate", "E": JUN, "s": symbol, "p": "1.0", "i": "1.0", "P": "1.0",
+            "r": "0.0001", "T": nxt}  # fmt: skip
+    return json.dumps({"stream": stream or mark_stream(symbol), "data": data})
+
+
+def test_mark_stream_url_is_routed_and_keeps_the_stream_names_case() -> None:
+    url = mark_stream_url("wss://fstream.binance.com/stream", ["BTCUSDT", "ETHUSDT"])
+    assert url == (
+        "wss://fstream.binance.com/market/stream?streams=btcusdt@markPrice@1s/ethusdt@markPrice@1s"
+    )
+    with pytest.raises(PairError):
+        mark_stream_url("wss://x/market/stream", ["bad symbol"])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        json.dumps({"stream": "btcusdt@markPrice@1s", "data": {"e": "kline"}}),
+        _frame(nxt="soon"),  # type: ignore[arg-type]
+        _frame(stream="ethusdt@markPrice@1s"),
+    ],
+)
+def test_malformed_mark_frames_are_named(raw: str) -> None:
+    with pytest.raises(MalformedPayload):
+        parse_mark_frame(raw)
+
+
+def test_a_later_next_funding_time_means_a_funding_settled() -> None:
+    watch = FundingWatch(published={"BTCUSDT": JUN - H8})
+    assert watch.on_update(parse_mark_frame(_frame(nxt=JUN))) is False  # first sight
+    assert watch.on_update(parse_mark_frame(_frame(nxt=JUN))) is False
+    assert watch.due(JUN - 1, 0) == []
+    assert watch.on_update(parse_mark_frame(_frame(nxt=JUN + H8))) is True
+    assert watch.due(JUN + 5_000, 5_000) == ["BTCUSDT"]  # JUN settled, not published
+    watch.fetched("BTCUSDT", None, JUN + 5_000, 1_000)  # REST did not have it yet
+    assert watch.due(JUN + 5_500, 5_000) == []  # retry interval
+    assert watch.due(JUN + 6_000, 5_000) == ["BTCUSDT"]
+    watch.fetched("BTCUSDT", JUN, JUN + 6_000, 1_000)
+    assert watch.due(JUN + 8_000, 5_000) == []
+    # No frame at all past the announced time (a dropped stream): the watchdog still fetches.
+    assert watch.due(JUN + H8 + 5_000, 5_000) == ["BTCUSDT"]
+
+
+def test_candle_series_are_due_after_their_next_close_plus_grace() -> None:
+    watch = CandleWatch(published={("mark", "BTCUSDT", "1h"): JUN})
+    next_close_end = JUN + 2 * 3_600_000  # the candle opening at JUN + 1h ends here
+    assert watch.due(next_close_end + 4_999, 5_000) == []
+    assert watch.due(next_close_end + 5_000, 5_000) == [("mark", "BTCUSDT", "1h")]
+    watch.fetched(("mark", "BTCUSDT", "1h"), JUN + 3_600_000, next_close_end + 5_000, 5_000)
+    assert watch.due(next_close_end + 10_000, 5_000) == []
