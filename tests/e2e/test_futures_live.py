@@ -1,9 +1,10 @@
-"""The live futures path end to end: backfill to "now", then the producer (subprocess) on an
-accelerated simulator: `<symbol>@markPrice@1s` on the routed path (a funding settles → REST),
-the watchdog for mark/index/premium klines (no kline stream of these kinds exists on USDⓈ-M),
-a funding-interval change and WebSocket drops during the live window; the sink writes it all.
-0 missing / 0 extra / 0 wrong per kind against the truth up to shortly before the stop, and
-the window after the backfill is non-empty for every series. Waits are hang guards only."""
+"""All four futures kinds, archive + REST + live, end to end: backfill from the June archive
+and the July REST tail to "now", then the producer (subprocess) on an accelerated simulator:
+``<symbol>@markPrice@1s`` on the routed path (a funding settles → REST), the watchdog for
+mark/index/premium klines (no kline stream of these kinds exists on USDⓈ-M), a funding-interval
+change and WebSocket drops during the live window; the sink writes it all. 0 missing / 0 extra
+/ 0 wrong per kind against the truth up to shortly before the stop, and the window after the
+backfill is non-empty for every series. Waits are hang guards only."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from tests.e2e.futures_support import (
 
 pytestmark = pytest.mark.e2e
 
-START = "2024-07-08"
+START = "2024-06-01"  # the June archive files, then REST
 SIM_START = parse_time_ms("2024-07-10T12:34:30Z")
 TO_1H = SIM_START + 2 * HOUR_MS  # ETHUSDT: 8 h → 1 h during the live window
 PAIRS = ("BTCUSDT/15m", "ETHUSDT/1h", "BNBUSDT/30m")
@@ -61,8 +62,14 @@ def test_live_futures_through_a_funding_change_and_ws_drops(env: BackfillEnv) ->
     assert isinstance(sim, SimulatorThread)
     topic = futures_env(env, prices=True)
     env.start("services.sink")
-    assert backfiller(env).run() == 0
+    backfill = backfiller(env)
+    assert backfill.run() == 0
     backfilled_to = sim.now_ms()
+    passes = backfill.futures
+    assert passes is not None and passes.funding is not None and passes.prices is not None
+    assert passes.funding.archive_months == 3  # June, for each symbol
+    assert passes.prices.archive_files == 3 * 3  # June, for each kind and pair
+    assert passes.prices.rest_pages >= 9  # and the July tail from REST
 
     producer = env.start("services.producer")
     wait_until(lambda: sim.now_ms() >= backfilled_to + 2 * HOUR_MS, 120, "2 sim hours live")
