@@ -1,4 +1,4 @@
-"""Reading funding rates from the exchange: archive months, then REST pages.
+"""Reading funding rates and price klines from the exchange: archive months, REST pages.
 
 REST ``/fapi/v1/fundingRate`` goes through the one ``BinanceRest`` (its weight budget, 429/418
 handling and retries) at weight 1, and besides through ``FiveMinuteWindow``: the endpoint has
@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest
+from qryptify.binance.weights import klines_weight
 from qryptify.futures.funding import FundingArchiveFile, FundingRate, parse_archive_csv, parse_rest
+from qryptify.futures.price import REST, PriceKind, PriceKline
+from qryptify.futures.price import parse_rest as parse_price_rest
+from qryptify.pairs import Pair, last_closed_open, next_open
 
 FUNDING_PATH = "/fapi/v1/fundingRate"
 #: Weight counted against the shared per-minute budget (the documentation names only the
@@ -93,3 +97,50 @@ class FundingSource:
         self.requests += 1
         rows = parse_rest(symbol, body, self.rest.clock.now_ms())
         return [f for f in rows if start_ms <= f.funding_time <= end_ms]
+
+    async def between(self, symbol: str, start_ms: int, end_ms: int) -> list[FundingRate]:
+        """Every funding with ``start_ms <= time <= end_ms``, page after page."""
+        out: list[FundingRate] = []
+        cursor = start_ms
+        while cursor <= end_ms:
+            page = await self.page(symbol, cursor, end_ms)
+            out += page
+            if len(page) < self.page_limit:
+                break
+            cursor = page[-1].funding_time + 1
+        return out
+
+
+async def closed_price_klines(
+    rest: BinanceRest,
+    kind: PriceKind,
+    pair: Pair,
+    start_ms: int,
+    now_ms: int,
+    page_limit: int,
+) -> tuple[list[PriceKline], int]:
+    """Every candle of the kind opening at or after ``start_ms`` and closed at ``now_ms``
+    (``close_time < now_ms``), page after page of REST under the shared budget (the klines'
+    weight by limit). Returns the candles and the pages fetched."""
+    path, param = REST[kind]
+    last_closed = last_closed_open(pair.interval, now_ms)
+    out: list[PriceKline] = []
+    cursor = start_ms
+    pages = 0
+    while cursor <= last_closed:
+        params = {
+            param: pair.symbol,
+            "interval": pair.interval,
+            "startTime": cursor,
+            "endTime": last_closed,
+            "limit": page_limit,
+        }
+        body = await rest._get(path, params, weight=klines_weight(page_limit))
+        pages += 1
+        page = parse_price_rest(kind, pair, body, rest.clock.now_ms())
+        closed = [k for k in page if k.open_time >= cursor and k.close_time < now_ms]
+        out += closed
+        if len(page) < page_limit or not closed:
+            break
+        cursor = next_open(pair.interval, closed[-1].open_time)
+    return out, pages

@@ -85,10 +85,4 @@ class FundingBackfill:
             out += [f for f in rows if f.funding_time >= cursor]
             month = next_month(month)
             cursor = max(cursor, month)
-        while cursor <= now:
-            page = await self.source.page(symbol, cursor, now)
-            out += page
-            if len(page) < self.source.page_limit:
-                break
-            cursor = page[-1].funding_time + 1
-        return out
+        return out + await self.source.between(symbol, cursor, now)

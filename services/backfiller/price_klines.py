@@ -20,21 +20,20 @@ from confluent_kafka import Producer
 from qryptify.avro import AvroCodec
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest, SymbolInfo
-from qryptify.binance.weights import best_page_limit, klines_weight
+from qryptify.binance.weights import best_page_limit
 from qryptify.config import Config
 from qryptify.errors import ArchiveError, MalformedPayload
 from qryptify.futures.price import (
-    REST,
     PriceKind,
     PriceKline,
     enabled_kinds,
     month_files,
     parse_archive,
-    parse_rest,
 )
+from qryptify.futures.sources import closed_price_klines
 from qryptify.futures.topic import publish_records
 from qryptify.offsets import SourceOffsetStore
-from qryptify.pairs import Pair, ceil_open, last_closed_open, next_open
+from qryptify.pairs import Pair, ceil_open, next_open
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +100,6 @@ class PriceKlineBackfill:
     async def _collect(self, kind: PriceKind, pair: Pair, begin: int, now: int) -> list[PriceKline]:
         out: list[PriceKline] = []
         cursor = begin
-        last_closed = last_closed_open(pair.interval, now)
         if self.archive is not None:
             for file in month_files(kind, pair, begin, now):
                 try:
@@ -115,21 +113,6 @@ class PriceKlineBackfill:
                 self.archive_files += 1
                 out += [k for k in rows if k.open_time >= cursor and k.close_time < now]
                 cursor = max(cursor, file.end_ms)
-        path, param = REST[kind]
-        while cursor <= last_closed:
-            params = {
-                param: pair.symbol,
-                "interval": pair.interval,
-                "startTime": cursor,
-                "endTime": last_closed,
-                "limit": self.page_limit,
-            }
-            body = await self.rest._get(path, params, weight=klines_weight(self.page_limit))
-            self.rest_pages += 1
-            page = parse_rest(kind, pair, body, self.rest.clock.now_ms())
-            closed = [k for k in page if cursor <= k.open_time and k.close_time < now]
-            out += closed
-            if len(page) < self.page_limit or not closed:
-                break
-            cursor = next_open(pair.interval, closed[-1].open_time)
-        return out
+        tail, pages = await closed_price_klines(self.rest, kind, pair, cursor, now, self.page_limit)
+        self.rest_pages += pages
+        return out + tail

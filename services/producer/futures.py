@@ -29,15 +29,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from qryptify.avro import AvroCodec
 from qryptify.binance.rest import BinanceRest
-from qryptify.binance.weights import best_page_limit, klines_weight
+from qryptify.binance.weights import best_page_limit
 from qryptify.binance.ws import connect_options, reconnect_delays
 from qryptify.config import Config
 from qryptify.errors import ExchangeError, MalformedPayload
-from qryptify.futures.funding import FundingRate
 from qryptify.futures.live import CandleWatch, FundingWatch, mark_stream_url, parse_mark_frame
-from qryptify.futures.price import REST, PriceKind, PriceKline, enabled_kinds, parse_rest
+from qryptify.futures.price import PriceKind, enabled_kinds
 from qryptify.futures.records import FuturesRecord
-from qryptify.futures.sources import FundingSource
+from qryptify.futures.sources import FundingSource, closed_price_klines
 from qryptify.futures.topic import last_funding_times, publish_records
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, last_closed_open, next_open
@@ -190,14 +189,8 @@ class FuturesLive:
 
     async def _fetch_funding(self, symbol: str) -> int | None:
         now = self.rest.clock.now_ms()
-        cursor = self.funding.published.get(symbol, now) + 1
-        rows: list[FundingRate] = []
-        while cursor <= now:
-            page = await self.source.page(symbol, cursor, now)
-            rows += page
-            if len(page) < self.source.page_limit:
-                break
-            cursor = page[-1].funding_time + 1
+        start = self.funding.published.get(symbol, now) + 1
+        rows = await self.source.between(symbol, start, now)
         if not rows:
             return None
         await self._publish(rows)
@@ -211,25 +204,8 @@ class FuturesLive:
         # that clock may run a little ahead, and the candle containing the exchange's now is
         # still open (REST returns it with partial values).
         now = self.rest.clock.now_ms() - self.cfg.ws.watchdog_grace_ms
-        last_closed = last_closed_open(interval, now)
-        cursor = next_open(interval, self.candles.published[series])
-        path, param = REST[pk]
-        rows: list[PriceKline] = []
-        while cursor <= last_closed:
-            params = {
-                param: symbol,
-                "interval": interval,
-                "startTime": cursor,
-                "endTime": last_closed,
-                "limit": self.page_limit,
-            }
-            body = await self.rest._get(path, params, weight=klines_weight(self.page_limit))
-            page = parse_rest(pk, pair, body, self.rest.clock.now_ms())
-            closed = [k for k in page if k.open_time >= cursor and k.close_time < now]
-            rows += closed
-            if len(page) < self.page_limit or not closed:
-                break
-            cursor = next_open(interval, closed[-1].open_time)
+        start = next_open(interval, self.candles.published[series])
+        rows, _pages = await closed_price_klines(self.rest, pk, pair, start, now, self.page_limit)
         if not rows:
             return None
         await self._publish(rows)
