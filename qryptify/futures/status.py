@@ -73,14 +73,6 @@ def to_json(coverage: Sequence[FundingCoverage]) -> list[dict[str, object]]:
     return [asdict(c) for c in coverage]
 
 
-_PRICE_COVERAGE = sql.SQL("""
-SELECT count(*), min(ts), max(ts),
-       (SELECT last_ts FROM futures_sync_state
-        WHERE kind = %(k)s AND symbol = %(s)s AND interval = %(i)s)
-FROM {table} WHERE symbol = %(s)s AND interval = %(i)s
-""")
-
-
 @dataclass(frozen=True, slots=True)
 class PriceCoverage:
     kind: str
@@ -97,9 +89,15 @@ def price_coverage(
 ) -> list[PriceCoverage]:
     out: list[PriceCoverage] = []
     for kind in kinds:
-        query = _PRICE_COVERAGE.format(table=sql.Identifier(TABLES[kind]))
         for pair in pairs:
-            row = conn.execute(query, {"k": kind, "s": pair.symbol, "i": pair.interval}).fetchone()
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), min(ts), max(ts), (SELECT last_ts FROM futures_sync_state"
+                    " WHERE kind = %(k)s AND symbol = %(s)s AND interval = %(i)s)"
+                    " FROM {} WHERE symbol = %(s)s AND interval = %(i)s"
+                ).format(sql.Identifier(TABLES[kind])),
+                {"k": kind, "s": pair.symbol, "i": pair.interval},
+            ).fetchone()
             assert row is not None  # noqa: S101 - an aggregate always returns a row
             rows, first, last, pointer = row
             gaps = 0

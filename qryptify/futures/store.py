@@ -73,22 +73,6 @@ def write_funding(conn: Connection, rows: Sequence[FundingRate]) -> int:
     return changed
 
 
-#: The same rules as ``candlesticks``: a repeated candle is a no-op, a differing one replaces.
-_UPSERT_PRICES = sql.SQL("""
-INSERT INTO {table} (ts, symbol, interval, open, high, low, close, close_time, samples)
-SELECT t, s, i, o::float8, h::float8, l::float8, c::float8, ct, n
-FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::text[], %s::timestamptz[], %s::bigint[]) AS u(t, s, i, o, h, l, c, ct, n)
-ON CONFLICT (symbol, interval, ts) DO UPDATE SET
-    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
-    close_time = EXCLUDED.close_time, samples = EXCLUDED.samples
-WHERE ({table}.open, {table}.high, {table}.low, {table}.close, {table}.close_time,
-       {table}.samples)
-    IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
-                      EXCLUDED.close_time, EXCLUDED.samples)
-""")
-
-
 def write_futures(
     conn: Connection, funding: Sequence[FundingRate], prices: Sequence[PriceKline]
 ) -> int:
@@ -101,8 +85,22 @@ def write_futures(
             by_kind.setdefault(k.kind, []).append(k)
         newest: dict[tuple[str, str, str], int] = {}
         for kind, rows in by_kind.items():
+            # The same rules as candlesticks: a repeated candle is a no-op, a differing one
+            # replaces it. The statement is inline: a psycopg.sql composition of a literal.
             cur = conn.execute(
-                _UPSERT_PRICES.format(table=sql.Identifier(TABLES[kind])),  # type: ignore[index]
+                sql.SQL(
+                    "INSERT INTO {0} (ts, symbol, interval, open, high, low, close, close_time,"
+                    " samples) SELECT t, s, i, o::float8, h::float8, l::float8, c::float8, ct, n"
+                    " FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[],"
+                    " %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::bigint[])"
+                    " AS u(t, s, i, o, h, l, c, ct, n)"
+                    " ON CONFLICT (symbol, interval, ts) DO UPDATE SET open = EXCLUDED.open,"
+                    " high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,"
+                    " close_time = EXCLUDED.close_time, samples = EXCLUDED.samples"
+                    " WHERE ({0}.open, {0}.high, {0}.low, {0}.close, {0}.close_time, {0}.samples)"
+                    " IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low,"
+                    " EXCLUDED.close, EXCLUDED.close_time, EXCLUDED.samples)"
+                ).format(sql.Identifier(TABLES[kind])),  # type: ignore[index]
                 (
                     [_dt(k.open_time) for k in rows],
                     [k.symbol for k in rows],
