@@ -380,3 +380,21 @@ def test_candle_series_are_due_after_their_next_close_plus_grace() -> None:
     assert watch.due(next_close_end + 5_000, 5_000) == [("mark", "BTCUSDT", "1h")]
     watch.fetched(("mark", "BTCUSDT", "1h"), JUN + 3_600_000, next_close_end + 5_000, 5_000)
     assert watch.due(next_close_end + 10_000, 5_000) == []
+
+
+def test_a_price_kline_written_before_the_schema_evolved_still_decodes(tmp_path: Path) -> None:
+    """Schema evolution for PriceKline: the reader gains a defaulted field and a new enum
+    symbol; records of the old writer decode through ``records.decode`` with the default."""
+    old_text = (schemas_dir() / "price_kline.avsc").read_text()
+    value = records.encode(AvroCodec(), price("premium"))
+    new_schema = json.loads(old_text)
+    new_schema["fields"][0]["type"]["symbols"].append("funding_basis")
+    new_schema["fields"].append({"name": "quality", "type": ["null", "string"], "default": None})
+    (tmp_path / "history").mkdir()
+    (tmp_path / "history" / "price_kline.v1.avsc").write_text(old_text)
+    (tmp_path / "price_kline.avsc").write_text(json.dumps(new_schema))
+    (tmp_path / "kline.avsc").write_text((schemas_dir() / "kline.avsc").read_text())
+    reader = AvroCodec(SchemaCatalogue.from_dir(tmp_path))
+    name, record = reader.decode(value)
+    assert record["quality"] is None and record["kind"] == "premium"
+    assert records.decode(reader, value) == price("premium")  # extra field ignored
