@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from confluent_kafka import Producer
 
 from qryptify import db
+from qryptify.archive_ledger import ArchiveLedger
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest
 from qryptify.config import Config
@@ -38,6 +39,7 @@ def build(cfg: Config, stop: threading.Event, health: Health) -> Backfiller:
         publisher=KlinePublisher(producer, cfg.kafka.topic),
         offsets=offsets,
         archive=archive,
+        ledger=ArchiveLedger(cfg.kafka, producer) if cfg.archive.enabled else None,
         connect_db=functools.partial(db.connect, cfg.db.dsn.get_secret_value()),
         stop=stop,
         health=health,
