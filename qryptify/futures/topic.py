@@ -1,21 +1,23 @@
-"""The futures topic: its spec, publishing records with acknowledgement, and reading what it
-already holds (the backfiller's resume point: the topic is the system of record)."""
+"""The futures topic: its spec, publishing records with acknowledgement, and the funding
+source offsets (the resume points of the funding series) on the offsets topic."""
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Sequence
-from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from qryptify.avro import AvroCodec
+from qryptify.avro import SOURCE_OFFSET, AvroCodec
 from qryptify.config import Config
 from qryptify.errors import IngestorError, UndecodableRecord
-from qryptify.futures.funding import record_from_avro
+from qryptify.futures.funding import KIND
 from qryptify.futures.records import FuturesRecord, encode
-from qryptify.kafka import make_consumer
+from qryptify.offsets import OffsetsTopicWriter, read_latest
+
+logger = logging.getLogger(__name__)
+KEY_SUFFIX = f"|{KIND}".encode()
 
 
 class FuturesPublishFailed(IngestorError):
@@ -60,54 +62,41 @@ def publish_records(
         )
 
 
-def last_funding_times(cfg: Config, timeout_s: float = 120.0) -> dict[str, int]:
-    """Per symbol, the newest funding time the futures topic holds (read up to the high
-    watermarks with a throwaway group; funding is a few records per symbol and day)."""
-    topic = cfg.futures.topic
-    codec = AvroCodec()
-    consumer = make_consumer(
-        cfg.kafka,
-        f"qryptify-futures-resume-{time.time_ns()}",
-        **{"enable.auto.commit": False, "enable.partition.eof": True},
-    )
-    found: dict[str, int] = {}
-    try:
-        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return found
-        ends: dict[int, int] = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, low_offset(consumer, topic, p)) for p in ends])
-        deadline = time.monotonic() + timeout_s
-        while ends:
-            if time.monotonic() > deadline:
-                raise FuturesPublishFailed(f"reading {topic} took over {timeout_s:.0f}s")
-            for msg in consumer.consume(num_messages=5000, timeout=0.5):
-                _take(msg, codec, found, ends)
-    finally:
-        consumer.close()
-    return found
+class FundingOffsets(OffsetsTopicWriter):
+    """Funding source offsets on the compacted offsets topic, like the candles': key
+    ``service|SYMBOL|funding``, value the ``SourceOffset`` record (interval ``funding``,
+    ``last_open_time`` = the newest funding time Kafka acknowledged). The kline source
+    offsets skip these keys (``funding`` is not an interval)."""
 
+    what = "funding offset commit"
 
-def low_offset(consumer: Any, topic: str, partition: int) -> int:
-    low, _high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-    return int(low)
+    def load(self, service: str, timeout_s: float = 30.0) -> dict[str, int]:
+        found: dict[str, int] = {}
+        prefix = f"{service}|".encode()
+        for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
+            if value is None or not key.startswith(prefix) or not key.endswith(KEY_SUFFIX):
+                continue
+            try:
+                name, record = self.codec.decode(value)
+            except UndecodableRecord as exc:
+                logger.warning("offsets topic: %s: %s", key, exc)
+                continue
+            if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
+                found[str(record["symbol"])] = int(record["last_open_time"])
+        return found
 
-
-def _take(msg: Message, codec: AvroCodec, found: dict[str, int], ends: dict[int, int]) -> None:
-    partition, offset = msg.partition(), msg.offset()
-    if partition is None or offset is None:
-        return
-    if msg.error() is None:
-        value = msg.value()
-        try:
-            f = record_from_avro(*codec.decode(value)) if value is not None else None
-        except UndecodableRecord:
-            f = None  # not ours to judge here: the sink sends it to the DLQ
-        if f is not None and f.funding_time > found.get(f.symbol, -1):
-            found[f.symbol] = f.funding_time
-    if offset + 1 >= ends.get(partition, 0):
-        ends.pop(partition, None)
+    def commit(self, service: str, symbol: str, funding_time: int) -> None:
+        """Call only with a funding time whose record (and every earlier one) Kafka
+        acknowledged."""
+        if "|" in service or not service:
+            raise ValueError(f"service name {service!r} must be non-empty and contain no '|'")
+        value = self.codec.encode(
+            SOURCE_OFFSET,
+            {
+                "symbol": symbol,
+                "interval": KIND,
+                "last_open_time": funding_time,
+                "updated_at": self._clock_ms(),
+            },
+        )
+        self._produce(f"{service}|{symbol}".encode() + KEY_SUFFIX, value)

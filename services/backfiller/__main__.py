@@ -15,7 +15,7 @@ from qryptify.binance.rest import BinanceRest
 from qryptify.config import Config
 from qryptify.futures.price import enabled_kinds
 from qryptify.futures.sources import FundingSource
-from qryptify.futures.topic import topic_spec
+from qryptify.futures.topic import FundingOffsets, topic_spec
 from qryptify.kafka import ensure_topics, make_producer
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
@@ -61,7 +61,7 @@ def build_futures(
     passes = FuturesPasses()
     if cfg.futures.funding_rates:
         source = FundingSource(rest, archive, page_limit=cfg.futures.funding_page_limit)
-        passes.funding = FundingBackfill(cfg, source, producer)
+        passes.funding = FundingBackfill(cfg, source, producer, FundingOffsets(cfg.kafka, producer))
     if enabled_kinds(cfg):
         passes.prices = PriceKlineBackfill(cfg, rest, archive, producer, offsets)
     return passes

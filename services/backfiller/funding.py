@@ -2,13 +2,14 @@
 publish every settled funding from ``max(backfill.start_date, onboardDate)`` that the futures
 topic does not hold yet: whole archive months first (checksum verified), then REST pages up to
 the exchange's now. Runs after each kline pass, on the same ``BinanceRest`` (one weight
-budget) and the same producer; the resume point is the newest funding time on the topic."""
+budget) and the same producer. Resume: a funding source offset per symbol on the offsets topic
+(service ``backfiller.funding``), committed only after Kafka acknowledged the records."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from confluent_kafka import Producer
 
@@ -19,9 +20,11 @@ from qryptify.config import Config
 from qryptify.errors import ArchiveError, MalformedPayload
 from qryptify.futures.funding import FundingRate
 from qryptify.futures.sources import FundingSource
-from qryptify.futures.topic import last_funding_times, publish_records
+from qryptify.futures.topic import FundingOffsets, publish_records
 
 logger = logging.getLogger(__name__)
+
+SERVICE = "backfiller.funding"
 
 
 class FundingBackfill:
@@ -30,15 +33,15 @@ class FundingBackfill:
         cfg: Config,
         source: FundingSource,
         producer: Producer,
+        offsets: FundingOffsets,
         *,
         codec: AvroCodec | None = None,
-        resume: Callable[[Config], dict[str, int]] = last_funding_times,
     ) -> None:
         self.cfg = cfg
         self.source = source
         self.producer = producer
+        self.offsets = offsets
         self.codec = codec or AvroCodec()
-        self._load_resume = resume
         self._resume: dict[str, int] | None = None
         self.symbols = list(dict.fromkeys(p.symbol for p in cfg.pairs))
         self.published = 0
@@ -47,8 +50,8 @@ class FundingBackfill:
     async def run_pass(self, infos: Mapping[str, SymbolInfo]) -> None:
         """One pass over every symbol (``published`` counts what went out)."""
         if self._resume is None:
-            self._resume = await asyncio.to_thread(self._load_resume, self.cfg)
-            logger.info("funding: resuming %d symbols from the futures topic", len(self._resume))
+            self._resume = await asyncio.to_thread(self.offsets.load, SERVICE)
+            logger.info("funding: resuming %d symbols from source offsets", len(self._resume))
         now = await self.source.rest.server_time()
         published = 0
         for symbol in self.symbols:
@@ -64,9 +67,14 @@ class FundingBackfill:
                 publish_records, self.producer, self.cfg.futures.topic, self.codec, rows
             )
             self._resume[symbol] = rows[-1].funding_time
+            await asyncio.to_thread(self._commit, symbol, rows[-1].funding_time)
             published += len(rows)
             logger.info("funding %s: %d published (through %d)", symbol, len(rows), last or 0)
         self.published += published
+
+    def _commit(self, symbol: str, funding_time: int) -> None:
+        self.offsets.commit(SERVICE, symbol, funding_time)
+        self.offsets.flush()
 
     async def _collect(self, symbol: str, begin: int, now: int) -> list[FundingRate]:
         out: list[FundingRate] = []

@@ -10,10 +10,10 @@ routed combined path for the funding schedule, REST for what settled or closed.
   fetches each price-kline series once its next candle closed (there is no kline stream of
   these kinds on USDⓈ-M) and any funding whose time passed without a frame.
 - Everything goes through the producer's ``BinanceRest`` (one weight budget) and producer;
-  price-kline positions are committed as source offsets (service ``producer.<kind>``) after
-  Kafka acknowledged the records. Positions start from the newest of the producer's and the
-  backfiller's offsets (funding: the newest funding on the futures topic); a series with none
-  starts at the current time (history is the backfiller's).
+  positions are committed as source offsets (services ``producer.<kind>`` and
+  ``producer.funding``) after Kafka acknowledged the records. Positions start from the newest
+  of the producer's and the backfiller's offsets; a series with none starts at the current
+  time (history is the backfiller's).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from qryptify.futures.live import CandleWatch, FundingWatch, mark_stream_url, pa
 from qryptify.futures.price import PriceKind, enabled_kinds
 from qryptify.futures.records import FuturesRecord
 from qryptify.futures.sources import FundingSource, closed_price_klines
-from qryptify.futures.topic import last_funding_times, publish_records
+from qryptify.futures.topic import FundingOffsets, publish_records
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, last_closed_open, next_open
 
@@ -60,6 +60,7 @@ class FuturesLive:
         self.rest = rest
         self.producer = producer
         self.offsets = offsets
+        self.funding_offsets = FundingOffsets(cfg.kafka, producer)
         self.codec = codec or AvroCodec()
         self.kinds = enabled_kinds(cfg)
         self.symbols = list(dict.fromkeys(p.symbol for p in cfg.pairs))
@@ -91,9 +92,11 @@ class FuturesLive:
     async def _load_positions(self) -> None:
         now = self.rest.clock.now_ms()
         if self.cfg.futures.funding_rates:
-            found = await asyncio.to_thread(last_funding_times, self.cfg)
+            own = await asyncio.to_thread(self.funding_offsets.load, "producer.funding")
+            theirs = await asyncio.to_thread(self.funding_offsets.load, "backfiller.funding")
             for symbol in self.symbols:
-                self.funding.published[symbol] = found.get(symbol, now)
+                known = [t for t in (own.get(symbol), theirs.get(symbol)) if t is not None]
+                self.funding.published[symbol] = max(known) if known else now
         for kind in self.kinds:
             mine = await asyncio.to_thread(self.offsets.load, f"producer.{kind}")
             backfilled = await asyncio.to_thread(self.offsets.load, f"backfiller.{kind}")
@@ -194,6 +197,7 @@ class FuturesLive:
         if not rows:
             return None
         await self._publish(rows)
+        await asyncio.to_thread(self._commit_funding, symbol, rows[-1].funding_time)
         return rows[-1].funding_time
 
     async def _fetch_candles(self, series: Series) -> int | None:
@@ -212,6 +216,10 @@ class FuturesLive:
         last_open = rows[-1].open_time
         await asyncio.to_thread(self._commit, pk, pair, last_open)
         return last_open
+
+    def _commit_funding(self, symbol: str, funding_time: int) -> None:
+        self.funding_offsets.commit("producer.funding", symbol, funding_time)
+        self.funding_offsets.flush()
 
     def _commit(self, kind: PriceKind, pair: Pair, last_open: int) -> None:
         self.offsets.commit(f"producer.{kind}", pair, last_open)
