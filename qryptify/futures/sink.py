@@ -4,19 +4,21 @@ tables and the per-kind pointer in one transaction, then (and only then) commit 
 ``stage`` is the pure middle (records → rows, DLQ entries, offsets); ``FuturesSink`` is the
 I/O loop the sink service runs beside the klines loop when ``futures.funding_rates`` is on.
 It runs one batch at a time: consume, write (retried with backoff while the database is
-down, committing nothing), send DLQ entries, commit. A crash anywhere before the commit
-re-delivers the batch, and the upsert makes the second write a no-op.
+down, partitions paused but the consumer still polling, committing nothing), send DLQ entries,
+commit. A crash anywhere before the commit re-delivers the batch, and the upsert makes the
+second write a no-op.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from qryptify import db
 from qryptify.avro import AvroCodec
@@ -106,6 +108,7 @@ class FuturesSink:
         self.until = until
         self.positions: dict[int, int] = {}
         self._conn: db.Connection | None = None
+        self._paused = False
 
     def run(self) -> int:
         self.consumer.subscribe([self.topic])
@@ -125,6 +128,33 @@ class FuturesSink:
                 self._conn.close()
             self.consumer.close()
         return 0
+
+    def _wait_paused(self, seconds: float) -> bool:
+        """Wait ``seconds`` with every assigned partition paused, still polling so the group
+        keeps us (``max.poll.interval.ms``); False when a stop was requested."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stop.is_set():
+                return False
+            assigned = self.consumer.assignment()  # again: a rebalance may have added some
+            if assigned:
+                self.consumer.pause(assigned)
+                self._paused = True
+            for m in self.consumer.consume(num_messages=1, timeout=min(0.5, seconds)):
+                topic, partition, offset = m.topic(), m.partition(), m.offset()
+                if m.error() is None and topic and partition is not None and offset is not None:
+                    # Fetched before the pause took effect: read it again after the outage.
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
+        return not self.stop.is_set()
+
+    def _resume_all(self) -> None:
+        if self._paused:
+            assigned = self.consumer.assignment()
+            if assigned:
+                self.consumer.resume(assigned)
+            self._paused = False
+            if self.health is not None:
+                self.health.set(True, "futures writes resumed")
 
     def caught_up(self) -> bool:
         """Replay mode: every partition committed up to its mark (never in follow mode)."""
@@ -150,18 +180,25 @@ class FuturesSink:
                 logger.warning("futures write failed, retrying in %.1fs: %s", delay, exc)
                 if self.health is not None:
                     self.health.set(False, f"futures write failed: {exc}")
-                if self.stop.wait(delay):
+                if not self._wait_paused(delay):
                     return False
+        self._resume_all()
         if batch.dlq:
             if self.dlq is None:
                 raise RuntimeError(f"{len(batch.dlq)} bad futures records and no DLQ writer")
             for entry in batch.dlq:
                 logger.warning("futures record to DLQ: %s", entry.reason)
             self.dlq.send(batch.dlq)
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
-            asynchronous=False,
-        )
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            # Partitions revoked while we wrote (a rebalance): their new owner reads these
+            # records again and rewrites them as no-ops.
+            logger.warning("futures offset commit failed (records will be redelivered): %s", exc)
+            return True
         self.records += len(batch.funding) + len(batch.prices) + len(batch.dlq)
         for (_topic, partition), offset in batch.offsets.items():
             self.positions[partition] = max(self.positions.get(partition, 0), offset)
