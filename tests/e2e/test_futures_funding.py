@@ -150,6 +150,18 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
         (p.kind, p.pair): (p.truth, 0) for p in prices
     }
 
+    as_json = subprocess.run(
+        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), "status", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    futures_json = json.loads(as_json.stdout)["futures"]
+    assert {f["symbol"]: (f["rows"], f["gaps"]) for f in futures_json["funding"]} == {
+        s: (r.truth, 0) for s, r in reports.items()
+    }
+    assert {(k["kind"], k["pair"]): k["rows"] for k in futures_json["price_klines"]} == {
+        (p.kind, p.pair): p.truth for p in prices
+    }
+
     # `qryptify tap --futures` shows every funding record of the topic, decoded.
     tap = _cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end", "--format", "json")
     tapped = [json.loads(line) for line in tap.splitlines() if line.startswith("{")]
