@@ -15,11 +15,18 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from qryptify.avro import NAMESPACE, AvroCodec
-from qryptify.binance.archive import ArchiveFile, Kind, month_start, next_month, parse_csv
+from qryptify.binance.archive import (
+    DAILY_INTERVALS,
+    ArchiveFile,
+    Kind,
+    month_start,
+    next_month,
+    parse_csv,
+)
 from qryptify.binance.rest import parse_klines
 from qryptify.errors import InvalidFuturesRecord, PairError, UndecodableRecord
 from qryptify.kline import SOURCES, Kline, Source
-from qryptify.pairs import Pair, close_time, validate_interval, validate_symbol
+from qryptify.pairs import DAY_MS, Pair, close_time, validate_interval, validate_symbol
 
 PRICE_KLINE = f"{NAMESPACE}.PriceKline"
 
@@ -159,6 +166,19 @@ def month_files(kind: PriceKind, pair: Pair, start_ms: int, end_ms: int) -> list
     while next_month(month) <= end_ms:
         out.append(PriceArchiveFile.of(kind, "monthly", pair, month))
         month = next_month(month)
+    return out
+
+
+def day_files(kind: PriceKind, pair: Pair, start_ms: int, end_ms: int) -> list[PriceArchiveFile]:
+    """Daily files of the kind whose day lies wholly in [start_ms's day, end_ms); none for
+    intervals without daily files (above 1d)."""
+    if pair.interval not in DAILY_INTERVALS:
+        return []
+    out: list[PriceArchiveFile] = []
+    day = start_ms - start_ms % DAY_MS
+    while day + DAY_MS <= end_ms:
+        out.append(PriceArchiveFile.of(kind, "daily", pair, day))
+        day += DAY_MS
     return out
 
 

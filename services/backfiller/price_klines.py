@@ -1,10 +1,11 @@
 """The backfiller's price-kline pass (``futures.mark_price`` / ``index_price`` /
 ``premium_index``): for every enabled kind and configured pair, publish every closed candle
-from ``max(backfill.start_date, onboardDate)`` not published yet: whole archive months first
-(checksum verified, cached), then REST pages up to the newest closed candle by the exchange's
-clock. Runs after each kline pass on the same ``BinanceRest`` (one weight budget; pages of 499,
-weight 2, as for klines) and producer. Resume: a source offset per kind and pair on the offsets
-topic (service ``backfiller.<kind>``), committed only after Kafka acknowledged the records.
+from ``max(backfill.start_date, onboardDate)`` not published yet: whole archive months, then
+whole archive days (intervals up to 1d; checksum verified, cached), then REST pages up to the
+newest closed candle by the exchange's clock. Runs after each kline pass on the same
+``BinanceRest`` (one weight budget; pages of 499, weight 2, as for klines) and producer.
+Resume: a source offset per kind and pair on the offsets topic (service
+``backfiller.<kind>``), committed only after Kafka acknowledged the records.
 
 Candles the exchange does not have (maintenance) are simply absent: nothing is fabricated, and
 ``qryptify status`` counts them as gaps (no empty-range events for these kinds yet)."""
@@ -24,8 +25,10 @@ from qryptify.binance.weights import best_page_limit
 from qryptify.config import Config
 from qryptify.errors import ArchiveError, MalformedPayload
 from qryptify.futures.price import (
+    PriceArchiveFile,
     PriceKind,
     PriceKline,
+    day_files,
     enabled_kinds,
     month_files,
     parse_archive,
@@ -97,17 +100,26 @@ class PriceKlineBackfill:
         self.offsets.commit(self.service(kind), pair, last_open)
         self.offsets.flush()
 
+    async def _archive_rows(
+        self, kind: PriceKind, file: PriceArchiveFile, now: int
+    ) -> list[PriceKline] | None:
+        """The file's candles; None when it is not published or not usable (logged)."""
+        assert self.archive is not None  # noqa: S101 - only called with an archive
+        try:
+            csv = await self.archive._csv(file)
+            return None if csv is None else parse_archive(kind, csv, file, now)
+        except (ArchiveError, MalformedPayload) as exc:
+            logger.warning("%s archive %s: %s; the next step instead", kind, file, exc)
+            return None
+
     async def _collect(self, kind: PriceKind, pair: Pair, begin: int, now: int) -> list[PriceKline]:
         out: list[PriceKline] = []
         cursor = begin
-        if self.archive is not None:
-            for file in month_files(kind, pair, begin, now):
-                try:
-                    csv = await self.archive._csv(file)
-                    rows = None if csv is None else parse_archive(kind, csv, file, now)
-                except (ArchiveError, MalformedPayload) as exc:
-                    logger.warning("%s archive %s: %s; REST instead", kind, file, exc)
-                    rows = None
+        # Whole months while published, then whole days (intervals up to 1d), then REST: a
+        # missing or corrupt file ends that step for this series.
+        for files in (month_files, day_files):
+            for file in files(kind, pair, cursor, now) if self.archive is not None else []:
+                rows = await self._archive_rows(kind, file, now)
                 if rows is None:
                     break
                 self.archive_files += 1

@@ -96,10 +96,11 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
         (kind, pair, (0, 0, 0)) for kind in KINDS for pair in PAIRS
     ]
     assert all(p.truth > 0 for p in prices)
-    # Archive months April..June for BTC and BNB (3 kinds x 2 pairs x 3), April only for ETH
-    # (its May file is missing: REST from May on); the REST tail for every series.
-    assert run.futures.prices.archive_files == 3 * (3 + 3 + 1)
-    assert run.futures.prices.rest_pages >= 9
+    # Per kind: archive months April..June and days July 1..9 for BTC and BNB; April only for
+    # ETH (its May file is missing), then its daily files from May 1 to July 9; REST after.
+    assert run.futures.prices.archive_files == 3 * ((3 + 9) * 2 + 1 + 31 + 30 + 9)
+    # REST for July 10 of the 1h and 4h series (the 1d series' July 10 candle is still open).
+    assert run.futures.prices.rest_pages == 3 * 2
 
     # 8 h from April to mid-June, then 4 h, then 1 h: the schedule came from the data.
     with db.connect(env.dsn) as conn:

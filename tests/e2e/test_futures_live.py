@@ -68,8 +68,9 @@ def test_live_futures_through_a_funding_change_and_ws_drops(env: BackfillEnv) ->
     passes = backfill.futures
     assert passes is not None and passes.funding is not None and passes.prices is not None
     assert passes.funding.archive_months == 3  # June, for each symbol
-    assert passes.prices.archive_files == 3 * 3  # June, for each kind and pair
-    assert passes.prices.rest_pages >= 9  # and the July tail from REST
+    # June's monthly file and the daily files of July 1..9, for each kind and pair.
+    assert passes.prices.archive_files == 3 * 3 * (1 + 9)
+    assert passes.prices.rest_pages >= 9  # and the July 10 tail from REST
 
     producer = env.start("services.producer")
     wait_until(lambda: sim.now_ms() >= backfilled_to + 2 * HOUR_MS, 120, "2 sim hours live")

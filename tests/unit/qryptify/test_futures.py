@@ -33,6 +33,7 @@ from qryptify.futures.live import (
 from qryptify.futures.price import (
     PriceArchiveFile,
     PriceKline,
+    day_files,
     enabled_kinds,
     month_files,
     parse_archive,
@@ -295,6 +296,9 @@ def test_price_archive_files_live_beside_the_kline_files() -> None:
     assert daily.path.startswith("data/futures/um/daily/premiumIndexKlines/ETHUSDT/4h/")
     files = month_files("mark", pair, JUN + 5, JUN + 62 * 86_400_000)
     assert [f.zip_name for f in files] == ["ETHUSDT-4h-2024-06.zip", "ETHUSDT-4h-2024-07.zip"]
+    days = day_files("mark", pair, JUN + 5, JUN + 3 * 86_400_000 - 1)
+    assert [f.zip_name for f in days] == ["ETHUSDT-4h-2024-06-01.zip", "ETHUSDT-4h-2024-06-02.zip"]
+    assert day_files("mark", Pair("ETHUSDT", "1w"), JUN, JUN + 30 * 86_400_000) == []
 
 
 def test_price_archive_csv_parses_the_kind_rows() -> None:
