@@ -14,12 +14,14 @@
     ├── UndecodableRecord(reason)                Avro bytes that cannot be decoded        → DLQ
     ├── InvalidKline(reason)                     decoded, but violates the kline rules    → DLQ
     │   └── InvalidEmptyRange(reason)            an empty-range event that cannot be true → DLQ
+    ├── InvalidFuturesRecord(reason)             a bad funding or price-kline record      → DLQ
     ├── KeyMismatch(key, expected)               record key is not its value's pair key   → DLQ
     ├── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
     ├── KafkaFailure                             anything the Kafka cluster did or failed to do
     │   ├── KafkaUnavailable(reason)             the brokers cannot be reached
     │   ├── KafkaSetupError                      admin: topics cannot be listed or created
     │   ├── DeliveryFailed(pair, position, reason)  a record not acknowledged after retries
+    │   ├── FuturesPublishFailed                 a futures batch not acknowledged in full
     │   ├── OffsetStoreError                     the source-offsets topic cannot be read
     │   ├── DlqUnavailable(reason)               DLQ records not delivered: retry, commit nothing
     │   └── KafkaFatal(reason)                   librdkafka fatal error or lost position: stop
@@ -230,6 +232,10 @@ class DeliveryFailed(KafkaFailure):
         super().__init__(f"delivery of {pair} @ {position} failed: {reason}")
 
 
+class FuturesPublishFailed(KafkaFailure):
+    """Kafka did not acknowledge every futures record of a batch."""
+
+
 class OffsetStoreError(KafkaFailure):
     pass
 
@@ -255,3 +261,11 @@ class NoDataYet(IngestorError):
 def is_retryable(exc: BaseException) -> bool:
     """True when the same request may succeed later without any change."""
     return isinstance(exc, RateLimited | ExchangeUnavailable | DatabaseUnavailable | DlqUnavailable)
+
+
+class InvalidFuturesRecord(IngestorError, ValueError):
+    """A funding (or other futures) record that breaks its rules; goes to the DLQ."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -22,6 +22,7 @@ from sim.archive import (
 from sim.bars import SymbolSpec
 from sim.grid import INTERVALS
 from sim.limits import BANNED, LIMITED, klines_weight
+from sim.price_klines import REST_PATHS as PRICE_KLINE_PATHS
 from sim.state import PERPETUAL_DELIVERY_MS, STATE_KEY, SimState
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def _int_param(request: web.Request, name: str) -> int | None:
 
 
 def _request_weight(request: web.Request) -> int:
-    if request.path == "/fapi/v1/klines":
+    if request.path == "/fapi/v1/klines" or request.path in PRICE_KLINE_PATHS:
         raw = request.query.get("limit", "500")
         return klines_weight(int(raw)) if raw.isdigit() and len(raw) < 10 else klines_weight(500)
     return 1

@@ -39,6 +39,8 @@ from sim.control import (
     handle_truth,
 )
 from sim.faults import Faults
+from sim.funding import add_funding_routes
+from sim.price_klines import add_price_kline_routes
 from sim.rest import (
     fapi_middleware,
     handle_archive,
@@ -78,6 +80,8 @@ def build_app(state: SimState) -> web.Application:
     app.router.add_get("/stream", handle_legacy_stream)
     app.router.add_get("/ws", handle_legacy_ws)
     app.router.add_get("/ws/{streams:.*}", handle_legacy_ws)
+    add_funding_routes(app, state)  # before the catch-all /data/ route
+    add_price_kline_routes(app, state)
     app.router.add_get("/data/{tail:.*}", handle_archive)
     app.router.add_get("/sim/faults", handle_get_faults)
     app.router.add_post("/sim/faults", handle_post_faults)

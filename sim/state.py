@@ -54,6 +54,8 @@ class SimConfig:
     update_interval_s: float = 0.25  # wall seconds between x:false frames of one stream
     faults: Faults = field(default_factory=Faults)
     seed: int = 7
+    #: Funding interval changes, (symbol, from ms, hours): see sim/funding.py.
+    funding_changes: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.speed <= 0:

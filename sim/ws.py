@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 from sim.bars import SymbolSpec
 from sim.faults import Faults
 from sim.grid import align_open, close_time, next_open
+from sim.mark_stream import mark_streams, serve_mark_price
 from sim.market import FormingCandle
 from sim.noise import stable_fraction, stable_string_key
 from sim.state import STATE_KEY, SimState
@@ -402,6 +403,9 @@ def _stream_list(text: str) -> tuple[str, ...]:
 
 
 async def handle_market_stream(request: web.Request) -> web.StreamResponse:
+    marks = mark_streams(request.query.get("streams", ""))
+    if marks is not None:  # <symbol>@markPrice streams: sim/mark_stream.py
+        return await serve_mark_price(request, request.app[STATE_KEY], marks)
     streams = _stream_list(request.query.get("streams", ""))
     return await _serve_ws(request, routed=True, combined=True, streams=streams)
 

@@ -216,9 +216,20 @@ LAYERS: dict[str, int] = {
     "qryptify.offsets": 6,
     "qryptify.archive_ledger": 7,
     "qryptify.audit": 8,
+    # the optional futures data (qryptify/futures/)
+    "qryptify.futures.config": 0, "qryptify.futures.live": 3,
+    "qryptify.futures.funding": 5, "qryptify.futures.price": 5,
+    "qryptify.futures.records": 6, "qryptify.futures.sources": 6,
+    "qryptify.futures.status": 6, "qryptify.futures.store": 6,
+    "qryptify.futures.sink": 7, "qryptify.futures.tap": 7, "qryptify.futures.topic": 7,
     "qryptify.commands": 9, "qryptify.__main__": 9,
 }  # fmt: skip
-PACKAGE_ROOTS = {"qryptify", "qryptify.sink", "qryptify.binance"}  # __init__: a docstring
+PACKAGE_ROOTS = {
+    "qryptify",
+    "qryptify.sink",
+    "qryptify.binance",
+    "qryptify.futures",
+}  # __init__: a docstring
 #: Same-layer imports that exist, each with why it is tolerated.
 SIDEWAYS = {
     # tap refuses a replay's consumer group by its prefix, a constant of the replay command.
