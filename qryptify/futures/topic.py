@@ -14,6 +14,7 @@ from qryptify.config import Config
 from qryptify.errors import FuturesPublishFailed, UndecodableRecord
 from qryptify.futures.funding import KIND
 from qryptify.futures.records import FuturesRecord, encode
+from qryptify.kafka import produce_waiting
 from qryptify.offsets import OffsetsTopicWriter, read_latest
 
 logger = logging.getLogger(__name__)
@@ -43,14 +44,9 @@ def publish_records(
             failures.append(str(err))
 
     for f in rows:
-        while True:
-            try:
-                producer.produce(
-                    topic, key=f.key.encode(), value=encode(codec, f), on_delivery=delivered
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_waiting(
+            producer, topic, key=f.key.encode(), value=encode(codec, f), on_delivery=delivered
+        )
     remaining = producer.flush(60)
     if remaining or failures:
         raise FuturesPublishFailed(

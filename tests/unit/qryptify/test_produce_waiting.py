@@ -41,3 +41,22 @@ def test_a_free_queue_is_not_polled() -> None:
     produce_waiting(producer, "klines", key=None, value=b"v")  # type: ignore[arg-type]
     assert producer.polls == []
     assert producer.queued == [("klines", {"key": None, "value": b"v"})]
+
+
+def test_no_other_produce_loop_in_the_product() -> None:
+    # A second ``except BufferError`` loop is a copy of produce_waiting that can drift.
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    copies = [
+        f"{path.relative_to(root)}:{node.lineno}"
+        for folder in ("qryptify", "services")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path != root / "qryptify" / "kafka.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ExceptHandler)
+        and isinstance(node.type, ast.Name)
+        and node.type.id == "BufferError"
+    ]
+    assert copies == []
