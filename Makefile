@@ -19,8 +19,17 @@ DEMO_SIM_ARGS ?= --port 8765 --speed 60 --start 2026-01-15
 
 # Re-install only when pyproject.toml changes (its hash names the stamp).
 STAMP := .venv/.qryptify-installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
+# The compiled core (native/): rebuilt when its sources change, if cargo is on PATH.
+NATIVE_STAMP := .venv/.qryptify-native-$(shell cat native/Cargo.toml native/Cargo.lock \
+	native/pyproject.toml native/src/*.rs 2>/dev/null | sha256sum | cut -c1-16)-$(shell \
+	command -v cargo >/dev/null 2>&1 && echo cargo || echo nocargo)
+HAVE_CARGO := $(shell command -v cargo >/dev/null 2>&1 && echo 1)
 HAVE_DOCKER := docker info >/dev/null 2>&1
-TEST_ENV := eval "$$($(PY) -m stack env --profile test)" &&
+# With cargo the native tests must run (a missing module fails them instead of skipping).
+TEST_ENV := $(if $(HAVE_CARGO),export QRYPTIFY_EXPECT_NATIVE=1 &&) eval "$$($(PY) -m stack env --profile test)" &&
+# Tests of code with a native twin, run again on the pure-Python path by `make test`.
+PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/integration/test_sink_loop.py \
+	tests/integration/test_sink_dlq.py tests/integration/test_replay.py
 
 .PHONY: help install up down logs restart ps stack-test-up stack-test-down stack-test-wipe \
 	lint fmt test test-unit test-integration test-e2e demo status replay tap reset-db \
@@ -30,12 +39,26 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: CONFIG=$(CONFIG) SERVICE=<name> ARGS='...' QUICK=1"
 
-install: $(STAMP) ## create .venv and pip install -e '.[dev]' (skipped when up to date)
+install: $(STAMP) $(NATIVE_STAMP) ## create .venv, pip install -e '.[dev]', build the native core if cargo exists
+	@$(PY) -m qryptify.native
 
 $(STAMP):
 	@test -x $(PY) || { echo "creating .venv"; $(PYTHON) -m venv .venv; }
 	$(PY) -m pip install -q -e '.[dev]'
 	@rm -f .venv/.qryptify-installed-*
+	@touch $@
+
+# With cargo: build and install native/ (maturin via pip); a failed build fails the install.
+# Without: say so, remove a module built earlier (it would be stale), use the Python core.
+$(NATIVE_STAMP): $(STAMP)
+	@if [ -n "$(HAVE_CARGO)" ]; then \
+		echo "building the native core (native/, $$(cargo --version))"; \
+		$(PY) -m pip install -q ./native; \
+	else \
+		echo "cargo not found on PATH: native core not built, the pure-Python core is used"; \
+		$(PY) -m pip uninstall -q -y qryptify-native >/dev/null 2>&1 || true; \
+	fi
+	@rm -f .venv/.qryptify-native-*
 	@touch $@
 
 # ---- the running stack --------------------------------------------------------------------
@@ -83,7 +106,7 @@ fmt: install ## ruff format + ruff check --fix
 	$(PY) -m ruff check --fix .
 
 test-unit: install ## unit tests (no sockets)
-	$(PY) -m pytest tests/unit $(ARGS)
+	$(if $(HAVE_CARGO),QRYPTIFY_EXPECT_NATIVE=1) $(PY) -m pytest tests/unit $(ARGS)
 
 test-integration: stack-test-up ## integration tests against the real test stack
 	$(TEST_ENV) $(PY) -m pytest tests/integration $(ARGS)
@@ -95,6 +118,8 @@ test-e2e: stack-test-up ## end-to-end tests (simulator + services + Kafka + Post
 # own topic, group and database); end-to-end tests run alone, they time real services.
 test: install lint stack-test-up ## what CI runs: install, lint, every test tier on the test stack
 	$(TEST_ENV) $(PY) -m pytest -n 3 --dist loadfile tests/unit tests/integration $(ARGS)
+	@echo "again on the pure-Python core (QRYPTIFY_NATIVE=0): $(PYTHON_PATH_TESTS)"
+	$(TEST_ENV) QRYPTIFY_NATIVE=0 $(PY) -m pytest -n 3 --dist loadfile $(PYTHON_PATH_TESTS) $(ARGS)
 	$(TEST_ENV) $(PY) -m pytest tests/e2e $(ARGS)
 
 # ---- operating ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from qryptify import db
+from qryptify import db, native
 from qryptify.clock import SystemClock, server_offset_ms
 from qryptify.config import Config, KafkaConfig, redact_dsn
 from qryptify.errors import DatabaseUnavailable, ExchangeUnavailable
@@ -223,6 +223,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         pairs=tuple(pairs),
         kafka=kafka,
         thresholds=thresholds,
+        core=native.CORE,
     )
     report = dataclasses.replace(report, breaches=tuple(judge(report)))
     if args.json:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qryptify import db
+from qryptify import db, native
 from qryptify.config import KafkaConfig
 from qryptify.kafka import TopicPartition, make_consumer, make_producer
 from qryptify.kline import EmptyRange, Kline
@@ -126,9 +126,11 @@ def test_complete_data_is_healthy(
     assert doc["kafka"]["error"] is None
     assert doc["kafka"]["total_lag"] == 0
     assert doc["kafka"]["dlq_records"] == 0
+    assert doc["core"] == native.CORE  # the same environment: the same core
 
     code, text, _ = status(config_for(), "--now", str(NOW))
     assert code == 0
+    assert f"core      {native.CORE}" in text
     assert "BTCUSDT/1m" in text and "100.00%" in text
     assert text.rstrip().endswith("HEALTHY")
 

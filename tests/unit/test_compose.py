@@ -100,7 +100,11 @@ def test_dockerfile() -> None:
         for line in (ROOT / "Dockerfile").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert lines[0] == "FROM python:3.11-slim"
+    stages = [line for line in lines if line.startswith("FROM ")]
+    # the native core is compiled in a build stage; the image itself is the slim Python one
+    assert stages == ["FROM rust:1-slim-bookworm AS native", "FROM python:3.11-slim"]
+    assert "COPY native ./native" in lines and "COPY --from=native /wheels /wheels" in lines
+    lines = lines[lines.index("FROM python:3.11-slim") :]
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in {"root", "0"}
     assert any(line.startswith("RUN pip install .") for line in lines)
