@@ -85,12 +85,15 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
     fresh_steady: list[float] = []
     noop_rate: list[float] = []
     seed_rate: list[float] = []
+    loads: list[tuple[float, float, float]] = []
+    steps: list[dict[str, tuple[float, float]]] = []
     try:
         items = rvc.klines(scale.rows, scale.pairs)
         produce_s = rvc.produce(kafka, items)
         say(f"replay: produced {len(items):,} klines in {produce_s:.1f}s")
         result.raw["produce_rows_per_s"] = len(items) / produce_s
         for rep in range(ctx.reps):
+            loads.append(ctx.check_load(f"replay rep {rep + 1}"))
             with database(ctx.pg, f"bench_copy_{rid}_{rep}") as dsn:
                 copy_s = rvc.raw_copy(dsn, items)
             copy_rate.append(len(items) / copy_s)
@@ -101,6 +104,7 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
             if fresh.totals["written"] != len(items) or again.totals["written"] != 0:
                 raise RuntimeError(f"replay wrote {fresh.totals}, then {again.totals}")
             fresh_rate.append(fresh.rows / fresh.elapsed_s)
+            steps.append(fresh.times.per_row_us(fresh.rows))
             fresh_steady.append(fresh.rows / fresh.steady_s)
             noop_rate.append(again.rows / again.elapsed_s)
             with database(ctx.pg, f"bench_seed_{rid}_{rep}") as dsn:
@@ -111,9 +115,9 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
                     cfg = build_config({"kafka": kafka.model_dump(mode="json"), "db": {"dsn": dsn}})
                     _profiled("replay", partial(replay, cfg, dsn, progress=False))
             say(
-                f"replay rep {rep + 1}: COPY {copy_rate[-1]:,.0f}/s, "
+                f"replay rep {rep + 1} (load {loads[-1][0]:.2f}): COPY {copy_rate[-1]:,.0f}/s, "
                 f"replay {fresh_rate[-1]:,.0f}/s, no-op {noop_rate[-1]:,.0f}/s, "
-                f"seed executemany {seed_rate[-1]:,.0f}/s"
+                f"seed executemany {seed_rate[-1]:,.0f}/s; {fresh.times.render(fresh.rows)}"
             )
     finally:
         delete_topics(kafka)
@@ -150,11 +154,34 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
         ),
     ]
     result.raw["replay_rows_per_s_from_first_commit"] = spread(fresh_steady).to_json()
+    result.raw["load_average_per_rep"] = loads
+    result.raw["replay_step_us_per_row"] = steps
+    result.raw["core"] = native_core()
+    median_steps = {
+        step: (
+            spread(s[step][0] for s in steps).median,
+            spread(s[step][1] for s in steps).median,
+        )
+        for step in steps[0]
+    }
+    result.notes.append(
+        f"replay core: {native_core()}; time per row in the sink's steps (wall/CPU µs, median of "
+        "the repetitions; wall includes waiting): "
+        + ", ".join(f"{k} {w:.2f}/{c:.2f}" for k, (w, c) in median_steps.items())
+        + "; load average (1 min) per repetition: "
+        + ", ".join(f"{x[0]:.2f}" for x in loads)
+    )
     result.notes.append(
         "replay rates include the consumer-group join; raw COPY writes pre-formatted text "
         f"into an empty table with its primary key; the seed's executemany path is timed on the "
         f"first {scale.seed_rows:,} rows (pages of 1,500, one COMMIT each, as the seed did)"
     )
+
+
+def native_core() -> str:
+    from qryptify import native
+
+    return native.CORE
 
 
 def _keep_signals(fn: Callable[[], T]) -> T:

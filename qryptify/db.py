@@ -4,8 +4,9 @@ importer. SQL is always parameterised; identifiers never come from input."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,8 @@ class WriteResult:
     written: int  # rows inserted or changed
     unchanged: int  # rows identical to what the table had (replays)
     empty_ranges: int
+    #: Wall and thread-CPU seconds of the statements, then of the COMMIT (the sink's timers).
+    timings: tuple[float, float, float, float] = field(default=(0.0, 0.0, 0.0, 0.0), compare=False)
 
 
 _STAGE = "qryptify_stage_rows"
@@ -197,6 +200,7 @@ def write_rows(
     ``before_commit`` runs inside the transaction after every statement (tests crash there).
     """
     written = 0
+    started, started_cpu = time.perf_counter(), time.thread_time()
     with conn.transaction():
         if max_tuples_decompressed is not None:
             conn.execute(
@@ -227,8 +231,18 @@ def write_rows(
             )
         if before_commit is not None:
             before_commit()
+        done, done_cpu = time.perf_counter(), time.thread_time()
+    timings = (
+        done - started,
+        done_cpu - started_cpu,
+        time.perf_counter() - done,
+        time.thread_time() - done_cpu,
+    )
     return WriteResult(
-        written=written, unchanged=len(batch) - written, empty_ranges=len(empty_ranges)
+        written=written,
+        unchanged=len(batch) - written,
+        empty_ranges=len(empty_ranges),
+        timings=timings,
     )
 
 
