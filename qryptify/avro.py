@@ -437,6 +437,15 @@ class KlineEncoder:
             pass  # not a str, an unknown source, out of range: the generic writer says how
         return self.fallback.encode(KLINE, {f: getattr(k, f) for f in _KLINE_FIELDS})
 
+    def row_frame(
+        self, symbol: str, interval: str, source: str, ingested_at: int
+    ) -> tuple[bytes, bytes]:
+        """What every record of one pair, source and ingest time starts and ends with: the
+        header + symbol + interval, and source + ingested_at (the compiled core writes the
+        fields between them, ``qryptify.binance.archive.parse_csv_encoded``)."""
+        head = self.prefix + encode_string(symbol) + encode_string(interval)
+        return head, _SMALL_LONGS[_SOURCES.index(source)] + encode_long(ingested_at)
+
     def encode_rows(
         self, symbol: str, interval: str, source: str, ingested_at: int, rows: list[Any]
     ) -> tuple[list[int], list[int], list[bytes]]:
@@ -447,8 +456,7 @@ class KlineEncoder:
         buy base, taker buy quote), the three integer columns plain digits that fit a long.
         The pair's strings, the source and the ingest time are the same for every row, so they
         are encoded once."""
-        head = self.prefix + encode_string(symbol) + encode_string(interval)
-        tail = _SMALL_LONGS[_SOURCES.index(source)] + encode_long(ingested_at)
+        head, tail = self.row_frame(symbol, interval, source, ingested_at)
         lengths = _SMALL_LONGS
         time = encode_time
         join = b"".join
