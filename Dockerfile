@@ -22,7 +22,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     QRYPTIFY_CONFIG=/app/config.yaml
 
 RUN groupadd --system qryptify \
- && useradd --system --gid qryptify --home-dir /app --shell /usr/sbin/nologin qryptify
+ && useradd --system --gid qryptify --home-dir /app --shell /usr/sbin/nologin qryptify \
+ && mkdir -p /var/cache/qryptify \
+ && chown qryptify:qryptify /var/cache/qryptify
 
 WORKDIR /app
 
@@ -34,9 +36,7 @@ COPY --from=native /wheels /wheels
 RUN pip install . /wheels/*.whl && rm -rf build ./*.egg-info /wheels \
  && python -m qryptify.native
 
-# Read at run time from /app (the packages look in /app/schemas and /app/sql).
-COPY schemas ./schemas
-COPY sql ./sql
+# The Avro schemas and SQL migrations are package data (qryptify/schemas, qryptify/sql).
 COPY config.yaml ./config.yaml
 
 USER qryptify

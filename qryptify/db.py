@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
@@ -30,17 +31,47 @@ _VALUE_COLUMNS = CANDLE_COLUMNS[3:]
 
 
 def sql_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "sql", Path.cwd() / "sql", Path("/app/sql")):
-        if (candidate / "001_candlesticks.sql").exists():
-            return candidate
-    raise FileNotFoundError("sql/001_candlesticks.sql not found next to the qryptify package")
+    """The migrations shipped inside the package (``qryptify/sql``)."""
+    return Path(__file__).resolve().parent / "sql"
 
 
-def connect(dsn: str, *, autocommit: bool = False, connect_timeout_s: int = 10) -> Connection:
-    """Open a connection; failures become DatabaseUnavailable with the password redacted."""
+#: No statement and no lock wait lasts forever: a hung server, a forgotten ``LOCK TABLE`` or a
+#: stuck transaction elsewhere becomes an error the caller retries (55P03 / 57014). A sink batch
+#: takes seconds; the limit stays under Kafka's max.poll.interval.ms (300 s), since a retried
+#: write runs on the consumer's thread. Migrations lift it for themselves.
+STATEMENT_TIMEOUT_MS = 120_000
+LOCK_TIMEOUT_MS = 30_000
+#: TCP keepalives: a peer that vanished (host down, NAT dropped the flow) is noticed in about
+#: idle + interval * count = 60 s instead of the kernel's two hours.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+
+
+def connect(
+    dsn: str,
+    *,
+    autocommit: bool = False,
+    connect_timeout_s: int = 10,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+) -> Connection:
+    """Open a connection with the timeouts and keepalives above (the DSN's own ``options``
+    are kept, ours appended); failures become DatabaseUnavailable with the password redacted."""
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=connect_timeout_s)
+        existing = conninfo_to_dict(dsn).get("options") or ""
+        options = (
+            f"{existing} -c statement_timeout={int(statement_timeout_ms)}"
+            f" -c lock_timeout={int(lock_timeout_ms)}"
+        ).strip()
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            connect_timeout=connect_timeout_s,
+            options=options,
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_IDLE_S,
+            keepalives_interval=KEEPALIVE_INTERVAL_S,
+            keepalives_count=KEEPALIVE_COUNT,
+        )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(redact_message(str(exc), dsn)) from None
 
@@ -61,6 +92,29 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+#: SQLSTATEs a single record causes (classes 22 data exception and 23 integrity constraint
+#: violation) — except 23505, the primary-key conflict the write path expects and handles.
+_EXPECTED_CONFLICT = "23505"
+
+
+def is_record_sqlstate(sqlstate: str | None) -> bool:
+    """True for a data error that one record causes: bisect the batch, dead-letter the
+    record. Everything else (08 connection, 53 resources, 57 shutdown/cancel, 40001/40P01,
+    55P03 lock timeout, no SQLSTATE at all) is about availability: pause and retry."""
+    return (
+        sqlstate is not None
+        and len(sqlstate) == 5
+        and sqlstate[:2] in ("22", "23")
+        and sqlstate != _EXPECTED_CONFLICT
+    )
+
+
+def record_sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of ``exc`` when one record caused it (see ``is_record_sqlstate``)."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    return sqlstate if is_record_sqlstate(sqlstate) else None
+
+
 def is_database_error(exc: BaseException) -> bool:
     """Any error raised by the driver or the server (retry the transaction, commit nothing)."""
     return isinstance(exc, psycopg.Error | DatabaseUnavailable)
@@ -72,34 +126,87 @@ def is_limit_exceeded(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.ConfigurationLimitExceeded)
 
 
+#: The project's migration bookkeeping. A project-specific name: ``schema_migrations`` is also
+#: Rails' (and other tools'), and trading code often shares this database.
+MIGRATIONS_TABLE = "qryptify_schema_migrations"
+#: What releases before the rename used; its rows are adopted once (see ``_adopt_legacy``).
+LEGACY_MIGRATIONS_TABLE = "schema_migrations"
+#: Every object the migrations create (the timescaledb extension aside: other schemas may use
+#: it); ``reset-db`` drops exactly these.
+PROJECT_TABLES = ("candlesticks", "sync_state", "empty_ranges", MIGRATIONS_TABLE)
+_MIGRATION_LOCK = 4242001
+
+
+def migration_files(directory: Path | None = None) -> list[Path]:
+    return sorted((directory or sql_dir()).glob("[0-9][0-9][0-9]_*.sql"))
+
+
 def migrate(conn: Connection, directory: Path | None = None) -> list[str]:
     """Apply every ``sql/NNN_*.sql`` not applied yet, each in its own transaction.
 
     Each file is itself idempotent, so a half-recorded run is safe to repeat. Returns the
     versions applied now (empty when the schema was already current).
     """
-    base = directory or sql_dir()
+    files = migration_files(directory)
     applied_now: list[str] = []
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
             " version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-    for path in sorted(base.glob("[0-9][0-9][0-9]_*.sql")):
+        _adopt_legacy(conn, [p.stem for p in files])
+    for path in files:
         version = path.stem
         with conn.transaction():
             # Serialise concurrent migrators (several services starting at once).
-            conn.execute("SELECT pg_advisory_xact_lock(4242001)")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            # A migration may rewrite a large table: no statement limit for it.
+            conn.execute("SET LOCAL statement_timeout = 0")
             done = conn.execute(
-                "SELECT 1 FROM schema_migrations WHERE version = %s", (version,)
+                f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE version = %s", (version,)
             ).fetchone()
             if done:
                 continue
             conn.execute(path.read_text(encoding="utf-8").encode())
-            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (%s)", (version,))
             applied_now.append(version)
             logger.info("applied migration %s", version)
     return applied_now
+
+
+def _adopt_legacy(conn: Connection, versions: list[str]) -> None:
+    """Move this project's rows out of a ``schema_migrations`` written by an earlier release;
+    drop that table only when it is then empty and has exactly the layout this project gave
+    it (another tool's table of the same name keeps its rows and stays)."""
+    columns = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s",
+        (LEGACY_MIGRATIONS_TABLE,),
+    ).fetchall()
+    names = {str(c[0]) for c in columns}
+    if "version" not in names:
+        return
+    stamp = "applied_at" if "applied_at" in names else "now()"
+    moved = conn.execute(
+        f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at)"
+        f" SELECT version::text, {stamp} FROM {LEGACY_MIGRATIONS_TABLE}"
+        " WHERE version::text = ANY(%s) ON CONFLICT (version) DO NOTHING",
+        (versions,),
+    ).rowcount
+    conn.execute(
+        f"DELETE FROM {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s)", (versions,)
+    )
+    left = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {LEGACY_MIGRATIONS_TABLE})").fetchone()
+    if names == {"version", "applied_at"} and left == (False,):
+        conn.execute(f"DROP TABLE {LEGACY_MIGRATIONS_TABLE}")
+    if moved:
+        logger.info(
+            "adopted %d migration records from %s into %s",
+            moved,
+            LEGACY_MIGRATIONS_TABLE,
+            MIGRATIONS_TABLE,
+        )
 
 
 def timescale_version(conn: Connection) -> str | None:

@@ -160,7 +160,7 @@ class Thresholds:
 
 @dataclass(frozen=True, slots=True)
 class Breach:
-    check: Literal["database", "kafka", "gaps", "stale", "pointer", "lag", "dlq"]
+    check: Literal["database", "kafka", "unlisted", "gaps", "stale", "pointer", "lag", "dlq"]
     subject: str
     detail: str
 
@@ -177,6 +177,8 @@ class StatusReport:
     breaches: tuple[Breach, ...] = field(default=())
     #: Which per-record core this installation runs (``qryptify.native.CORE``).
     core: str = ""
+    #: Configured pairs whose symbol the exchange's exchangeInfo does not list.
+    unlisted: tuple[Pair, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -361,8 +363,19 @@ def judge(report: StatusReport) -> list[Breach]:
     found: list[Breach] = []
     if report.database.error is not None:
         found.append(Breach("database", report.database.target, report.database.error))
+    for pair in report.unlisted:
+        found.append(
+            Breach(
+                "unlisted",
+                str(pair),
+                f"symbol {pair.symbol} is not listed on the exchange (exchangeInfo of "
+                f"{report.clock}): check the spelling, or remove the pair",
+            )
+        )
     for p in report.pairs:
         name = str(p.pair)
+        if p.pair in report.unlisted:
+            continue  # no data is expected; the breach above says why
         if len(p.gaps) > t.max_gaps:
             found.append(
                 Breach(
@@ -510,7 +523,7 @@ def render_text(report: StatusReport) -> str:
             out.append("  no hypertables")
     if report.pairs:
         out.append("")
-        start_date = fmt_ts(report.backfill_start_ms)[:10]
+        start_date = fmt_ts(report.backfill_start_ms).removesuffix(" 00:00")
         out.append(f"pairs  (expected grid from backfill.start_date {start_date}")
         out.append("        or the pair's first candle if later, to the newest closed candle)")
         out += _table(
@@ -594,6 +607,7 @@ def to_json(report: StatusReport) -> dict[str, Any]:
         "clock": report.clock,
         "core": report.core,
         "backfill_start_ms": report.backfill_start_ms,
+        "unlisted": [str(p) for p in report.unlisted],
         "thresholds": {
             "max_gaps": report.thresholds.max_gaps,
             "max_stale_ms": report.thresholds.max_stale_ms,

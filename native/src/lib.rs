@@ -368,6 +368,8 @@ impl KlineStager {
                                     offset.into_pyobject(py)?.into_any(),
                                     PyBytes::new(py, &d[s.ingested.0..s.ingested.1]).into_any(),
                                     row.into_any(),
+                                    key.clone(),
+                                    value.clone(),
                                 ],
                             )?;
                             rows.set_item(ident, entry)?;

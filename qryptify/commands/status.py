@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 
 from qryptify import db, native
+from qryptify.binance.rest import parse_exchange_info
 from qryptify.clock import SystemClock, server_offset_ms
 from qryptify.config import Config, KafkaConfig, redact_dsn
-from qryptify.errors import DatabaseUnavailable, ExchangeUnavailable
+from qryptify.errors import ConfigError, DatabaseUnavailable, ExchangeUnavailable, MalformedPayload
 from qryptify.health_report import (
     DEFAULT_MAX_GAPS,
     DEFAULT_MAX_LAG,
@@ -203,6 +204,11 @@ def _duration(text: str) -> int:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    if not cfg.pairs:
+        # An empty report would read as HEALTHY while nothing is being ingested.
+        raise ConfigError(
+            "pairs", [], "no pairs configured: give --config PATH (or $QRYPTIFY_CONFIG)"
+        )
     dsn: str = args.dsn or cfg.db.dsn.get_secret_value()
     now_ms, clock = _resolve_now(args, cfg)
     thresholds = Thresholds(
@@ -215,6 +221,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         dsn, cfg.pairs, cfg.backfill.start_ms, now_ms, thresholds.max_stale_ms
     )
     kafka = collect_kafka(cfg.kafka, cfg.sink.group_id, args.timeout)
+    unlisted: tuple[Pair, ...] = ()
+    if clock.startswith("http"):  # the exchange answered: ask it which symbols it lists
+        listed = fetch_listed_symbols(clock, min(args.timeout, 10.0))
+        if listed is not None:
+            unlisted = tuple(p for p in cfg.pairs if p.symbol not in listed)
     report = StatusReport(
         now_ms=now_ms,
         clock=clock,
@@ -224,6 +235,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         kafka=kafka,
         thresholds=thresholds,
         core=native.CORE,
+        unlisted=unlisted,
     )
     report = dataclasses.replace(report, breaches=tuple(judge(report)))
     if args.json:
@@ -277,6 +289,19 @@ def fetch_exchange_time(base_url: str, timeout_s: float) -> int:
         raise ExchangeUnavailable(f"{url}: {exc}") from None
     received = local.now_ms()
     return received + server_offset_ms(sent, received, server)
+
+
+def fetch_listed_symbols(base_url: str, timeout_s: float) -> frozenset[str] | None:
+    """The symbols ``/fapi/v1/exchangeInfo`` lists; None when it cannot be read (then the
+    report says nothing about listings rather than guessing)."""
+    url = base_url.rstrip("/").removesuffix("/fapi/v1/time") + "/fapi/v1/exchangeInfo"
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+        response.raise_for_status()
+        return frozenset(parse_exchange_info(response.json()).symbols)
+    except (httpx.HTTPError, ValueError, MalformedPayload) as exc:
+        logger.warning("exchangeInfo unavailable (%s): listings not checked", exc)
+        return None
 
 
 # --------------------------------------------------------------------------------------------

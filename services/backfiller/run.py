@@ -32,7 +32,13 @@ from tqdm import tqdm
 from qryptify import db
 from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveClient
-from qryptify.binance.rest import BinanceRest, ExchangeInfo, SymbolInfo
+from qryptify.binance.rest import (
+    BinanceRest,
+    ExchangeInfo,
+    SymbolInfo,
+    UnlistedPairs,
+    is_unlisted_rejection,
+)
 from qryptify.config import Config
 from qryptify.errors import (
     ArchiveError,
@@ -169,6 +175,7 @@ class Summary:
     archive_corrupt: int = 0
     seconds: float = 0.0
     failed_pairs: list[str] = field(default_factory=list)
+    unlisted_pairs: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         """One line of ``key=value`` pairs (machine-readable too)."""
@@ -195,6 +202,8 @@ class Summary:
         text = " ".join(f"{k}={v}" for k, v in fields.items())
         if self.failed_pairs:
             text += f" failed={','.join(self.failed_pairs)}"
+        if self.unlisted_pairs:
+            text += f" unlisted={','.join(self.unlisted_pairs)}"
         return f"backfill summary: {text}"
 
 
@@ -343,6 +352,7 @@ class Backfiller:
         self.health = health or Health()
         self.service = service
         self.states: dict[Pair, PairState] = {p: PairState(p) for p in cfg.pairs}
+        self.unlisted = UnlistedPairs()
         self.summary = Summary()
         self.limit = rest.page_limit
         self.prefetch = 4
@@ -404,7 +414,7 @@ class Backfiller:
         logger.info(
             "resuming %d of %d pairs from stored source offsets", len(loaded), len(self.states)
         )
-        self.health.set(True, "backfilling")
+        self._ready("backfilling")
         first = True
         outage_delays = backoff()
         while not self.stop.is_set():
@@ -423,7 +433,7 @@ class Backfiller:
             if first and not self.stop.is_set():
                 self._finish_summary()
                 logger.info("caught up: %s", self.summary.line())
-                self.health.set(True, "caught up")
+                self._ready("caught up")
             first = False
             if self.cfg.backfill.exit_when_done or self.stop.is_set():
                 break
@@ -445,15 +455,19 @@ class Backfiller:
         await asyncio.sleep(seconds)
 
     def _validate_symbols(self, info: ExchangeInfo) -> None:
-        for index, pair in enumerate(self.cfg.pairs):
+        """Adopt exchangeInfo: a symbol it does not list is reported once and skipped (the
+        other pairs go on); one listed again is picked up."""
+        gone, back = self.unlisted.update(self.cfg.pairs, info)
+        for pair in gone:
+            self._report_unlisted(pair, "not listed on the exchange (exchangeInfo)")
+        for pair in back:
+            logger.warning("%s: listed on the exchange again; backfilling it", pair)
+        for pair in self.cfg.pairs:
             sym = info.symbols.get(pair.symbol)
             if sym is None:
-                raise ConfigError(
-                    f"pairs[{index}]",
-                    str(pair),
-                    f"symbol {pair.symbol} is not listed on the exchange (exchangeInfo)",
-                )
-            if not sym.trading:
+                self.states[pair].info = None
+                continue
+            if not sym.trading and self.states[pair].info != sym:
                 logger.warning(
                     "%s status %s: backfilled up to its last candle%s, not live",
                     pair.symbol,
@@ -463,6 +477,25 @@ class Backfiller:
                     else "",
                 )
             self.states[pair].info = sym
+        self._note_unlisted()
+
+    def _report_unlisted(self, pair: Pair, why: str) -> None:
+        index = self.cfg.pairs.index(pair)
+        logger.error(
+            "pairs[%d] %s: symbol %s %s; skipped, the other pairs go on",
+            index,
+            pair,
+            pair.symbol,
+            why,
+        )
+
+    def _note_unlisted(self) -> None:
+        self.summary.unlisted_pairs = [str(p) for p in self.cfg.pairs if p in self.unlisted]
+
+    def _ready(self, reason: str) -> None:
+        if self.summary.unlisted_pairs:
+            reason += f"; not listed (skipped): {', '.join(self.summary.unlisted_pairs)}"
+        self.health.set(True, reason)
 
     async def _last_candle_end(self, state: PairState) -> int | None:
         """For a contract not trading and without a settlement date: the exclusive end of its
@@ -476,11 +509,17 @@ class Backfiller:
 
     # -- one pass --------------------------------------------------------------------------
     async def _pass(self, first: bool) -> None:
+        if not first:
+            # Symbols get delisted and listed while we run: a pass plans with today's list.
+            self._validate_symbols(await self.rest.exchange_info())
         now = await self.rest.server_time()  # the exchange's word on what is closed
         self.pass_now_ms = now
         start_ms = self.cfg.backfill.start_ms
         holes: dict[Pair, list[Range]] = {}
         for state in self.states.values():
+            if state.pair in self.unlisted:
+                state.range = None
+                continue
             info = state.info
             settles = info.settles_at if info else None
             if info is not None and not info.trading and settles is None:
@@ -594,6 +633,12 @@ class Backfiller:
                 ):
                     await self._publish(state, result)
             except (ExchangeError, ArchiveError) as exc:
+                if is_unlisted_rejection(exc):
+                    # Delisted while we run: reported once, like one missing at start.
+                    if self.unlisted.mark(state.pair):
+                        self._report_unlisted(state.pair, f"no longer listed ({exc})")
+                    self._note_unlisted()
+                    return
                 state.failed = str(exc)
                 logger.error("%s failed, resumes on the next run: %s", state.pair, exc)
 

@@ -206,9 +206,10 @@ def test_equivalence_fails_when_the_native_output_is_altered(monkeypatch: Any) -
             before = set(rows)
             assert self.inner is not None
             skipped = self.inner.add(records, floors, offsets, held, firsts, rows, add_exact)
-            for ident, (tp, offset, ingested, row) in list(rows.items()):
+            for ident, (tp, offset, ingested, row, *origin) in list(rows.items()):
                 if ident not in before:
-                    rows[ident] = (tp, offset, ingested, (*row[:3], row[3].replace(b"5", b"6")))
+                    line = row[3].replace(b"5", b"6")
+                    rows[ident] = (tp, offset, ingested, (*row[:3], line), *origin)
             return skipped
 
     monkeypatch.setattr(batch_module, "make_kline_stager", Altered)

@@ -140,3 +140,20 @@ def test_ranges_to_units() -> None:
         Page(FEB, FEB, 1),
     ]
     assert count_opens("1m", JAN, FEB) == 44640
+
+
+def test_pair_range_from_a_start_instant_inside_a_candle() -> None:
+    # backfill.start_date 2022-01-01T13:37:00+02:00 = 11:37 UTC: the first candle opening at
+    # or after it, per interval.
+    start = parse_time_ms("2022-01-01T11:37:00Z")
+    now = parse_time_ms("2022-01-03T00:00:00Z")
+    assert pair_range(Pair("BTCUSDT", "4h"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T12:00:00Z"
+    )
+    assert pair_range(Pair("ETHUSDT", "1h"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T12:00:00Z"
+    )
+    assert pair_range(Pair("BNBUSDT", "15m"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T11:45:00Z"
+    )
+    assert pair_range(Pair("BNBUSDT", "1m"), start, now).start_ms == start  # on the grid

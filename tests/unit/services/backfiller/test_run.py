@@ -15,7 +15,6 @@ from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
 from qryptify.config import Config, build_config
-from qryptify.errors import ConfigError
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import MINUTE_MS, Pair, interval_ms
 from qryptify.publish import DeliveryFailed, KlinePublisher
@@ -162,11 +161,40 @@ def events(producer: FakeProducer) -> list[Event]:
     return [codec.decode(value) for _, _, value in producer.records]
 
 
-def test_unknown_symbol_is_a_config_error_naming_it() -> None:
-    bf, _, _ = make(Exchange(), ["BTCUSDT/1m", "NOPEUSDT/1m"])
-    with pytest.raises(ConfigError) as info:
-        bf.run()
-    assert info.value.key == "pairs[1]" and "NOPEUSDT" in str(info.value)
+def test_an_unlisted_symbol_is_reported_once_and_the_other_pairs_complete(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bf, producer, offsets = make(Exchange(), ["BTCUSDT/1m", "NOPEUSDT/1m", "BTCUSDT/1h"])
+    assert bf.run() == 0
+    got = events(producer)
+    assert {(e.symbol, e.interval) for e in got} == {("BTCUSDT", "1m"), ("BTCUSDT", "1h")}
+    assert len([e for e in got if isinstance(e, Kline) and e.interval == "1m"]) == 180
+    assert Pair("NOPEUSDT", "1m") not in offsets.stored
+    assert bf.summary.unlisted_pairs == ["NOPEUSDT/1m"]
+    assert "unlisted=NOPEUSDT/1m" in bf.summary.line()
+    reports = [r for r in caplog.records if "NOPEUSDT" in r.getMessage()]
+    assert len(reports) == 1 and "pairs[1] NOPEUSDT/1m" in reports[0].getMessage()
+    assert bf.health.get() == (True, "caught up; not listed (skipped): NOPEUSDT/1m")
+
+
+def test_a_symbol_delisted_while_running_is_skipped_like_an_unlisted_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ex = Exchange()
+    bf, producer, _ = make(ex, ["OLDUSDT/1m", "BTCUSDT/1m"])
+    original = ex.handler
+
+    def delisted_after_exchange_info(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/fapi/v1/klines" and request.url.params["symbol"] == "OLDUSDT":
+            return httpx.Response(400, json={"code": -1121, "msg": "Invalid symbol."})
+        return original(request)
+
+    bf.rest = BinanceRest(bf.cfg.rest, transport=httpx.MockTransport(delisted_after_exchange_info))
+    assert bf.run() == 0
+    assert {e.symbol for e in events(producer)} == {"BTCUSDT"}
+    assert bf.summary.unlisted_pairs == ["OLDUSDT/1m"] and bf.summary.failed_pairs == []
+    reports = [r for r in caplog.records if "OLDUSDT/1m: symbol OLDUSDT" in r.getMessage()]
+    assert len(reports) == 1 and "no longer listed" in reports[0].getMessage()
 
 
 def test_publishes_every_closed_candle_in_order_and_never_the_open_one() -> None:
