@@ -32,7 +32,8 @@ HAVE_DOCKER := docker info >/dev/null 2>&1
 # With cargo the native tests must run (a missing module fails them instead of skipping).
 TEST_ENV := $(if $(HAVE_CARGO),export QRYPTIFY_EXPECT_NATIVE=1 &&) eval "$$($(PY) -m stack env --profile test)" &&
 # Tests of code with a native twin, run again on the pure-Python path by `make test`.
-PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/integration/test_sink_loop.py \
+PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/unit/qryptify/test_sink_poison.py \
+	tests/unit/qryptify/test_archive.py tests/integration/test_sink_loop.py tests/integration/test_sink_poison.py \
 	tests/integration/test_sink_dlq.py tests/integration/test_replay.py
 
 .PHONY: help install up down logs restart ps stack-test-up stack-test-down stack-test-wipe \

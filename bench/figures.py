@@ -7,13 +7,14 @@ fills a ``FigureResult``. The measuring code of a path lives with its owner
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -85,6 +86,7 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
     fresh_steady: list[float] = []
     noop_rate: list[float] = []
     seed_rate: list[float] = []
+    python_rate: list[float] = []
     loads: list[tuple[float, float, float]] = []
     steps: list[dict[str, tuple[float, float]]] = []
     try:
@@ -107,6 +109,12 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
             steps.append(fresh.times.per_row_us(fresh.rows))
             fresh_steady.append(fresh.rows / fresh.steady_s)
             noop_rate.append(again.rows / again.elapsed_s)
+            with database(ctx.pg, f"bench_pyreplay_{rid}_{rep}") as dsn, python_core():
+                cfg = build_config({"kafka": kafka.model_dump(mode="json"), "db": {"dsn": dsn}})
+                slow = _keep_signals(partial(replay, cfg, dsn, progress=False))
+            if slow.totals["written"] != len(items):
+                raise RuntimeError(f"replay on the Python core wrote {slow.totals}")
+            python_rate.append(slow.rows / slow.elapsed_s)
             with database(ctx.pg, f"bench_seed_{rid}_{rep}") as dsn:
                 seed_s = seed_write(dsn, items[: scale.seed_rows])
             seed_rate.append(scale.seed_rows / seed_s)
@@ -117,6 +125,7 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
             say(
                 f"replay rep {rep + 1} (load {loads[-1][0]:.2f}): COPY {copy_rate[-1]:,.0f}/s, "
                 f"replay {fresh_rate[-1]:,.0f}/s, no-op {noop_rate[-1]:,.0f}/s, "
+                f"Python core {python_rate[-1]:,.0f}/s, "
                 f"seed executemany {seed_rate[-1]:,.0f}/s; {fresh.times.render(fresh.rows)}"
             )
     finally:
@@ -134,6 +143,14 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
             ratio,
             "≥ 0.6× COPY",
             meets(ratio.median, 0.6),
+        ),
+        Row(
+            "replay → empty DB, pure-Python core (QRYPTIFY_NATIVE=0)",
+            spread(python_rate),
+            "rows/s",
+            spread(fresh_rate),
+            f"{native_core()} core",
+            paired_ratios(python_rate, fresh_rate),
         ),
         Row(
             "seed write path (executemany) → empty DB",
@@ -176,6 +193,20 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
         f"into an empty table with its primary key; the seed's executemany path is timed on the "
         f"first {scale.seed_rows:,} rows (pages of 1,500, one COMMIT each, as the seed did)"
     )
+
+
+@contextlib.contextmanager
+def python_core() -> Iterator[None]:
+    """Run the block in this process on the pure-Python core (the reference for the native
+    one): what ``QRYPTIFY_NATIVE=0`` selects at import."""
+    from qryptify import native
+
+    saved = native.MODULE, native.CORE
+    native.MODULE, native.CORE = None, "python"
+    try:
+        yield
+    finally:
+        native.MODULE, native.CORE = saved
 
 
 def native_core() -> str:
@@ -657,15 +688,26 @@ def archive_figure(ctx: Context, result: FigureResult) -> None:
     result.scale = {"pairs": list(scale.pairs), "start_date": scale.start_date,
                     "sim_now": scale.sim_now}  # fmt: skip
     archive: list[float] = []
+    archive_python: list[float] = []
     rest: list[float] = []
     runs: list[dict[str, Any]] = []
+    loads: list[tuple[float, float, float]] = []
     for rep in range(ctx.reps):
+        loads.append(ctx.check_load(f"archive rep {rep + 1}"))
         a = bf.measure(ctx.kafka, ctx.workdir / f"archive-{rep}", "archive", scale)
+        with service_env(QRYPTIFY_NATIVE="0"):
+            ap = bf.measure(ctx.kafka, ctx.workdir / f"archive-py-{rep}", "archive", scale)
         r = bf.measure(ctx.kafka, ctx.workdir / f"rest-{rep}", "rest", scale)
-        runs.append({"archive": a, "rest": r})
+        runs.append({"archive": a, "archive_python_core": ap, "rest": r})
         archive.append(a["candles_per_s"])
+        archive_python.append(ap["candles_per_s"])
         rest.append(r["candles_per_s"])
-        say(f"archive rep {rep + 1}: {archive[-1]:,.0f} candles/s (REST only {rest[-1]:,.0f}/s)")
+        say(
+            f"archive rep {rep + 1} (load {loads[-1][0]:.2f}): {archive[-1]:,.0f} candles/s "
+            f"(Python core {archive_python[-1]:,.0f}/s, REST only {rest[-1]:,.0f}/s)"
+        )
+    result.raw["load_average_per_rep"] = loads
+    result.raw["core"] = native_core()
     result.raw["runs"] = runs
     if ctx.profile == "archive":  # one extra run under the profiler, not counted
         path = RESULTS / "profile-archive.txt"
@@ -685,10 +727,31 @@ def archive_figure(ctx: Context, result: FigureResult) -> None:
             meets(s.median, 200_000.0),
         )
     )
+    result.rows.append(
+        Row(
+            "archive path, pure-Python core (QRYPTIFY_NATIVE=0)",
+            spread(archive_python),
+            "candles/s",
+            s,
+            f"{native_core()} core",
+            paired_ratios(archive_python, archive),
+        )
+    )
     result.notes.append(
         "candles ÷ the backfiller's own run time (process start to last Kafka ack, exchangeInfo "
-        "and the REST tail included), as its summary line reports it"
+        "and the REST tail included), as its summary line reports it; backfiller CPU per candle "
+        + ", ".join(
+            f"{name} {_cpu_us_per_candle(runs, key):.1f} µs"
+            for name, key in (("native core", "archive"), ("Python core", "archive_python_core"))
+        )
+        + "; load average (1 min) per repetition: "
+        + ", ".join(f"{x[0]:.2f}" for x in loads)
     )
+
+
+def _cpu_us_per_candle(runs: list[dict[str, Any]], key: str) -> float:
+    """The backfiller's CPU per candle (median over the repetitions)."""
+    return spread(1e6 * r[key]["backfiller_cpu_s"] / r[key]["candles"] for r in runs).median
 
 
 @dataclass(frozen=True, slots=True)
