@@ -87,6 +87,8 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
     noop_rate: list[float] = []
     seed_rate: list[float] = []
     python_rate: list[float] = []
+    consumer_cpu: list[float] = []
+    python_consumer_cpu: list[float] = []
     loads: list[tuple[float, float, float]] = []
     steps: list[dict[str, tuple[float, float]]] = []
     try:
@@ -115,6 +117,8 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
             if slow.totals["written"] != len(items):
                 raise RuntimeError(f"replay on the Python core wrote {slow.totals}")
             python_rate.append(slow.rows / slow.elapsed_s)
+            consumer_cpu.append(_consumer_cpu_us(fresh.times.per_row_us(fresh.rows)))
+            python_consumer_cpu.append(_consumer_cpu_us(slow.times.per_row_us(slow.rows)))
             with database(ctx.pg, f"bench_seed_{rid}_{rep}") as dsn:
                 seed_s = seed_write(dsn, items[: scale.seed_rows])
             seed_rate.append(scale.seed_rows / seed_s)
@@ -151,6 +155,14 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
             spread(fresh_rate),
             f"{native_core()} core",
             paired_ratios(python_rate, fresh_rate),
+        ),
+        Row(
+            "sink consumer thread CPU per row (poll + stage + handover)",
+            spread(consumer_cpu),
+            "µs",
+            spread(python_consumer_cpu),
+            "pure-Python core",
+            paired_ratios(consumer_cpu, python_consumer_cpu),
         ),
         Row(
             "seed write path (executemany) → empty DB",
@@ -193,6 +205,11 @@ def replay_figure(ctx: Context, result: FigureResult) -> None:
         f"into an empty table with its primary key; the seed's executemany path is timed on the "
         f"first {scale.seed_rows:,} rows (pages of 1,500, one COMMIT each, as the seed did)"
     )
+
+
+def _consumer_cpu_us(per_row: dict[str, tuple[float, float]]) -> float:
+    """CPU µs per row of the sink's consumer thread (what the native core takes on)."""
+    return sum(per_row[step][1] for step in ("poll", "stage", "handover"))
 
 
 @contextlib.contextmanager
