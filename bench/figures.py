@@ -761,9 +761,24 @@ def archive_figure(ctx: Context, result: FigureResult) -> None:
             f"{name} {_cpu_us_per_candle(runs, key):.1f} µs"
             for name, key in (("native core", "archive"), ("Python core", "archive_python_core"))
         )
+        + "; the publisher's steps per candle (wall/CPU µs, native core, median): "
+        + ", ".join(
+            f"{step} {_publish_us(runs, step, 'wall'):.2f}/{_publish_us(runs, step, 'cpu'):.2f}"
+            for step in ("produce", "queue_full", "poll", "flush")
+        )
         + "; load average (1 min) per repetition: "
         + ", ".join(f"{x[0]:.2f}" for x in loads)
     )
+
+
+def _publish_us(runs: list[dict[str, Any]], step: str, clock: str) -> float:
+    """The backfiller publisher's µs per candle in one step (its summary line's counters)."""
+    return spread(
+        1e6
+        * r["archive"]["summary"].get(f"publish_{step}_{clock}_s", float("nan"))
+        / r["archive"]["candles"]
+        for r in runs
+    ).median
 
 
 def _cpu_us_per_candle(runs: list[dict[str, Any]], key: str) -> float:

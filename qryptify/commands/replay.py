@@ -26,7 +26,7 @@ from qryptify.kafka import TopicPartition, make_consumer, make_producer, topic_p
 from qryptify.service import install_stop_handlers
 from qryptify.sink.batch import FlushPolicy
 from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, OffsetCommits, SinkLoop
-from qryptify.sink.timing import StepTimes
+from qryptify.sink.timing import StepTimes, sink_step_times
 
 #: Replays are bulk loads: bigger transactions than the live sink's default.
 REPLAY_BATCH_SIZE = 20_000
@@ -93,7 +93,7 @@ class ReplayResult:
     steady_s: float
     interrupted: bool
     #: Where the time went, per step of the batch cycle (wall and CPU).
-    times: StepTimes = field(default_factory=StepTimes)
+    times: StepTimes = field(default_factory=sink_step_times)
 
     @property
     def rows(self) -> int:

@@ -61,7 +61,7 @@ from qryptify.sink.batch import (
     write_bisecting,
 )
 from qryptify.sink.rows import CandleBatch
-from qryptify.sink.timing import Mark, StepTimes
+from qryptify.sink.timing import Mark, sink_step_times
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class SinkLoop:
         self._to_commit: dict[TopicPartitionKey, int] = {}
         self._commit_retry: set[TopicPartitionKey] = set()
         self._retry_at = 0.0
-        self.times = StepTimes()
+        self.times = sink_step_times()
         # Records below a committed position (re-read after a rebalance) are already written.
         self.pending = StagedBatch(self.codec, floors=self.positions)
         self._inflight: _Inflight | None = None

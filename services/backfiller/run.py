@@ -176,6 +176,8 @@ class Summary:
     seconds: float = 0.0
     failed_pairs: list[str] = field(default_factory=list)
     unlisted_pairs: list[str] = field(default_factory=list)
+    #: The publisher's seconds per step (wall, CPU): qryptify.publish.PUBLISH_STEPS.
+    publish_times: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def line(self) -> str:
         """One line of ``key=value`` pairs (machine-readable too)."""
@@ -199,6 +201,9 @@ class Summary:
             "seconds": f"{self.seconds:.1f}",
             "candles_per_s": f"{rate:.0f}",
         }
+        for step, (wall, cpu) in self.publish_times.items():
+            fields[f"publish_{step}_wall_s"] = f"{wall:.3f}"
+            fields[f"publish_{step}_cpu_s"] = f"{cpu:.3f}"
         text = " ".join(f"{k}={v}" for k, v in fields.items())
         if self.failed_pairs:
             text += f" failed={','.join(self.failed_pairs)}"
@@ -822,3 +827,5 @@ class Backfiller:
             s.archive_downloaded, s.archive_cached = a.downloaded, a.cached
             s.archive_missing, s.archive_corrupt = a.missing, a.corrupt
         s.failed_pairs = [str(st.pair) for st in self.states.values() if st.failed]
+        times = self.publisher.times
+        s.publish_times = {step: (times.wall[step], times.cpu[step]) for step in times.steps}

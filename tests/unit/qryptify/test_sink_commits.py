@@ -13,7 +13,7 @@ import pytest
 from qryptify.avro import KlineCodec
 from qryptify.sink.batch import FlushPolicy, Record, StagedBatch
 from qryptify.sink.loop import LoopSettings, OffsetCommits, SinkLoop
-from qryptify.sink.timing import STEPS, StepTimes
+from qryptify.sink.timing import STEPS, sink_step_times
 from tests.conftest import make_kline
 
 TOPIC = "klines"
@@ -91,7 +91,7 @@ def test_without_the_callback_commits_are_synchronous_and_never_go_backwards() -
 
 
 def test_step_times_add_up_per_row() -> None:
-    times = StepTimes()
+    times = sink_step_times()
     times.add("stage", 2.0, 1.5)
     times.add("stage", 1.0, 0.5)
     times.add("poll", 0.5, 0.0)
