@@ -19,6 +19,7 @@ from qryptify.sink import batch as batch_module
 from qryptify.sink.batch import Record, Split, StagedBatch
 from qryptify.sink.rows import ts_text
 from tests.conftest import T0, make_kline
+from tests.unit.qryptify.test_sink_batch import _any_kline as any_kline
 
 CODEC = KlineCodec()
 PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "1M"), ("BTCUSDT", "1w"), ("SOLUSDT", "1h")]
@@ -52,13 +53,6 @@ def assert_same(ours: Split, oracle: Split) -> None:
 # -- inputs -------------------------------------------------------------------------------------
 
 _digits = st.from_regex(r"[0-9]{1,12}(\.[0-9]{1,10})?", fullmatch=True)
-_texts = (
-    st.text(max_size=40)
-    | st.sampled_from(["1", "1.0", "1.00", "0.99999999999999999", "1e0", "-1", "0", "nan", " 1"])
-    | _digits
-    | st.sampled_from(["1" * 30, "1" * 31, "1." + "0" * 30, "1." + "0" * 31])
-)
-_longs = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
 @st.composite
@@ -78,24 +72,18 @@ def valid_klines(draw: st.DrawFn) -> Kline:
     )  # fmt: skip
 
 
-_any_kline = st.builds(
-    Kline,
-    symbol=st.sampled_from(["BTCUSDT", "ETHUSDT", "btc", "X" * 70, "ÄUSDT", "A\tB"]),
-    interval=st.sampled_from(["1m", "1M", "1w", "2m", "1h"]),
-    open_time=st.sampled_from([T0, T0 + 60_000, 5, 2**62, 7_258_118_400_000]) | _longs,
-    close_time=st.sampled_from([T0 + 59_999, T0 + 119_999, 1_706_745_599_999]) | _longs,
-    open=_texts,
-    high=_texts,
-    low=_texts,
-    close=_texts,
-    volume=_texts,
-    quote_volume=_texts,
-    trades=st.integers(-5, 2**22) | _longs,
-    taker_buy_base=_texts,
-    taker_buy_quote=_texts,
-    source=st.sampled_from(["rest", "ws", "archive"]),
-    ingested_at=st.sampled_from([T0 + 61_000, 0, -1]) | _longs,
+#: Edges of the fast path's checks: 30 and 31 digits, the last open time, a month's close.
+_edge_klines = st.sampled_from(
+    [
+        make_kline(open="1" * 30, high="1" * 31, low="1", close="1" * 30),
+        make_kline(volume="1." + "0" * 30, quote_volume="1." + "0" * 31),
+        make_kline(open_time=7_258_118_400_000 - 60_000),
+        make_kline("BTCUSDT", "1M", 1_706_745_600_000 - 31 * 86_400_000),
+        make_kline(trades=2**20),
+        make_kline(trades=2**20 - 1),
+    ]
 )
+_any_kline = any_kline | _edge_klines
 _empty_range = st.builds(
     EmptyRange,
     symbol=st.sampled_from(["BTCUSDT", "ETHUSDT"]),
