@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
@@ -33,10 +34,43 @@ def sql_dir() -> Path:
     return Path(__file__).resolve().parent / "sql"
 
 
-def connect(dsn: str, *, autocommit: bool = False, connect_timeout_s: int = 10) -> Connection:
-    """Open a connection; failures become DatabaseUnavailable with the password redacted."""
+#: No statement and no lock wait lasts forever: a hung server, a forgotten ``LOCK TABLE`` or a
+#: stuck transaction elsewhere becomes an error the caller retries (55P03 / 57014). A sink batch
+#: takes seconds; the limit stays under Kafka's max.poll.interval.ms (300 s), since a retried
+#: write runs on the consumer's thread. Migrations lift it for themselves.
+STATEMENT_TIMEOUT_MS = 120_000
+LOCK_TIMEOUT_MS = 30_000
+#: TCP keepalives: a peer that vanished (host down, NAT dropped the flow) is noticed in about
+#: idle + interval * count = 60 s instead of the kernel's two hours.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+
+
+def connect(
+    dsn: str,
+    *,
+    autocommit: bool = False,
+    connect_timeout_s: int = 10,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+) -> Connection:
+    """Open a connection with the timeouts and keepalives above (the DSN's own ``options``
+    are kept, ours appended); failures become DatabaseUnavailable with the password redacted."""
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=connect_timeout_s)
+        existing = conninfo_to_dict(dsn).get("options") or ""
+        options = (
+            f"{existing} -c statement_timeout={int(statement_timeout_ms)}"
+            f" -c lock_timeout={int(lock_timeout_ms)}"
+        ).strip()
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            connect_timeout=connect_timeout_s,
+            options=options,
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_IDLE_S,
+            keepalives_interval=KEEPALIVE_INTERVAL_S,
+            keepalives_count=KEEPALIVE_COUNT,
+        )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(redact_message(str(exc), dsn)) from None
 
@@ -55,6 +89,29 @@ def redact_message(message: str, dsn: str) -> str:
 def is_connection_error(exc: BaseException) -> bool:
     """Errors after which the same transaction may succeed on a new connection."""
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+#: SQLSTATEs a single record causes (classes 22 data exception and 23 integrity constraint
+#: violation) — except 23505, the primary-key conflict the write path expects and handles.
+_EXPECTED_CONFLICT = "23505"
+
+
+def is_record_sqlstate(sqlstate: str | None) -> bool:
+    """True for a data error that one record causes: bisect the batch, dead-letter the
+    record. Everything else (08 connection, 53 resources, 57 shutdown/cancel, 40001/40P01,
+    55P03 lock timeout, no SQLSTATE at all) is about availability: pause and retry."""
+    return (
+        sqlstate is not None
+        and len(sqlstate) == 5
+        and sqlstate[:2] in ("22", "23")
+        and sqlstate != _EXPECTED_CONFLICT
+    )
+
+
+def record_sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of ``exc`` when one record caused it (see ``is_record_sqlstate``)."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    return sqlstate if is_record_sqlstate(sqlstate) else None
 
 
 def is_database_error(exc: BaseException) -> bool:
@@ -111,6 +168,8 @@ def migrate(conn: Connection, directory: Path | None = None) -> list[str]:
         with conn.transaction():
             # Serialise concurrent migrators (several services starting at once).
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            # A migration may rewrite a large table: no statement limit for it.
+            conn.execute("SET LOCAL statement_timeout = 0")
             done = conn.execute(
                 f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE version = %s", (version,)
             ).fetchone()

@@ -13,6 +13,7 @@
     ├── ArchiveError(path, reason)               missing or corrupt archive file (checksum, rows)
     ├── UndecodableRecord(reason)                Avro bytes that cannot be decoded
     ├── InvalidKline(reason)                     decoded, but violates the kline rules (OHLC, times)
+    │   └── InvalidEmptyRange(reason)            an empty-range event that cannot be true
     ├── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
     ├── KafkaUnavailable(reason)                 the brokers cannot be reached
     └── NoDataYet(reason)                        nothing published or stored yet to work on
@@ -169,6 +170,11 @@ class InvalidKline(IngestorError, ValueError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"invalid kline: {reason}")
+
+
+class InvalidEmptyRange(InvalidKline):
+    """An empty-range event that cannot be true (outside 2010..2200, reversed, implausibly
+    long, confirmed before it began)."""
 
 
 class DatabaseUnavailable(IngestorError):

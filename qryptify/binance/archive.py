@@ -39,6 +39,7 @@ from typing import Any, Literal
 import httpx
 
 from qryptify.avro import EncodedKlines, KlineCodec, kline_encoder
+from qryptify.binance.bounded import get_bounded
 from qryptify.config import ArchiveConfig
 from qryptify.errors import ArchiveError, MalformedPayload
 from qryptify.kline import Kline
@@ -52,6 +53,10 @@ CSV_HEADER_START = "open_time"
 DAILY_INTERVALS: tuple[str, ...] = tuple(
     i for i in INTERVALS if i in FIXED_INTERVAL_MS and FIXED_INTERVAL_MS[i] <= DAY_MS
 )
+#: Caps on what one archive file may occupy: a monthly 1m zip is ~2 MB, its CSV ~6 MB.
+MAX_ZIP_BYTES = 64 * 1024 * 1024
+MAX_CSV_BYTES = 256 * 1024 * 1024
+MAX_CHECKSUM_BYTES = 4096
 _CHECKSUM_RE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
 _MICROS_THRESHOLD = 10**14  # 16-digit values are µs (2286-11-20 in ms)
 _DEC = r"\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\s*"
@@ -147,16 +152,29 @@ def verify_checksum(data: bytes, sha256_hex: str, name: str) -> None:
         raise ArchiveError(name, f"sha256 {actual} does not match .CHECKSUM {sha256_hex}")
 
 
-def read_zip(data: bytes, file: ArchiveFile) -> bytes:
-    """The CSV member of a verified zip."""
+def read_zip(data: bytes, file: ArchiveFile, limit: int | None = None) -> bytes:
+    """The CSV member of a verified zip, inflated up to ``limit`` bytes (default
+    ``MAX_CSV_BYTES``): a member declaring or inflating to more is refused as it is read, so a
+    zip bomb never reaches memory."""
+    limit = MAX_CSV_BYTES if limit is None else limit
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
             if len(names) != 1:
-                raise ArchiveError(file.zip_name, f"expected one CSV member, found {names}")
+                raise ArchiveError(file.zip_name, f"expected one CSV member, found {names[:5]}")
             if names[0] != file.csv_name:
                 logger.warning("archive %s holds %s, not %s", file, names[0], file.csv_name)
-            return zf.read(names[0])
+            declared = zf.getinfo(names[0]).file_size
+            if declared > limit:
+                raise ArchiveError(
+                    file.zip_name, f"member declares {declared} bytes, more than {limit}"
+                )
+            with zf.open(names[0]) as member:
+                # The declared size may lie: read one byte past the limit to find out.
+                csv = member.read(limit + 1)
+            if len(csv) > limit:
+                raise ArchiveError(file.zip_name, f"member inflates past {limit} bytes")
+            return csv
     # zlib.error: corrupt deflate data; NotImplementedError / RuntimeError: unsupported or
     # encrypted members; ValueError: bad header fields (tests/unit/test_fuzz_inputs.py).
     except (
@@ -338,7 +356,16 @@ class ArchiveClient:
             limits=httpx.Limits(max_connections=max_connections),
             transport=transport,
             follow_redirects=True,
+            event_hooks={"request": [self._same_host]},
         )
+        self._host = httpx.URL(cfg.endpoint).host
+
+    async def _same_host(self, request: httpx.Request) -> None:
+        """Redirects stay on the archive's host: a file is never fetched from elsewhere."""
+        if request.url.host != self._host:
+            raise ArchiveError(
+                request.url.path, f"redirect to another host ({request.url.host}) refused"
+            )
 
     async def __aenter__(self) -> ArchiveClient:
         return self
@@ -409,9 +436,11 @@ class ArchiveClient:
         self.stats.cached += 1
         return data
 
-    async def _get(self, path: str) -> bytes | None:
+    async def _get(self, path: str, limit: int = MAX_ZIP_BYTES) -> bytes | None:
         try:
-            resp = await self._http.get(path)
+            resp = await get_bounded(
+                self._http, path, limit, lambda why: ArchiveError(path, f"download refused: {why}")
+            )
         except httpx.HTTPError as exc:
             raise ArchiveError(path, f"download failed: {type(exc).__name__} {exc}") from None
         if resp.status_code in (403, 404):  # S3 answers 403 for missing keys without list
@@ -421,7 +450,7 @@ class ArchiveClient:
         return resp.content
 
     async def _download(self, file: ArchiveFile) -> bytes | None:
-        sums = await self._get(file.path + ".CHECKSUM")
+        sums = await self._get(file.path + ".CHECKSUM", MAX_CHECKSUM_BYTES)
         if sums is None:
             self.stats.missing += 1
             return None

@@ -37,6 +37,7 @@ from tenacity import (
     wait_random,
 )
 
+from qryptify.binance.bounded import get_bounded
 from qryptify.binance.weights import WeightBudget, best_page_limit, klines_weight
 from qryptify.clock import Clock, ExchangeClock
 from qryptify.config import RestConfig
@@ -59,6 +60,8 @@ PERPETUAL_DELIVERY_MS = 4_133_404_800_000
 RETRYABLE_CODES = frozenset({-1000, -1001, -1006, -1007, -1008})
 #: Give up on one request after this many 429/418 answers in a row.
 MAX_RATE_LIMITED_ANSWERS = 1000
+#: The largest REST body read: exchangeInfo (every symbol) is ~1-2 MB, a klines page ~0.3 MB.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _PAUSED = "qryptify_pause_applied"
 _BAN_UNTIL_RE = re.compile(r"banned until (\d{12,14})")
@@ -424,7 +427,13 @@ class BinanceRest:
             sent_ms = await self._acquire(weight)
             self.stats.requests += 1
             try:
-                resp = await self._http.get(path, params=params)
+                resp = await get_bounded(
+                    self._http,
+                    path,
+                    MAX_BODY_BYTES,
+                    lambda why: MalformedPayload("rest", f"GET {path}: {why}"),
+                    params,
+                )
             except httpx.TimeoutException as exc:
                 self.budget.release(weight)
                 raise ExchangeUnavailable(f"GET {path}: timeout ({type(exc).__name__})") from None

@@ -31,6 +31,10 @@ from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, SinkLoop
 REPLAY_BATCH_SIZE = 20_000
 
 
+#: A fresh replay's consumer group starts so (``qryptify tap`` refuses these groups).
+REPLAY_GROUP_PREFIX = "qryptify-replay-"
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "replay", help="rebuild a database from the Kafka topic (idempotent)", description=__doc__
@@ -109,7 +113,7 @@ def replay(
         applied = db.migrate(conn)
     if applied:
         print(f"{where}: applied {', '.join(applied)}", file=sys.stderr)
-    group_id = group or f"qryptify-replay-{uuid.uuid4().hex[:12]}"
+    group_id = group or f"{REPLAY_GROUP_PREFIX}{uuid.uuid4().hex[:12]}"
     consumer = make_consumer(cfg.kafka, group_id, **{"enable.partition.eof": True})
     topic = cfg.kafka.topic
     try:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from qryptify.avro import KlineCodec
+from qryptify.commands.replay import REPLAY_GROUP_PREFIX
 from qryptify.config import Config
 from qryptify.errors import ConfigError, IngestorError, PairError, UndecodableRecord
 from qryptify.kafka import KafkaError, TopicPartition, make_consumer, topic_partitions
@@ -160,7 +161,27 @@ def parse_filter(values: Sequence[str], configured: Sequence[Pair] | None = None
     return keys
 
 
+#: The sink's default group (refused even when the config names another one).
+PIPELINE_GROUP = "qryptify-sink"
+
+
+def check_tap_group(group: str | None, cfg: Config) -> None:
+    """Refuse a pipeline service's group: a tap committing there would move the group past
+    records the sink (or a replay) has not written, and they would never reach the database."""
+    if group is None:
+        return
+    if group in (cfg.sink.group_id, PIPELINE_GROUP):
+        raise ConfigError(
+            "--group", group, "is the sink's consumer group; a tap must use a group of its own"
+        )
+    if group.startswith(REPLAY_GROUP_PREFIX):
+        raise ConfigError(
+            "--group", group, "is a replay's consumer group; a tap must use a group of its own"
+        )
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    check_tap_group(args.group, cfg)
     keys = parse_filter(args.pair, cfg.pairs or None)  # no pairs configured: any pair
     topic = cfg.kafka.topic
     overrides: dict[str, Any] = {

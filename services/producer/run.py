@@ -39,6 +39,7 @@ from qryptify.binance.ws import (
     ConnectPacer,
     KlineFrame,
     Malformed,
+    connect_options,
     parse_frame,
     plan_connections,
     reconnect_delays,
@@ -382,16 +383,7 @@ class ProducerRunner:
         self.pacer.record(time.monotonic_ns() // 1_000_000)
         ping = self.cfg.ws.ping_interval_s or None
         try:
-            ws = await connect(
-                group.url,
-                open_timeout=10,
-                ping_interval=ping,
-                ping_timeout=ping,
-                close_timeout=2,
-                max_queue=1024,
-                proxy=None,
-                user_agent_header="qryptify-ingestor",
-            )
+            ws = await connect(group.url, **connect_options(ping))
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             logger.warning("connection %d: connect failed: %s", group.index, exc)
             return None

@@ -22,7 +22,7 @@ from qryptify.sink.batch import (
     check_kline,
     offsets_to_commit,
     split_batch,
-    write_within_limit,
+    write_bisecting,
 )
 from qryptify.sink.rows import CandleBatch, CandleRow, ts_text
 from tests.conftest import T0, make_kline
@@ -205,7 +205,7 @@ class LimitExceeded(Exception):
     pass
 
 
-def test_write_within_limit_halves_transactions_that_exceed_it() -> None:
+def test_write_bisecting_halves_transactions_that_exceed_it() -> None:
     batch = CandleBatch.from_klines(make_kline(open_time=T0 + i * 60_000) for i in range(10))
     ranges = [EmptyRange("BTCUSDT", "1m", T0, T0 + 1, T0)]
     calls: list[tuple[int, int]] = []
@@ -219,23 +219,26 @@ def test_write_within_limit_halves_transactions_that_exceed_it() -> None:
         assert b.spans == CandleBatch.of(b.rows).spans
         return len(b)
 
-    written = write_within_limit(write, batch, ranges, lambda e: isinstance(e, LimitExceeded))
+    written, rejected = write_bisecting(
+        write, batch, ranges, lambda e: isinstance(e, LimitExceeded), lambda e: None
+    )
+    assert rejected == []
     assert sum(written) == 10
     assert sorted(seen) == sorted(batch.rows)
     assert sum(r for _, r in calls) == 1  # the empty ranges are written exactly once
     assert all(n <= 3 for n, _ in calls)
 
 
-def test_write_within_limit_reraises_other_errors_and_single_rows() -> None:
+def test_write_bisecting_reraises_other_errors_and_single_rows() -> None:
     def fails(b: CandleBatch, rs: Sequence[EmptyRange]) -> int:
         raise LimitExceeded
 
     one = CandleBatch.from_klines([make_kline()])
     two = CandleBatch.from_klines([make_kline(), make_kline("ETHUSDT")])
     with pytest.raises(LimitExceeded):
-        write_within_limit(fails, one, [], lambda e: True)
+        write_bisecting(fails, one, [], lambda e: True, lambda e: None)
     with pytest.raises(LimitExceeded):
-        write_within_limit(fails, two, [], lambda e: False)
+        write_bisecting(fails, two, [], lambda e: False, lambda e: None)
 
 
 def test_backoff_grows_to_the_cap() -> None:
