@@ -32,7 +32,7 @@ from qryptify.service import (
 )
 
 #: Each module in qryptify.commands registers one subcommand.
-COMMANDS = ("config", "migrate", "check", "status", "reset-db", "replay", "tap")
+COMMANDS = ("config", "migrate", "check", "status", "reset-db", "replay", "tap", "audit")
 
 
 def build_parser() -> argparse.ArgumentParser:

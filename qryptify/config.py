@@ -163,6 +163,10 @@ class BackfillConfig(_Section):
     #: Candles per pair re-read periodically after catching up (exchange corrections).
     recheck_recent: Annotated[int, Field(ge=0, le=1500)] = 5
     recheck_every_s: Annotated[float, Field(gt=0)] = 300.0
+    #: Seconds between archive audits (every ingested archive file's published .CHECKSUM
+    #: compared with the one used; re-uploaded files re-ingested). Checked between passes, so
+    #: at most every ``recheck_every_s``; 0 = off (``qryptify audit`` still works).
+    audit_every_s: Annotated[float, Field(ge=0)] = 86_400.0
     #: Exit after catching up (True) or keep the recent history exact (False).
     exit_when_done: bool = False
 

@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
+from qryptify.gaps import missing_runs
 from qryptify.kline import EmptyRange, Kline
 from qryptify.sink.rows import CandleBatch
 
@@ -236,6 +237,7 @@ class WriteResult:
     written: int  # rows inserted or changed
     unchanged: int  # rows identical to what the table had (replays)
     empty_ranges: int
+    deleted: int = 0  # stored candles inside exchange-confirmed empty ranges, removed
 
 
 _STAGE = "qryptify_stage_rows"
@@ -286,6 +288,39 @@ ON CONFLICT (symbol, interval, start_ts) DO UPDATE SET
 WHERE EXCLUDED.end_ts > empty_ranges.end_ts
 """
 
+# An exchange-confirmed empty range deletes the candles stored in its span (a corrected archive
+# file no longer has them; DESIGN invariant 8: nothing is kept that the exchange does not have).
+_DELETE_EMPTIED = f"""
+DELETE FROM candlesticks c
+USING unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)
+WHERE c.symbol = u.s AND c.interval = u.i
+  AND c.ts >= {_EPOCH.format("u.a")} AND c.ts < {_EPOCH.format("u.b")}
+"""
+
+# Recorded empty ranges of the batch's pairs that overlap its span and now hold a candle: the
+# exchange has since published candles there (a corrected file filled them).
+_FILLED_EMPTY = f"""
+SELECT e.symbol, e.interval, (extract(epoch FROM e.start_ts) * 1000)::bigint,
+       (extract(epoch FROM e.end_ts) * 1000)::bigint,
+       (extract(epoch FROM e.confirmed_at) * 1000)::bigint,
+       ARRAY(SELECT (extract(epoch FROM c.ts) * 1000)::bigint FROM candlesticks c
+             WHERE c.symbol = e.symbol AND c.interval = e.interval
+               AND c.ts >= e.start_ts AND c.ts < e.end_ts ORDER BY c.ts)
+FROM empty_ranges e
+JOIN unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)
+  ON e.symbol = u.s AND e.interval = u.i
+ AND e.start_ts <= {_EPOCH.format("u.b")} AND e.end_ts > {_EPOCH.format("u.a")}
+WHERE EXISTS (
+    SELECT 1 FROM candlesticks c
+    WHERE c.symbol = e.symbol AND c.interval = e.interval
+      AND c.ts >= e.start_ts AND c.ts < e.end_ts
+)
+"""
+_DROP_EMPTY = f"""
+DELETE FROM empty_ranges
+WHERE symbol = %s AND interval = %s AND start_ts = {_EPOCH.format("%s")}
+"""
+
 
 def write_batch(
     conn: Connection,
@@ -307,7 +342,8 @@ def write_rows(
     max_tuples_decompressed: int | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> WriteResult:
-    """Write candles, advance sync_state, record empty ranges: ONE transaction.
+    """Write candles, advance sync_state, record empty ranges (deleting the candles stored
+    inside them): ONE transaction.
 
     When the table holds no row inside any pair's span of the batch (a first load, a replay
     into an empty database, live candles), the rows go in with one plain COPY — as fast as the
@@ -320,6 +356,7 @@ def write_rows(
     ``before_commit`` runs inside the transaction after every statement (tests crash there).
     """
     written = 0
+    deleted = 0
     with conn.transaction():
         if max_tuples_decompressed is not None:
             conn.execute(
@@ -327,6 +364,16 @@ def write_rows(
                 " %s, true)",
                 (str(max_tuples_decompressed),),
             )
+        if empty_ranges:
+            # Before the rows: a row of this batch inside a range came after it (the batch
+            # dropped the ones before it), so it must survive the delete.
+            spans = (
+                [r.symbol for r in empty_ranges],
+                [r.interval for r in empty_ranges],
+                [r.start_time for r in empty_ranges],
+                [r.end_time for r in empty_ranges],
+            )
+            deleted = max(conn.execute(_DELETE_EMPTIED, spans).rowcount, 0)
         if batch.rows:
             pairs = list(batch.spans)
             firsts = [span[0] for span in batch.spans.values()]
@@ -337,22 +384,54 @@ def write_rows(
             else:
                 written = _upsert(conn, text)
             conn.execute(_SYNC_STATE, ([s for s, _ in pairs], [i for _, i in pairs], lasts))
-        if empty_ranges:
-            conn.execute(
-                _EMPTY_RANGES,
-                (
-                    [r.symbol for r in empty_ranges],
-                    [r.interval for r in empty_ranges],
-                    [r.start_time for r in empty_ranges],
-                    [r.end_time for r in empty_ranges],
-                    [r.confirmed_at for r in empty_ranges],
-                ),
-            )
+        _record_empty(conn, empty_ranges)
+        if batch.rows:
+            _trim_filled_ranges(conn, batch)
         if before_commit is not None:
             before_commit()
     return WriteResult(
-        written=written, unchanged=len(batch) - written, empty_ranges=len(empty_ranges)
+        written=written,
+        unchanged=len(batch) - written,
+        empty_ranges=len(empty_ranges),
+        deleted=deleted,
     )
+
+
+def _trim_filled_ranges(conn: Connection, batch: CandleBatch) -> None:
+    """Recorded empty ranges that now hold candles keep only their still-empty parts (a
+    later candle wins over an earlier empty range, as a later value wins over an earlier one)."""
+    spans = batch.spans
+    found = conn.execute(
+        _FILLED_EMPTY,
+        (
+            [s for s, _ in spans],
+            [i for _, i in spans],
+            [a for a, _ in spans.values()],
+            [b for _, b in spans.values()],
+        ),
+    ).fetchall()
+    pieces: list[EmptyRange] = []
+    for symbol, interval, start, end, confirmed, stored in found:
+        conn.execute(_DROP_EMPTY, (symbol, interval, start))
+        pieces += [
+            EmptyRange(symbol, interval, a, b, confirmed)
+            for a, b in missing_runs(interval, start, end, stored)
+        ]
+    _record_empty(conn, pieces)
+
+
+def _record_empty(conn: Connection, ranges: Sequence[EmptyRange]) -> None:
+    if ranges:
+        conn.execute(
+            _EMPTY_RANGES,
+            (
+                [r.symbol for r in ranges],
+                [r.interval for r in ranges],
+                [r.start_time for r in ranges],
+                [r.end_time for r in ranges],
+                [r.confirmed_at for r in ranges],
+            ),
+        )
 
 
 def _insert_new(

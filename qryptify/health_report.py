@@ -120,10 +120,25 @@ class KafkaHealth:
     partitions: tuple[PartitionLag, ...] = ()
     dlq_records: int | None = None
     dlq_error: str | None = None
+    audit: AuditFacts | None = None
+    audit_error: str | None = None
 
     @property
     def total_lag(self) -> int:
         return sum(p.lag for p in self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFacts:
+    """The archive audit as the ledger (``kafka.offsets_topic``) records it."""
+
+    ledger_files: int  # archive files published from
+    finished_at: int | None = None  # ms when the last audit finished; None: never audited
+    files_checked: int = 0  # by the last audit
+    files_reingested: int = 0
+    candles_corrected: int = 0
+    total_files_reingested: int = 0  # by every audit so far
+    total_candles_corrected: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,6 +599,7 @@ def render_text(report: StatusReport) -> str:
         out.append(f"  total lag {k.total_lag}")
         dlq = str(k.dlq_records) if k.dlq_records is not None else f"unreadable ({k.dlq_error})"
         out.append(f"  dlq {k.dlq_topic}: {dlq} records")
+        out.append(f"  archive audit: {_audit_text(k)}")
     out.append("")
     if report.healthy:
         out.append("HEALTHY")
@@ -591,6 +607,20 @@ def render_text(report: StatusReport) -> str:
         out.append(f"UNHEALTHY: {len(report.breaches)} check(s) failed")
         out += [f"  {b.check:<8} {b.subject}: {b.detail}" for b in report.breaches]
     return "\n".join(out)
+
+
+def _audit_text(k: KafkaHealth) -> str:
+    a = k.audit
+    if a is None:
+        return f"unreadable ({k.audit_error})"
+    if a.finished_at is None:
+        return f"never run; {a.ledger_files} archive files in the ledger"
+    return (
+        f"last {fmt_ts(a.finished_at)} UTC: {a.files_checked} files checked, "
+        f"{a.files_reingested} re-ingested, {a.candles_corrected} candles corrected; "
+        f"all audits: {a.total_files_reingested} files re-ingested, "
+        f"{a.total_candles_corrected} candles corrected; {a.ledger_files} files in the ledger"
+    )
 
 
 def to_json(report: StatusReport) -> dict[str, Any]:
@@ -672,6 +702,19 @@ def to_json(report: StatusReport) -> dict[str, Any]:
             "dlq_topic": k.dlq_topic,
             "dlq_records": k.dlq_records,
             "dlq_error": k.dlq_error,
+            "archive_audit": None
+            if k.audit is None
+            else {
+                "ledger_files": k.audit.ledger_files,
+                "last_finished_ms": k.audit.finished_at,
+                "last_finished": _iso(k.audit.finished_at),
+                "files_checked": k.audit.files_checked,
+                "files_reingested": k.audit.files_reingested,
+                "candles_corrected": k.audit.candles_corrected,
+                "total_files_reingested": k.audit.total_files_reingested,
+                "total_candles_corrected": k.audit.total_candles_corrected,
+            },
+            "archive_audit_error": k.audit_error,
         },
         "breaches": [
             {"check": b.check, "subject": b.subject, "detail": b.detail} for b in report.breaches

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from qryptify import db
+from qryptify.archive_ledger import read_ledger
 from qryptify.binance.rest import parse_exchange_info
 from qryptify.clock import SystemClock, server_offset_ms
 from qryptify.config import Config, KafkaConfig, redact_dsn
@@ -26,6 +27,7 @@ from qryptify.health_report import (
     DEFAULT_MAX_GAPS,
     DEFAULT_MAX_LAG,
     EXIT_UNHEALTHY,
+    AuditFacts,
     DatabaseHealth,
     Hypertable,
     KafkaHealth,
@@ -50,6 +52,7 @@ from qryptify.kafka import (
     high_watermarks,
     make_consumer,
 )
+from qryptify.offsets import OffsetStoreError
 from qryptify.pairs import FIXED_INTERVAL_MS, Pair, is_fixed
 
 logger = logging.getLogger(__name__)
@@ -476,13 +479,30 @@ def collect_kafka(cfg: KafkaConfig, group: str, timeout_s: float) -> KafkaHealth
             dlq = sum(high_watermarks(consumer, cfg.dlq_topic, timeout_s).values())
         except (KafkaException, KafkaSetupError) as exc:
             dlq_error = _kafka_reason(exc)
+        audit, audit_error = collect_audit(cfg, timeout_s)
         return dataclasses.replace(
-            base, partitions=tuple(lags), dlq_records=dlq, dlq_error=dlq_error
+            base,
+            partitions=tuple(lags),
+            dlq_records=dlq,
+            dlq_error=dlq_error,
+            audit=audit,
+            audit_error=audit_error,
         )
     except (KafkaException, KafkaSetupError) as exc:
         return dataclasses.replace(base, error=_kafka_reason(exc))
     finally:
         consumer.close()
+
+
+def collect_audit(cfg: KafkaConfig, timeout_s: float) -> tuple[AuditFacts | None, str | None]:
+    """The archive audit's record and the ledger's size, from ``kafka.offsets_topic``."""
+    try:
+        files, last = read_ledger(cfg, timeout_s=timeout_s)
+    except (KafkaException, KafkaSetupError, OffsetStoreError) as exc:
+        return None, _kafka_reason(exc)
+    if last is None:
+        return AuditFacts(ledger_files=len(files)), None
+    return AuditFacts(len(files), **dataclasses.asdict(last)), None
 
 
 def _kafka_reason(exc: BaseException) -> str:

@@ -9,6 +9,11 @@ offset once Kafka acknowledged everything up to it.
 After catching up it either exits (``backfill.exit_when_done``) or, every
 ``backfill.recheck_every_s``, publishes what closed since and re-reads the last
 ``backfill.recheck_recent`` candles per pair, publishing only those that changed.
+
+Every archive file it publishes from goes into the archive ledger (``qryptify.archive_ledger``)
+once Kafka acknowledged the file's candles. Between passes, when ``backfill.audit_every_s``
+have gone by since the last audit (of any process: the time is in the ledger), it audits them
+(``qryptify.audit``): re-uploaded files are re-ingested and their changes published.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from prometheus_client import Counter, Gauge
 from tqdm import tqdm
 
 from qryptify import db
+from qryptify.archive_ledger import ArchiveLedger, IngestedFile
+from qryptify.audit import ArchiveAudit
 from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import (
@@ -48,24 +55,25 @@ from qryptify.errors import (
     ExchangeUnavailable,
     RateLimited,
 )
+from qryptify.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
-from qryptify.publish import KlinePublisher, event_position
-from qryptify.retry import backoff, sleep_unless_stopped, until_available
-from services.backfiller.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
-from services.backfiller.planning import (
+from qryptify.planning import (
     ArchiveUnit,
     PairRange,
     RestUnit,
     Unit,
     fallback_units,
+    page_events,
     pair_range,
     plan_pages,
     plan_units,
     ranges_to_units,
 )
+from qryptify.publish import KlinePublisher, event_position
+from qryptify.retry import backoff, sleep_unless_stopped, until_available
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +108,13 @@ class UnitResult:
     klines: list[Kline] = field(default_factory=list)
     empty: list[EmptyRange] = field(default_factory=list)
     archive: list[EncodedKlines] = field(default_factory=list)
+    files: list[IngestedFile] = field(default_factory=list)  # archive files the rows came from
 
     def extend(self, other: UnitResult) -> None:
         self.klines.extend(other.klines)
         self.empty.extend(other.empty)
         self.archive.extend(other.archive)
+        self.files.extend(other.files)
 
     @property
     def candles(self) -> int:
@@ -173,6 +183,10 @@ class Summary:
     archive_cached: int = 0
     archive_missing: int = 0
     archive_corrupt: int = 0
+    archive_corrections: int = 0  # cached files whose published checksum had changed
+    audits: int = 0
+    audit_files_reingested: int = 0
+    audit_candles_corrected: int = 0
     seconds: float = 0.0
     failed_pairs: list[str] = field(default_factory=list)
     unlisted_pairs: list[str] = field(default_factory=list)
@@ -196,6 +210,10 @@ class Summary:
             "archive_cached": self.archive_cached,
             "archive_missing": self.archive_missing,
             "archive_corrupt": self.archive_corrupt,
+            "archive_corrections": self.archive_corrections,
+            "audits": self.audits,
+            "audit_files_reingested": self.audit_files_reingested,
+            "audit_candles_corrected": self.audit_candles_corrected,
             "seconds": f"{self.seconds:.1f}",
             "candles_per_s": f"{rate:.0f}",
         }
@@ -337,6 +355,7 @@ class Backfiller:
         publisher: KlinePublisher,
         offsets: SourceOffsetStore,
         archive: ArchiveClient | None = None,
+        ledger: ArchiveLedger | None = None,
         connect_db: Callable[[], db.Connection] | None = None,
         stop: threading.Event | None = None,
         health: Health | None = None,
@@ -347,6 +366,10 @@ class Backfiller:
         self.publisher = publisher
         self.offsets = offsets
         self.archive = archive
+        self.ledger = ledger
+        #: Archive files published and not yet acknowledged: (pair, position, entry).
+        self._unrecorded: list[tuple[Pair, int, IngestedFile]] = []
+        self._last_audit_s = time.time()
         self.connect_db = connect_db
         self.stop = stop or threading.Event()
         self.health = health or Health()
@@ -414,6 +437,16 @@ class Backfiller:
         logger.info(
             "resuming %d of %d pairs from stored source offsets", len(loaded), len(self.states)
         )
+        if self.ledger is not None:
+            files = await asyncio.to_thread(self.ledger.load)
+            last = self.ledger.last_audit
+            if last is not None:
+                self._last_audit_s = last.finished_at / 1000
+            logger.info(
+                "archive ledger: %d files published from; last audit %s",
+                len(files),
+                "never" if last is None else _dt(last.finished_at).isoformat(),
+            )
         self._ready("backfilling")
         first = True
         outage_delays = backoff()
@@ -435,9 +468,39 @@ class Backfiller:
                 logger.info("caught up: %s", self.summary.line())
                 self._ready("caught up")
             first = False
+            if self._audit_due():
+                await self._guarded(self._audit())
             if self.cfg.backfill.exit_when_done or self.stop.is_set():
                 break
             await self._guarded(self._sleep(self.cfg.backfill.recheck_every_s))
+
+    def _audit_due(self) -> bool:
+        every = self.cfg.backfill.audit_every_s
+        if not every or self.ledger is None or self.archive is None or self.stop.is_set():
+            return False
+        return time.time() - self._last_audit_s >= every
+
+    async def _audit(self) -> None:
+        """The periodic archive audit, between passes (low priority: nothing else runs)."""
+        assert self.ledger is not None and self.archive is not None  # noqa: S101 - _audit_due
+        await asyncio.to_thread(self._flush_and_commit)  # every used file is in the ledger
+        audit = ArchiveAudit(
+            archive=self.archive,
+            rest=self.rest,
+            publisher=self.publisher,
+            ledger=self.ledger,
+            stop=self.stop,
+        )
+        try:
+            found = await audit.run()
+        except (ExchangeError, ArchiveError) as exc:
+            logger.warning("archive audit interrupted, tried again next time: %s", exc)
+            return
+        finally:
+            self._last_audit_s = time.time()
+        self.summary.audits += 1
+        self.summary.audit_files_reingested += found.files_reingested
+        self.summary.audit_candles_corrected += found.candles_corrected
 
     async def _guarded(self, work: Awaitable[None]) -> None:
         """Run ``work`` until it ends or a stop is requested (SIGTERM)."""
@@ -667,19 +730,14 @@ class Backfiller:
         page = unit.page
         klines = await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
         # Planned pages end before the candle that was open at `now`; drop anything later.
-        klines = [k for k in klines if k.close_time < now]
-        result = UnitResult(klines=klines)
-        if page.slots <= self.limit:  # the answer could hold every slot: absent = empty
-            for a, b in missing_runs(
-                pair.interval, page.start_ms, page.end_ms, (k.open_time for k in klines)
-            ):
-                result.empty.append(EmptyRange(pair.symbol, pair.interval, a, b, now))
-        return result
+        closed, empty = page_events(pair, page, klines, now, self.limit)
+        return UnitResult(klines=closed, empty=empty)
 
     async def _fetch_archive(self, pair: Pair, unit: ArchiveUnit, now: int) -> UnitResult:
         assert self.archive is not None  # noqa: S101 - archive units are planned only with it
         rows: EncodedKlines | None
         async with self._archive_sem:
+            reuploads = self.archive.stats.corrections
             try:
                 rows = await self.archive.fetch_encoded(unit.file, now, self.publisher.codec)
             except ArchiveError as exc:
@@ -689,6 +747,8 @@ class Backfiller:
                 corrupt = True
             else:
                 corrupt = False
+            if self.archive.stats.corrections > reuploads:  # the cached copy was stale
+                ARCHIVE_FILES.labels("reuploaded").inc()
         if rows is None:
             if not corrupt:
                 logger.info("archive %s not published: filling from daily files / REST", unit.file)
@@ -701,12 +761,15 @@ class Backfiller:
                 merged.extend(part)
             return merged
         ARCHIVE_FILES.labels("used").inc()
+        sha = self.archive.used.get(unit.file.path)
         # Rows in [unit.start_ms, unit.end_ms) that closed before `now`; open times ascend.
         opens = rows.open_times
         rows = rows.take(bisect_left(opens, unit.start_ms), bisect_left(opens, unit.end_ms))
         if rows.close_times and max(rows.close_times) >= now:
             rows = rows.pick([i for i, t in enumerate(rows.close_times) if t < now])
         result = UnitResult(archive=[rows])
+        if sha is not None:
+            result.files.append(IngestedFile(unit.file, unit.start_ms, unit.end_ms, sha))
         opens = rows.open_times
         for day, expected, found in day_shortfalls(
             pair.interval, unit.start_ms, unit.end_ms, opens
@@ -775,6 +838,10 @@ class Backfiller:
         newest = max(positions, default=None)
         if newest is not None and (state.position is None or newest > state.position):
             state.position = newest
+        if self.ledger is not None:
+            # Recorded in the ledger once Kafka acknowledged the pair through `newest`.
+            position = -1 if newest is None else newest
+            self._unrecorded += [(pair, position, entry) for entry in result.files]
         self._progress.advance(state, slots)
         WEIGHT.set(self.rest.budget.own(self.rest.budget_now_ms()))
 
@@ -794,6 +861,7 @@ class Backfiller:
                 await asyncio.sleep(COMMIT_EVERY_S)
                 self.publisher.poll(0)
                 self.offsets.commit_acked(self.service, self.publisher)
+                self._record_acked_files()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -806,7 +874,23 @@ class Backfiller:
         if remaining:
             logger.error("%d records not acknowledged by Kafka at exit", remaining)
         self.offsets.commit_acked(self.service, self.publisher)
+        self._record_acked_files()
         self.offsets.flush(30)
+        if self.ledger is not None:
+            self.ledger.flush(30)
+
+    def _record_acked_files(self) -> None:
+        """Archive files whose candles Kafka acknowledged go into the ledger."""
+        if self.ledger is None or not self._unrecorded:
+            return
+        waiting: list[tuple[Pair, int, IngestedFile]] = []
+        for pair, position, entry in self._unrecorded:
+            acked = self.publisher.acked_through(pair)
+            if position < 0 or (acked is not None and acked >= position):
+                self.ledger.record(entry)
+            else:
+                waiting.append((pair, position, entry))
+        self._unrecorded = waiting
 
     def _finish_summary(self) -> None:
         s = self.summary
@@ -821,4 +905,5 @@ class Backfiller:
             a = self.archive.stats
             s.archive_downloaded, s.archive_cached = a.downloaded, a.cached
             s.archive_missing, s.archive_corrupt = a.missing, a.corrupt
+            s.archive_corrections = a.corrections
         s.failed_pairs = [str(st.pair) for st in self.states.values() if st.failed]

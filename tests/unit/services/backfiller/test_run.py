@@ -11,8 +11,9 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from qryptify.archive_ledger import IngestedFile
 from qryptify.avro import EncodedKlines, KlineCodec
-from qryptify.binance.archive import ArchiveStats
+from qryptify.binance.archive import ArchiveFile, ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
 from qryptify.config import Config, build_config
 from qryptify.kline import EmptyRange, Event, Kline
@@ -303,11 +304,13 @@ class FakeArchive:
         self.drop = drop
         self.fetched: list[str] = []
         self.stats = ArchiveStats()
+        self.used: dict[str, str] = {}
 
     async def fetch(self, file: Any, ingested_at: int) -> list[Kline] | None:
         self.fetched.append(str(file))
         if file.start_ms != START:
             return None
+        self.used[file.path] = "ab" * 32
         return [
             Kline(
                 "BTCUSDT",
@@ -373,3 +376,49 @@ def test_a_stopped_symbol_without_settlement_date_ends_at_its_last_candle() -> N
     got = events(producer)
     assert [e.open_time for e in got if isinstance(e, Kline)][-1] == START + 41 * MINUTE_MS
     assert not [e for e in got if isinstance(e, EmptyRange)]  # no "empty" after the end
+
+
+class FakeLedger:
+    """Collects what the backfiller records (the real one writes the offsets topic)."""
+
+    def __init__(self) -> None:
+        self.recorded: list[Any] = []
+        self.files: dict[str, Any] = {}
+        self.last_audit = None
+
+    def load(self) -> dict[str, Any]:
+        return {}
+
+    def record(self, entry: Any) -> Any:
+        self.recorded.append(entry)
+        return entry
+
+    def flush(self, timeout_s: float = 0) -> int:
+        return 0
+
+
+class SilentProducer(FakeProducer):
+    """Takes records and never delivers them (a broker that does not answer)."""
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return len(self._callbacks)
+
+
+@pytest.mark.parametrize("delivered", [True, False])
+def test_an_archive_file_enters_the_ledger_only_after_kafka_acknowledged_its_candles(
+    delivered: bool,
+) -> None:
+    ex = Exchange(now=START + 2 * 1440 * MINUTE_MS + 30_000)
+    producer = FakeProducer() if delivered else SilentProducer()
+    bf, _, _ = make(ex, ["BTCUSDT/1m"], producer=producer, archive=True, audit_every_s=0)
+    bf.archive = cast(Any, FakeArchive(set()))
+    ledger = FakeLedger()
+    bf.ledger = cast(Any, ledger)
+    assert bf.run() == 0
+    day = ArchiveFile.daily("BTCUSDT", "1m", START)
+    # the second day is not published yet: REST, not in the ledger
+    expected = [IngestedFile(day, START, START + 1440 * MINUTE_MS, "ab" * 32)]
+    assert ledger.recorded == (expected if delivered else [])
