@@ -15,6 +15,7 @@ includes formatting the COPY text in Python.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import time
@@ -83,6 +84,7 @@ def main() -> int:
         f"{os.environ.get('QRYPTIFY_PG_PORT', '15432')}/postgres",
     )
     parser.add_argument("--stack-dir", default=".stack-test", help="the stack's data directory")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
     stack = str(Path(args.stack_dir).resolve())
     broker = find_pid(f"{stack}/kafka/server.properties")
@@ -90,6 +92,13 @@ def main() -> int:
     kafka = kafka_config(args.kafka, f"bench-cpu-{run_id()}", 6)
     items = rvc.klines(args.rows, 50)
     rvc.produce(kafka, items)
+    report: dict[str, object] = {
+        "rows": len(items),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "runs": {},
+    }
+    runs: dict[str, dict[str, float]] = {}
     for run in ("native", "python", "copy"):
         with database(args.pg, f"bench_cpu_{run_id()}") as dsn:
             cfg = build_config({"kafka": kafka.model_dump(mode="json"), "db": {"dsn": dsn}})
@@ -105,12 +114,23 @@ def main() -> int:
             wall = time.monotonic() - started
             after = (own_cpu_s(), process_cpu_s(broker), cluster_cpu_s(postmaster))
         us = [(b - a) * 1e6 / len(items) for a, b in zip(before, after, strict=True)]
+        runs[run] = {
+            "wall_us_per_row": wall * 1e6 / len(items),
+            "process_cpu_us_per_row": us[0],
+            "broker_cpu_us_per_row": us[1],
+            "postgresql_cpu_us_per_row": us[2],
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
         print(
             f"{run:7s} wall {wall * 1e6 / len(items):.2f} µs/row; CPU µs/row: this process "
             f"{us[0]:.2f}, Kafka broker {us[1]:.2f}, PostgreSQL {us[2]:.2f}; total {sum(us):.2f}; "
             f"load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
+    if args.out is not None:
+        report["runs"] = runs
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written: {args.out}")
     return 0
 
 

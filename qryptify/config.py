@@ -227,7 +227,6 @@ class KafkaConfig(_Section):
     ssl_ca_location: str | None = None
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
-    schema_registry_url: str | None = None
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 5
     client_id: str = "qryptify"

@@ -139,6 +139,14 @@ PROJECT_TABLES = (
     "mark_price_klines", "index_price_klines", "premium_index_klines", MIGRATIONS_TABLE,
 )  # fmt: skip
 _MIGRATION_LOCK = 4242001
+# No CASCADE: an object of other code depending on these tables stops the drop, named.
+_DROP_PROJECT_TABLES = "DROP TABLE IF EXISTS " + ", ".join(PROJECT_TABLES)
+
+
+def drop_project_tables(conn: Connection) -> None:
+    """Drop exactly the tables the migrations created (``PROJECT_TABLES``), never CASCADE:
+    raises psycopg.errors.DependentObjectsStillExist when other objects depend on them."""
+    conn.execute(_DROP_PROJECT_TABLES)
 
 
 def migration_files(directory: Path | None = None) -> list[Path]:
@@ -179,6 +187,17 @@ def migrate(conn: Connection, directory: Path | None = None) -> list[str]:
     return applied_now
 
 
+_ADOPT = (
+    f"INSERT INTO {MIGRATIONS_TABLE} (version) SELECT version::text FROM"
+    f" {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s) ON CONFLICT (version) DO NOTHING"
+)
+_ADOPT_WITH_TIMES = (
+    f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at) SELECT version::text, applied_at"
+    f" FROM {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s)"
+    " ON CONFLICT (version) DO NOTHING"
+)
+
+
 def _adopt_legacy(conn: Connection, versions: list[str]) -> None:
     """Move this project's rows out of a ``schema_migrations`` written by an earlier release;
     drop that table only when it is then empty and has exactly the layout this project gave
@@ -191,13 +210,10 @@ def _adopt_legacy(conn: Connection, versions: list[str]) -> None:
     names = {str(c[0]) for c in columns}
     if "version" not in names:
         return
-    stamp = "applied_at" if "applied_at" in names else "now()"
-    moved = conn.execute(
-        f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at)"
-        f" SELECT version::text, {stamp} FROM {LEGACY_MIGRATIONS_TABLE}"
-        " WHERE version::text = ANY(%s) ON CONFLICT (version) DO NOTHING",
-        (versions,),
-    ).rowcount
+    if "applied_at" in names:
+        moved = conn.execute(_ADOPT_WITH_TIMES, (versions,)).rowcount
+    else:
+        moved = conn.execute(_ADOPT, (versions,)).rowcount
     conn.execute(
         f"DELETE FROM {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s)", (versions,)
     )

@@ -429,16 +429,15 @@ def wait_services(
     up: set[str] = set()
     failed: dict[str, str] = {}
     while time.monotonic() < deadline:
+        # Every program is judged (up or failed), so all failing ones are reported at once.
         up, failed = watch.observe(program_states(settings))
-        if failed or len(up) == len(specs):
+        if len(up) + len(failed) == len(specs):
             break
         time.sleep(0.5)
     else:
-        failed = {
-            spec.name: f"not running steadily after {timeout_s:.0f}s"
-            for spec in specs
-            if spec.name not in up
-        }
+        for spec in specs:
+            if spec.name not in up and spec.name not in failed:
+                failed[spec.name] = f"not running steadily after {timeout_s:.0f}s"
     for spec in specs:
         if spec.name in up:
             say(f"{spec.name}: up (stayed running {hold_s:.0f}s; log {spec.log_file})")

@@ -16,7 +16,6 @@ import sys
 from urllib.parse import unquote, urlsplit
 
 import psycopg
-from psycopg import sql
 
 from qryptify import db
 from qryptify.config import Config, redact_dsn
@@ -94,12 +93,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 return EXIT_REFUSED
         try:
             with conn.transaction():
-                if present:
-                    conn.execute(
-                        sql.SQL("DROP TABLE {}").format(
-                            sql.SQL(", ").join(sql.Identifier(t) for t in present)
-                        )
-                    )
+                db.drop_project_tables(conn)
         except psycopg.errors.DependentObjectsStillExist as exc:
             detail = " ".join((exc.diag.message_detail or str(exc)).split())
             print(

@@ -437,6 +437,14 @@ def read_hypertables(conn: db.Connection) -> list[Hypertable]:
 
 
 def read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: int) -> PairFacts:
+    """The pair's facts from ONE snapshot: a sink committing between two of these queries
+    would otherwise show ``sync_state`` ahead of the newest candle it has just written."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _read_pair(conn, pair, backfill_start_ms, now_ms)
+
+
+def _read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: int) -> PairFacts:
     params: dict[str, object] = {"symbol": pair.symbol, "interval": pair.interval}
     summary = conn.execute(_SUMMARY, params).fetchone()
     first, last, total = summary if summary is not None else (None, None, 0)

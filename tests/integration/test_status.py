@@ -340,3 +340,37 @@ def test_an_unmigrated_database_is_a_row_not_a_traceback(
     assert checks(doc) == ["database"]
     assert "qryptify migrate" in doc["database"]["error"]
     assert "candlesticks" in doc["database"]["error"]
+
+
+class WritesBetweenQueries:
+    """A connection on which another client commits a newer candle (and advances sync_state,
+    as the sink does) right after the first query of a pair's read."""
+
+    def __init__(self, conn: db.Connection, dsn: str) -> None:
+        self.conn = conn
+        self.dsn = dsn
+        self.queries = 0
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        result = self.conn.execute(query, params)
+        if "candlesticks" in str(query):
+            self.queries += 1
+            if self.queries == 1:
+                write(self.dsn, [make_kline("BTCUSDT", "1m", T0 + 360 * MINUTE_MS)])
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_pair_is_read_from_one_snapshot(db_dsn: str) -> None:
+    from qryptify.commands.status import read_pair
+    from qryptify.pairs import Pair
+
+    write(db_dsn, minute_candles())
+    with db.connect(db_dsn, autocommit=True) as conn:
+        racing = WritesBetweenQueries(conn, db_dsn)
+        facts = read_pair(racing, Pair("BTCUSDT", "1m"), T0, T0 + 400 * MINUTE_MS)  # type: ignore[arg-type]
+    assert racing.queries > 1  # the write happened between this read's queries
+    newest = T0 + 359 * MINUTE_MS
+    assert (facts.last_ms, facts.pointer_ms) == (newest, newest)  # both from before the write
