@@ -12,7 +12,8 @@ import sys
 from urllib.parse import unquote, urlsplit
 
 from qryptify import db
-from qryptify.config import Config, redact_dsn
+from qryptify.config import Config
+from qryptify.redaction import redact_dsn
 
 #: Every table the migrations create; nothing else in the database is touched.
 PROJECT_TABLES = ("candlesticks", "sync_state", "empty_ranges", "schema_migrations")

@@ -19,7 +19,7 @@ import httpx
 
 from qryptify import db
 from qryptify.clock import SystemClock, server_offset_ms
-from qryptify.config import Config, KafkaConfig, redact_dsn
+from qryptify.config import Config, KafkaConfig
 from qryptify.errors import DatabaseUnavailable, ExchangeUnavailable
 from qryptify.health_report import (
     DEFAULT_MAX_GAPS,
@@ -50,6 +50,7 @@ from qryptify.kafka import (
     make_consumer,
 )
 from qryptify.pairs import FIXED_INTERVAL_MS, Pair, is_fixed
+from qryptify.redaction import redact_dsn, redact_message
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ def collect_database(
         except Exception as exc:  # a health check reports what failed; it never crashes
             logger.debug("reading the database failed", exc_info=True)
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = db.redact_message(f"{type(exc).__name__}: {first_line}", dsn)
+            reason = redact_message(f"{type(exc).__name__}: {first_line}", dsn)
             return DatabaseHealth(target=target, error=reason), []
 
 
