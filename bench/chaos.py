@@ -267,13 +267,19 @@ class Controller:
                 if not ok:
                     raise RuntimeError(f"{name} did not come back")
         except Exception as exc:  # noqa: BLE001 - recorded and reported
-            self.done.errors.append(f"{f.describe()}: {exc}")
-            say(f"{name} {f.mode} failed: {exc}")
+            self._infra_failed(f, f"{name} {f.mode}", exc)
             return
+        self._infra_done(f, f"{name} {f.mode}", started, "back")
+
+    def _infra_failed(self, f: Fault, what: str, exc: Exception) -> None:
+        self.done.errors.append(f"{f.describe()}: {exc}")
+        say(f"{what} failed: {exc}")
+
+    def _infra_done(self, f: Fault, what: str, started: float, state: str) -> None:
         took = time.monotonic() - started
         self.done.counts[f.kind] += 1
-        self.done.infra_s.append((f"{name} {f.mode}", took))
-        say(f"{name} {f.mode}: back after {took:.1f}s")
+        self.done.infra_s.append((what, took))
+        say(f"{what}: {state} after {took:.1f}s")
 
     def _cluster_fault(self, f: Fault, started: float) -> None:
         """A broker fault on the three-node cluster: kill -9 of the leader of the topic's
@@ -299,13 +305,9 @@ class Controller:
                 time.sleep(2)
                 self._wait_in_sync(f"after {what}")
         except Exception as exc:  # noqa: BLE001 - recorded and reported
-            self.done.errors.append(f"{f.describe()}: {exc}")
-            say(f"kafka {what} failed: {exc}")
+            self._infra_failed(f, f"kafka {what}", exc)
             return
-        took = time.monotonic() - started
-        self.done.counts[f.kind] += 1
-        self.done.infra_s.append((f"kafka {what}", took))
-        say(f"kafka {what}: cluster back in sync after {took:.1f}s")
+        self._infra_done(f, f"kafka {what}", started, "cluster back in sync")
 
     def _wait_in_sync(self, when: str) -> None:
         if not wait_for(
