@@ -97,6 +97,7 @@ from qryptify.kline import Kline
 from qryptify.pairs import Pair, align_open, ceil_open, close_time
 from sim.check import CheckReport, PairReport, compare_db_with_truth, fetch_truth, format_report
 from sim.symbols import parse_time_ms
+from stack.procs import port_open
 
 SPEED = 60.0
 PARTITIONS = 6
@@ -300,9 +301,16 @@ class Controller:
                     node_id = stack.active_controller()
                 else:
                     node_id = self.rng.randint(1, stack.brokers)
-                stack.signal(stack.kafka_program(node_id), signal.SIGKILL)
+                program = stack.kafka_program(node_id)
+                pid = stack.signal(program, signal.SIGKILL)
                 what = f"{f.mode} (node {node_id})"
-                time.sleep(2)
+                # Back means: a new process, listening, and every partition in sync again (a
+                # check right after the kill would still see the dead node's registration).
+                if not wait_for(lambda: stack.restarted(program, pid), 240, 0.5):
+                    raise RuntimeError(f"{program} was not restarted")
+                node_port = stack.kafka_port + node_id - 1
+                if not wait_for(lambda: port_open(node_port), 240, 0.5):
+                    raise RuntimeError(f"{program} does not listen on {node_port}")
                 self._wait_in_sync(f"after {what}")
         except Exception as exc:  # noqa: BLE001 - recorded and reported
             self._infra_failed(f, f"kafka {what}", exc)

@@ -106,6 +106,11 @@ class ChaosStack:
     def kafka_program(self, node_id: int) -> str:
         return "kafka" if self.brokers == 1 else f"kafka-{node_id}"
 
+    def restarted(self, name: str, old_pid: int) -> bool:
+        """Supervisord runs ``name`` again, as a new process."""
+        info = program_states(self.settings()).get(name, {})
+        return info.get("statename") == "RUNNING" and int(info.get("pid", 0)) not in (0, old_pid)
+
     def active_controller(self) -> int:
         """The KRaft quorum's leader, as the nodes last recorded it (highest epoch wins)."""
         best = (-1, -1)
