@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,41 @@ class ExchangeInfo:
     symbols: Mapping[str, SymbolInfo]
     weight_limit: int | None  # REQUEST_WEIGHT per minute
     server_time: int | None
+
+
+#: Binance's "Invalid symbol." error code: the symbol is not (or no longer) listed.
+INVALID_SYMBOL = -1121
+
+
+def is_unlisted_rejection(exc: BaseException) -> bool:
+    """The exchange answered that the symbol does not exist (typo, delisted, not yet listed)."""
+    return isinstance(exc, ExchangeRejected) and exc.code == INVALID_SYMBOL
+
+
+@dataclass(slots=True)
+class UnlistedPairs:
+    """Configured pairs the exchange does not list. Each change is returned once, so services
+    report a missing symbol once (not on every request) and go on with the other pairs."""
+
+    pairs: set[Pair] = field(default_factory=set)
+
+    def update(self, pairs: Sequence[Pair], info: ExchangeInfo) -> tuple[list[Pair], list[Pair]]:
+        """``(newly unlisted, listed again)`` after a fresh exchangeInfo."""
+        gone = [p for p in pairs if p.symbol not in info.symbols and p not in self.pairs]
+        back = [p for p in pairs if p.symbol in info.symbols and p in self.pairs]
+        self.pairs.update(gone)
+        self.pairs.difference_update(back)
+        return gone, back
+
+    def mark(self, pair: Pair) -> bool:
+        """A request for ``pair`` was answered "Invalid symbol": True the first time."""
+        if pair in self.pairs:
+            return False
+        self.pairs.add(pair)
+        return True
+
+    def __contains__(self, pair: object) -> bool:
+        return pair in self.pairs
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ and the unit tests check them without a broker.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -379,7 +380,10 @@ class Split:
     """One batch, ready for one transaction and then one offset commit."""
 
     batch: CandleBatch  # one row per (symbol, interval, open time): the highest offset's
-    empty_ranges: list[EmptyRange]  # one per (symbol, interval, start): the widest
+    #: One per (symbol, interval, start): the widest. Written before the rows: a range
+    #: deletes the stored candles it covers, and rows staged before it were dropped (a row
+    #: in ``batch`` inside a range came after it and wins).
+    empty_ranges: list[EmptyRange]
     dlq: list[DlqEntry]
     offsets: dict[TopicPartitionKey, int]  # next offset to read, per partition
     records: int  # records consumed (klines + empty ranges + DLQ, before de-duplication)
@@ -388,6 +392,7 @@ class Split:
     row_partitions: list[TopicPartitionKey]  # the partition of each row of ``batch``
     #: Where each row and empty range came from (to dead-letter one the database rejects).
     origins: _Origins | None = None
+    range_partitions: list[TopicPartitionKey] = dataclasses.field(default_factory=list)
 
     def without(self, partitions: set[TopicPartitionKey]) -> Split:
         """The same batch minus what came from ``partitions`` (revoked while retrying)."""
@@ -395,13 +400,19 @@ class Split:
         rows = [self.batch.rows[i] for i in keep]
         return Split(
             batch=CandleBatch.of(rows),
-            empty_ranges=self.empty_ranges,  # not per partition; re-recording one is a no-op
+            # a revoked partition's range is applied by its new owner, in order with its rows
+            empty_ranges=[
+                r
+                for r, tp in zip(self.empty_ranges, self.range_partitions, strict=True)
+                if tp not in partitions
+            ],
             dlq=[e for e in self.dlq if (e.topic, e.partition) not in partitions],
             offsets={tp: o for tp, o in self.offsets.items() if tp not in partitions},
             records=self.records,
             newest=self.newest,
             first_offsets={tp: o for tp, o in self.first_offsets.items() if tp not in partitions},
             row_partitions=[self.row_partitions[i] for i in keep],
+            range_partitions=[tp for tp in self.range_partitions if tp not in partitions],
             origins=self.origins,
         )
 
@@ -691,8 +702,23 @@ class StagedBatch:
                 have = self._ranges.get(ident_r)
                 if have is None or event.end_time >= have[1].end_time:
                     self._ranges[ident_r] = (tp, event, (tp, offset, key, value))
+                self._drop_covered(event, offset)
         except (UndecodableRecord, InvalidKline, KeyMismatch, ValueError) as exc:
             self._dlq.append(_dlq(r, exc))
+
+    def _drop_covered(self, event: EmptyRange, offset: int) -> None:
+        """Forget staged candles of the range's pair inside it that came before it: the
+        exchange has since confirmed those open times empty (a corrected archive file)."""
+        key = event.key.encode()
+        doomed = [
+            ident
+            for ident, staged in self._rows.items()
+            if ident[0] == key
+            and event.start_time <= ident[1] < event.end_time
+            and staged[1] < offset  # the offset it was staged from
+        ]
+        for ident in doomed:
+            del self._rows[ident]
 
     def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
         """Forget records of partitions we no longer own; return how many were dropped."""
@@ -738,6 +764,7 @@ class StagedBatch:
         return Split(
             batch=CandleBatch(rows, spans),
             empty_ranges=[e for _, e, _ in self._ranges.values()],
+            range_partitions=[tp for tp, _, _ in self._ranges.values()],
             dlq=list(self._dlq),
             offsets=dict(self._offsets),
             records=self._count,

@@ -78,6 +78,9 @@ ROWS_UNCHANGED = Counter(
     "qryptify_sink_rows_unchanged", "Candles identical to the stored row (replays: no-op)"
 )
 EMPTY_RANGES = Counter("qryptify_sink_empty_ranges", "Empty-range events recorded")
+EMPTIED = Counter(
+    "qryptify_sink_candles_deleted", "Stored candles deleted inside exchange-confirmed empty ranges"
+)
 DLQ_RECORDS = Counter(
     "qryptify_sink_dlq_records", "Records sent to the DLQ (undecodable or invalid)", ["error_class"]
 )
@@ -608,6 +611,14 @@ class SinkLoop:
         ROWS_WRITTEN.inc(written)
         ROWS_UNCHANGED.inc(unchanged)
         EMPTY_RANGES.inc(ranges)
+        deleted = sum(r.deleted for r in results)
+        if deleted:
+            EMPTIED.inc(deleted)
+            logger.warning(
+                "deleted %d stored candles the exchange now confirms empty (%d ranges)",
+                deleted,
+                ranges,
+            )
         for entry in (*split.dlq, *rejected):
             DLQ_RECORDS.labels(entry.error_class).inc()
         BATCH_RECORDS.observe(split.records)

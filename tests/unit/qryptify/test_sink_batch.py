@@ -348,3 +348,25 @@ def test_records_below_the_committed_position_are_not_staged_again() -> None:
     assert sorted(split.batch.rows) == rows_of(new, other)  # partition 1 has no floor
     assert split.offsets == {(TOPIC, 0): 11, (TOPIC, 1): 4}
     assert split.first_offsets == {(TOPIC, 0): 10, (TOPIC, 1): 3}
+
+
+def test_an_empty_range_drops_the_earlier_candles_it_covers_and_keeps_later_ones() -> None:
+    ks = [make_kline(open_time=T0 + i * 60_000) for i in range(5)]
+    other = make_kline("ETHUSDT", open_time=T0 + 60_000)
+    gone = EmptyRange("BTCUSDT", "1m", T0 + 60_000, T0 + 3 * 60_000, T0)
+    refilled = make_kline(open_time=T0 + 2 * 60_000, close="42001.5")
+    split = split_batch(
+        [*(krec(i, k) for i, k in enumerate(ks)), krec(0, other, 1), krec(10, gone),
+         krec(11, refilled)],
+        CODEC,
+    )  # fmt: skip
+    # T0+1m is gone (published before the range); T0+2m came after it; ETHUSDT is untouched
+    assert sorted(split.batch.rows) == rows_of(ks[0], refilled, ks[3], ks[4], other)
+    assert split.empty_ranges == [gone]
+
+
+def test_split_without_a_revoked_partition_drops_its_empty_ranges_too() -> None:
+    a = EmptyRange("BTCUSDT", "1m", T0, T0 + 60_000, T0)
+    b = EmptyRange("ETHUSDT", "1m", T0, T0 + 60_000, T0)
+    split = split_batch([krec(0, a, 0), krec(0, b, 1)], CODEC)
+    assert split.without({(TOPIC, 1)}).empty_ranges == [a]
