@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from qryptify.config import Config
@@ -70,6 +71,8 @@ def test_no_cli_print_path_shows_a_dsn_password(
     app_config: Config, role_db: tuple[str, str, int], tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "c.yaml", app_config)
+    doc = yaml.safe_load(config.read_text()) | {"pairs": ["BTCUSDT/1m"]}  # status needs pairs
+    config.write_text(yaml.safe_dump(doc))
     role, name, port = role_db
     for form, dsn in forms(role, name, port).items():
         broken = dsn.replace(f"port={port}", "port=9").replace(f":{port}/", ":9/")
