@@ -20,6 +20,15 @@ SERVICE ?=
 ARGS ?=
 QUICK ?=
 DEMO_SIM_ARGS ?= --port 8765 --speed 60 --start 2026-01-15
+# Kafka nodes: 1, or 3 (KRaft cluster on 9092-9094, replication factor 3, min.insync.replicas 2)
+BROKERS ?= 1
+export QRYPTIFY_KAFKA_BROKERS := $(BROKERS)
+, := ,
+# docker compose: the three-broker profile and the settings that make `kafka` its node 1
+COMPOSE_BROKERS := $(if $(filter 3,$(BROKERS)),--profile three-brokers)
+COMPOSE_BROKERS_ENV := $(if $(filter 3,$(BROKERS)),QRYPTIFY_COMPOSE_RF=3 QRYPTIFY_COMPOSE_MIN_ISR=2 \
+	QRYPTIFY_COMPOSE_VOTERS=1@kafka:9093$(,)2@kafka-2:9093$(,)3@kafka-3:9093 \
+	QRYPTIFY_COMPOSE_BOOTSTRAP=kafka:9092$(,)kafka-2:9092$(,)kafka-3:9092)
 
 # Re-install only when pyproject.toml changes (its hash names the stamp).
 STAMP := .venv/.qryptify-installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
@@ -42,7 +51,7 @@ PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/unit/qryptify/
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: CONFIG=$(CONFIG) SERVICE=<name> ARGS='...' QUICK=1"
+	@echo "  variables: CONFIG=$(CONFIG) SERVICE=<name> ARGS='...' QUICK=1 BROKERS=1|3"
 
 install: $(STAMP) $(NATIVE_STAMP) ## create .venv, pip install -e '.[dev]', build the native core if cargo exists
 	@$(PY) -m qryptify.native
@@ -68,17 +77,17 @@ $(NATIVE_STAMP): $(STAMP)
 
 # ---- the running stack --------------------------------------------------------------------
 
-up: install ## validate CONFIG, start Kafka, PostgreSQL and the services; fail loudly (CONFIG=config.yaml)
+up: install ## validate CONFIG, start Kafka, PostgreSQL and the services; fail loudly (CONFIG=config.yaml, BROKERS=3)
 	@$(PY) -m qryptify config check --config "$(CONFIG)"
 	@mkdir -p "$(STACK_DIR)" && realpath "$(CONFIG)" > "$(STACK_DIR)/config.path"
 	@if $(HAVE_DOCKER); then \
-		QRYPTIFY_CONFIG_FILE=$(CONFIG) docker compose up -d --build --wait; \
+		QRYPTIFY_CONFIG_FILE=$(CONFIG) $(COMPOSE_BROKERS_ENV) docker compose $(COMPOSE_BROKERS) up -d --build --wait; \
 	else \
 		$(PY) -m stack up --config "$(CONFIG)" $(if $(SERVICES),--services $(SERVICES)); \
 	fi
 
 down: ## stop everything (data is kept)
-	@if $(HAVE_DOCKER); then docker compose down; else $(PY) -m stack down; fi
+	@if $(HAVE_DOCKER); then docker compose $(COMPOSE_BROKERS) down; else $(PY) -m stack down; fi
 
 logs: ## follow the logs (SERVICE=sink for one)
 	@if $(HAVE_DOCKER); then docker compose logs -f $(SERVICE); else $(PY) -m stack logs --config "$(CONFIG)" $(SERVICE); fi
@@ -166,5 +175,5 @@ reset-db: install ## drop and re-create the tables (asks; ARGS=-f to skip)
 bench: install ## measure throughput on the simulator (QUICK=1 for a short run)
 	$(PY) -m bench $(if $(QUICK),--quick) $(ARGS)
 
-chaos: install ## seeded fault-injection run + checker on its own stack (QUICK=1: ~3 min; ARGS='--seed N')
-	$(PY) -m bench.chaos $(if $(QUICK),--quick) $(ARGS)
+chaos: install ## seeded fault-injection run + checker on its own stack (QUICK=1: ~3 min; BROKERS=3; ARGS='--seed N')
+	$(PY) -m bench.chaos $(if $(QUICK),--quick) --brokers $(BROKERS) $(ARGS)

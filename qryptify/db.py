@@ -14,10 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
 from qryptify.gaps import missing_runs
 from qryptify.kline import EmptyRange, Kline
+from qryptify.redaction import redact_message
 from qryptify.sink.rows import CandleBatch
 
 logger = logging.getLogger(__name__)
@@ -75,22 +75,6 @@ def connect(
         )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(redact_message(str(exc), dsn)) from None
-
-
-def redact_message(message: str, dsn: str) -> str:
-    """Remove the DSN and its password from a driver message."""
-    from urllib.parse import urlsplit
-
-    password = urlsplit(dsn).password
-    cleaned = message.replace(dsn, redact_dsn(dsn))
-    if password:
-        cleaned = cleaned.replace(password, "***")
-    return cleaned.strip()
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """Errors after which the same transaction may succeed on a new connection."""
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 #: SQLSTATEs a single record causes (classes 22 data exception and 23 integrity constraint

@@ -29,6 +29,7 @@ from qryptify.kafka import (
     make_producer,
     topic_partitions,
 )
+from qryptify.redaction import redact_message
 from qryptify.service import install_stop_handlers
 from qryptify.sink.batch import FlushPolicy
 from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, OffsetCommits, SinkLoop
@@ -117,7 +118,7 @@ def replay(
     progress: bool = True,
 ) -> ReplayResult:
     """Migrate ``dsn``, then consume the topic from the beginning into it."""
-    where = db.redact_message(dsn, dsn)
+    where = redact_message(dsn, dsn)
     with db.connect(dsn) as conn:
         applied = db.migrate(conn)
     if applied:
@@ -233,7 +234,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     )
     t = result.totals
     print(
-        f"replayed {t['records']} records into {db.redact_message(dsn, dsn)} in "
+        f"replayed {t['records']} records into {redact_message(dsn, dsn)} in "
         f"{result.elapsed_s:.1f}s: {t['written']} rows written, {t['unchanged']} unchanged, "
         f"{t['dlq']} invalid, {t['empty_ranges']} empty ranges; "
         f"{result.rows / result.elapsed_s:,.0f} rows/s, {t['records'] / result.elapsed_s:,.0f} "

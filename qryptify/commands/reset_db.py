@@ -18,7 +18,8 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 
 from qryptify import db
-from qryptify.config import Config, redact_dsn
+from qryptify.config import Config
+from qryptify.redaction import redact_dsn
 
 PROJECT_TABLES = db.PROJECT_TABLES
 _COUNT_CAP = 1_000_000

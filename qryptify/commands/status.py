@@ -21,7 +21,7 @@ from qryptify import db, native
 from qryptify.archive_ledger import read_ledger
 from qryptify.binance.rest import parse_exchange_info
 from qryptify.clock import SystemClock, server_offset_ms
-from qryptify.config import Config, KafkaConfig, redact_dsn
+from qryptify.config import Config, KafkaConfig
 from qryptify.errors import ConfigError, DatabaseUnavailable, ExchangeUnavailable, MalformedPayload
 from qryptify.futures import status as futures_status
 from qryptify.futures.price import enabled_kinds
@@ -56,6 +56,7 @@ from qryptify.kafka import (
 )
 from qryptify.offsets import OffsetStoreError
 from qryptify.pairs import FIXED_INTERVAL_MS, Pair, is_fixed
+from qryptify.redaction import redact_dsn, redact_message
 
 logger = logging.getLogger(__name__)
 
@@ -364,7 +365,7 @@ def collect_database(
         except Exception as exc:  # a health check reports what failed; it never crashes
             logger.debug("reading the database failed", exc_info=True)
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = db.redact_message(f"{type(exc).__name__}: {first_line}", dsn)
+            reason = redact_message(f"{type(exc).__name__}: {first_line}", dsn)
             return DatabaseHealth(target=target, error=reason), []
 
 
