@@ -199,3 +199,10 @@ def jumps(interval: str, opens: Iterable[int]) -> list[Range]:
             found.append((previous, ts))
         previous = ts
     return found
+
+
+def holes_below(holes: Sequence[Range], resume_ms: int) -> list[Range]:
+    """The part of the gap finder's ``holes`` before ``resume_ms``, where the pass's plan
+    starts: the plan covers everything from there on, so a hole after it would publish the
+    same candles twice (a pair with no stored offset resumes at its range's start)."""
+    return [(a, min(b, resume_ms)) for a, b in holes if a < resume_ms]

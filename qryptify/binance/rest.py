@@ -254,6 +254,7 @@ class BinanceRest:
         limits = httpx.Limits(
             max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
         )
+        self._slots = asyncio.Semaphore(cfg.max_connections)
         self._http = httpx.AsyncClient(
             base_url=cfg.endpoint,
             timeout=httpx.Timeout(cfg.timeout_s),
@@ -415,22 +416,27 @@ class BinanceRest:
     async def _send(self, path: str, params: Mapping[str, Any], weight: int) -> Any:
         """One request, re-sent after 429/418 once the budget allows; 5xx etc. raise."""
         for _ in range(MAX_RATE_LIMITED_ANSWERS):
-            sent_ms = await self._acquire(weight)
-            self.stats.requests += 1
-            try:
-                resp = await get_bounded(
-                    self._http,
-                    path,
-                    MAX_BODY_BYTES,
-                    lambda why: MalformedPayload("rest", f"GET {path}: {why}"),
-                    params,
-                )
-            except httpx.TimeoutException as exc:
-                self.budget.release(weight)
-                raise ExchangeUnavailable(f"GET {path}: timeout ({type(exc).__name__})") from None
-            except httpx.TransportError as exc:
-                self.budget.release(weight)
-                raise ExchangeUnavailable(f"GET {path}: {type(exc).__name__} {exc}") from None
+            # A request waits for a connection HERE, before the budget check, never inside
+            # httpx's pool after it: a 429/418 pause then holds every request not yet sent.
+            async with self._slots:
+                sent_ms = await self._acquire(weight)
+                self.stats.requests += 1
+                try:
+                    resp = await get_bounded(
+                        self._http,
+                        path,
+                        MAX_BODY_BYTES,
+                        lambda why: MalformedPayload("rest", f"GET {path}: {why}"),
+                        params,
+                    )
+                except httpx.TimeoutException as exc:
+                    self.budget.release(weight)
+                    raise ExchangeUnavailable(
+                        f"GET {path}: timeout ({type(exc).__name__})"
+                    ) from None
+                except httpx.TransportError as exc:
+                    self.budget.release(weight)
+                    raise ExchangeUnavailable(f"GET {path}: {type(exc).__name__} {exc}") from None
             now = self._budget_clock.now_ms()
             status = resp.status_code
             self.stats.status_counts[status] = self.stats.status_counts.get(status, 0) + 1

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 
-from qryptify import db
+from qryptify import db, native
 from qryptify.archive_ledger import read_ledger
 from qryptify.binance.rest import parse_exchange_info
 from qryptify.clock import SystemClock, server_offset_ms
-from qryptify.config import Config, KafkaConfig, redact_dsn
+from qryptify.config import Config, KafkaConfig
 from qryptify.errors import (
     ConfigError,
     DatabaseUnavailable,
@@ -60,6 +60,7 @@ from qryptify.kafka import (
     make_consumer,
 )
 from qryptify.pairs import Pair
+from qryptify.redaction import redact_dsn, redact_message
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         pairs=tuple(pairs),
         kafka=kafka,
         thresholds=thresholds,
+        core=native.CORE,
         unlisted=unlisted,
     )
     report = dataclasses.replace(report, breaches=tuple(judge(report)))
@@ -346,7 +348,7 @@ def collect_database(
         except Exception as exc:  # a health check reports what failed; it never crashes
             logger.debug("reading the database failed", exc_info=True)
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = db.redact_message(f"{type(exc).__name__}: {first_line}", dsn)
+            reason = redact_message(f"{type(exc).__name__}: {first_line}", dsn)
             return DatabaseHealth(target=target, error=reason), []
 
 
@@ -419,6 +421,14 @@ def read_hypertables(conn: db.Connection) -> list[Hypertable]:
 
 
 def read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: int) -> PairFacts:
+    """The pair's facts from ONE snapshot: a sink committing between two of these queries
+    would otherwise show ``sync_state`` ahead of the newest candle it has just written."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _read_pair(conn, pair, backfill_start_ms, now_ms)
+
+
+def _read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: int) -> PairFacts:
     params: dict[str, object] = {"symbol": pair.symbol, "interval": pair.interval}
     summary = conn.execute(_SUMMARY, params).fetchone()
     first, last, total = summary if summary is not None else (None, None, 0)
