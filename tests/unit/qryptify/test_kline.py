@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from qryptify.errors import InvalidKline, MalformedPayload
 from qryptify.kline import Kline, closed_at, closed_klines, latest_per_key, validate_kline
 from tests.conftest import T0, make_kline
+from tests.support.source import places_outside
 
 # Binance's documented REST row (a 1w candle) and real 5m rows (see reference §1.1, §7).
 DOC_ROW = [1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100",
@@ -103,15 +103,9 @@ def _compares_close_time(node: ast.Compare) -> bool:
 def test_the_closed_rule_is_written_once() -> None:
     # Everyone asks kline.closed_at / Kline.is_closed / closed_klines; an inline
     # ``close_time < now`` elsewhere is a second copy of invariant 1 that can drift.
-    root = Path(__file__).resolve().parents[3]
-    inline = [
-        f"{path.relative_to(root)}:{node.lineno}"
-        for folder in ("qryptify", "services")
-        for path in sorted((root / folder).rglob("*.py"))
-        if path != root / "qryptify" / "kline.py"
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.Compare) and _compares_close_time(node)
-    ]
+    inline = places_outside(
+        "qryptify/kline.py", lambda n: isinstance(n, ast.Compare) and _compares_close_time(n)
+    )
     assert inline == []
 
 

@@ -3,9 +3,11 @@ queue-full condition is librdkafka's local BufferError, simulated here)."""
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 from qryptify.kafka import QUEUE_FULL_POLL_S, produce_waiting
+from tests.support.source import places_outside
 
 
 class FullQueue:
@@ -45,18 +47,12 @@ def test_a_free_queue_is_not_polled() -> None:
 
 def test_no_other_produce_loop_in_the_product() -> None:
     # A second ``except BufferError`` loop is a copy of produce_waiting that can drift.
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[3]
-    copies = [
-        f"{path.relative_to(root)}:{node.lineno}"
-        for folder in ("qryptify", "services")
-        for path in sorted((root / folder).rglob("*.py"))
-        if path != root / "qryptify" / "kafka.py"
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.ExceptHandler)
-        and isinstance(node.type, ast.Name)
-        and node.type.id == "BufferError"
-    ]
+    copies = places_outside(
+        "qryptify/kafka.py",
+        lambda n: (
+            isinstance(n, ast.ExceptHandler)
+            and isinstance(n.type, ast.Name)
+            and n.type.id == "BufferError"
+        ),
+    )
     assert copies == []
