@@ -40,6 +40,7 @@ from qryptify.futures.sources import FundingSource, closed_price_klines
 from qryptify.futures.topic import FundingOffsets, publish_records
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, last_closed_open, next_open
+from services.producer.dlq import send_frame_to_dlq
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +144,29 @@ class FuturesLive:
         try:
             update = parse_mark_frame(raw)
         except MalformedPayload as exc:
-            self.malformed += 1
-            logger.warning("futures: malformed markPrice frame ignored: %s", exc.reason)
+            self._malformed(raw, exc.reason)
             return
         if self.funding.on_update(update):
             self._spawn(("funding", update.symbol))
+
+    def _malformed(self, raw: str | bytes, reason: str) -> None:
+        # Nothing stored comes from these frames, but a bad one is kept as the kline path keeps
+        # its own: raw on the DLQ, counted, logged once (a flood of them would flood the log).
+        self.malformed += 1
+        if self.malformed == 1:
+            logger.warning(
+                "futures: malformed markPrice frame: %s (further ones are counted and sent to %s)",
+                reason,
+                self.cfg.kafka.dlq_topic,
+            )
+        send_frame_to_dlq(
+            self.producer,
+            self.cfg.kafka.dlq_topic,
+            raw.encode() if isinstance(raw, str) else bytes(raw),
+            kind="markPrice",
+            reason=reason,
+            stream=None,
+        )
 
     # -- watchdog and fetches ------------------------------------------------------------------
     async def _watchdog_loop(self) -> None:
