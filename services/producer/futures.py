@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import cast
 
 from confluent_kafka import Producer
+from prometheus_client import Counter
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -34,7 +35,7 @@ from qryptify.binance.ws import connect_options, reconnect_delays
 from qryptify.config import Config
 from qryptify.errors import ExchangeError, MalformedPayload
 from qryptify.futures.live import CandleWatch, FundingWatch, mark_stream_url, parse_mark_frame
-from qryptify.futures.price import PriceKind, enabled_kinds
+from qryptify.futures.price import PriceKind, PriceKline, enabled_kinds
 from qryptify.futures.records import FuturesRecord
 from qryptify.futures.sources import FundingSource, closed_price_klines
 from qryptify.futures.topic import FundingOffsets, publish_records
@@ -45,6 +46,27 @@ from services.producer.dlq import send_frame_to_dlq
 logger = logging.getLogger(__name__)
 
 Series = tuple[str, str, str]  # (kind, symbol, interval)
+
+# Beside the kline path's qryptify_producer_* metrics, in the same registry and endpoint.
+FRAMES = Counter(
+    "qryptify_producer_futures_frames_total", "markPrice frames received (malformed included)"
+)
+MALFORMED = Counter(
+    "qryptify_producer_futures_malformed_frames_total", "Malformed markPrice frames (to the DLQ)"
+)
+PUBLISHED = Counter(
+    "qryptify_producer_futures_published_total",
+    "Settled fundings and closed price klines sent to Kafka",
+    ["kind"],
+)
+REST_FILLS = Counter(
+    "qryptify_producer_futures_rest_fetches_total",
+    "REST fetches of a futures series, by what started them (stream, watchdog, gap_fill)",
+    ["reason"],
+)
+REST_ERRORS = Counter(
+    "qryptify_producer_futures_rest_errors_total", "Failed futures REST fetches (retried later)"
+)
 
 
 class FuturesLive:
@@ -141,18 +163,20 @@ class FuturesLive:
             await asyncio.sleep(next(delays))
 
     def _on_frame(self, raw: str | bytes) -> None:
+        FRAMES.inc()
         try:
             update = parse_mark_frame(raw)
         except MalformedPayload as exc:
             self._malformed(raw, exc.reason)
             return
         if self.funding.on_update(update):
-            self._spawn(("funding", update.symbol))
+            self._spawn(("funding", update.symbol), "stream")
 
     def _malformed(self, raw: str | bytes, reason: str) -> None:
         # Nothing stored comes from these frames, but a bad one is kept as the kline path keeps
         # its own: raw on the DLQ, counted, logged once (a flood of them would flood the log).
         self.malformed += 1
+        MALFORMED.inc()
         if self.malformed == 1:
             logger.warning(
                 "futures: malformed markPrice frame: %s (further ones are counted and sent to %s)",
@@ -174,22 +198,23 @@ class FuturesLive:
         while True:
             now = self.rest.clock.now_ms()
             for symbol in self.funding.due(now, ws_cfg.watchdog_grace_ms):
-                self._spawn(("funding", symbol))
+                self._spawn(("funding", symbol), "watchdog")
             for series in self.candles.due(now, ws_cfg.watchdog_grace_ms):
-                self._spawn(series)
+                self._spawn(series, "watchdog")
             await asyncio.sleep(0.2)
 
     def _fill_all(self) -> None:
         if self.cfg.futures.funding_rates:
             for symbol in self.symbols:
-                self._spawn(("funding", symbol))
+                self._spawn(("funding", symbol), "gap_fill")
         for series in list(self.candles.published):
-            self._spawn(series)
+            self._spawn(series, "gap_fill")
 
-    def _spawn(self, job: tuple[str, ...]) -> None:
+    def _spawn(self, job: tuple[str, ...], reason: str) -> None:
         if job in self._busy:
             return
         self._busy.add(job)
+        REST_FILLS.labels(reason).inc()
         task = asyncio.create_task(self._run_job(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -205,6 +230,7 @@ class FuturesLive:
                 newest = await self._fetch_candles(series)
                 self.candles.fetched(series, newest, self.rest.clock.now_ms(), retry)
         except (ExchangeError, MalformedPayload) as exc:
+            REST_ERRORS.inc()
             logger.warning("futures: fetching %s failed (retried later): %s", "/".join(job), exc)
         finally:
             self._busy.discard(job)
@@ -250,3 +276,5 @@ class FuturesLive:
             publish_records, self.producer, self.cfg.futures.topic, self.codec, batch
         )
         self.published += len(batch)
+        for row in batch:
+            PUBLISHED.labels(row.kind if isinstance(row, PriceKline) else "funding").inc()
