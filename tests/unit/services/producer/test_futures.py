@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any, cast
 
 from prometheus_client import REGISTRY
+from websockets.exceptions import ConnectionClosed
 
 from qryptify.binance.rest import BinanceRest
 from qryptify.config import Config, build_config
@@ -140,3 +143,146 @@ def test_published_records_are_counted_by_kind() -> None:
         sample("qryptify_producer_futures_published_total", kind="funding") - before["funding"] == 2
     )
     assert sample("qryptify_producer_futures_published_total", kind="mark") - before["mark"] == 1
+
+
+# -- rotation of the markPrice connection (stand-ins for the connection and the clock) ----------
+CLOSED = object()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+class FakeConnection:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()
+        self.closed = False
+
+    async def recv(self) -> object:
+        item = await self.inbox.get()
+        if item is CLOSED:
+            self.inbox.put_nowait(CLOSED)
+            raise ConnectionClosed(None, None)
+        return item
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.log.append(f"close {self.name}")
+            self.inbox.put_nowait(CLOSED)
+
+
+class Harness:
+    def __init__(self, handover_timeout_s: float = 30.0) -> None:
+        self.clock = FakeClock()
+        self.log: list[str] = []
+        self.conns: list[FakeConnection] = []
+        self.jobs: list[tuple[tuple[str, ...], str]] = []
+        cfg: Config = build_config(
+            {
+                "pairs": ["BTCUSDT/1h"],
+                "ws": {
+                    "rotate_after_s": 60,
+                    "rotate_stagger_s": 0,
+                    "handover_timeout_s": handover_timeout_s,
+                    "stale_after_s": 600,
+                },
+                "futures": {"funding_rates": True},
+            }
+        )
+        self.task = FuturesLive(
+            cfg,
+            cast(BinanceRest, SimpleNamespace(clock=self.clock)),
+            cast(Producer, RecordingProducer()),
+            cast(SourceOffsetStore, None),
+        )
+        self.task._open = self._open  # type: ignore[method-assign, assignment]
+        self.task._spawn = lambda job, reason: self.jobs.append((job, reason))  # type: ignore[method-assign]
+
+    async def _open(self) -> FakeConnection:
+        conn = FakeConnection(str(len(self.conns) + 1), self.log)
+        self.conns.append(conn)
+        self.log.append(f"open {conn.name}")
+        return conn
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        async def poll() -> None:
+            while not condition():  # noqa: ASYNC110 - the condition is the code under test's state
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(poll(), 10)  # a hang guard, not a measurement
+
+
+def run_stream(h: Harness, scenario: Callable[[], Awaitable[None]]) -> None:
+    async def main() -> None:
+        loop = asyncio.create_task(h.task._stream_loop())
+        try:
+            await scenario()
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_mark_connection_is_replaced_before_the_cut_new_one_first() -> None:
+    h = Harness()
+    rotations = sample("qryptify_producer_futures_rotations_total")
+
+    async def scenario() -> None:
+        await h.until(lambda: len(h.conns) == 1)
+        h.conns[0].inbox.put_nowait(mark_frame("BTCUSDT", 1_000, H8))
+        await h.until(lambda: h.task.funding.announced.get("BTCUSDT") == H8)
+        assert h.log == ["open 1"]  # not due yet
+        h.clock.now = 60_000  # rotate_after_s reached on the exchange clock
+        await h.until(lambda: len(h.conns) == 2)
+        h.conns[0].inbox.put_nowait(mark_frame("BTCUSDT", 60_001, H8))  # the old one still read
+        await asyncio.sleep(0.05)
+        assert h.log == ["open 1", "open 2"]  # overlap: the old one stays open meanwhile
+        h.conns[1].inbox.put_nowait(mark_frame("BTCUSDT", 60_002, H8))
+        await h.until(lambda: h.conns[0].closed)
+        # the stream goes on on the replacement: a settlement seen there is fetched
+        h.conns[1].inbox.put_nowait(mark_frame("BTCUSDT", H8 + 1, 2 * H8))
+        await h.until(lambda: (("funding", "BTCUSDT"), "stream") in h.jobs)
+
+    run_stream(h, scenario)
+    assert h.log[:3] == ["open 1", "open 2", "close 1"]
+    assert h.task.rotations == 1 and h.task.connects == 1  # a rotation, not a reconnect
+    assert sample("qryptify_producer_futures_rotations_total") - rotations == 1
+
+
+def test_replacement_that_never_delivers_is_dropped_and_the_old_one_kept() -> None:
+    h = Harness(handover_timeout_s=0.01)
+
+    async def scenario() -> None:
+        await h.until(lambda: len(h.conns) == 1)
+        h.clock.now = 60_000
+        await h.until(lambda: h.task.abandoned_rotations == 1)
+        h.conns[0].inbox.put_nowait(mark_frame("BTCUSDT", 60_001, H8))
+        await h.until(lambda: h.task.funding.announced.get("BTCUSDT") == H8)
+        assert h.log == ["open 1", "open 2", "close 2"]  # the old one still open and read
+
+    run_stream(h, scenario)
+    assert h.task.rotations == 0 and h.task.connects == 1
+
+
+def test_old_connection_lost_during_the_handover_hands_over_at_once() -> None:
+    h = Harness()
+
+    async def scenario() -> None:
+        await h.until(lambda: len(h.conns) == 1)
+        h.clock.now = 60_000
+        await h.until(lambda: len(h.conns) == 2)
+        await h.conns[0].close()  # the exchange cut the old one before the new one delivered
+        await h.until(lambda: h.task.rotations == 1)
+        h.conns[1].inbox.put_nowait(mark_frame("BTCUSDT", 60_002, H8))
+        await h.until(lambda: h.task.funding.announced.get("BTCUSDT") == H8)
+
+    run_stream(h, scenario)
+    assert h.log[:3] == ["open 1", "open 2", "close 1"]
+    assert h.task.connects == 1 and len(h.conns) == 2  # no reconnect, no third connection
