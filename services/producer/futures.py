@@ -210,6 +210,7 @@ class FuturesLive:
             ws, opened = new, self.rest.clock.now_ms()
             self.rotations += 1
             ROTATIONS.inc()
+            logger.info("futures: markPrice connection rotated (%d)", self.rotations)
 
     async def _read(self, ws: ClientConnection, until_ms: int) -> None:
         """Handle frames until the exchange clock reaches ``until_ms``; TimeoutError when the
