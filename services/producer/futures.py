@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -76,6 +77,16 @@ ROTATIONS = Counter(
 REST_ERRORS = Counter(
     "qryptify_producer_futures_rest_errors_total", "Failed futures REST fetches (retried later)"
 )
+
+
+def _stream_named(raw: str | bytes) -> str | None:
+    """The ``stream`` a combined-stream frame names (the DLQ key, as for kline frames), if any."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    stream = body.get("stream") if isinstance(body, dict) else None
+    return stream if isinstance(stream, str) else None
 
 
 class FuturesLive:
@@ -286,7 +297,7 @@ class FuturesLive:
             raw.encode() if isinstance(raw, str) else bytes(raw),
             kind="markPrice",
             reason=reason,
-            stream=None,
+            stream=_stream_named(raw),
         )
 
     # -- watchdog and fetches ------------------------------------------------------------------

@@ -73,6 +73,9 @@ def test_malformed_mark_frames_go_to_the_dlq_raw_with_the_reason() -> None:
     assert [m["topic"] for m in producer.sent] == [DLQ, DLQ]
     assert producer.sent[0]["value"] == not_json
     assert producer.sent[1]["value"] == no_time.encode()
+    # keyed by the stream the frame names, as kline frames are (none when it names none)
+    assert [m["key"] for m in producer.sent] == [None, b"btcusdt@markPrice@1s"]
+    assert dict(producer.sent[1]["headers"])["qryptify.stream"] == b"btcusdt@markPrice@1s"
     for sent, why in zip(producer.sent, ("not JSON", "fields s/E/T"), strict=True):
         headers = dict(sent["headers"])
         assert headers["qryptify.source"] == b"ws"
