@@ -16,7 +16,6 @@ from qryptify import native
 from qryptify.avro import KlineCodec, kline_encoder
 from qryptify.binance import rest
 from qryptify.binance.rest import page_values
-from qryptify.kline import Kline
 from qryptify.pairs import Pair
 
 CODEC = KlineCodec()
@@ -135,30 +134,8 @@ def test_a_plain_page_takes_the_native_path_and_keeps_only_closed_candles() -> N
     opens, closes, values = found
     assert opens == [T0, T0 + 60_000]
     assert closes == [T0 + 59_999, T0 + 119_999]
-    # The generic fastavro writer (not the encoder under test) is the reference.
-    expected = [
-        CODEC.encode(
-            Kline(
-                "BTCUSDT",
-                "1m",
-                t,
-                t + 59_999,
-                "1.5",
-                "2",
-                "1",
-                "1.5",
-                "10",
-                "15",
-                3,
-                "5",
-                "7.5",
-                "rest",
-                INGESTED,
-            )
-        )  # fmt: skip
-        for t in (T0, T0 + 60_000)
-    ]
-    assert values == expected
+    # The values against the generic codec: test_rest.py, on both cores.
+    assert len(values) == 2
 
 
 def test_the_comparison_fails_when_the_native_output_is_altered(monkeypatch: Any) -> None:
