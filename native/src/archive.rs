@@ -9,7 +9,7 @@ use pyo3::types::{PyBytes, PyList};
 const LINE_BREAKS: &[u8] = b"\r\x0b\x0c\x1c\x1d\x1e";
 
 /// `-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?`
-fn is_decimal(s: &[u8]) -> bool {
+pub(crate) fn is_decimal(s: &[u8]) -> bool {
     let mut i = usize::from(s.first() == Some(&b'-'));
     let digits = |i: &mut usize| {
         let start = *i;
@@ -40,7 +40,7 @@ fn is_decimal(s: &[u8]) -> bool {
 }
 
 /// `[0-9]{1,max}` as its value.
-fn digits_value(s: &[u8], max: usize) -> Option<i64> {
+pub(crate) fn digits_value(s: &[u8], max: usize) -> Option<i64> {
     if s.is_empty() || s.len() > max || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -77,7 +77,22 @@ fn encode_line(line: &[u8], head: &[u8], tail: &[u8]) -> Option<(i64, i64, Vec<u
     if !decimals.iter().all(|&i| is_decimal(fields[i])) {
         return None;
     }
-    let mut value = Vec::with_capacity(head.len() + tail.len() + 24 + line.len());
+    let value = encode_value(&fields, open_time, close_time, trades, head, tail);
+    Some((open_time, close_time, value))
+}
+
+/// A kline's topic value: `head` + the row's fields in Avro order + `tail`; `fields` are the
+/// 11 data columns in exchange order (CSV and REST JSON rows share it).
+pub(crate) fn encode_value(
+    fields: &[&[u8]],
+    open_time: i64,
+    close_time: i64,
+    trades: i64,
+    head: &[u8],
+    tail: &[u8],
+) -> Vec<u8> {
+    let size: usize = fields.iter().map(|f| f.len() + 1).sum();
+    let mut value = Vec::with_capacity(head.len() + tail.len() + 24 + size);
     value.extend_from_slice(head);
     push_long(&mut value, open_time);
     push_long(&mut value, close_time);
@@ -88,11 +103,11 @@ fn encode_line(line: &[u8], head: &[u8], tail: &[u8]) -> Option<(i64, i64, Vec<u
     push_string(&mut value, fields[9]);
     push_string(&mut value, fields[10]);
     value.extend_from_slice(tail);
-    Some((open_time, close_time, value))
+    value
 }
 
 /// Open times, close times and topic values, as Python lists.
-type Encoded<'py> = (Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>);
+pub(crate) type Encoded<'py> = (Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>);
 
 /// ``(open_times, close_times, values)`` of an archive CSV whose every line is a plain data
 /// row (an optional header line starting with `header_start` first), each value `head` + the
@@ -150,9 +165,14 @@ fn archive_csv_values<'py>(
             .map(|line| encode_line(line, head, tail))
             .collect()
     });
-    let Some(rows) = rows else {
-        return Ok(None);
-    };
+    rows.map(|rows| encoded_lists(py, rows)).transpose()
+}
+
+/// Rows of (open time, close time, value) as the three Python lists.
+pub(crate) fn encoded_lists(
+    py: Python<'_>,
+    rows: Vec<(i64, i64, Vec<u8>)>,
+) -> PyResult<Encoded<'_>> {
     let opens = PyList::empty(py);
     let closes = PyList::empty(py);
     let values = PyList::empty(py);
@@ -161,7 +181,7 @@ fn archive_csv_values<'py>(
         closes.append(close_time)?;
         values.append(PyBytes::new(py, &value))?;
     }
-    Ok(Some((opens, closes, values)))
+    Ok((opens, closes, values))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 
 mod archive;
+mod rest;
 mod ts;
 
 use ts::{month_close, push_int, push_ts_text};
@@ -434,5 +435,6 @@ fn qryptify_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<KlineStager>()?;
     m.add_function(wrap_pyfunction!(ts_texts, m)?)?;
     archive::register(m)?;
+    rest::register(m)?;
     Ok(())
 }

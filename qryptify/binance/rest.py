@@ -21,6 +21,7 @@ sync with ``/fapi/v1/time``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from qryptify import native
+from qryptify.avro import EncodedKlines, KlineEncoder
 from qryptify.binance.bounded import get_bounded
 from qryptify.binance.weights import WeightBudget, best_page_limit, klines_weight
 from qryptify.clock import Clock, ExchangeClock, MonotonicClock
@@ -181,6 +184,42 @@ def parse_klines(pair: Pair, body: object, ingested_at: int) -> list[Kline]:
                 "rest", f"{pair} klines not ascending: {b.open_time} after {a.open_time}"
             )
     return klines
+
+
+def page_values(
+    pair: Pair,
+    body: bytes,
+    ingested_at: int,
+    exchange_now_ms: int,
+    encoder: KlineEncoder,
+    *,
+    native_ok: bool = True,
+) -> EncodedKlines:
+    """A raw ``/fapi/v1/klines`` body → the topic values of its candles closed by the exchange
+    clock (``close_time < exchange_now_ms``, as ``page_events`` decides), ascending.
+
+    The same candles and errors as ``json.loads`` + ``parse_klines`` + ``encoder.encode``;
+    a page of plain rows runs in the compiled core when it is active (``native_ok=False``:
+    never, for tests comparing the two; tests/unit/native/test_rest_page.py)."""
+    if native.MODULE is not None and native_ok:
+        head, tail = encoder.row_frame(pair.symbol, pair.interval, "rest", ingested_at)
+        found = native.MODULE.rest_page_values(body, head, tail, exchange_now_ms)
+        if found is not None:
+            return EncodedKlines(pair.symbol, pair.interval, *found)
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise MalformedPayload("rest", f"klines body is not JSON: {body[:80]!r}") from None
+    if nested_deeper_than(decoded):
+        raise MalformedPayload("rest", "klines body: JSON nested too deeply")
+    closed = closed_klines(parse_klines(pair, decoded, ingested_at), exchange_now_ms)
+    return EncodedKlines(
+        pair.symbol,
+        pair.interval,
+        [k.open_time for k in closed],
+        [k.close_time for k in closed],
+        [encoder.encode(k) for k in closed],
+    )
 
 
 _DEC = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"

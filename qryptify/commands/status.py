@@ -226,8 +226,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         core=native.CORE,
         unlisted=unlisted,
     )
-    report = dataclasses.replace(report, breaches=tuple(judge(report)))
     funding, prices = _futures(cfg, dsn)
+    found = judge(report) + futures_status.breaches(funding or [], prices or [], args.max_gaps)
+    report = dataclasses.replace(report, breaches=tuple(found))
     if args.json:
         body = to_json(report)
         if funding is not None or prices is not None:

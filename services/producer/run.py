@@ -46,7 +46,7 @@ from qryptify.binance.ws import (
 )
 from qryptify.config import Config
 from qryptify.errors import IngestorError
-from qryptify.kafka import KafkaError, Message, Producer, produce_waiting
+from qryptify.kafka import KafkaError, Message, Producer
 from qryptify.kline import Kline
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
@@ -54,6 +54,7 @@ from qryptify.pairs import Pair, align_open, close_time, count_opens, next_open
 from qryptify.publish import AckTracker, KlinePublisher
 from qryptify.retry import backoff, until_available
 from services.producer.clock import StreamClock
+from services.producer.dlq import send_frame_to_dlq
 from services.producer.futures import FuturesLive
 from services.producer.rotation import Handover, RotationPolicy
 from services.producer.stream import LiveBook, Verdict, absent_open_times, closed_rest_klines
@@ -611,23 +612,13 @@ class ProducerRunner:
                 raw[:200],
                 self.cfg.kafka.dlq_topic,
             )
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("qryptify.reason", f"{frame.kind}: {frame.reason}"[:500].encode()),
-            ("qryptify.source", b"ws"),
-            ("qryptify.stream", (frame.stream or "").encode()),
-        ]
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                logger.error("DLQ delivery failed: %s", err)
-
-        produce_waiting(
+        send_frame_to_dlq(
             self.producer,
             self.cfg.kafka.dlq_topic,
-            key=(frame.stream or "").encode() or None,
-            value=raw,
-            headers=headers,
-            on_delivery=on_delivery,
+            raw,
+            kind=frame.kind,
+            reason=frame.reason,
+            stream=frame.stream,
         )
 
     # -- REST: gap fill and watchdog -------------------------------------------------------------
