@@ -10,6 +10,9 @@ skips nothing. What it publishes again is bounded by the commit cadence, not by 
 flight: a pair resumes after its last *committed* offset, so candles acknowledged after that
 commit are published again, and a pair killed before its first offset commit starts again from
 its beginning. That is at-least-once delivery; the sink's idempotent upsert absorbs the repeats.
+
+The same topic carries the two handoff marks of ``qryptify.handoff`` (services
+``backfiller-plan`` and ``producer-start``), same record, same key layout.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
 from qryptify.config import KafkaConfig
@@ -79,12 +82,18 @@ class SourceOffsetStore:
 
     def load(self, service: str, timeout_s: float = 30.0) -> dict[Pair, int]:
         """Read the topic from the beginning to its high watermarks; latest value per key."""
+        return self.load_services((service,), timeout_s)[service]
+
+    def load_services(
+        self, services: Sequence[str], timeout_s: float = 30.0
+    ) -> dict[str, dict[Pair, int]]:
+        """``load`` for several services in one read of the topic: service → pair → value."""
         consumer = make_consumer(
             self.cfg,
             f"qryptify-offsets-reader-{uuid.uuid4().hex[:8]}",
             **{"enable.partition.eof": True},
         )
-        found: dict[Pair, int] = {}
+        found: dict[str, dict[Pair, int]] = {service: {} for service in services}
         try:
             meta = consumer.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
             if meta is None or meta.error is not None:
@@ -116,24 +125,25 @@ class SourceOffsetStore:
                         elif partition is not None and offset is not None:
                             _reached(ends, partition, offset)  # EOF: offset is the next one
                         continue
-                    self._apply(service, msg, found)
+                    self._apply(msg, found)
                     if partition is not None and offset is not None:
                         _reached(ends, partition, offset + 1)
         finally:
             consumer.close()
-        for pair, position in found.items():
-            self._committed[(service, pair)] = position
+        for service, positions in found.items():
+            for pair, position in positions.items():
+                self._committed[(service, pair)] = position
         return found
 
-    def _apply(self, service: str, msg: Message, found: dict[Pair, int]) -> None:
+    def _apply(self, msg: Message, found: dict[str, dict[Pair, int]]) -> None:
         key = msg.key()
         parsed = parse_offset_key(key) if isinstance(key, bytes) else None
-        if parsed is None or parsed[0] != service:
+        if parsed is None or parsed[0] not in found:
             return
-        pair = parsed[1]
+        service, pair = parsed
         value = msg.value()
         if value is None:  # tombstone: the offset was reset
-            found.pop(pair, None)
+            found[service].pop(pair, None)
             return
         try:
             name, record = self.codec.decode(value)
@@ -141,7 +151,7 @@ class SourceOffsetStore:
             logger.warning("offsets topic: %s at offset %s: %s", key, msg.offset(), exc)
             return
         if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
-            found[pair] = int(record["last_open_time"])
+            found[service][pair] = int(record["last_open_time"])
 
     def commit(self, service: str, pair: Pair, last_open_time: int) -> None:
         """Record that every record of ``pair`` up to ``last_open_time`` is in Kafka.
