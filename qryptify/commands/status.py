@@ -32,6 +32,7 @@ from qryptify.health_report import (
     PairHealth,
     StatusReport,
     Thresholds,
+    arrival_budget_ms,
     assess_pair,
     judge,
     jumps,
@@ -210,10 +211,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         max_stale_ms=args.max_stale,
         max_lag=args.max_lag,
         max_dlq=args.max_dlq,
+        arrival_budget_ms=arrival_budget_ms(
+            cfg.ws.watchdog_grace_ms, cfg.ws.watchdog_retry_ms, cfg.sink.max_latency_ms
+        ),
     )
-    database, pairs = collect_database(
-        dsn, cfg.pairs, cfg.backfill.start_ms, now_ms, thresholds.max_stale_ms
-    )
+    database, pairs = collect_database(dsn, cfg.pairs, cfg.backfill.start_ms, now_ms, thresholds)
     kafka = collect_kafka(cfg.kafka, cfg.sink.group_id, args.timeout)
     report = StatusReport(
         now_ms=now_ms,
@@ -288,7 +290,7 @@ def collect_database(
     pairs: Sequence[Pair],
     backfill_start_ms: int,
     now_ms: int,
-    max_stale_ms: int | None,
+    thresholds: Thresholds,
 ) -> tuple[DatabaseHealth, list[PairHealth]]:
     target = redact_dsn(dsn)
     try:
@@ -297,7 +299,7 @@ def collect_database(
         return DatabaseHealth(target=target, error=" ".join(exc.reason.split())), []
     with conn:
         try:
-            return _read_database(conn, target, pairs, backfill_start_ms, now_ms, max_stale_ms)
+            return _read_database(conn, target, pairs, backfill_start_ms, now_ms, thresholds)
         except Exception as exc:  # a health check reports what failed; it never crashes
             logger.debug("reading the database failed", exc_info=True)
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -311,7 +313,7 @@ def _read_database(
     pairs: Sequence[Pair],
     backfill_start_ms: int,
     now_ms: int,
-    max_stale_ms: int | None,
+    thresholds: Thresholds,
 ) -> tuple[DatabaseHealth, list[PairHealth]]:
     row = conn.execute("SELECT version()").fetchone()
     server_version = None if row is None else str(row[0])
@@ -341,7 +343,11 @@ def _read_database(
     )
     assessed = [
         assess_pair(
-            read_pair(conn, p, backfill_start_ms, now_ms), backfill_start_ms, now_ms, max_stale_ms
+            read_pair(conn, p, backfill_start_ms, now_ms),
+            backfill_start_ms,
+            now_ms,
+            thresholds.max_stale_ms,
+            thresholds.arrival_budget_ms,
         )
         for p in pairs
     ]
