@@ -203,6 +203,15 @@ class SourceOffsetStore:
         self.producer.produce(self.topic, key=offset_key(service, pair), value=None)
         self._committed.pop((service, pair), None)
 
+    def acknowledge(self, timeout_s: float = 30.0) -> None:
+        """Wait until Kafka acknowledged every commit so far (a mark another service must be
+        able to read before this one reads theirs); OffsetStoreError when it did not."""
+        remaining = self.flush(timeout_s)
+        if remaining:
+            raise OffsetStoreError(
+                f"{remaining} records to {self.topic} not acknowledged within {timeout_s:.0f}s"
+            )
+
     def flush(self, timeout_s: float = 30.0) -> int:
         remaining: int = self.producer.flush(timeout_s)
         if self._failed:

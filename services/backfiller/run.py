@@ -552,7 +552,7 @@ class Backfiller:
         plans = {pair: planned_through(pair.interval, now) for pair in self.states}
         for pair, plan in plans.items():
             self.offsets.commit(PLAN, pair, plan)
-        self.offsets.flush(30)
+        self.offsets.acknowledge()
         starts = self.offsets.load(LIVE_START)
         return [pair for pair, plan in plans.items() if plan_falls_short(plan, starts.get(pair))]
 

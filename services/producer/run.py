@@ -345,7 +345,7 @@ class ProducerRunner:
                 self.offsets.commit(SERVICE, pair, resume[pair])
                 self.offsets.commit(LIVE_START, pair, resume[pair])
         if fresh:
-            self.offsets.flush(30)
+            self.offsets.acknowledge()
             logger.info("%d pairs start live from now (no stored offset)", len(fresh))
         if len(fresh) < len(self.pairs):
             logger.info("%d pairs resume from their stored offsets", len(self.pairs) - len(fresh))

@@ -143,6 +143,9 @@ class FakeOffsets:
     def flush(self, timeout: float = 0) -> int:
         return 0
 
+    def acknowledge(self, timeout_s: float = 30.0) -> None:
+        pass
+
 
 def make(
     exchange: Exchange,
