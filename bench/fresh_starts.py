@@ -62,18 +62,16 @@ def config(stack_dir: Path, sim_port: int, kafka_port: int, pg_port: int, metric
     return path
 
 
-def stack(
-    env: dict[str, str], *args: str, timeout: float = 300
+def run(
+    command: list[str], env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PY, "-m", "stack", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run([PY, "-m", "stack", *args], env)
 
 
 def one_run(
@@ -88,15 +86,7 @@ def one_run(
     time.sleep(target - time.time())
     invoked = time.monotonic()
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-    up = subprocess.run(
-        ["make", "up", f"CONFIG={cfg}", "SERVICES=sim,backfiller,producer,sink"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    up = run(["make", "up", f"CONFIG={cfg}", "SERVICES=sim,backfiller,producer,sink"], env, 600)
     up_s = time.monotonic() - invoked
     result: dict[str, Any] = {
         "run": index,
@@ -110,15 +100,7 @@ def one_run(
     else:
         time.sleep(max(0.0, invoked + after_s - time.monotonic()))
         result["status_at_s"] = round(time.monotonic() - invoked, 1)
-        status = subprocess.run(
-            [PY, "-m", "qryptify", "--config", str(cfg), "status", "--json"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        status = run([PY, "-m", "qryptify", "--config", str(cfg), "status", "--json"], env, 120)
         result["status_rc"] = status.returncode
         try:
             report = json.loads(status.stdout)
