@@ -200,3 +200,33 @@ def test_candles_closing_during_a_long_first_pass_do_not_wait_for_its_end(
     twice = {key: n for key, n in published.items() if n > 1}
     assert not twice, f"published more than once: {sorted(twice)[:10]}"
     assert len(published) == 2 * (EDGE + 3 * MINUTE_MS - parse_time_ms("2024-06-10")) // MINUTE_MS
+
+
+def test_services_restarted_during_a_long_first_pass_leave_no_candle_behind(
+    env: BackfillEnv,
+) -> None:
+    """The backfiller is killed (-9) in the middle of a long first pass; candles close; the
+    producer starts, is killed (-9) and restarted; then the backfiller restarts and plans a
+    new pass. Every closed candle is stored with the clock at its close plus the budget."""
+    env.start_date = "2024-06-10"
+    env.archive = False
+    exchange(env).set_faults(slow_ms=300)
+    sink = env.start("services.sink")
+    first = env.start("services.backfiller")
+    btc = Pair("BTCUSDT", "1m")
+    wait_until(lambda: btc in marks(env, PLAN), 120, "the backfiller to plan its pass")
+    first.kill9()
+    assert "caught up" not in first.text(), "the pass ended before it could be killed"
+    exchange(env).set_faults(slow_ms=0)
+    exchange(env).advance(3 * MINUTE_MS)  # 12:36:59: 12:33, 12:34 and 12:35 closed
+    producer = start_producer(env)
+    assert marks(env, LIVE_START)[btc] == EDGE - 2 * MINUTE_MS  # took over from the plan
+    producer.kill9()
+    producer = start_producer(env)
+    backfiller = env.start("services.backfiller")
+    assert backfiller.wait(300) == 0, backfiller.text()[-3000:]
+    require_stored_through(
+        env, EDGE + 3 * MINUTE_MS, "every candle after both restarts", producer, backfiller, sink
+    )
+    next_close_within_budget(env, producer)
+    assert producer.stop() == 0 and sink.stop() == 0
