@@ -9,7 +9,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     QRYPTIFY_CONFIG=/app/config.yaml
 
 RUN groupadd --system qryptify \
- && useradd --system --gid qryptify --home-dir /app --shell /usr/sbin/nologin qryptify
+ && useradd --system --gid qryptify --home-dir /app --shell /usr/sbin/nologin qryptify \
+ && mkdir -p /var/cache/qryptify \
+ && chown qryptify:qryptify /var/cache/qryptify
 
 WORKDIR /app
 
@@ -19,9 +21,7 @@ COPY services ./services
 COPY sim ./sim
 RUN pip install . && rm -rf build ./*.egg-info
 
-# Read at run time from /app (the packages look in /app/schemas and /app/sql).
-COPY schemas ./schemas
-COPY sql ./sql
+# The Avro schemas and SQL migrations are package data (qryptify/schemas, qryptify/sql).
 COPY config.yaml ./config.yaml
 
 USER qryptify

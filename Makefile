@@ -9,7 +9,11 @@ MAKEFLAGS += --no-print-directory
 
 PYTHON ?= python3
 PY := .venv/bin/python
-CONFIG ?= config.yaml
+# `make up CONFIG=x` remembers x (in the stack dir): later `make status|tap|replay|logs|...`
+# use it unless CONFIG= is given again.
+STACK_DIR := $(or $(QRYPTIFY_STACK_DIR),.stack)
+REMEMBERED_CONFIG := $(shell cat $(STACK_DIR)/config.path 2>/dev/null)
+CONFIG ?= $(or $(REMEMBERED_CONFIG),config.yaml)
 DEMO_CONFIG ?= config.demo.yaml
 SERVICES ?= backfiller,producer,sink
 SERVICE ?=
@@ -23,7 +27,7 @@ HAVE_DOCKER := docker info >/dev/null 2>&1
 TEST_ENV := eval "$$($(PY) -m stack env --profile test)" &&
 
 .PHONY: help install up down logs restart ps stack-test-up stack-test-down stack-test-wipe \
-	lint fmt test test-unit test-integration test-e2e demo status replay tap reset-db \
+	lint fmt test test-unit test-integration test-e2e demo demo-down demo-logs status replay tap reset-db \
 	bench chaos
 
 help: ## list the targets
@@ -40,18 +44,20 @@ $(STAMP):
 
 # ---- the running stack --------------------------------------------------------------------
 
-up: install ## start Kafka, PostgreSQL and the services (CONFIG=config.yaml, SERVICES=a,b)
+up: install ## validate CONFIG, start Kafka, PostgreSQL and the services; fail loudly (CONFIG=config.yaml)
+	@$(PY) -m qryptify config check --config "$(CONFIG)"
+	@mkdir -p "$(STACK_DIR)" && realpath "$(CONFIG)" > "$(STACK_DIR)/config.path"
 	@if $(HAVE_DOCKER); then \
-		QRYPTIFY_CONFIG_FILE=$(CONFIG) docker compose up -d --build; \
+		QRYPTIFY_CONFIG_FILE=$(CONFIG) docker compose up -d --build --wait; \
 	else \
-		$(PY) -m stack up --config $(CONFIG) $(if $(SERVICES),--services $(SERVICES)); \
+		$(PY) -m stack up --config "$(CONFIG)" $(if $(SERVICES),--services $(SERVICES)); \
 	fi
 
 down: ## stop everything (data is kept)
 	@if $(HAVE_DOCKER); then docker compose down; else $(PY) -m stack down; fi
 
 logs: ## follow the logs (SERVICE=sink for one)
-	@if $(HAVE_DOCKER); then docker compose logs -f $(SERVICE); else $(PY) -m stack logs $(SERVICE); fi
+	@if $(HAVE_DOCKER); then docker compose logs -f $(SERVICE); else $(PY) -m stack logs --config "$(CONFIG)" $(SERVICE); fi
 
 ps: ## the programs and their state
 	@if $(HAVE_DOCKER); then docker compose ps; else $(PY) -m stack status; fi
@@ -99,30 +105,37 @@ test: install lint stack-test-up ## what CI runs: install, lint, every test tier
 
 # ---- operating ----------------------------------------------------------------------------
 
-demo: install ## the stack fed by the exchange simulator, no internet needed (DEMO_SIM_ARGS='--port 8765 --speed 60 ...')
-	@cfg=$(DEMO_CONFIG); \
-	if [ ! -f "$$cfg" ]; then echo "make demo: $$cfg not found, using $(CONFIG)"; cfg=$(CONFIG); fi; \
-	for m in sim/__main__.py services/backfiller/__main__.py services/producer/__main__.py \
-		services/sink/__main__.py; do \
-		[ -f "$$m" ] || echo "make demo: $$m missing: pipeline services not yet wired"; \
-	done; \
-	QRYPTIFY_SIM_ARGS='$(DEMO_SIM_ARGS)' $(PY) -m stack up --config "$$cfg" --services sim,$(SERVICES); \
-	echo; echo "demo running: simulator http://127.0.0.1:8765 (60x clock), pipeline $(SERVICES)"; \
-	echo "  make status CONFIG=$$cfg      coverage, gaps, freshness (exchange time from the simulator)"; \
-	echo "  make tap CONFIG=$$cfg         the decoded stream"; \
-	echo "  make logs                     all logs;  make down  to stop"
+# The demo runs in its own stack (.stack-demo) with config.demo.yaml's ports, database and
+# topics: beside or after a real `make up` pipeline, it never writes into it.
+demo: install ## the pipeline fed by the exchange simulator in its own stack (DEMO_SIM_ARGS='--port 8765 --speed 60 ...')
+	@$(PY) -m qryptify config check --config "$(DEMO_CONFIG)"
+	@QRYPTIFY_SIM_ARGS='$(DEMO_SIM_ARGS)' $(PY) -m stack up --profile demo --config "$(DEMO_CONFIG)" \
+		--services sim,$(SERVICES)
+	@echo; echo "demo running in its own stack (.stack-demo): simulator $(DEMO_SIM_ARGS)"; \
+	echo "look at the data:"; \
+	echo "  make status CONFIG=$(DEMO_CONFIG)     coverage, gaps, freshness per pair"; \
+	echo "  make tap CONFIG=$(DEMO_CONFIG)        the decoded stream as it arrives"; \
+	echo "  eval \"\$$($(PY) -m stack env --profile demo --config $(DEMO_CONFIG))\"   then:"; \
+	echo "  psql \"\$$QRYPTIFY_DB__DSN\" -c 'SELECT symbol, interval, count(*), max(ts) FROM candlesticks GROUP BY 1, 2'"; \
+	echo "  make demo-logs                        all logs;  make demo-down  to stop"
+
+demo-down: ## stop the demo stack (its data is kept in .stack-demo)
+	$(PY) -m stack down --profile demo --config "$(DEMO_CONFIG)"
+
+demo-logs: ## follow the demo stack's logs
+	$(PY) -m stack logs --profile demo --config "$(DEMO_CONFIG)" $(SERVICE)
 
 status: install ## extension, hypertables, coverage, gaps, pointers, lag, freshness
-	$(PY) -m qryptify --config $(CONFIG) status $(ARGS)
+	@$(PY) -m qryptify status --config "$(CONFIG)" $(ARGS)
 
 replay: install ## rebuild a database from the topic (ARGS='--dsn postgresql://... [--follow]')
-	$(PY) -m qryptify --config $(CONFIG) replay $(ARGS)
+	@$(PY) -m qryptify replay --config "$(CONFIG)" $(ARGS)
 
 tap: install ## print the decoded stream (ARGS='--pair BTCUSDT/1m --from-beginning')
-	$(PY) -m qryptify --config $(CONFIG) tap $(ARGS)
+	@$(PY) -m qryptify tap --config "$(CONFIG)" $(ARGS)
 
 reset-db: install ## drop and re-create the tables (asks; ARGS=-f to skip)
-	$(PY) -m qryptify --config $(CONFIG) reset-db $(ARGS)
+	@$(PY) -m qryptify reset-db --config "$(CONFIG)" $(ARGS)
 
 bench: install ## measure throughput on the simulator (QUICK=1 for a short run)
 	$(PY) -m bench $(if $(QUICK),--quick) $(ARGS)

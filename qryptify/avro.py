@@ -37,12 +37,8 @@ SOURCE_OFFSET = f"{NAMESPACE}.SourceOffset"
 
 
 def schemas_dir() -> Path:
-    """``schemas/`` at the repository (or image) root."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "schemas", Path.cwd() / "schemas", Path("/app/schemas")):
-        if (candidate / "kline.avsc").exists():
-            return candidate
-    raise FileNotFoundError("schemas/kline.avsc not found next to the qryptify package")
+    """The Avro schemas shipped inside the package (``qryptify/schemas``)."""
+    return Path(__file__).resolve().parent / "schemas"
 
 
 def _strip_logical(node: Any) -> Any:
@@ -87,7 +83,7 @@ class SchemaCatalogue:
     def from_dir(cls, directory: Path | None = None) -> SchemaCatalogue:
         base = directory or schemas_dir()
         catalogue = cls()
-        # Older versions stay decodable: schemas/history/*.avsc are writer schemas only.
+        # Older versions stay decodable: qryptify/schemas/history/*.avsc are writer schemas only.
         for path in sorted((base / "history").glob("*.avsc")):
             catalogue.add(load_schema(path.read_text(encoding="utf-8")), current=False)
         for path in sorted(base.glob("*.avsc")):
@@ -142,7 +138,7 @@ class AvroCodec:
             version = self.catalogue.by_fingerprint.get(data[2:10])
             if version is None:
                 raise UndecodableRecord(
-                    f"unknown schema fingerprint {data[2:10].hex()} (not in schemas/)"
+                    f"unknown schema fingerprint {data[2:10].hex()} (not in qryptify/schemas/)"
                 )
             return version, 10
         if data[:1] == b"\x00":

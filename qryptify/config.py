@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from qryptify.errors import ConfigError, PairError, redact_text
+from qryptify.errors import ConfigError, ConfigErrors, PairError, redact_text
 from qryptify.pairs import Pair, parse_pair
 
 ENV_PREFIX = "QRYPTIFY_"
@@ -155,35 +155,61 @@ def redact_dsn(dsn: str) -> str:
 
 
 class BackfillConfig(_Section):
-    start_date: date = date(2020, 1, 1)
+    #: The first instant to backfill (UTC): the first candle is the first one opening at or
+    #: after it. A date means its midnight UTC; a timestamp keeps its time ("Z" or an offset).
+    start_date: datetime = datetime(2020, 1, 1, tzinfo=UTC)
     #: Pairs fetched at the same time (all share one weight budget).
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     #: Candles per pair re-read periodically after catching up (exchange corrections).
     recheck_recent: Annotated[int, Field(ge=0, le=1500)] = 5
     recheck_every_s: Annotated[float, Field(gt=0)] = 300.0
+    #: Seconds between archive audits (every ingested archive file's published .CHECKSUM
+    #: compared with the one used; re-uploaded files re-ingested). Checked between passes, so
+    #: at most every ``recheck_every_s``; 0 = off (``qryptify audit`` still works).
+    audit_every_s: Annotated[float, Field(ge=0)] = 86_400.0
     #: Exit after catching up (True) or keep the recent history exact (False).
     exit_when_done: bool = False
 
     @field_validator("start_date", mode="before")
     @classmethod
-    def _date(cls, v: object) -> object:
-        if isinstance(v, datetime):
-            return v.date()
-        if isinstance(v, str):
-            try:
-                return date.fromisoformat(v.strip())
-            except ValueError:
-                raise ValueError("must be a date YYYY-MM-DD") from None
-        return v
+    def _instant(cls, v: object) -> object:
+        return parse_start_date(v)
 
     @property
     def start_ms(self) -> int:
-        return int(
-            datetime(
-                self.start_date.year, self.start_date.month, self.start_date.day, tzinfo=UTC
-            ).timestamp()
-            * 1000
-        )
+        return int(self.start_date.timestamp() * 1000)
+
+
+START_DATE_ALLOWED = (
+    "must be a date YYYY-MM-DD or an ISO-8601 timestamp with Z or an offset, "
+    "e.g. 2022-01-01T00:00:00Z"
+)
+
+
+def parse_start_date(value: object) -> datetime:
+    """A date (midnight UTC) or an aware ISO-8601 timestamp, as an aware UTC datetime.
+
+    YAML already turns unquoted ``2022-01-01`` into a date and ``2022-01-01T00:00:00Z`` into a
+    datetime; quoted ones arrive as text. A timestamp without a zone is refused: it would
+    silently mean the machine's zone to some readers and UTC to others.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = (
+                date.fromisoformat(text)
+                if len(text) == 10
+                else datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+            )
+        except ValueError:
+            raise ValueError(START_DATE_ALLOWED) from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{START_DATE_ALLOWED} (a timestamp needs its zone)")
+        return value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    raise ValueError(START_DATE_ALLOWED)
 
 
 class KafkaConfig(_Section):
@@ -268,28 +294,51 @@ class Config(_Section):
     warnings: tuple[str, ...] = ()
 
 
-def _parse_pairs(raw: object) -> tuple[Pair, ...]:
+#: Where each configured key came from: a key path (("db", "dsn")) → "file PATH" or
+#: "environment NAME". Keys not in it have their default.
+Sources = dict[tuple[str, ...], str]
+
+
+def _parse_pairs(raw: object, source: str | None) -> tuple[tuple[Pair, ...], list[ConfigError]]:
     if raw is None:
-        return ()
+        return (), []
     if isinstance(raw, str):
         raw = [p for p in raw.split(",") if p.strip()]
     if not isinstance(raw, list | tuple):
-        raise ConfigError("pairs", raw, "must be a list of SYMBOL/interval entries")
+        return (), [ConfigError("pairs", raw, "must be a list of SYMBOL/interval entries", source)]
     pairs: list[Pair] = []
+    errors: list[ConfigError] = []
     seen: dict[Pair, int] = {}
     for i, item in enumerate(raw):
         try:
             pair = parse_pair(item)
         except PairError as exc:
-            raise ConfigError(f"pairs[{i}]", item, exc.reason) from None
+            errors.append(ConfigError(f"pairs[{i}]", item, exc.reason, source))
+            continue
         if pair in seen:
-            raise ConfigError(f"pairs[{i}]", item, f"duplicate of pairs[{seen[pair]}] ({pair})")
+            errors.append(
+                ConfigError(
+                    f"pairs[{i}]", item, f"duplicate of pairs[{seen[pair]}] ({pair})", source
+                )
+            )
+            continue
         seen[pair] = i
         pairs.append(pair)
-    return tuple(pairs)
+    return tuple(pairs), errors
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _file_sources(data: Mapping[str, Any], origin: str, prefix: tuple[str, ...] = ()) -> Sources:
+    found: Sources = {}
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        found[path] = origin
+        if isinstance(value, Mapping):
+            found.update(_file_sources(value, origin, path))
+    return found
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> Sources:
+    applied: Sources = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name and name != "QRYPTIFY_PAIRS":
             continue
@@ -307,15 +356,35 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             parsed = value
         # Keep secrets and free text as given; YAML would turn "0123" or "on" into non-strings.
         node[path[-1]] = value if not isinstance(parsed, int | float | bool) else parsed
+        applied[tuple(path)] = f"environment {name}"
+    return applied
+
+
+def source_of(key_path: tuple[str, ...], sources: Sources) -> str:
+    """Where the value at ``key_path`` (or its nearest configured parent) came from."""
+    for end in range(len(key_path), 0, -1):
+        found = sources.get(key_path[:end])
+        if found is not None:
+            return found
+    return "default"
 
 
 def load_config(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
-    """Load, override from the environment, validate. Raises ConfigError."""
+    """Load, override from the environment, validate. Raises ConfigError (ConfigErrors when
+    the values are wrong: every problem at once, each with its source)."""
+    return build_config(*read_config(path, environ))
+
+
+def read_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], Sources]:
+    """The raw settings (file, then environment overrides) and where each came from."""
     env = os.environ if environ is None else environ
     chosen = path if path is not None else env.get("QRYPTIFY_CONFIG")
     data: dict[str, Any] = {}
+    sources: Sources = {}
     if chosen is not None:
         file = Path(chosen)
         try:
@@ -335,13 +404,16 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError("--config", str(file), "top level must be a mapping of sections")
         data = loaded
-    _apply_env(data, env)
-    return build_config(data)
+        sources = _file_sources(data, f"file {file}")
+    sources.update(_apply_env(data, env))
+    return data, sources
 
 
-def build_config(data: Mapping[str, Any]) -> Config:
+def build_config(data: Mapping[str, Any], sources: Sources | None = None) -> Config:
+    """Validate ``data``; raises ConfigErrors naming every bad key at once."""
+    known = sources or {}
     data = dict(data)
-    pairs = _parse_pairs(data.pop("pairs", None))
+    pairs, errors = _parse_pairs(data.pop("pairs", None), source_of(("pairs",), known))
     warnings: list[str] = []
     ws = data.get("ws")
     if isinstance(ws, dict) and isinstance(ws.get("endpoint"), str):
@@ -357,28 +429,47 @@ def build_config(data: Mapping[str, Any]) -> Config:
             )
             data["ws"] = {**ws, "endpoint": new}
     try:
-        return Config(pairs=pairs, warnings=tuple(warnings), **data)
+        cfg = Config(pairs=pairs, warnings=tuple(warnings), **data)
     except ValidationError as exc:
-        raise _to_config_error(exc, data) from None
+        errors += [_to_config_error(err, known) for err in exc.errors(include_url=False)]
+        raise ConfigErrors(errors) from None
     except TypeError as exc:  # e.g. a section given as a list
-        raise ConfigError("<top>", None, str(exc)) from None
+        raise ConfigErrors([*errors, ConfigError("<top>", None, str(exc))]) from None
+    if errors:
+        raise ConfigErrors(errors)
+    return cfg
 
 
-def _to_config_error(exc: ValidationError, data: Mapping[str, Any]) -> ConfigError:
-    err = exc.errors(include_url=False)[0]
+def check_config(cfg: Config, sources: Sources | None = None) -> list[ConfigError]:
+    """What ``qryptify config check`` adds to validation: what a running pipeline needs."""
+    problems: list[ConfigError] = []
+    if not cfg.pairs:
+        problems.append(
+            ConfigError(
+                "pairs",
+                [],
+                "at least one SYMBOL/interval pair is needed, e.g. BTCUSDT/1m",
+                source_of(("pairs",), sources or {}),
+            )
+        )
+    return problems
+
+
+def _to_config_error(err: Any, sources: Sources) -> ConfigError:
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "<top>"
+    source = source_of(tuple(loc), sources)
     value: object = err.get("input")
     if err["type"] == "extra_forbidden":
         section = loc[0] if len(loc) > 1 else None
         allowed = _allowed_keys(section)
-        return ConfigError(key, value, f"unknown key; allowed: {', '.join(allowed)}")
+        return ConfigError(key, value, f"unknown key; allowed: {', '.join(allowed)}", source)
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     if key.endswith("dsn") and isinstance(value, str):
         value = redact_dsn(value)
     msg = err["msg"].removeprefix("Value error, ")
-    return ConfigError(key, value, msg)
+    return ConfigError(key, value, msg, source)
 
 
 def _allowed_keys(section: str | None) -> list[str]:

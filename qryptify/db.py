@@ -11,9 +11,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
+from qryptify.gaps import missing_runs
 from qryptify.kline import EmptyRange, Kline
 from qryptify.sink.rows import CandleBatch
 
@@ -29,17 +31,47 @@ _VALUE_COLUMNS = CANDLE_COLUMNS[3:]
 
 
 def sql_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "sql", Path.cwd() / "sql", Path("/app/sql")):
-        if (candidate / "001_candlesticks.sql").exists():
-            return candidate
-    raise FileNotFoundError("sql/001_candlesticks.sql not found next to the qryptify package")
+    """The migrations shipped inside the package (``qryptify/sql``)."""
+    return Path(__file__).resolve().parent / "sql"
 
 
-def connect(dsn: str, *, autocommit: bool = False, connect_timeout_s: int = 10) -> Connection:
-    """Open a connection; failures become DatabaseUnavailable with the password redacted."""
+#: No statement and no lock wait lasts forever: a hung server, a forgotten ``LOCK TABLE`` or a
+#: stuck transaction elsewhere becomes an error the caller retries (55P03 / 57014). A sink batch
+#: takes seconds; the limit stays under Kafka's max.poll.interval.ms (300 s), since a retried
+#: write runs on the consumer's thread. Migrations lift it for themselves.
+STATEMENT_TIMEOUT_MS = 120_000
+LOCK_TIMEOUT_MS = 30_000
+#: TCP keepalives: a peer that vanished (host down, NAT dropped the flow) is noticed in about
+#: idle + interval * count = 60 s instead of the kernel's two hours.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+
+
+def connect(
+    dsn: str,
+    *,
+    autocommit: bool = False,
+    connect_timeout_s: int = 10,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+) -> Connection:
+    """Open a connection with the timeouts and keepalives above (the DSN's own ``options``
+    are kept, ours appended); failures become DatabaseUnavailable with the password redacted."""
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=connect_timeout_s)
+        existing = conninfo_to_dict(dsn).get("options") or ""
+        options = (
+            f"{existing} -c statement_timeout={int(statement_timeout_ms)}"
+            f" -c lock_timeout={int(lock_timeout_ms)}"
+        ).strip()
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            connect_timeout=connect_timeout_s,
+            options=options,
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_IDLE_S,
+            keepalives_interval=KEEPALIVE_INTERVAL_S,
+            keepalives_count=KEEPALIVE_COUNT,
+        )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(redact_message(str(exc), dsn)) from None
 
@@ -60,6 +92,29 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+#: SQLSTATEs a single record causes (classes 22 data exception and 23 integrity constraint
+#: violation) — except 23505, the primary-key conflict the write path expects and handles.
+_EXPECTED_CONFLICT = "23505"
+
+
+def is_record_sqlstate(sqlstate: str | None) -> bool:
+    """True for a data error that one record causes: bisect the batch, dead-letter the
+    record. Everything else (08 connection, 53 resources, 57 shutdown/cancel, 40001/40P01,
+    55P03 lock timeout, no SQLSTATE at all) is about availability: pause and retry."""
+    return (
+        sqlstate is not None
+        and len(sqlstate) == 5
+        and sqlstate[:2] in ("22", "23")
+        and sqlstate != _EXPECTED_CONFLICT
+    )
+
+
+def record_sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of ``exc`` when one record caused it (see ``is_record_sqlstate``)."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    return sqlstate if is_record_sqlstate(sqlstate) else None
+
+
 def is_database_error(exc: BaseException) -> bool:
     """Any error raised by the driver or the server (retry the transaction, commit nothing)."""
     return isinstance(exc, psycopg.Error | DatabaseUnavailable)
@@ -71,34 +126,87 @@ def is_limit_exceeded(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.ConfigurationLimitExceeded)
 
 
+#: The project's migration bookkeeping. A project-specific name: ``schema_migrations`` is also
+#: Rails' (and other tools'), and trading code often shares this database.
+MIGRATIONS_TABLE = "qryptify_schema_migrations"
+#: What releases before the rename used; its rows are adopted once (see ``_adopt_legacy``).
+LEGACY_MIGRATIONS_TABLE = "schema_migrations"
+#: Every object the migrations create (the timescaledb extension aside: other schemas may use
+#: it); ``reset-db`` drops exactly these.
+PROJECT_TABLES = ("candlesticks", "sync_state", "empty_ranges", MIGRATIONS_TABLE)
+_MIGRATION_LOCK = 4242001
+
+
+def migration_files(directory: Path | None = None) -> list[Path]:
+    return sorted((directory or sql_dir()).glob("[0-9][0-9][0-9]_*.sql"))
+
+
 def migrate(conn: Connection, directory: Path | None = None) -> list[str]:
     """Apply every ``sql/NNN_*.sql`` not applied yet, each in its own transaction.
 
     Each file is itself idempotent, so a half-recorded run is safe to repeat. Returns the
     versions applied now (empty when the schema was already current).
     """
-    base = directory or sql_dir()
+    files = migration_files(directory)
     applied_now: list[str] = []
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
             " version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-    for path in sorted(base.glob("[0-9][0-9][0-9]_*.sql")):
+        _adopt_legacy(conn, [p.stem for p in files])
+    for path in files:
         version = path.stem
         with conn.transaction():
             # Serialise concurrent migrators (several services starting at once).
-            conn.execute("SELECT pg_advisory_xact_lock(4242001)")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            # A migration may rewrite a large table: no statement limit for it.
+            conn.execute("SET LOCAL statement_timeout = 0")
             done = conn.execute(
-                "SELECT 1 FROM schema_migrations WHERE version = %s", (version,)
+                f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE version = %s", (version,)
             ).fetchone()
             if done:
                 continue
             conn.execute(path.read_text(encoding="utf-8").encode())
-            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (%s)", (version,))
             applied_now.append(version)
             logger.info("applied migration %s", version)
     return applied_now
+
+
+def _adopt_legacy(conn: Connection, versions: list[str]) -> None:
+    """Move this project's rows out of a ``schema_migrations`` written by an earlier release;
+    drop that table only when it is then empty and has exactly the layout this project gave
+    it (another tool's table of the same name keeps its rows and stays)."""
+    columns = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s",
+        (LEGACY_MIGRATIONS_TABLE,),
+    ).fetchall()
+    names = {str(c[0]) for c in columns}
+    if "version" not in names:
+        return
+    stamp = "applied_at" if "applied_at" in names else "now()"
+    moved = conn.execute(
+        f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at)"
+        f" SELECT version::text, {stamp} FROM {LEGACY_MIGRATIONS_TABLE}"
+        " WHERE version::text = ANY(%s) ON CONFLICT (version) DO NOTHING",
+        (versions,),
+    ).rowcount
+    conn.execute(
+        f"DELETE FROM {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s)", (versions,)
+    )
+    left = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {LEGACY_MIGRATIONS_TABLE})").fetchone()
+    if names == {"version", "applied_at"} and left == (False,):
+        conn.execute(f"DROP TABLE {LEGACY_MIGRATIONS_TABLE}")
+    if moved:
+        logger.info(
+            "adopted %d migration records from %s into %s",
+            moved,
+            LEGACY_MIGRATIONS_TABLE,
+            MIGRATIONS_TABLE,
+        )
 
 
 def timescale_version(conn: Connection) -> str | None:
@@ -113,6 +221,7 @@ class WriteResult:
     written: int  # rows inserted or changed
     unchanged: int  # rows identical to what the table had (replays)
     empty_ranges: int
+    deleted: int = 0  # stored candles inside exchange-confirmed empty ranges, removed
 
 
 _STAGE = "qryptify_stage_rows"
@@ -163,6 +272,39 @@ ON CONFLICT (symbol, interval, start_ts) DO UPDATE SET
 WHERE EXCLUDED.end_ts > empty_ranges.end_ts
 """
 
+# An exchange-confirmed empty range deletes the candles stored in its span (a corrected archive
+# file no longer has them; DESIGN invariant 8: nothing is kept that the exchange does not have).
+_DELETE_EMPTIED = f"""
+DELETE FROM candlesticks c
+USING unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)
+WHERE c.symbol = u.s AND c.interval = u.i
+  AND c.ts >= {_EPOCH.format("u.a")} AND c.ts < {_EPOCH.format("u.b")}
+"""
+
+# Recorded empty ranges of the batch's pairs that overlap its span and now hold a candle: the
+# exchange has since published candles there (a corrected file filled them).
+_FILLED_EMPTY = f"""
+SELECT e.symbol, e.interval, (extract(epoch FROM e.start_ts) * 1000)::bigint,
+       (extract(epoch FROM e.end_ts) * 1000)::bigint,
+       (extract(epoch FROM e.confirmed_at) * 1000)::bigint,
+       ARRAY(SELECT (extract(epoch FROM c.ts) * 1000)::bigint FROM candlesticks c
+             WHERE c.symbol = e.symbol AND c.interval = e.interval
+               AND c.ts >= e.start_ts AND c.ts < e.end_ts ORDER BY c.ts)
+FROM empty_ranges e
+JOIN unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)
+  ON e.symbol = u.s AND e.interval = u.i
+ AND e.start_ts <= {_EPOCH.format("u.b")} AND e.end_ts > {_EPOCH.format("u.a")}
+WHERE EXISTS (
+    SELECT 1 FROM candlesticks c
+    WHERE c.symbol = e.symbol AND c.interval = e.interval
+      AND c.ts >= e.start_ts AND c.ts < e.end_ts
+)
+"""
+_DROP_EMPTY = f"""
+DELETE FROM empty_ranges
+WHERE symbol = %s AND interval = %s AND start_ts = {_EPOCH.format("%s")}
+"""
+
 
 def write_batch(
     conn: Connection,
@@ -184,7 +326,8 @@ def write_rows(
     max_tuples_decompressed: int | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> WriteResult:
-    """Write candles, advance sync_state, record empty ranges: ONE transaction.
+    """Write candles, advance sync_state, record empty ranges (deleting the candles stored
+    inside them): ONE transaction.
 
     When the table holds no row inside any pair's span of the batch (a first load, a replay
     into an empty database, live candles), the rows go in with one plain COPY — as fast as the
@@ -197,6 +340,7 @@ def write_rows(
     ``before_commit`` runs inside the transaction after every statement (tests crash there).
     """
     written = 0
+    deleted = 0
     with conn.transaction():
         if max_tuples_decompressed is not None:
             conn.execute(
@@ -204,6 +348,16 @@ def write_rows(
                 " %s, true)",
                 (str(max_tuples_decompressed),),
             )
+        if empty_ranges:
+            # Before the rows: a row of this batch inside a range came after it (the batch
+            # dropped the ones before it), so it must survive the delete.
+            spans = (
+                [r.symbol for r in empty_ranges],
+                [r.interval for r in empty_ranges],
+                [r.start_time for r in empty_ranges],
+                [r.end_time for r in empty_ranges],
+            )
+            deleted = max(conn.execute(_DELETE_EMPTIED, spans).rowcount, 0)
         if batch.rows:
             pairs = list(batch.spans)
             firsts = [span[0] for span in batch.spans.values()]
@@ -214,22 +368,54 @@ def write_rows(
             else:
                 written = _upsert(conn, text)
             conn.execute(_SYNC_STATE, ([s for s, _ in pairs], [i for _, i in pairs], lasts))
-        if empty_ranges:
-            conn.execute(
-                _EMPTY_RANGES,
-                (
-                    [r.symbol for r in empty_ranges],
-                    [r.interval for r in empty_ranges],
-                    [r.start_time for r in empty_ranges],
-                    [r.end_time for r in empty_ranges],
-                    [r.confirmed_at for r in empty_ranges],
-                ),
-            )
+        _record_empty(conn, empty_ranges)
+        if batch.rows:
+            _trim_filled_ranges(conn, batch)
         if before_commit is not None:
             before_commit()
     return WriteResult(
-        written=written, unchanged=len(batch) - written, empty_ranges=len(empty_ranges)
+        written=written,
+        unchanged=len(batch) - written,
+        empty_ranges=len(empty_ranges),
+        deleted=deleted,
     )
+
+
+def _trim_filled_ranges(conn: Connection, batch: CandleBatch) -> None:
+    """Recorded empty ranges that now hold candles keep only their still-empty parts (a
+    later candle wins over an earlier empty range, as a later value wins over an earlier one)."""
+    spans = batch.spans
+    found = conn.execute(
+        _FILLED_EMPTY,
+        (
+            [s for s, _ in spans],
+            [i for _, i in spans],
+            [a for a, _ in spans.values()],
+            [b for _, b in spans.values()],
+        ),
+    ).fetchall()
+    pieces: list[EmptyRange] = []
+    for symbol, interval, start, end, confirmed, stored in found:
+        conn.execute(_DROP_EMPTY, (symbol, interval, start))
+        pieces += [
+            EmptyRange(symbol, interval, a, b, confirmed)
+            for a, b in missing_runs(interval, start, end, stored)
+        ]
+    _record_empty(conn, pieces)
+
+
+def _record_empty(conn: Connection, ranges: Sequence[EmptyRange]) -> None:
+    if ranges:
+        conn.execute(
+            _EMPTY_RANGES,
+            (
+                [r.symbol for r in ranges],
+                [r.interval for r in ranges],
+                [r.start_time for r in ranges],
+                [r.end_time for r in ranges],
+                [r.confirmed_at for r in ranges],
+            ),
+        )
 
 
 def _insert_new(

@@ -1,7 +1,8 @@
 """The one exception tree of the project.
 
     IngestorError
-    ├── ConfigError(key, value, reason)          bad configuration; exit code 2 at start
+    ├── ConfigError(key, value, reason, source)  bad configuration; exit code 2 at start
+    │   └── ConfigErrors(errors)                 all of one config's problems at once
     ├── PairError(value, reason)                 bad symbol / interval / pair string
     ├── ExchangeError                            anything the exchange (or its simulator) did
     │   ├── ExchangeRejected(status, code, msg)  a 4xx with a Binance error body (-1121, -1120, …)
@@ -12,7 +13,10 @@
     ├── ArchiveError(path, reason)               missing or corrupt archive file (checksum, rows)
     ├── UndecodableRecord(reason)                Avro bytes that cannot be decoded
     ├── InvalidKline(reason)                     decoded, but violates the kline rules (OHLC, times)
-    └── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
+    │   └── InvalidEmptyRange(reason)            an empty-range event that cannot be true
+    ├── DatabaseUnavailable(reason)              PostgreSQL down or failing: retry, commit nothing
+    ├── KafkaUnavailable(reason)                 the brokers cannot be reached
+    └── NoDataYet(reason)                        nothing published or stored yet to work on
 
 Every exception carries the data its handler needs and a short message naming the bad value.
 Messages never carry secrets: ``ConfigError`` hides values of secret-named keys and of unknown
@@ -22,7 +26,7 @@ keys, and strips passwords from URLs and ``password=`` conninfo (``redact_text``
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class IngestorError(Exception):
@@ -30,11 +34,34 @@ class IngestorError(Exception):
 
 
 class ConfigError(IngestorError):
-    def __init__(self, key: str, value: object, reason: str) -> None:
+    """``source`` says where the value came from: ``file PATH``, ``environment NAME`` or
+    ``default``."""
+
+    def __init__(self, key: str, value: object, reason: str, source: str | None = None) -> None:
         self.key = key
         self.value = value
         self.reason = reason
-        super().__init__(f"config {key}{_shown(key, value, reason)}: {redact_text(reason)}")
+        self.source = source
+        origin = f" (from {source})" if source else ""
+        super().__init__(f"config {key}{_shown(key, value, reason)}: {redact_text(reason)}{origin}")
+
+
+class ConfigErrors(ConfigError):
+    """Every problem of one configuration at once, one per line; ``key``/``value``/``reason``
+    are the first one's."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        self.errors = tuple(errors)
+        first = self.errors[0]
+        self.key, self.value, self.reason, self.source = (
+            first.key,
+            first.value,
+            first.reason,
+            first.source,
+        )
+        IngestorError.__init__(self, "\n".join(str(e) for e in self.errors))
 
 
 # Key names that hold secrets: any level of a dotted key, any nesting of a shown mapping.
@@ -145,10 +172,27 @@ class InvalidKline(IngestorError, ValueError):
         super().__init__(f"invalid kline: {reason}")
 
 
+class InvalidEmptyRange(InvalidKline):
+    """An empty-range event that cannot be true (outside 2010..2200, reversed, implausibly
+    long, confirmed before it began)."""
+
+
 class DatabaseUnavailable(IngestorError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"database unavailable: {reason}")
+
+
+class KafkaUnavailable(IngestorError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"kafka unavailable: {reason}")
+
+
+class NoDataYet(IngestorError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"no data yet: {reason}")
 
 
 def is_retryable(exc: BaseException) -> bool:

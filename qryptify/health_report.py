@@ -126,10 +126,25 @@ class KafkaHealth:
     partitions: tuple[PartitionLag, ...] = ()
     dlq_records: int | None = None
     dlq_error: str | None = None
+    audit: AuditFacts | None = None
+    audit_error: str | None = None
 
     @property
     def total_lag(self) -> int:
         return sum(p.lag for p in self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFacts:
+    """The archive audit as the ledger (``kafka.offsets_topic``) records it."""
+
+    ledger_files: int  # archive files published from
+    finished_at: int | None = None  # ms when the last audit finished; None: never audited
+    files_checked: int = 0  # by the last audit
+    files_reingested: int = 0
+    candles_corrected: int = 0
+    total_files_reingested: int = 0  # by every audit so far
+    total_candles_corrected: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +183,7 @@ class Thresholds:
 
 @dataclass(frozen=True, slots=True)
 class Breach:
-    check: Literal["database", "kafka", "gaps", "stale", "pointer", "lag", "dlq"]
+    check: Literal["database", "kafka", "unlisted", "gaps", "stale", "pointer", "lag", "dlq"]
     subject: str
     detail: str
 
@@ -183,6 +198,8 @@ class StatusReport:
     kafka: KafkaHealth
     thresholds: Thresholds
     breaches: tuple[Breach, ...] = field(default=())
+    #: Configured pairs whose symbol the exchange's exchangeInfo does not list.
+    unlisted: tuple[Pair, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -386,8 +403,19 @@ def judge(report: StatusReport) -> list[Breach]:
     found: list[Breach] = []
     if report.database.error is not None:
         found.append(Breach("database", report.database.target, report.database.error))
+    for pair in report.unlisted:
+        found.append(
+            Breach(
+                "unlisted",
+                str(pair),
+                f"symbol {pair.symbol} is not listed on the exchange (exchangeInfo of "
+                f"{report.clock}): check the spelling, or remove the pair",
+            )
+        )
     for p in report.pairs:
         name = str(p.pair)
+        if p.pair in report.unlisted:
+            continue  # no data is expected; the breach above says why
         if len(p.gaps) > t.max_gaps:
             found.append(
                 Breach(
@@ -534,7 +562,7 @@ def render_text(report: StatusReport) -> str:
             out.append("  no hypertables")
     if report.pairs:
         out.append("")
-        start_date = fmt_ts(report.backfill_start_ms)[:10]
+        start_date = fmt_ts(report.backfill_start_ms).removesuffix(" 00:00")
         out.append(f"pairs  (expected grid from backfill.start_date {start_date}")
         out.append("        or the pair's first candle if later, to the newest closed candle;")
         budget = format_duration(report.thresholds.arrival_budget_ms)
@@ -600,6 +628,7 @@ def render_text(report: StatusReport) -> str:
         out.append(f"  total lag {k.total_lag}")
         dlq = str(k.dlq_records) if k.dlq_records is not None else f"unreadable ({k.dlq_error})"
         out.append(f"  dlq {k.dlq_topic}: {dlq} records")
+        out.append(f"  archive audit: {_audit_text(k)}")
     out.append("")
     if report.healthy:
         out.append("HEALTHY")
@@ -607,6 +636,20 @@ def render_text(report: StatusReport) -> str:
         out.append(f"UNHEALTHY: {len(report.breaches)} check(s) failed")
         out += [f"  {b.check:<8} {b.subject}: {b.detail}" for b in report.breaches]
     return "\n".join(out)
+
+
+def _audit_text(k: KafkaHealth) -> str:
+    a = k.audit
+    if a is None:
+        return f"unreadable ({k.audit_error})"
+    if a.finished_at is None:
+        return f"never run; {a.ledger_files} archive files in the ledger"
+    return (
+        f"last {fmt_ts(a.finished_at)} UTC: {a.files_checked} files checked, "
+        f"{a.files_reingested} re-ingested, {a.candles_corrected} candles corrected; "
+        f"all audits: {a.total_files_reingested} files re-ingested, "
+        f"{a.total_candles_corrected} candles corrected; {a.ledger_files} files in the ledger"
+    )
 
 
 def to_json(report: StatusReport) -> dict[str, Any]:
@@ -619,6 +662,7 @@ def to_json(report: StatusReport) -> dict[str, Any]:
         "now": _iso(report.now_ms),
         "clock": report.clock,
         "backfill_start_ms": report.backfill_start_ms,
+        "unlisted": [str(p) for p in report.unlisted],
         "thresholds": {
             "max_gaps": report.thresholds.max_gaps,
             "max_stale_ms": report.thresholds.max_stale_ms,
@@ -689,6 +733,19 @@ def to_json(report: StatusReport) -> dict[str, Any]:
             "dlq_topic": k.dlq_topic,
             "dlq_records": k.dlq_records,
             "dlq_error": k.dlq_error,
+            "archive_audit": None
+            if k.audit is None
+            else {
+                "ledger_files": k.audit.ledger_files,
+                "last_finished_ms": k.audit.finished_at,
+                "last_finished": _iso(k.audit.finished_at),
+                "files_checked": k.audit.files_checked,
+                "files_reingested": k.audit.files_reingested,
+                "candles_corrected": k.audit.candles_corrected,
+                "total_files_reingested": k.audit.total_files_reingested,
+                "total_candles_corrected": k.audit.total_candles_corrected,
+            },
+            "archive_audit_error": k.audit_error,
         },
         "breaches": [
             {"check": b.check, "subject": b.subject, "detail": b.detail} for b in report.breaches

@@ -13,9 +13,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from qryptify.config import KafkaConfig
-from qryptify.errors import IngestorError
+from qryptify.errors import IngestorError, KafkaUnavailable, NoDataYet
+from qryptify.logs import LIBRDKAFKA_LOGGER
 
 logger = logging.getLogger(__name__)
+#: librdkafka's own log lines (connection failures, ...) go through the project's logging:
+#: level-filtered, secrets scrubbed, the same line repeated at most once a minute.
+LIBRDKAFKA_LOG = logging.getLogger(LIBRDKAFKA_LOGGER)
 
 __all__ = [
     "Consumer",
@@ -41,6 +45,7 @@ def client_settings(cfg: KafkaConfig) -> dict[str, Any]:
         "bootstrap.servers": cfg.bootstrap_servers,
         "client.id": cfg.client_id,
         "security.protocol": cfg.security_protocol,
+        "logger": LIBRDKAFKA_LOG,
     }
     if cfg.sasl_mechanism:
         settings["sasl.mechanism"] = cfg.sasl_mechanism
@@ -63,7 +68,7 @@ def _log_client_error(err: KafkaError) -> None:
     if err.fatal():
         logger.error("kafka fatal error: %s", err.str())
     else:
-        logger.warning("kafka: %s", err.str())
+        LIBRDKAFKA_LOG.warning("kafka: %s", err.str())
 
 
 def make_producer(cfg: KafkaConfig, **overrides: Any) -> Producer:
@@ -146,6 +151,23 @@ def ensure_topics(
             if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise KafkaSetupError(f"cannot create topic {name}: {exc}") from None
+
+
+def topic_partitions(client: Any, topic: str, bootstrap: str, timeout_s: float = 10.0) -> list[int]:
+    """The partitions of ``topic``; KafkaUnavailable (one line) when the brokers do not answer,
+    NoDataYet when the topic does not exist."""
+    try:
+        meta = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        reason = err.str() if isinstance(err, KafkaError) else str(exc)
+        raise KafkaUnavailable(f"{bootstrap}: {reason}") from None
+    if meta is None or meta.error is not None:
+        raise NoDataYet(
+            f"topic {topic} does not exist on {bootstrap} (nothing published yet: start the "
+            "pipeline with `make up`, or check kafka.topic)"
+        )
+    return sorted(meta.partitions)
 
 
 def headers_dict(msg: Message) -> dict[str, bytes]:

@@ -64,6 +64,28 @@ def _scrubbing_thread_excepthook(args: threading.ExceptHookArgs) -> None:
     sys.stderr.write(f"Exception in thread {name}:\n{text}")
 
 
+class RepeatFilter(logging.Filter):
+    """Lets the same message through at most once per ``window_s`` (librdkafka repeats a
+    failed connection every few milliseconds)."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.getMessage()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and record.created - last < self.window_s:
+                return False
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[key] = record.created
+        return True
+
+
 class RedactingFormatter(logging.Formatter):
     def __init__(self, json_lines: bool, service: str) -> None:
         super().__init__()
@@ -107,3 +129,17 @@ def configure_logging(cfg: Config, service: str) -> None:
     threading.excepthook = _scrubbing_thread_excepthook
     for noisy in ("httpx", "httpcore", "websockets", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    librdkafka = logging.getLogger(LIBRDKAFKA_LOGGER)
+    librdkafka.filters[:] = [RepeatFilter()]
+    librdkafka.setLevel(max(logging.WARNING, root.level))
+
+
+#: The logger librdkafka's own lines go to (qryptify.kafka passes it to every client).
+LIBRDKAFKA_LOGGER = "qryptify.librdkafka"
+
+
+def quiet_librdkafka(level: str) -> None:
+    """Command-line tools report a broker failure in one line of their own; librdkafka's
+    lines only show with log.level DEBUG."""
+    if level != "DEBUG":
+        logging.getLogger(LIBRDKAFKA_LOGGER).setLevel(logging.CRITICAL)

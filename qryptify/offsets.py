@@ -21,17 +21,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
 from qryptify.config import KafkaConfig
 from qryptify.errors import IngestorError, UndecodableRecord
-from qryptify.kafka import (
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-    make_consumer,
-)
+from qryptify.kafka import KafkaError, Message, Producer, TopicPartition, make_consumer
 from qryptify.pairs import Pair
 from qryptify.publish import KlinePublisher
 
@@ -61,8 +56,61 @@ def parse_offset_key(key: bytes) -> tuple[str, Pair] | None:
         return None
 
 
-class SourceOffsetStore:
-    """Load and commit per-pair source offsets on the compacted offsets topic."""
+def read_latest(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes | None]:
+    """A compacted topic read from the beginning to its high watermarks: the latest value per
+    key (None for a tombstone). Raises OffsetStoreError when the topic is missing or the read
+    does not finish within ``timeout_s``."""
+    consumer = make_consumer(
+        cfg,
+        f"qryptify-offsets-reader-{uuid.uuid4().hex[:8]}",
+        **{"enable.partition.eof": True},
+    )
+    found: dict[bytes, bytes | None] = {}
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise OffsetStoreError(f"offsets topic {topic} not found")
+        ends: dict[int, int] = {}
+        starts: list[TopicPartition] = []
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+                starts.append(TopicPartition(topic, p, low))
+        if not starts:
+            return found
+        consumer.assign(starts)
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise OffsetStoreError(
+                    f"reading {topic} timed out with partitions {sorted(ends)} unread"
+                )
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                err = msg.error()
+                partition, offset = msg.partition(), msg.offset()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        logger.warning("offsets topic: %s", err.str())
+                    elif partition is not None and offset is not None:
+                        _reached(ends, partition, offset)  # EOF: offset is the next one
+                    continue
+                key = msg.key()
+                if isinstance(key, bytes):
+                    found[key] = msg.value()
+                if partition is not None and offset is not None:
+                    _reached(ends, partition, offset + 1)
+    finally:
+        consumer.close()
+    return found
+
+
+class OffsetsTopicWriter:
+    """Writes Avro records to the compacted ``kafka.offsets_topic``; ``flush`` raises if any
+    write failed. The source offsets and the archive ledger share it."""
+
+    #: What the records are, for the failure messages.
+    what = "offset commit"
 
     def __init__(
         self,
@@ -77,8 +125,43 @@ class SourceOffsetStore:
         self.producer = producer
         self.codec = codec or AvroCodec(topic=cfg.offsets_topic)
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
-        self._committed: dict[tuple[str, Pair], int] = {}
         self._failed: list[str] = []
+
+    def _produce(self, key: bytes, value: bytes) -> None:
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                logger.error("%s %s failed: %s", self.what, key.decode(errors="replace"), err)
+                self._failed.append(str(err))
+
+        while True:
+            try:
+                self.producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        remaining: int = self.producer.flush(timeout_s)
+        if self._failed:
+            raise OffsetStoreError(f"{self.what}s failed: {self._failed[0]}")
+        return remaining
+
+    def acknowledge(self, timeout_s: float = 30.0) -> None:
+        """Wait until Kafka acknowledged every write so far (a mark another service must be
+        able to read before this one reads theirs); OffsetStoreError when it did not."""
+        remaining = self.flush(timeout_s)
+        if remaining:
+            raise OffsetStoreError(
+                f"{remaining} records to {self.topic} not acknowledged within {timeout_s:.0f}s"
+            )
+
+
+class SourceOffsetStore(OffsetsTopicWriter):
+    """Load and commit per-pair source offsets on the compacted offsets topic."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # OffsetsTopicWriter's
+        super().__init__(*args, **kwargs)
+        self._committed: dict[tuple[str, Pair], int] = {}
 
     def load(self, service: str, timeout_s: float = 30.0) -> dict[Pair, int]:
         """Read the topic from the beginning to its high watermarks; latest value per key."""
@@ -88,70 +171,22 @@ class SourceOffsetStore:
         self, services: Sequence[str], timeout_s: float = 30.0
     ) -> dict[str, dict[Pair, int]]:
         """``load`` for several services in one read of the topic: service → pair → value."""
-        consumer = make_consumer(
-            self.cfg,
-            f"qryptify-offsets-reader-{uuid.uuid4().hex[:8]}",
-            **{"enable.partition.eof": True},
-        )
         found: dict[str, dict[Pair, int]] = {service: {} for service in services}
-        try:
-            meta = consumer.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
-            if meta is None or meta.error is not None:
-                raise OffsetStoreError(f"offsets topic {self.topic} not found")
-            ends: dict[int, int] = {}
-            starts: list[TopicPartition] = []
-            for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=timeout_s
-                )
-                if high > low:
-                    ends[p] = high
-                    starts.append(TopicPartition(self.topic, p, low))
-            if not starts:
-                return found
-            consumer.assign(starts)
-            deadline = time.monotonic() + timeout_s
-            while ends:
-                if time.monotonic() > deadline:
-                    raise OffsetStoreError(
-                        f"reading {self.topic} timed out with partitions {sorted(ends)} unread"
-                    )
-                for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                    err = msg.error()
-                    partition, offset = msg.partition(), msg.offset()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            logger.warning("offsets topic: %s", err.str())
-                        elif partition is not None and offset is not None:
-                            _reached(ends, partition, offset)  # EOF: offset is the next one
-                        continue
-                    self._apply(msg, found)
-                    if partition is not None and offset is not None:
-                        _reached(ends, partition, offset + 1)
-        finally:
-            consumer.close()
+        for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
+            parsed = parse_offset_key(key)
+            if parsed is None or parsed[0] not in found or value is None:
+                continue  # another service's, another kind of record, or reset (tombstone)
+            try:
+                name, record = self.codec.decode(value)
+            except UndecodableRecord as exc:
+                logger.warning("offsets topic: %s: %s", key, exc)
+                continue
+            if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
+                found[parsed[0]][parsed[1]] = int(record["last_open_time"])
         for service, positions in found.items():
             for pair, position in positions.items():
                 self._committed[(service, pair)] = position
         return found
-
-    def _apply(self, msg: Message, found: dict[str, dict[Pair, int]]) -> None:
-        key = msg.key()
-        parsed = parse_offset_key(key) if isinstance(key, bytes) else None
-        if parsed is None or parsed[0] not in found:
-            return
-        service, pair = parsed
-        value = msg.value()
-        if value is None:  # tombstone: the offset was reset
-            found[service].pop(pair, None)
-            return
-        try:
-            name, record = self.codec.decode(value)
-        except UndecodableRecord as exc:
-            logger.warning("offsets topic: %s at offset %s: %s", key, msg.offset(), exc)
-            return
-        if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
-            found[service][pair] = int(record["last_open_time"])
 
     def commit(self, service: str, pair: Pair, last_open_time: int) -> None:
         """Record that every record of ``pair`` up to ``last_open_time`` is in Kafka.
@@ -167,20 +202,7 @@ class SourceOffsetStore:
                 "updated_at": self._clock_ms(),
             },
         )
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                logger.error("offset commit %s %s failed: %s", service, pair, err)
-                self._failed.append(str(err))
-
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, key=offset_key(service, pair), value=value, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)
+        self._produce(offset_key(service, pair), value)
         self._committed[(service, pair)] = last_open_time
 
     def committed(self, service: str, pair: Pair) -> int | None:
@@ -202,18 +224,3 @@ class SourceOffsetStore:
         """Delete the pair's offset (a tombstone): the next start begins from scratch."""
         self.producer.produce(self.topic, key=offset_key(service, pair), value=None)
         self._committed.pop((service, pair), None)
-
-    def acknowledge(self, timeout_s: float = 30.0) -> None:
-        """Wait until Kafka acknowledged every commit so far (a mark another service must be
-        able to read before this one reads theirs); OffsetStoreError when it did not."""
-        remaining = self.flush(timeout_s)
-        if remaining:
-            raise OffsetStoreError(
-                f"{remaining} records to {self.topic} not acknowledged within {timeout_s:.0f}s"
-            )
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        remaining: int = self.producer.flush(timeout_s)
-        if self._failed:
-            raise OffsetStoreError(f"offset commits failed: {self._failed[0]}")
-        return remaining

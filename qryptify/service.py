@@ -25,17 +25,22 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+#: Command-line tools: Kafka, PostgreSQL or the exchange cannot be reached (also `status`
+#: when unhealthy).
+EXIT_UNAVAILABLE = 3
+#: Command-line tools: nothing to work on yet (no topic, no rows).
+EXIT_NO_DATA = 4
 
 
 class Runner(Protocol):
     def run(self) -> int: ...
 
 
-def config_argument(parser: argparse.ArgumentParser) -> None:
+def config_argument(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        default=None,
+        default=default,
         help="YAML config file (default: $QRYPTIFY_CONFIG, else built-in defaults)",
     )
 

@@ -220,6 +220,10 @@ def _iso(ms: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 when the database matches, 1 on a discrepancy, 2 bad arguments, 3 the simulator
+    or the database unreachable (one line, no traceback)."""
+    import psycopg
+
     parser = argparse.ArgumentParser(prog="qryptify-sim check")
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--sim", required=True, help="simulator base URL")
@@ -235,10 +239,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             end = int(httpx.get(f"{args.sim}/fapi/v1/time", timeout=30).json()["serverTime"])
         else:
             end = parse_time_ms(args.end, "--end")
+    except httpx.HTTPError as exc:
+        print(f"check: simulator {args.sim} unavailable: {exc}", file=sys.stderr)
+        return 3
     except (PairError, ValueError) as exc:
         print(f"check: {exc}", file=sys.stderr)
         return 2
-    report = compare_db_with_truth(args.dsn, args.sim, pairs, start, end)
+    try:
+        report = compare_db_with_truth(args.dsn, args.sim, pairs, start, end)
+    except httpx.HTTPError as exc:
+        print(f"check: simulator {args.sim} unavailable: {exc}", file=sys.stderr)
+        return 3
+    except psycopg.Error as exc:
+        print(f"check: database unavailable: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 3
     if args.json:
         print(json.dumps(report_to_json(report), indent=2))
     else:

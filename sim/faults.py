@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,38 @@ class CandleRef:
         return {"symbol": self.symbol, "interval": self.interval, "open_time": self.open_time}
 
 
+_ZIP_NAME_RE = re.compile(
+    r"^(?P<sym>[A-Z0-9_]+)-(?P<ivl>[0-9]+[a-z]+)-[0-9]{4}-[0-9]{2}(?P<day>-[0-9]{2})?\.zip$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reupload:
+    """The exchange re-uploads ``file`` at sim time ``at`` with corrected content: from then on
+    no 1m candle opens in the ``empty`` ranges and the ``filled`` ones have their candles again
+    (they were empty: maintenance or ``empty_ranges``). A correction of the exchange's history,
+    as Binance's re-uploads are: REST, the truth and every archive file covering those minutes
+    change with it (so the file's content and CHECKSUM change); before ``at`` nothing does.
+    """
+
+    file: str  # zip name, e.g. "BTCUSDT-1h-2024-01.zip"
+    at: int  # sim ms
+    empty: tuple[tuple[int, int], ...] = ()
+    filled: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def symbol(self) -> str:
+        return self.file.split("-", 1)[0]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "at": self.at,
+            "empty": [list(r) for r in self.empty],
+            "filled": [list(r) for r in self.filled],
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Faults:
     """All fault flags; the defaults are a healthy exchange."""
@@ -78,6 +111,7 @@ class Faults:
     archive_missing_rate: float = 0.0
     archive_corrupt: tuple[str, ...] = ()  # served with a flipped byte; CHECKSUM stays right
     archive_corrupt_rate: float = 0.0
+    archive_reuploads: tuple[Reupload, ...] = ()  # corrected re-uploads at given sim times
     # RNG seed for rate-based faults
     seed: int = field(default=1)
 
@@ -85,7 +119,7 @@ class Faults:
         out: dict[str, object] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("empty_ranges", "corrected"):
+            if f.name in ("empty_ranges", "corrected", "archive_reuploads"):
                 out[f.name] = [item.to_json() for item in value]
             elif isinstance(value, tuple):
                 out[f.name] = list(value)
@@ -129,6 +163,33 @@ class Faults:
     def empty_ranges_for(self, symbol: str) -> list[tuple[int, int]]:
         return [(r.start, r.end) for r in self.empty_ranges if r.symbol in (None, symbol)]
 
+    def reuploads_done(self, symbol: str, now_ms: int) -> tuple[Reupload, ...]:
+        """The re-uploads of ``symbol``'s files that happened by ``now_ms``, in time order."""
+        done = [r for r in self.archive_reuploads if r.symbol == symbol and r.at <= now_ms]
+        return tuple(sorted(done, key=lambda r: r.at))
+
+
+def corrected_empty_ranges(
+    ranges: list[tuple[int, int]], reuploads: tuple[Reupload, ...]
+) -> list[tuple[int, int]]:
+    """The empty ranges after ``reuploads`` (in time order): each adds its ``empty`` ranges and
+    removes its ``filled`` ones."""
+    current = list(ranges)
+    for r in reuploads:
+        current += list(r.empty)
+        for fa, fb in r.filled:
+            kept: list[tuple[int, int]] = []
+            for a, b in current:
+                if b <= fa or a >= fb:
+                    kept.append((a, b))
+                    continue
+                if a < fa:
+                    kept.append((a, fa))
+                if b > fb:
+                    kept.append((fb, b))
+            current = kept
+    return current
+
 
 def _file_fraction(seed: int, tag: int, name: str) -> float:
     return stable_fraction(seed, tag, stable_string_key(name))
@@ -145,6 +206,8 @@ def _coerce(key: str, raw: Any, kind: type) -> Any:
         if bad or not kinds:
             raise FaultError(f"{key}: expected a non-empty subset of {list(MALFORMED_KINDS)}")
         return kinds
+    if key == "archive_reuploads":
+        return tuple(_reupload(item) for item in _as_list(key, raw))
     if key in ("archive_missing", "archive_corrupt"):
         return tuple(str(k) for k in _as_list(key, raw))
     if kind is bool:
@@ -188,6 +251,36 @@ def _empty_range(item: Any) -> EmptyRange:
     if symbol is not None and not isinstance(symbol, str):
         raise FaultError(f"empty_ranges: symbol must be a string or null, got {symbol!r}")
     return EmptyRange(start, end, symbol)
+
+
+def _spans(item: Mapping[str, Any], name: str) -> tuple[tuple[int, int], ...]:
+    spans: list[tuple[int, int]] = []
+    for span in _as_list(f"archive_reuploads {name}", item.get(name, [])):
+        if (
+            not isinstance(span, list | tuple)
+            or len(span) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+            or span[1] <= span[0]
+        ):
+            raise FaultError(f"archive_reuploads: {name} needs [start, end] ms with end > start")
+        spans.append((span[0], span[1]))
+    return tuple(spans)
+
+
+def _reupload(item: Any) -> Reupload:
+    if not isinstance(item, Mapping):
+        raise FaultError(f"archive_reuploads: expected {{file, at, empty, filled}}, got {item!r}")
+    file = item.get("file")
+    if not isinstance(file, str) or _ZIP_NAME_RE.match(file) is None:
+        raise FaultError(f"archive_reuploads: file must be a zip name like BTCUSDT-1h-2024-01.zip, "
+                         f"got {file!r}")  # fmt: skip
+    unknown = set(item) - {"file", "at", "empty", "filled"}
+    if unknown:
+        raise FaultError(f"archive_reuploads: unknown keys {sorted(unknown)}")
+    empty, filled = _spans(item, "empty"), _spans(item, "filled")
+    if not empty and not filled:
+        raise FaultError("archive_reuploads: a re-upload changes something (empty or filled)")
+    return Reupload(file, _int_field(item, "at", "archive_reuploads"), empty, filled)
 
 
 def _candle_ref(item: Any) -> CandleRef:

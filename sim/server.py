@@ -15,6 +15,7 @@ the server and the network, which live in wall time).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import heapq
@@ -41,7 +42,7 @@ from sim.archive import (
     parse_archive_path,
 )
 from sim.clock import SimClock
-from sim.faults import FaultError, Faults
+from sim.faults import FaultError, Faults, corrected_empty_ranges
 from sim.limits import BANNED, LIMITED, WeightLimiter, klines_weight
 from sim.market import (
     Availability,
@@ -120,6 +121,9 @@ class Stats:
     ws_send_blocked_ms: int = 0  # wall time senders waited on slow clients (TCP backpressure)
     archive_files_served: int = 0
     archive_not_found: int = 0
+    klines_requests: int = 0  # GET /fapi/v1/klines
+    archive_checksum_requests: int = 0  # GET …zip.CHECKSUM
+    archive_zip_requests: int = 0  # GET …zip
 
     def to_json(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -150,7 +154,7 @@ class SimState:
         self.stats = Stats()
         self.rng = random.Random(config.seed)  # noqa: S311 - fault dice, not cryptography
         self._faults = config.faults
-        self._avail: dict[str, Availability] = {}
+        self._avail: dict[tuple[str, int], Availability] = {}  # by (symbol, re-uploads done)
         self._five_xx_turn = 0
         # Built zips (a file is immutable once published): the CHECKSUM and the zip, and
         # retries, cost one build. Bounded in bytes (monthly 1m zips are ~2 MB).
@@ -158,6 +162,8 @@ class SimState:
             4096, _archive_weight, ARCHIVE_CACHE_BYTES
         )
         self.connections: set[Connection] = set()
+        #: Archive request path → requests (GET /sim/archive-requests).
+        self.archive_requests: collections.Counter[str] = collections.Counter()
 
     @property
     def faults(self) -> Faults:
@@ -168,11 +174,13 @@ class SimState:
         self._avail.clear()
 
     def availability(self, spec: SymbolSpec) -> Availability:
-        found = self._avail.get(spec.symbol)
+        reuploads = self._faults.reuploads_done(spec.symbol, self.clock.now_ms())
+        found = self._avail.get((spec.symbol, len(reuploads)))
         if found is None:
             ranges = list(spec.maintenance) + self._faults.empty_ranges_for(spec.symbol)
+            ranges = corrected_empty_ranges(ranges, reuploads)
             found = Availability.build(spec.onboard_ms, spec.delist_ms, ranges)
-            self._avail[spec.symbol] = found
+            self._avail[(spec.symbol, len(reuploads))] = found
         return found
 
     def advance(self, delta_ms: int) -> int:
@@ -439,6 +447,7 @@ async def handle_klines(request: web.Request) -> web.Response:
     end = _int_param(request, "endTime")
     limit = _int_param(request, "limit")
     spec, interval = _symbol_and_interval(state, request)
+    state.stats.klines_requests += 1
     if limit is None:
         limit = 500
     if not 1 <= limit <= 1500:
@@ -466,6 +475,11 @@ async def handle_archive(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     file = parse_archive_path(request.path)
     key = request.path.lstrip("/")
+    state.archive_requests[key] += 1
+    if key.endswith(".CHECKSUM"):
+        state.stats.archive_checksum_requests += 1
+    else:
+        state.stats.archive_zip_requests += 1
 
     def missing() -> web.Response:
         state.stats.archive_not_found += 1
@@ -625,6 +639,11 @@ async def handle_availability(request: web.Request) -> web.Response:
             "empty_ranges": [list(r) for r in avail.empty_spans_ms()],
         }
     )
+
+
+async def handle_archive_requests(request: web.Request) -> web.Response:
+    """Requests per archive path (zips and CHECKSUMs) since start."""
+    return _json(dict(request.app[STATE_KEY].archive_requests))
 
 
 async def handle_stats(request: web.Request) -> web.Response:
@@ -1056,6 +1075,7 @@ def build_app(state: SimState) -> web.Application:
     app.router.add_get("/sim/clock", handle_get_clock)
     app.router.add_post("/sim/clock", handle_post_clock)
     app.router.add_get("/sim/truth", handle_truth)
+    app.router.add_get("/sim/archive-requests", handle_archive_requests)
     app.router.add_get("/sim/availability", handle_availability)
     app.router.add_get("/sim/stats", handle_stats)
 
@@ -1230,3 +1250,8 @@ class SimulatorThread:
     def stats(self) -> dict[str, int]:
         state = self.state
         return dict(self._call(lambda: state.stats.to_json()))
+
+    def archive_requests(self) -> dict[str, int]:
+        """Requests per archive path (zips and CHECKSUMs) since start."""
+        state = self.state
+        return dict(self._call(lambda: dict(state.archive_requests)))

@@ -50,10 +50,12 @@ from stack.procs import (
     stack_processes,
     start_program,
     start_supervisord,
+    stop_program,
     supervisord_pid,
     update_programs,
 )
 from stack.ready import NotReady, check_dsn, setup_postgres, wait_kafka
+from stack.startup import StartWatch, last_lines
 
 REPO = Path(__file__).resolve().parents[1]
 ALT_PG_ROOT = Path("/var/lib/qryptify")
@@ -411,14 +413,48 @@ def cmd_up(args: argparse.Namespace) -> int:
         for spec in app_specs:
             if program_state(settings, spec.name) not in RUNNING_STATES:
                 start_program(settings, spec.name)
-        if app_specs:
-            time.sleep(1)
-            states = program_states(settings)
-            for spec in app_specs:
-                state = states.get(spec.name, {}).get("statename", "?")
-                say(f"{spec.name}: {state} (log {spec.log_file})")
+        if app_specs and not wait_services(settings, app_specs, args.settle, args.timeout):
+            return 1
     say(f"stack '{settings.profile}' up in {total}; logs in {settings.logs_dir}")
     return 0
+
+
+def wait_services(
+    settings: StackSettings, specs: Sequence[ProgramSpec], hold_s: float, timeout_s: float
+) -> bool:
+    """Wait until every service has stayed running ``hold_s`` seconds. A service that keeps
+    exiting is stopped (no crash loop) and its last log lines are printed: False."""
+    watch = StartWatch(tuple(spec.name for spec in specs), hold_s=hold_s)
+    deadline = time.monotonic() + max(timeout_s, hold_s + 5)
+    up: set[str] = set()
+    failed: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        up, failed = watch.observe(program_states(settings))
+        if failed or len(up) == len(specs):
+            break
+        time.sleep(0.5)
+    else:
+        failed = {
+            spec.name: f"not running steadily after {timeout_s:.0f}s"
+            for spec in specs
+            if spec.name not in up
+        }
+    for spec in specs:
+        if spec.name in up:
+            say(f"{spec.name}: up (stayed running {hold_s:.0f}s; log {spec.log_file})")
+    for name, reason in sorted(failed.items()):
+        stop_program(settings, name)
+        log = settings.log_file(name)
+        print(
+            f"stack up: {name} FAILED: {reason}; stopped it. Last lines of {log}:", file=sys.stderr
+        )
+        try:
+            with log.open(encoding="utf-8", errors="replace") as lines:
+                for line in last_lines(lines, 20):
+                    print(f"  | {line}", file=sys.stderr)
+        except OSError as exc:
+            print(f"  (cannot read it: {exc.strerror})", file=sys.stderr)
+    return not failed
 
 
 def stop_stack(settings: StackSettings) -> list[int]:
@@ -571,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--services", help=f"extra programs, comma separated: {', '.join(APP_PROGRAMS)}"
     )
     up.add_argument("--timeout", type=float, default=180.0, help="readiness timeout, seconds")
+    up.add_argument(
+        "--settle",
+        type=float,
+        default=8.0,
+        help="seconds each service must stay running before `up` succeeds",
+    )
     add("down", "stop everything (data is kept)")
     add("status", "supervisorctl status")
     restart = add("restart", "restart one program")

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-PROFILES = ("default", "test")
+#: default: the real pipeline; demo: ``make demo`` beside it (own stack dir, ports from
+#: config.demo.yaml, own database and topics); test: the test stack.
+PROFILES = ("default", "demo", "test")
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
@@ -208,8 +210,10 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
 def default_stack_dir(repo: Path, profile: str, env: Mapping[str, str]) -> Path:
     override = env.get("QRYPTIFY_STACK_DIR")
     if override:
-        return Path(override).expanduser().resolve()
-    return repo / (".stack" if profile == "default" else ".stack-test")
+        # The demo never shares the real pipeline's directory, even when it is overridden.
+        base = Path(override).expanduser().resolve()
+        return base.with_name(f"{base.name}-demo") if profile == "demo" else base
+    return repo / {"default": ".stack", "demo": ".stack-demo"}.get(profile, ".stack-test")
 
 
 def resolve_settings(

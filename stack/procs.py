@@ -142,6 +142,11 @@ def start_program(settings: StackSettings, name: str) -> None:
             raise
 
 
+def stop_program(settings: StackSettings, name: str) -> None:
+    with contextlib.suppress(xmlrpc.client.Fault, OSError):
+        rpc(settings).supervisor.stopProcess(name, True)
+
+
 def restart_program(settings: StackSettings, name: str) -> None:
     server = rpc(settings)
     with contextlib.suppress(xmlrpc.client.Fault):

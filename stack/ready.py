@@ -118,9 +118,9 @@ def wait_kafka(bootstrap: str, port: int, alive: AliveCheck, timeout: float) -> 
 
 
 def setup_postgres(socket_dir: str, port: int, dsn: Dsn, alive: AliveCheck, timeout: float) -> None:
-    """As the superuser over the private unix socket: the DSN's role, password and database."""
+    """As the superuser over the private unix socket: the DSN's role and database, created
+    when missing (``provision``), never altered."""
     import psycopg
-    from psycopg import sql
 
     deadline = time.monotonic() + timeout
     last = ""
@@ -142,22 +142,51 @@ def setup_postgres(socket_dir: str, port: int, dsn: Dsn, alive: AliveCheck, time
             raise NotReady(f"no connection on the unix socket within {timeout:.0f}s ({last})")
         time.sleep(0.2)
     with conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (dsn.user,)).fetchone()
-        verb = "ALTER" if exists else "CREATE"
+        provision(conn, dsn)
+    _add_timescale(socket_dir, port, dsn.dbname)
+
+
+def provision(conn: Any, dsn: Dsn) -> None:
+    """Least privilege, as a superuser session: a missing DSN role is created with LOGIN and
+    its password and nothing more (no SUPERUSER, CREATEDB or CREATEROLE), and a missing
+    database is created owned by it: the role owns only its database. An existing role is the
+    operator's and is never altered (no password reset, no new rights); an existing database
+    is left as it is."""
+    from psycopg import sql
+
+    role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (dsn.user,)).fetchone()
+    if role is None:
         conn.execute(
-            sql.SQL(verb + " ROLE {} WITH LOGIN SUPERUSER PASSWORD {}").format(
-                sql.Identifier(dsn.user), sql.Literal(dsn.password)
+            sql.SQL(
+                "CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+            ).format(sql.Identifier(dsn.user), sql.Literal(dsn.password))
+        )
+    has_db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dsn.dbname,)).fetchone()
+    if not has_db:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(dsn.dbname), sql.Identifier(dsn.user)
             )
         )
-        has_db = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (dsn.dbname,)
-        ).fetchone()
-        if not has_db:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(dsn.dbname), sql.Identifier(dsn.user)
-                )
-            )
+
+
+def _add_timescale(socket_dir: str, port: int, dbname: str) -> None:
+    """Create the timescaledb extension in the database as the superuser when the server has
+    it, so that migrations run by the (unprivileged) DSN role find it; silently nothing when
+    it is not installed or not preloaded (the table stays plain)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(
+            host=socket_dir, port=port, user="postgres", dbname=dbname, autocommit=True
+        ) as conn:
+            available = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+            ).fetchone()
+            if available:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error as exc:
+        logging.getLogger(__name__).info("timescaledb not created in %s: %s", dbname, exc)
 
 
 def check_dsn(dsn: Dsn, timeout: float) -> None:

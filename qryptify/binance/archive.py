@@ -12,7 +12,11 @@ row on files from about mid-2022 and without one before; timestamps are 13-digit
 ``ArchiveClient.fetch(file)`` returns the file's klines (source ``archive``), ``None`` when the
 file is not published (404), and raises ``ArchiveError`` when it is corrupt (checksum mismatch
 after a second download, bad zip, bad CSV — naming the file and line). Verified zips are kept
-in a cache directory, written atomically (temp file + rename), and reused without download.
+in a cache directory, written atomically (temp file + rename), keyed by the file's path below
+the archive root (not by host, port or mirror spelling), and reused only while the published
+``.CHECKSUM`` is unchanged: every use first fetches the published checksum (a few bytes, no
+request weight). Binance re-uploads corrected files, so a changed checksum means the cached
+copy is stale: the file is downloaded again, verified, and counted as a correction.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any, Literal
 import httpx
 
 from qryptify.avro import EncodedKlines, KlineCodec, kline_encoder
+from qryptify.binance.bounded import get_bounded
 from qryptify.config import ArchiveConfig
 from qryptify.errors import ArchiveError, MalformedPayload
 from qryptify.kline import Kline
@@ -52,6 +57,10 @@ CSV_HEADER_START = "open_time"
 DAILY_INTERVALS: tuple[str, ...] = tuple(
     i for i in INTERVALS if i in FIXED_INTERVAL_MS and FIXED_INTERVAL_MS[i] <= DAY_MS
 )
+#: Caps on what one archive file may occupy: a monthly 1m zip is ~2 MB, its CSV ~6 MB.
+MAX_ZIP_BYTES = 64 * 1024 * 1024
+MAX_CSV_BYTES = 256 * 1024 * 1024
+MAX_CHECKSUM_BYTES = 4096
 _CHECKSUM_RE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
 _MICROS_THRESHOLD = 10**14  # 16-digit values are µs (2286-11-20 in ms)
 _DEC = r"\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\s*"
@@ -147,16 +156,29 @@ def verify_checksum(data: bytes, sha256_hex: str, name: str) -> None:
         raise ArchiveError(name, f"sha256 {actual} does not match .CHECKSUM {sha256_hex}")
 
 
-def read_zip(data: bytes, file: ArchiveFile) -> bytes:
-    """The CSV member of a verified zip."""
+def read_zip(data: bytes, file: ArchiveFile, limit: int | None = None) -> bytes:
+    """The CSV member of a verified zip, inflated up to ``limit`` bytes (default
+    ``MAX_CSV_BYTES``): a member declaring or inflating to more is refused as it is read, so a
+    zip bomb never reaches memory."""
+    limit = MAX_CSV_BYTES if limit is None else limit
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
             if len(names) != 1:
-                raise ArchiveError(file.zip_name, f"expected one CSV member, found {names}")
+                raise ArchiveError(file.zip_name, f"expected one CSV member, found {names[:5]}")
             if names[0] != file.csv_name:
                 logger.warning("archive %s holds %s, not %s", file, names[0], file.csv_name)
-            return zf.read(names[0])
+            declared = zf.getinfo(names[0]).file_size
+            if declared > limit:
+                raise ArchiveError(
+                    file.zip_name, f"member declares {declared} bytes, more than {limit}"
+                )
+            with zf.open(names[0]) as member:
+                # The declared size may lie: read one byte past the limit to find out.
+                csv = member.read(limit + 1)
+            if len(csv) > limit:
+                raise ArchiveError(file.zip_name, f"member inflates past {limit} bytes")
+            return csv
     # zlib.error: corrupt deflate data; NotImplementedError / RuntimeError: unsupported or
     # encrypted members; ValueError: bad header fields (tests/unit/test_fuzz_inputs.py).
     except (
@@ -310,7 +332,9 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
 @dataclass(slots=True)
 class ArchiveStats:
     downloaded: int = 0  # zips fetched and verified
-    cached: int = 0  # zips reused from the cache
+    cached: int = 0  # zips reused from the cache (published checksum unchanged)
+    checksums: int = 0  # published .CHECKSUM requests
+    corrections: int = 0  # cached zips whose published checksum changed (re-uploaded)
     missing: int = 0  # 404 (not published / removed)
     corrupt: int = 0  # checksum mismatch or unreadable (each attempt)
     bytes: int = 0
@@ -332,13 +356,24 @@ class ArchiveClient:
         self.cfg = cfg
         self.cache_dir = cache_dir or default_cache_dir(cfg)
         self.stats = ArchiveStats()
+        #: Per file path, the sha256 of the content the client last returned (or None).
+        self.used: dict[str, str] = {}
         self._http = httpx.AsyncClient(
             base_url=cfg.endpoint.rstrip("/") + "/",
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_connections),
             transport=transport,
             follow_redirects=True,
+            event_hooks={"request": [self._same_host]},
         )
+        self._host = httpx.URL(cfg.endpoint).host
+
+    async def _same_host(self, request: httpx.Request) -> None:
+        """Redirects stay on the archive's host: a file is never fetched from elsewhere."""
+        if request.url.host != self._host:
+            raise ArchiveError(
+                request.url.path, f"redirect to another host ({request.url.host}) refused"
+            )
 
     async def __aenter__(self) -> ArchiveClient:
         return self
@@ -350,16 +385,61 @@ class ArchiveClient:
         await self._http.aclose()
 
     def cache_path(self, file: ArchiveFile) -> Path:
-        host = httpx.URL(self.cfg.endpoint).netloc.decode().replace(":", "_") or "archive"
-        return self.cache_dir / host / file.path
+        """Where the file is cached: its path below the archive root, whichever host, port or
+        mirror served it (the same file from two endpoints is one cache entry)."""
+        return self.cache_dir / file.path
+
+    def cached_checksum(self, file: ArchiveFile) -> str | None:
+        """The sha256 of the cached copy (its stored .CHECKSUM), None when not cached."""
+        path = self.cache_path(file)
+        try:
+            text = path.with_name(path.name + ".CHECKSUM").read_text(encoding="ascii")
+            return parse_checksum(text, file.zip_name)
+        except (OSError, ArchiveError, UnicodeDecodeError):
+            return None
+
+    def cached_klines(self, file: ArchiveFile, ingested_at: int, sha256_hex: str) -> list[Kline]:
+        """The klines of the cached copy if it is the content ``sha256_hex`` names (no
+        network); an empty list when no such copy is cached or it does not parse."""
+        path = self.cache_path(file)
+        try:
+            data = path.read_bytes()
+            verify_checksum(data, sha256_hex, file.zip_name)
+            return parse_csv(
+                read_zip(data, file), file.symbol, file.interval, ingested_at, file.csv_name
+            )
+        except (OSError, ArchiveError):
+            return []
+
+    async def published_checksum(self, file: ArchiveFile) -> tuple[str, bytes] | None:
+        """The published ``.CHECKSUM``: (sha256 hex, raw body); None when not published."""
+        sums = await self._get(file.path + ".CHECKSUM", MAX_CHECKSUM_BYTES)
+        self.stats.checksums += 1
+        if sums is None:
+            return None
+        try:
+            return parse_checksum(sums.decode("ascii", "replace"), file.zip_name), sums
+        except ArchiveError:
+            self.stats.corrupt += 1
+            raise
 
     async def _csv(self, file: ArchiveFile) -> bytes | None:
-        """The file's CSV (cached or downloaded, checksum verified); None if not published."""
-        data = self._from_cache(file)
+        """The file's CSV (cached or downloaded, checksum verified); None if not published.
+
+        The published checksum decides: a cached copy is used only when it is that content."""
+        published = await self.published_checksum(file)
+        if published is None:
+            self.stats.missing += 1
+            self.used.pop(file.path, None)
+            return None
+        expected, sums = published
+        data = self._from_cache(file, expected)
         if data is None:
-            data = await self._download(file)
+            data = await self._download(file, expected, sums)
             if data is None:
+                self.used.pop(file.path, None)
                 return None
+        self.used[file.path] = expected
         return read_zip(data, file)
 
     async def fetch(self, file: ArchiveFile, ingested_at: int) -> list[Kline] | None:
@@ -397,21 +477,34 @@ class ArchiveClient:
         self.stats.rows += len(rows)
         return rows
 
-    def _from_cache(self, file: ArchiveFile) -> bytes | None:
-        path = self.cache_path(file)
-        sums = path.with_name(path.name + ".CHECKSUM")
+    def _from_cache(self, file: ArchiveFile, published: str) -> bytes | None:
+        """The cached zip if it is the content of the ``published`` checksum, else None; a
+        cached copy of other content is a re-upload (a correction), logged and counted."""
+        cached = self.cached_checksum(file)
+        if cached is None:
+            return None
+        if cached != published:
+            self.stats.corrections += 1
+            logger.warning(
+                "archive %s was re-uploaded (sha256 %s… → %s…): downloading it again",
+                file,
+                cached[:12],
+                published[:12],
+            )
+            return None
         try:
-            data = path.read_bytes()
-            expected = parse_checksum(sums.read_text(encoding="ascii"), file.zip_name)
-            verify_checksum(data, expected, file.zip_name)
-        except (OSError, ArchiveError, UnicodeDecodeError):
+            data = self.cache_path(file).read_bytes()
+            verify_checksum(data, published, file.zip_name)
+        except (OSError, ArchiveError):
             return None
         self.stats.cached += 1
         return data
 
-    async def _get(self, path: str) -> bytes | None:
+    async def _get(self, path: str, limit: int = MAX_ZIP_BYTES) -> bytes | None:
         try:
-            resp = await self._http.get(path)
+            resp = await get_bounded(
+                self._http, path, limit, lambda why: ArchiveError(path, f"download refused: {why}")
+            )
         except httpx.HTTPError as exc:
             raise ArchiveError(path, f"download failed: {type(exc).__name__} {exc}") from None
         if resp.status_code in (403, 404):  # S3 answers 403 for missing keys without list
@@ -420,16 +513,7 @@ class ArchiveClient:
             raise ArchiveError(path, f"HTTP {resp.status_code}")
         return resp.content
 
-    async def _download(self, file: ArchiveFile) -> bytes | None:
-        sums = await self._get(file.path + ".CHECKSUM")
-        if sums is None:
-            self.stats.missing += 1
-            return None
-        try:
-            expected = parse_checksum(sums.decode("ascii", "replace"), file.zip_name)
-        except ArchiveError:
-            self.stats.corrupt += 1
-            raise
+    async def _download(self, file: ArchiveFile, expected: str, sums: bytes) -> bytes | None:
         last: ArchiveError | None = None
         for _attempt in range(2):  # a corrupt transfer gets one more try
             data = await self._get(file.path)

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from tenacity import (
     wait_random,
 )
 
+from qryptify.binance.bounded import get_bounded
 from qryptify.binance.weights import WeightBudget, best_page_limit, klines_weight
 from qryptify.clock import Clock, ExchangeClock
 from qryptify.config import RestConfig
@@ -59,6 +60,8 @@ PERPETUAL_DELIVERY_MS = 4_133_404_800_000
 RETRYABLE_CODES = frozenset({-1000, -1001, -1006, -1007, -1008})
 #: Give up on one request after this many 429/418 answers in a row.
 MAX_RATE_LIMITED_ANSWERS = 1000
+#: The largest REST body read: exchangeInfo (every symbol) is ~1-2 MB, a klines page ~0.3 MB.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _PAUSED = "qryptify_pause_applied"
 _BAN_UNTIL_RE = re.compile(r"banned until (\d{12,14})")
@@ -93,6 +96,41 @@ class ExchangeInfo:
     symbols: Mapping[str, SymbolInfo]
     weight_limit: int | None  # REQUEST_WEIGHT per minute
     server_time: int | None
+
+
+#: Binance's "Invalid symbol." error code: the symbol is not (or no longer) listed.
+INVALID_SYMBOL = -1121
+
+
+def is_unlisted_rejection(exc: BaseException) -> bool:
+    """The exchange answered that the symbol does not exist (typo, delisted, not yet listed)."""
+    return isinstance(exc, ExchangeRejected) and exc.code == INVALID_SYMBOL
+
+
+@dataclass(slots=True)
+class UnlistedPairs:
+    """Configured pairs the exchange does not list. Each change is returned once, so services
+    report a missing symbol once (not on every request) and go on with the other pairs."""
+
+    pairs: set[Pair] = field(default_factory=set)
+
+    def update(self, pairs: Sequence[Pair], info: ExchangeInfo) -> tuple[list[Pair], list[Pair]]:
+        """``(newly unlisted, listed again)`` after a fresh exchangeInfo."""
+        gone = [p for p in pairs if p.symbol not in info.symbols and p not in self.pairs]
+        back = [p for p in pairs if p.symbol in info.symbols and p in self.pairs]
+        self.pairs.update(gone)
+        self.pairs.difference_update(back)
+        return gone, back
+
+    def mark(self, pair: Pair) -> bool:
+        """A request for ``pair`` was answered "Invalid symbol": True the first time."""
+        if pair in self.pairs:
+            return False
+        self.pairs.add(pair)
+        return True
+
+    def __contains__(self, pair: object) -> bool:
+        return pair in self.pairs
 
 
 @dataclass(slots=True)
@@ -389,7 +427,13 @@ class BinanceRest:
             sent_ms = await self._acquire(weight)
             self.stats.requests += 1
             try:
-                resp = await self._http.get(path, params=params)
+                resp = await get_bounded(
+                    self._http,
+                    path,
+                    MAX_BODY_BYTES,
+                    lambda why: MalformedPayload("rest", f"GET {path}: {why}"),
+                    params,
+                )
             except httpx.TimeoutException as exc:
                 self.budget.release(weight)
                 raise ExchangeUnavailable(f"GET {path}: timeout ({type(exc).__name__})") from None

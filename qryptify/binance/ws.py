@@ -49,6 +49,27 @@ SERVER_PING_INTERVAL_S: Final = 180.0
 SERVER_PONG_DEADLINE_S: Final = 600.0
 #: The server cuts every connection after 24 hours.
 CONNECTION_LIFETIME_MS: Final = 24 * 3_600_000
+#: The largest frame read: a kline event is ~600 bytes. A larger one closes the connection
+#: (1009 "message too big") instead of being buffered; with MAX_QUEUED_FRAMES queued frames a
+#: connection holds at most 64 MiB.
+MAX_FRAME_BYTES: Final = 64 * 1024
+MAX_QUEUED_FRAMES: Final = 1024
+
+
+def connect_options(ping_interval_s: float | None) -> dict[str, Any]:
+    """Keyword arguments for ``websockets.asyncio.client.connect``: the frame and queue caps
+    above, our ping cadence, short open/close timeouts, no proxy."""
+    return {
+        "open_timeout": 10,
+        "ping_interval": ping_interval_s,
+        "ping_timeout": ping_interval_s,
+        "close_timeout": 2,
+        "max_size": MAX_FRAME_BYTES,
+        "max_queue": MAX_QUEUED_FRAMES,
+        "proxy": None,
+        "user_agent_header": "qryptify-ingestor",
+    }
+
 
 # Malformed frame kinds (a closed vocabulary: metrics label values and DLQ reasons).
 NOT_UTF8: Final = "not_utf8"

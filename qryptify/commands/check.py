@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from qryptify.config import Config
+from qryptify.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,12 +22,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from sim.check import main as check_main  # the simulator ships in the same distribution
+    try:
+        # The simulator ships in the same distribution, its dependencies in the `sim` extra.
+        from sim.check import main as check_main
+    except ImportError as exc:
+        raise ConfigError(
+            "check", "--against-sim", f"needs pip install 'qryptify-ingestor[sim]' ({exc})"
+        ) from None
 
     argv = ["--dsn", args.dsn or cfg.db.dsn.get_secret_value(), "--sim", args.against_sim]
     for pair in cfg.pairs:
         argv += ["--pair", str(pair)]
-    argv += ["--start", args.start or cfg.backfill.start_date.isoformat()]
+    argv += ["--start", args.start or str(cfg.backfill.start_ms)]
     if args.end:
         argv += ["--end", args.end]
     code: int = check_main(argv)

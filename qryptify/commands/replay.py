@@ -21,14 +21,18 @@ from tqdm import tqdm
 
 from qryptify import db
 from qryptify.config import Config
-from qryptify.errors import ConfigError
-from qryptify.kafka import TopicPartition, make_consumer, make_producer
+from qryptify.errors import IngestorError
+from qryptify.kafka import TopicPartition, make_consumer, make_producer, topic_partitions
 from qryptify.service import install_stop_handlers
 from qryptify.sink.batch import FlushPolicy
 from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, SinkLoop
 
 #: Replays are bulk loads: bigger transactions than the live sink's default.
 REPLAY_BATCH_SIZE = 20_000
+
+
+#: A fresh replay's consumer group starts so (``qryptify tap`` refuses these groups).
+REPLAY_GROUP_PREFIX = "qryptify-replay-"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,12 +64,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(run=run)
 
 
-def _watermarks(consumer: Any, topic: str) -> dict[int, tuple[int, int]]:
-    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise ConfigError("kafka.topic", topic, "topic not found on the brokers")
+def _watermarks(consumer: Any, topic: str, bootstrap: str) -> dict[int, tuple[int, int]]:
     marks: dict[int, tuple[int, int]] = {}
-    for partition in sorted(meta.partitions):
+    for partition in topic_partitions(consumer, topic, bootstrap):
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
         marks[partition] = (int(low), int(high))
     return marks
@@ -112,10 +113,14 @@ def replay(
         applied = db.migrate(conn)
     if applied:
         print(f"{where}: applied {', '.join(applied)}", file=sys.stderr)
-    group_id = group or f"qryptify-replay-{uuid.uuid4().hex[:12]}"
+    group_id = group or f"{REPLAY_GROUP_PREFIX}{uuid.uuid4().hex[:12]}"
     consumer = make_consumer(cfg.kafka, group_id, **{"enable.partition.eof": True})
     topic = cfg.kafka.topic
-    marks = _watermarks(consumer, topic)
+    try:
+        marks = _watermarks(consumer, topic, cfg.kafka.bootstrap_servers)
+    except IngestorError:
+        consumer.close()
+        raise
     total = sum(high - low for low, high in marks.values())
     print(
         f"replaying {topic} ({total} records in {len(marks)} partitions) into {where} "

@@ -1,5 +1,9 @@
 """``qryptify reset-db``: drop the project's tables and re-create them by the migrations.
 
+Only the objects the migrations created are dropped (``db.PROJECT_TABLES``), without
+``CASCADE``: a view or foreign key of other code on them makes it stop and name them, with
+nothing changed. The list is printed before the question.
+
 The database is a projection of the Kafka topic, so this loses nothing the topic does not
 hold: rebuild it with ``qryptify replay``. Asks the operator to type the database name unless
 ``-f/--force``; refuses when stdin is not a terminal and ``--force`` was not given.
@@ -11,11 +15,13 @@ import argparse
 import sys
 from urllib.parse import unquote, urlsplit
 
+import psycopg
+from psycopg import sql
+
 from qryptify import db
 from qryptify.config import Config, redact_dsn
 
-#: Every table the migrations create; nothing else in the database is touched.
-PROJECT_TABLES = ("candlesticks", "sync_state", "empty_ranges", "schema_migrations")
+PROJECT_TABLES = db.PROJECT_TABLES
 _COUNT_CAP = 1_000_000
 
 EXIT_REFUSED = 1
@@ -64,8 +70,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 (list(PROJECT_TABLES),),
             ).fetchall()
         ]
+        print(
+            f"reset-db drops only the project's tables in {target}: "
+            f"{', '.join(present) or 'none present'}"
+            " (their indexes, and the hypertable chunks of candlesticks, go with them);"
+            " nothing else, and never with CASCADE."
+        )
         if not args.force:
-            print(f"This drops {', '.join(present) or 'nothing (no project tables)'} in {target}")
             if "candlesticks" in present:
                 row = conn.execute(
                     "SELECT count(*) FROM (SELECT 1 FROM candlesticks LIMIT %s) AS capped",
@@ -81,8 +92,22 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             if not confirmed(name, answer):
                 print("qryptify reset-db: not confirmed; nothing changed.", file=sys.stderr)
                 return EXIT_REFUSED
-        with conn.transaction():
-            conn.execute("DROP TABLE IF EXISTS " + ", ".join(PROJECT_TABLES) + " CASCADE")
+        try:
+            with conn.transaction():
+                if present:
+                    conn.execute(
+                        sql.SQL("DROP TABLE {}").format(
+                            sql.SQL(", ").join(sql.Identifier(t) for t in present)
+                        )
+                    )
+        except psycopg.errors.DependentObjectsStillExist as exc:
+            detail = " ".join((exc.diag.message_detail or str(exc)).split())
+            print(
+                f"qryptify reset-db: other objects depend on the project's tables ({detail}); "
+                "drop or change them first. Nothing changed.",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
         applied = db.migrate(conn)
         version = db.timescale_version(conn)
     print(f"reset {target}: dropped {', '.join(present) or 'no tables'}")

@@ -18,13 +18,16 @@ from typing import Any
 import httpx
 
 from qryptify import db
+from qryptify.archive_ledger import read_ledger
+from qryptify.binance.rest import parse_exchange_info
 from qryptify.clock import SystemClock, server_offset_ms
 from qryptify.config import Config, KafkaConfig, redact_dsn
-from qryptify.errors import DatabaseUnavailable, ExchangeUnavailable
+from qryptify.errors import ConfigError, DatabaseUnavailable, ExchangeUnavailable, MalformedPayload
 from qryptify.health_report import (
     DEFAULT_MAX_GAPS,
     DEFAULT_MAX_LAG,
     EXIT_UNHEALTHY,
+    AuditFacts,
     DatabaseHealth,
     Hypertable,
     KafkaHealth,
@@ -50,6 +53,7 @@ from qryptify.kafka import (
     high_watermarks,
     make_consumer,
 )
+from qryptify.offsets import OffsetStoreError
 from qryptify.pairs import FIXED_INTERVAL_MS, Pair, is_fixed
 
 logger = logging.getLogger(__name__)
@@ -204,6 +208,11 @@ def _duration(text: str) -> int:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    if not cfg.pairs:
+        # An empty report would read as HEALTHY while nothing is being ingested.
+        raise ConfigError(
+            "pairs", [], "no pairs configured: give --config PATH (or $QRYPTIFY_CONFIG)"
+        )
     dsn: str = args.dsn or cfg.db.dsn.get_secret_value()
     now_ms, clock = _resolve_now(args, cfg)
     thresholds = Thresholds(
@@ -217,6 +226,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     )
     database, pairs = collect_database(dsn, cfg.pairs, cfg.backfill.start_ms, now_ms, thresholds)
     kafka = collect_kafka(cfg.kafka, cfg.sink.group_id, args.timeout)
+    unlisted: tuple[Pair, ...] = ()
+    if clock.startswith("http"):  # the exchange answered: ask it which symbols it lists
+        listed = fetch_listed_symbols(clock, min(args.timeout, 10.0))
+        if listed is not None:
+            unlisted = tuple(p for p in cfg.pairs if p.symbol not in listed)
     report = StatusReport(
         now_ms=now_ms,
         clock=clock,
@@ -225,6 +239,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         pairs=tuple(pairs),
         kafka=kafka,
         thresholds=thresholds,
+        unlisted=unlisted,
     )
     report = dataclasses.replace(report, breaches=tuple(judge(report)))
     if args.json:
@@ -278,6 +293,19 @@ def fetch_exchange_time(base_url: str, timeout_s: float) -> int:
         raise ExchangeUnavailable(f"{url}: {exc}") from None
     received = local.now_ms()
     return received + server_offset_ms(sent, received, server)
+
+
+def fetch_listed_symbols(base_url: str, timeout_s: float) -> frozenset[str] | None:
+    """The symbols ``/fapi/v1/exchangeInfo`` lists; None when it cannot be read (then the
+    report says nothing about listings rather than guessing)."""
+    url = base_url.rstrip("/").removesuffix("/fapi/v1/time") + "/fapi/v1/exchangeInfo"
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+        response.raise_for_status()
+        return frozenset(parse_exchange_info(response.json()).symbols)
+    except (httpx.HTTPError, ValueError, MalformedPayload) as exc:
+        logger.warning("exchangeInfo unavailable (%s): listings not checked", exc)
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,13 +477,30 @@ def collect_kafka(cfg: KafkaConfig, group: str, timeout_s: float) -> KafkaHealth
             dlq = sum(high_watermarks(consumer, cfg.dlq_topic, timeout_s).values())
         except (KafkaException, KafkaSetupError) as exc:
             dlq_error = _kafka_reason(exc)
+        audit, audit_error = collect_audit(cfg, timeout_s)
         return dataclasses.replace(
-            base, partitions=tuple(lags), dlq_records=dlq, dlq_error=dlq_error
+            base,
+            partitions=tuple(lags),
+            dlq_records=dlq,
+            dlq_error=dlq_error,
+            audit=audit,
+            audit_error=audit_error,
         )
     except (KafkaException, KafkaSetupError) as exc:
         return dataclasses.replace(base, error=_kafka_reason(exc))
     finally:
         consumer.close()
+
+
+def collect_audit(cfg: KafkaConfig, timeout_s: float) -> tuple[AuditFacts | None, str | None]:
+    """The archive audit's record and the ledger's size, from ``kafka.offsets_topic``."""
+    try:
+        files, last = read_ledger(cfg, timeout_s=timeout_s)
+    except (KafkaException, KafkaSetupError, OffsetStoreError) as exc:
+        return None, _kafka_reason(exc)
+    if last is None:
+        return AuditFacts(ledger_files=len(files)), None
+    return AuditFacts(len(files), **dataclasses.asdict(last)), None
 
 
 def _kafka_reason(exc: BaseException) -> str:

@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from qryptify.avro import KlineCodec
+from qryptify.commands.replay import REPLAY_GROUP_PREFIX
 from qryptify.config import Config
-from qryptify.errors import ConfigError, PairError, UndecodableRecord
-from qryptify.kafka import KafkaError, TopicPartition, make_consumer
+from qryptify.errors import ConfigError, IngestorError, PairError, UndecodableRecord
+from qryptify.kafka import KafkaError, TopicPartition, make_consumer, topic_partitions
 from qryptify.kline import EmptyRange, Event, Kline
-from qryptify.pairs import parse_pair
+from qryptify.pairs import Pair, parse_pair
 from qryptify.service import install_stop_handlers
 from qryptify.sink.batch import offsets_to_commit
 
@@ -142,21 +143,46 @@ class Printer:
         self.out.write(self.line(event, partition, offset) + "\n")
 
 
-def parse_filter(values: Sequence[str]) -> set[bytes]:
+def parse_filter(values: Sequence[str], configured: Sequence[Pair] | None = None) -> set[bytes]:
+    """Keys of the pairs to show; each must be one of ``configured`` when that is given."""
     keys: set[bytes] = set()
     for value in values:
         for item in value.split(","):
             if not item.strip():
                 continue
             try:
-                keys.add(parse_pair(item).key.encode())
+                pair = parse_pair(item)
             except PairError as exc:
                 raise ConfigError("--pair", item, exc.reason) from None
+            if configured is not None and pair not in configured:
+                shown = ", ".join(str(p) for p in configured) or "none"
+                raise ConfigError("--pair", item, f"not a configured pair (pairs: {shown})")
+            keys.add(pair.key.encode())
     return keys
 
 
+#: The sink's default group (refused even when the config names another one).
+PIPELINE_GROUP = "qryptify-sink"
+
+
+def check_tap_group(group: str | None, cfg: Config) -> None:
+    """Refuse a pipeline service's group: a tap committing there would move the group past
+    records the sink (or a replay) has not written, and they would never reach the database."""
+    if group is None:
+        return
+    if group in (cfg.sink.group_id, PIPELINE_GROUP):
+        raise ConfigError(
+            "--group", group, "is the sink's consumer group; a tap must use a group of its own"
+        )
+    if group.startswith(REPLAY_GROUP_PREFIX):
+        raise ConfigError(
+            "--group", group, "is a replay's consumer group; a tap must use a group of its own"
+        )
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    keys = parse_filter(args.pair)
+    check_tap_group(args.group, cfg)
+    keys = parse_filter(args.pair, cfg.pairs or None)  # no pairs configured: any pair
     topic = cfg.kafka.topic
     overrides: dict[str, Any] = {
         "auto.offset.reset": "earliest" if args.from_beginning else "latest",
@@ -165,10 +191,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     consumer = make_consumer(
         cfg.kafka, args.group or f"qryptify-tap-{uuid.uuid4().hex}", **overrides
     )
-    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise ConfigError("kafka.topic", topic, "topic not found on the brokers")
-    partitions = sorted(meta.partitions)
+    try:
+        partitions = topic_partitions(consumer, topic, cfg.kafka.bootstrap_servers)
+    except IngestorError:
+        consumer.close()
+        raise
     if args.group:
         consumer.subscribe([topic])
     else:

@@ -8,6 +8,8 @@ and the unit tests check them without a broker.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -15,15 +17,28 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from qryptify.avro import KlineCodec, encode_long
-from qryptify.errors import IngestorError, InvalidKline, UndecodableRecord
+from qryptify.errors import (
+    IngestorError,
+    InvalidEmptyRange,
+    InvalidKline,
+    PairError,
+    UndecodableRecord,
+)
 from qryptify.kline import EmptyRange, Kline, validate_kline
-from qryptify.pairs import FIXED_INTERVAL_MS, close_time
-from qryptify.sink.rows import LINE, CandleBatch, CandleRow, PairKey, kline_line, ts_text
+from qryptify.pairs import FIXED_INTERVAL_MS, close_time, validate_interval, validate_symbol
+from qryptify.sink.rows import DAY_MS, LINE, CandleBatch, CandleRow, PairKey, kline_line, ts_text
 
 #: Open times outside [2010-01-01, 2200-01-01) cannot be Binance candles (and would overflow
 #: or distort TIMESTAMPTZ); such records go to the DLQ instead of failing the transaction.
 MIN_OPEN_MS = 1_262_304_000_000
 MAX_OPEN_MS = 7_258_118_400_000
+#: The longest empty range that can be true: USDⓈ-M futures history is shorter than this, so a
+#: longer one is a bug upstream, not an exchange fact (it would hide real candles forever).
+MAX_EMPTY_SPAN_MS = 20 * 366 * DAY_MS
+#: Dead-lettered records above this size go truncated (producers refuse 1 MB by default).
+DLQ_MAX_RECORD_BYTES = 256 * 1024
+DLQ_KEEP_VALUE_BYTES = 64 * 1024
+DLQ_KEEP_KEY_BYTES = 1024
 
 
 class RawRecord(Protocol):
@@ -124,15 +139,41 @@ class DlqEntry:
     value: bytes | None
     reason: str
     error_class: str
+    #: The PostgreSQL SQLSTATE when the database refused the record (e.g. 22008, 23514).
+    sqlstate: str | None = None
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
-        return [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("qryptify.reason", self.reason.encode()),
             ("qryptify.topic", self.topic.encode()),
             ("qryptify.partition", str(self.partition).encode()),
             ("qryptify.offset", str(self.offset).encode()),
             ("qryptify.error_class", self.error_class.encode()),
         ]
+        if self.sqlstate is not None:
+            headers.append(("qryptify.sqlstate", self.sqlstate.encode()))
+        return headers
+
+    def bounded(self) -> tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]:
+        """(key, value, headers) to produce to the DLQ. A record larger than
+        ``DLQ_MAX_RECORD_BYTES`` (a producer or the broker would refuse it, and the sink would
+        crash-loop on it) goes truncated to its first bytes, with its original sizes and the
+        SHA-256 of its original value in headers; its topic, partition and offset locate the
+        original, which the topic keeps."""
+        key, value, headers = self.key, self.value, self.headers()
+        size = len(key or b"") + len(value or b"")
+        if size <= DLQ_MAX_RECORD_BYTES:
+            return key, value, headers
+        digest = hashlib.sha256(value or b"").hexdigest()
+        headers += [
+            ("qryptify.truncated", b"true"),
+            ("qryptify.original_size", str(len(value or b"")).encode()),
+            ("qryptify.original_key_size", str(len(key or b"")).encode()),
+            ("qryptify.sha256", digest.encode()),
+        ]
+        short_key = None if key is None else key[:DLQ_KEEP_KEY_BYTES]
+        short_value = None if value is None else value[:DLQ_KEEP_VALUE_BYTES]
+        return short_key, short_value, headers
 
 
 class KeyMismatch(IngestorError, ValueError):
@@ -177,6 +218,33 @@ def check_kline(k: Kline) -> Kline:
                     f"{k.key} {k.open_time}: {name} {text:.40} is out of range for DOUBLE PRECISION"
                 )
     return k
+
+
+def check_empty_range(e: EmptyRange) -> EmptyRange:
+    """What an empty-range event must satisfy before the database sees it (the Rust core
+    reproduces these verdicts): a valid symbol and interval; ``MIN_OPEN_MS <= start_time <
+    end_time <= MAX_OPEN_MS``; a span of at most ``MAX_EMPTY_SPAN_MS``; ``confirmed_at`` within
+    2010..2200. Raises InvalidEmptyRange naming the bad field."""
+    where = f"empty range {e.symbol!r:.40}|{e.interval!r:.10}"
+    try:
+        validate_symbol(e.symbol)
+        validate_interval(e.interval)
+    except PairError as exc:
+        raise InvalidEmptyRange(f"{where}: {exc}") from None
+    if not MIN_OPEN_MS <= e.start_time < MAX_OPEN_MS:
+        raise InvalidEmptyRange(f"{where}: start_time {e.start_time} is outside 2010..2200")
+    if not MIN_OPEN_MS < e.end_time <= MAX_OPEN_MS:
+        raise InvalidEmptyRange(f"{where}: end_time {e.end_time} is outside 2010..2200")
+    if e.end_time <= e.start_time:
+        raise InvalidEmptyRange(f"{where}: end_time {e.end_time} <= start_time {e.start_time}")
+    if e.end_time - e.start_time > MAX_EMPTY_SPAN_MS:
+        raise InvalidEmptyRange(
+            f"{where}: spans {(e.end_time - e.start_time) // DAY_MS} days (at most "
+            f"{MAX_EMPTY_SPAN_MS // DAY_MS})"
+        )
+    if not MIN_OPEN_MS <= e.confirmed_at < MAX_OPEN_MS:
+        raise InvalidEmptyRange(f"{where}: confirmed_at {e.confirmed_at} is outside 2010..2200")
+    return e
 
 
 def _underflows(text: str) -> bool:
@@ -273,18 +341,58 @@ def _read_time(d: bytes, p: int) -> tuple[int, bytes, int] | None:
     return ms, text, q - p
 
 
+#: Where a staged record came from: (partition, offset, key, value).
+Origin = tuple[TopicPartitionKey, int, bytes | None, bytes | None]
+_StagedRow = tuple[TopicPartitionKey, int, bytes, CandleRow, bytes | None, bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row or an empty range the database refused on its own (a one-record transaction
+    failed with a data error): it goes to the DLQ with the SQLSTATE."""
+
+    row: CandleRow | None
+    empty_range: EmptyRange | None
+    sqlstate: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Origins:
+    rows: Mapping[tuple[bytes, int], _StagedRow]
+    ranges: Mapping[EmptyRange, Origin]
+
+    def of(self, rejected: Rejected) -> Origin | None:
+        if rejected.empty_range is not None:
+            return self.ranges.get(rejected.empty_range)
+        if rejected.row is None:
+            return None
+        symbol, interval, open_time, _line = rejected.row
+        staged = self.rows.get((f"{symbol}|{interval}".encode(), open_time))
+        if staged is None:
+            return None
+        tp, offset, _ingested, _row, key, value = staged
+        return tp, offset, key, value
+
+
 @dataclass(frozen=True, slots=True)
 class Split:
     """One batch, ready for one transaction and then one offset commit."""
 
     batch: CandleBatch  # one row per (symbol, interval, open time): the highest offset's
-    empty_ranges: list[EmptyRange]  # one per (symbol, interval, start): the widest
+    #: One per (symbol, interval, start): the widest. Written before the rows: a range
+    #: deletes the stored candles it covers, and rows staged before it were dropped (a row
+    #: in ``batch`` inside a range came after it and wins).
+    empty_ranges: list[EmptyRange]
     dlq: list[DlqEntry]
     offsets: dict[TopicPartitionKey, int]  # next offset to read, per partition
     records: int  # records consumed (klines + empty ranges + DLQ, before de-duplication)
     newest: list[tuple[int, int]]  # per pair, (close time, ingested at) of its latest candle
     first_offsets: dict[TopicPartitionKey, int]  # lowest offset held, per partition
     row_partitions: list[TopicPartitionKey]  # the partition of each row of ``batch``
+    #: Where each row and empty range came from (to dead-letter one the database rejects).
+    origins: _Origins | None = None
+    range_partitions: list[TopicPartitionKey] = dataclasses.field(default_factory=list)
 
     def without(self, partitions: set[TopicPartitionKey]) -> Split:
         """The same batch minus what came from ``partitions`` (revoked while retrying)."""
@@ -292,13 +400,41 @@ class Split:
         rows = [self.batch.rows[i] for i in keep]
         return Split(
             batch=CandleBatch.of(rows),
-            empty_ranges=self.empty_ranges,  # not per partition; re-recording one is a no-op
+            # a revoked partition's range is applied by its new owner, in order with its rows
+            empty_ranges=[
+                r
+                for r, tp in zip(self.empty_ranges, self.range_partitions, strict=True)
+                if tp not in partitions
+            ],
             dlq=[e for e in self.dlq if (e.topic, e.partition) not in partitions],
             offsets={tp: o for tp, o in self.offsets.items() if tp not in partitions},
             records=self.records,
             newest=self.newest,
             first_offsets={tp: o for tp, o in self.first_offsets.items() if tp not in partitions},
             row_partitions=[self.row_partitions[i] for i in keep],
+            range_partitions=[tp for tp in self.range_partitions if tp not in partitions],
+            origins=self.origins,
+        )
+
+    def rejected_entry(self, rejected: Rejected) -> DlqEntry:
+        """The DLQ entry of a row or empty range the database refused: its original record
+        (the staged origin) with the SQLSTATE and the server's message."""
+        origin: Origin | None = None
+        if self.origins is not None:
+            origin = self.origins.of(rejected)
+        if origin is None:  # not staged from a record (tools): the row text is all there is
+            tp: TopicPartitionKey = ("", 0)
+            origin = (tp, 0, None, rejected.row[3] if rejected.row else None)
+        (topic, partition), offset, key, value = origin
+        return DlqEntry(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            reason=f"database rejected the record: {rejected.reason}",
+            error_class="DatabaseRejected",
+            sqlstate=rejected.sqlstate,
         )
 
 
@@ -327,10 +463,11 @@ class StagedBatch:
     def clear(self) -> None:
         self.first_at_ms = None
         self._count = 0
-        #: (pair key, open time) -> (partition, offset, raw ingested_at varint, row)
-        self._rows: dict[tuple[bytes, int], tuple[TopicPartitionKey, int, bytes, CandleRow]]
-        self._rows = {}
-        self._ranges: dict[tuple[str, str, int], tuple[TopicPartitionKey, EmptyRange]] = {}
+        #: (pair key, open time) -> (partition, offset, raw ingested_at varint, row, key,
+        #: value): the record itself is kept (a reference) in case the database rejects it.
+        self._rows: dict[tuple[bytes, int], _StagedRow] = {}
+        self._ranges: dict[tuple[str, str, int], tuple[TopicPartitionKey, EmptyRange, Origin]]
+        self._ranges = {}
         self._dlq: list[DlqEntry] = []
         self._offsets: dict[TopicPartitionKey, int] = {}
         self._firsts: dict[TopicPartitionKey, int] = {}
@@ -376,7 +513,7 @@ class StagedBatch:
                     ident, ingested, row = staged
                     seen = rows.get(ident)
                     if seen is None or offset >= seen[1]:
-                        rows[ident] = (tp, offset, ingested, row)
+                        rows[ident] = (tp, offset, ingested, row, r.key(), value)
                     continue
             self._add_exact(r, tp, offset, value)
 
@@ -555,16 +692,33 @@ class StagedBatch:
                 seen = self._rows.get(ident)
                 if seen is None or offset >= seen[1]:
                     row = (k.symbol, k.interval, k.open_time, kline_line(k))
-                    self._rows[ident] = (tp, offset, encode_long(k.ingested_at), row)
+                    ingested = encode_long(k.ingested_at)
+                    self._rows[ident] = (tp, offset, ingested, row, key, value)
                 if key is not None and key not in self._pairs:
                     self._learn_pair(k.symbol, k.interval)
             else:
+                check_empty_range(event)
                 ident_r = (event.symbol, event.interval, event.start_time)
                 have = self._ranges.get(ident_r)
                 if have is None or event.end_time >= have[1].end_time:
-                    self._ranges[ident_r] = (tp, event)
+                    self._ranges[ident_r] = (tp, event, (tp, offset, key, value))
+                self._drop_covered(event, offset)
         except (UndecodableRecord, InvalidKline, KeyMismatch, ValueError) as exc:
             self._dlq.append(_dlq(r, exc))
+
+    def _drop_covered(self, event: EmptyRange, offset: int) -> None:
+        """Forget staged candles of the range's pair inside it that came before it: the
+        exchange has since confirmed those open times empty (a corrected archive file)."""
+        key = event.key.encode()
+        doomed = [
+            ident
+            for ident, staged in self._rows.items()
+            if ident[0] == key
+            and event.start_time <= ident[1] < event.end_time
+            and staged[1] < offset  # the offset it was staged from
+        ]
+        for ident in doomed:
+            del self._rows[ident]
 
     def drop_partitions(self, partitions: Iterable[TopicPartitionKey]) -> int:
         """Forget records of partitions we no longer own; return how many were dropped."""
@@ -593,7 +747,7 @@ class StagedBatch:
         newest: dict[PairKey, tuple[int, bytes]] = {}
         append = rows.append
         append_tp = row_partitions.append
-        for tp, _offset, ingested, row in self._rows.values():
+        for tp, _offset, ingested, row, _key, _value in self._rows.values():
             append(row)
             append_tp(tp)
             pair = (row[0], row[1])
@@ -609,13 +763,15 @@ class StagedBatch:
                 spans[pair] = (t, span[1])
         return Split(
             batch=CandleBatch(rows, spans),
-            empty_ranges=[e for _, e in self._ranges.values()],
+            empty_ranges=[e for _, e, _ in self._ranges.values()],
+            range_partitions=[tp for tp, _, _ in self._ranges.values()],
             dlq=list(self._dlq),
             offsets=dict(self._offsets),
             records=self._count,
             newest=[(close_time(p[1], t), _long(raw)) for p, (t, raw) in newest.items()],
             first_offsets=dict(self._firsts),
             row_partitions=row_partitions,
+            origins=_Origins(self._rows, {e: o for _, e, o in self._ranges.values()}),
         )
 
 
@@ -643,25 +799,63 @@ def split_batch(records: Sequence[RawRecord], codec: KlineCodec, *, fast: bool =
 W = TypeVar("W")
 
 
-def write_within_limit(
+def write_bisecting(
     write: Callable[[CandleBatch, Sequence[EmptyRange]], W],
     batch: CandleBatch,
     empty_ranges: Sequence[EmptyRange],
     is_limit_error: Callable[[BaseException], bool],
-) -> list[W]:
-    """Write in one transaction; when the database refuses it for exceeding a per-transaction
-    limit (TimescaleDB's tuple decompression limit on compressed chunks), split the candles in
-    two halves by (pair, time) and write each in its own transaction, recursively.
+    record_sqlstate: Callable[[BaseException], str | None],
+) -> tuple[list[W], list[Rejected]]:
+    """Write in one transaction; split it when the database refuses it for something smaller
+    parts can pass, recursively:
 
-    The caller commits Kafka offsets only after every part returned, so a crash between parts
-    re-delivers the batch and the parts already written are rewritten as no-ops.
+    - a per-transaction limit (TimescaleDB's tuple decompression limit on compressed chunks):
+      the candles in two halves by (pair, time);
+    - a data error that one record causes (``record_sqlstate`` gives its SQLSTATE, else None):
+      empty ranges apart from candles, then halves, until the one record fails alone; it is
+      returned as Rejected (for the DLQ) and every other record is written.
+
+    Any other error propagates (the caller retries the whole batch). The caller commits Kafka
+    offsets only after every part returned, so a crash between parts re-delivers the batch and
+    the parts already written are rewritten as no-ops.
     """
-    try:
-        return [write(batch, empty_ranges)]
-    except Exception as exc:
-        if not is_limit_error(exc) or len(batch) <= 1:
-            raise
-    first, second = batch.halves()
-    return write_within_limit(write, first, empty_ranges, is_limit_error) + write_within_limit(
-        write, second, (), is_limit_error
-    )
+    results: list[W] = []
+    rejected: list[Rejected] = []
+
+    def attempt(part: CandleBatch, ranges: Sequence[EmptyRange]) -> None:
+        try:
+            results.append(write(part, ranges))
+            return
+        except Exception as exc:
+            sqlstate = record_sqlstate(exc)
+            if sqlstate is None:
+                if not is_limit_error(exc) or len(part) <= 1:
+                    raise
+                first, second = part.halves()
+                attempt(first, ranges)
+                attempt(second, ())
+                return
+            if len(part) + len(ranges) == 1:
+                row = part.rows[0] if part.rows else None
+                rng = ranges[0] if ranges else None
+                rejected.append(Rejected(row, rng, sqlstate, _first_line(exc)))
+                return
+        if part.rows and ranges:
+            attempt(CandleBatch.of([]), ranges)
+            attempt(part, ())
+        elif ranges:
+            half = len(ranges) // 2
+            attempt(part, ranges[:half])
+            attempt(part, ranges[half:])
+        else:
+            first, second = part.halves()
+            attempt(first, ())
+            attempt(second, ())
+
+    attempt(batch, empty_ranges)
+    return results, rejected
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ from qryptify.sink.batch import (
     Split,
     StagedBatch,
     TopicPartitionKey,
-    write_within_limit,
+    write_bisecting,
 )
 from qryptify.sink.rows import CandleBatch
 
@@ -77,6 +78,9 @@ ROWS_UNCHANGED = Counter(
     "qryptify_sink_rows_unchanged", "Candles identical to the stored row (replays: no-op)"
 )
 EMPTY_RANGES = Counter("qryptify_sink_empty_ranges", "Empty-range events recorded")
+EMPTIED = Counter(
+    "qryptify_sink_candles_deleted", "Stored candles deleted inside exchange-confirmed empty ranges"
+)
 DLQ_RECORDS = Counter(
     "qryptify_sink_dlq_records", "Records sent to the DLQ (undecodable or invalid)", ["error_class"]
 )
@@ -121,13 +125,19 @@ class KafkaFatal(IngestorError):
         super().__init__(f"fatal Kafka error: {reason}")
 
 
+#: What one batch's write returned: the transactions' results, and the records the database
+#: refused on their own (already delivered to the DLQ).
+Written = tuple[list[db.WriteResult], list[DlqEntry]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Inflight:
     """The batch the writer thread is writing; its offsets are committed after it returns."""
 
     split: Split
     batch_no: int
-    future: Future[list[db.WriteResult]]
+    future: Future[Written]
+    started_s: float  # time.monotonic() at submission
 
 
 class MonotonicClock:
@@ -153,18 +163,18 @@ class DlqWriter:
                 failures.append(str(err))
 
         for entry in entries:
+            key, value, headers = entry.bounded()
             while True:
                 try:
                     self.producer.produce(
-                        self.topic,
-                        key=entry.key,
-                        value=entry.value,
-                        headers=entry.headers(),
-                        on_delivery=delivered,
+                        self.topic, key=key, value=value, headers=headers, on_delivery=delivered
                     )
                     break
                 except BufferError:
                     self.producer.poll(0.1)
+                except KafkaException as exc:
+                    # Refused locally (size, config): retry the batch later, never crash on it.
+                    raise DlqUnavailable(f"cannot produce to {self.topic}: {exc}") from None
         remaining = self.producer.flush(self.timeout_s)
         if remaining or failures:
             raise DlqUnavailable(
@@ -197,6 +207,10 @@ class LoopSettings:
     shutdown_grace_s: float = 10.0
     #: Seek newly assigned partitions to the beginning once (replay with an existing group).
     reset_to_beginning: bool = False
+    #: A write running longer than this: pause the partitions, keep polling (the consumer
+    #: stays in the group: must be well under max.poll.interval.ms, 300 s), report
+    #: "database not answering" until it returns.
+    write_stall_s: float = 10.0
 
 
 class SinkLoop:
@@ -268,8 +282,11 @@ class SinkLoop:
                 ):
                     break
                 self._poll_once()
-                if self._inflight is not None and self._inflight.future.done():
-                    self._settle()
+                if self._inflight is not None:
+                    if self._inflight.future.done():
+                        self._settle()
+                    else:
+                        self._watch_writer(self._inflight)
                 now = self.clock.now_ms()
                 if self.policy.should_flush(
                     len(self.pending),
@@ -347,7 +364,7 @@ class SinkLoop:
                 self._send_dlq(split.dlq)
             self._hook("after_dlq")
             future = self._writer.submit(self._write, split, batch_no)
-            self._inflight = _Inflight(split, batch_no, future)
+            self._inflight = _Inflight(split, batch_no, future, time.monotonic())
             return True
         return self._write_and_commit(split, batch_no, in_callback=in_callback)
 
@@ -357,9 +374,16 @@ class SinkLoop:
         if inflight is None:
             return True
         try:
+            if not self._await_writer(inflight, in_callback=in_callback):
+                # Inside a rebalance: not finished in time. It completes on its own; its
+                # offsets stay uncommitted (the next owner rewrites the rows as no-ops).
+                logger.warning("batch %d still being written during a rebalance", inflight.batch_no)
+                return False
             results = inflight.future.result()
         except Exception as exc:
-            if not (isinstance(exc, DatabaseUnavailable) or db.is_database_error(exc)):
+            if not (
+                isinstance(exc, DatabaseUnavailable | DlqUnavailable) or db.is_database_error(exc)
+            ):
                 raise
             WRITE_FAILURES.inc()
             self._drop_connection()
@@ -370,11 +394,50 @@ class SinkLoop:
         self._finish(inflight.split, results)
         return True
 
-    def _finish(self, split: Split, results: Sequence[db.WriteResult]) -> None:
+    def _watch_writer(self, inflight: _Inflight) -> None:
+        """A write running past ``write_stall_s``: stop taking records (pause), say so."""
+        waited = time.monotonic() - inflight.started_s
+        if waited < self.settings.write_stall_s:
+            return
+        if not self._paused:
+            self._pause()
+            logger.warning(
+                "database not answering: batch %d has been written for %.0fs; partitions "
+                "paused, still polling",
+                inflight.batch_no,
+                waited,
+            )
+        self.health.set(
+            False, f"database not answering: a write has been running for {waited:.0f}s"
+        )
+
+    def _await_writer(self, inflight: _Inflight, *, in_callback: bool) -> bool:
+        """Wait for the writer thread, never past ``write_stall_s`` without polling: after it,
+        pause every partition and keep polling (heartbeats, rebalances) until the write
+        returns. In a rebalance callback (no polling possible): False when it did not return
+        within ``write_stall_s``."""
+        future = inflight.future
+        left = inflight.started_s + self.settings.write_stall_s - time.monotonic()
+        with contextlib.suppress(FutureTimeout):
+            future.result(timeout=max(left, 0.0))
+        if future.done():
+            return True
+        if in_callback:
+            return False
+        self._flushing = True  # a rebalance meanwhile drops held records instead of flushing
+        try:
+            while not future.done():
+                self._watch_writer(inflight)
+                self._wait_paused(min(1.0, self.settings.write_stall_s))
+        finally:
+            self._flushing = False
+        return True
+
+    def _finish(self, split: Split, written: Written) -> None:
         self._hook("after_db_commit")
         self._commit(split)
         self._hook("after_offset_commit")
-        self._account(split, results)
+        self._account(split, written)
         if self._paused:
             self._resume()
 
@@ -383,18 +446,18 @@ class SinkLoop:
         offsets; if it had to give up, rewind instead and return False."""
         self._flushing = True
         try:
-            done, results, written = self._retry_write(split, batch_no, in_callback=in_callback)
+            done, results, as_written = self._retry_write(split, batch_no, in_callback=in_callback)
         finally:
             self._flushing = False
         if not done:
             self._abandon(split)
             return False
-        self._finish(written, results)
+        self._finish(as_written, results)
         return True
 
     def _retry_write(
         self, split: Split, batch_no: int, *, in_callback: bool
-    ) -> tuple[bool, list[db.WriteResult], Split]:
+    ) -> tuple[bool, Written, Split]:
         """Send the batch's DLQ records, write its rows; on failure pause, back off and retry
         (in a rebalance callback: a few quick attempts). Returns (written?, results, the batch
         as written: without partitions revoked meanwhile, whose offsets must not be committed
@@ -427,7 +490,7 @@ class SinkLoop:
             if in_callback:
                 if attempts >= 3:
                     logger.warning("cannot flush during rebalance: %s", failure)
-                    return False, [], split
+                    return False, ([], []), split
                 time.sleep(min(delay, 1.0))
                 continue
             if not self._paused:
@@ -441,7 +504,7 @@ class SinkLoop:
                         "uncommitted (they will be consumed again)",
                         split.records,
                     )
-                    return False, [], split
+                    return False, ([], []), split
             logger.warning(
                 "database write failed (%s); partitions paused, nothing committed, "
                 "retrying in %.1fs (attempt %d)",
@@ -471,10 +534,12 @@ class SinkLoop:
             ",".join(str(p) for _, p in sorted(keep)),
         )
 
-    def _write(self, split: Split, batch_no: int) -> list[db.WriteResult]:
-        """One batch's transaction(s); runs on the writer thread, or inline when retrying."""
+    def _write(self, split: Split, batch_no: int) -> Written:
+        """One batch's transaction(s); runs on the writer thread, or inline when retrying.
+        Records the database refuses on their own go to the DLQ from here (before any offset
+        commit); the rest of the batch is written."""
         if not split.batch.rows and not split.empty_ranges:
-            return []
+            return [], []
         started = time.perf_counter()
         if self._conn is None or self._conn.closed:
             self._conn = self.connect()
@@ -494,9 +559,14 @@ class SinkLoop:
                 before_commit=before_commit,
             )
 
-        results = write_within_limit(write, split.batch, split.empty_ranges, db.is_limit_exceeded)
+        results, rejected = write_bisecting(
+            write, split.batch, split.empty_ranges, db.is_limit_exceeded, db.record_sqlstate
+        )
+        entries = [split.rejected_entry(r) for r in rejected]
+        if entries:
+            self._send_dlq(entries)
         COMMIT_SECONDS.labels("db").observe(time.perf_counter() - started)
-        return results
+        return results, entries
 
     def _send_dlq(self, entries: Sequence[DlqEntry]) -> None:
         for e in entries:
@@ -528,19 +598,28 @@ class SinkLoop:
             elif tp.topic == self.settings.topic:
                 self.positions[tp.partition] = tp.offset
 
-    def _account(self, split: Split, results: Sequence[db.WriteResult]) -> None:
+    def _account(self, split: Split, outcome: Written) -> None:
+        results, rejected = outcome
         written = sum(r.written for r in results)
         unchanged = sum(r.unchanged for r in results)
-        ranges = len(split.empty_ranges)
+        ranges = sum(r.empty_ranges for r in results)
         self.totals["records"] += split.records
         self.totals["written"] += written
         self.totals["unchanged"] += unchanged
-        self.totals["dlq"] += len(split.dlq)
+        self.totals["dlq"] += len(split.dlq) + len(rejected)
         self.totals["empty_ranges"] += ranges
         ROWS_WRITTEN.inc(written)
         ROWS_UNCHANGED.inc(unchanged)
         EMPTY_RANGES.inc(ranges)
-        for entry in split.dlq:
+        deleted = sum(r.deleted for r in results)
+        if deleted:
+            EMPTIED.inc(deleted)
+            logger.warning(
+                "deleted %d stored candles the exchange now confirms empty (%d ranges)",
+                deleted,
+                ranges,
+            )
+        for entry in (*split.dlq, *rejected):
             DLQ_RECORDS.labels(entry.error_class).inc()
         BATCH_RECORDS.observe(split.records)
         now_s = time.time()
@@ -552,7 +631,12 @@ class SinkLoop:
         if self.on_flush is not None:
             self.on_flush(
                 FlushReport(
-                    split.records, written, unchanged, ranges, len(split.dlq), split.offsets
+                    split.records,
+                    written,
+                    unchanged,
+                    ranges,
+                    len(split.dlq) + len(rejected),
+                    split.offsets,
                 )
             )
 

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 from qryptify import db
+from qryptify.archive_ledger import ArchiveLedger
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest
 from qryptify.config import Config
@@ -27,6 +28,7 @@ def build(cfg: Config, stop: threading.Event, health: Health) -> Backfiller:
         publisher=KlinePublisher(producer, cfg.kafka.topic),
         offsets=SourceOffsetStore(cfg.kafka, producer),
         archive=ArchiveClient(cfg.archive) if cfg.archive.enabled else None,
+        ledger=ArchiveLedger(cfg.kafka, producer) if cfg.archive.enabled else None,
         connect_db=functools.partial(db.connect, cfg.db.dsn.get_secret_value()),
         stop=stop,
         health=health,

@@ -9,6 +9,11 @@ offset once Kafka acknowledged everything up to it.
 After catching up it either exits (``backfill.exit_when_done``) or, every
 ``backfill.recheck_every_s``, publishes what closed since and re-reads the last
 ``backfill.recheck_recent`` candles per pair, publishing only those that changed.
+
+Every archive file it publishes from goes into the archive ledger (``qryptify.archive_ledger``)
+once Kafka acknowledged the file's candles. Between passes, when ``backfill.audit_every_s``
+have gone by since the last audit (of any process: the time is in the ledger), it audits them
+(``qryptify.audit``): re-uploaded files are re-ingested and their changes published.
 """
 
 from __future__ import annotations
@@ -30,9 +35,17 @@ from prometheus_client import Counter, Gauge
 from tqdm import tqdm
 
 from qryptify import db
+from qryptify.archive_ledger import ArchiveLedger, IngestedFile
+from qryptify.audit import ArchiveAudit
 from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveClient
-from qryptify.binance.rest import BinanceRest, ExchangeInfo, SymbolInfo
+from qryptify.binance.rest import (
+    BinanceRest,
+    ExchangeInfo,
+    SymbolInfo,
+    UnlistedPairs,
+    is_unlisted_rejection,
+)
 from qryptify.config import Config
 from qryptify.errors import (
     ArchiveError,
@@ -42,25 +55,26 @@ from qryptify.errors import (
     ExchangeUnavailable,
     RateLimited,
 )
+from qryptify.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
 from qryptify.handoff import LIVE_START, PLAN, plan_falls_short, planned_through
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
-from qryptify.publish import KlinePublisher, event_position
-from qryptify.retry import backoff, sleep_unless_stopped, until_available
-from services.backfiller.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
-from services.backfiller.planning import (
+from qryptify.planning import (
     ArchiveUnit,
     PairRange,
     RestUnit,
     Unit,
     fallback_units,
+    page_events,
     pair_range,
     plan_pages,
     plan_units,
     ranges_to_units,
 )
+from qryptify.publish import KlinePublisher, event_position
+from qryptify.retry import backoff, sleep_unless_stopped, until_available
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +109,13 @@ class UnitResult:
     klines: list[Kline] = field(default_factory=list)
     empty: list[EmptyRange] = field(default_factory=list)
     archive: list[EncodedKlines] = field(default_factory=list)
+    files: list[IngestedFile] = field(default_factory=list)  # archive files the rows came from
 
     def extend(self, other: UnitResult) -> None:
         self.klines.extend(other.klines)
         self.empty.extend(other.empty)
         self.archive.extend(other.archive)
+        self.files.extend(other.files)
 
     @property
     def candles(self) -> int:
@@ -168,8 +184,13 @@ class Summary:
     archive_cached: int = 0
     archive_missing: int = 0
     archive_corrupt: int = 0
+    archive_corrections: int = 0  # cached files whose published checksum had changed
+    audits: int = 0
+    audit_files_reingested: int = 0
+    audit_candles_corrected: int = 0
     seconds: float = 0.0
     failed_pairs: list[str] = field(default_factory=list)
+    unlisted_pairs: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         """One line of ``key=value`` pairs (machine-readable too)."""
@@ -190,12 +211,18 @@ class Summary:
             "archive_cached": self.archive_cached,
             "archive_missing": self.archive_missing,
             "archive_corrupt": self.archive_corrupt,
+            "archive_corrections": self.archive_corrections,
+            "audits": self.audits,
+            "audit_files_reingested": self.audit_files_reingested,
+            "audit_candles_corrected": self.audit_candles_corrected,
             "seconds": f"{self.seconds:.1f}",
             "candles_per_s": f"{rate:.0f}",
         }
         text = " ".join(f"{k}={v}" for k, v in fields.items())
         if self.failed_pairs:
             text += f" failed={','.join(self.failed_pairs)}"
+        if self.unlisted_pairs:
+            text += f" unlisted={','.join(self.unlisted_pairs)}"
         return f"backfill summary: {text}"
 
 
@@ -329,6 +356,7 @@ class Backfiller:
         publisher: KlinePublisher,
         offsets: SourceOffsetStore,
         archive: ArchiveClient | None = None,
+        ledger: ArchiveLedger | None = None,
         connect_db: Callable[[], db.Connection] | None = None,
         stop: threading.Event | None = None,
         health: Health | None = None,
@@ -339,11 +367,16 @@ class Backfiller:
         self.publisher = publisher
         self.offsets = offsets
         self.archive = archive
+        self.ledger = ledger
+        #: Archive files published and not yet acknowledged: (pair, position, entry).
+        self._unrecorded: list[tuple[Pair, int, IngestedFile]] = []
+        self._last_audit_s = time.time()
         self.connect_db = connect_db
         self.stop = stop or threading.Event()
         self.health = health or Health()
         self.service = service
         self.states: dict[Pair, PairState] = {p: PairState(p) for p in cfg.pairs}
+        self.unlisted = UnlistedPairs()
         self.summary = Summary()
         self.limit = rest.page_limit
         self.prefetch = 4
@@ -405,7 +438,17 @@ class Backfiller:
         logger.info(
             "resuming %d of %d pairs from stored source offsets", len(loaded), len(self.states)
         )
-        self.health.set(True, "backfilling")
+        if self.ledger is not None:
+            files = await asyncio.to_thread(self.ledger.load)
+            last = self.ledger.last_audit
+            if last is not None:
+                self._last_audit_s = last.finished_at / 1000
+            logger.info(
+                "archive ledger: %d files published from; last audit %s",
+                len(files),
+                "never" if last is None else _dt(last.finished_at).isoformat(),
+            )
+        self._ready("backfilling")
         first = True
         outage_delays = backoff()
         while not self.stop.is_set():
@@ -424,11 +467,41 @@ class Backfiller:
             if first and not self.stop.is_set():
                 self._finish_summary()
                 logger.info("caught up: %s", self.summary.line())
-                self.health.set(True, "caught up")
+                self._ready("caught up")
             first = False
+            if self._audit_due():
+                await self._guarded(self._audit())
             if self.cfg.backfill.exit_when_done or self.stop.is_set():
                 break
             await self._guarded(self._sleep(self.cfg.backfill.recheck_every_s))
+
+    def _audit_due(self) -> bool:
+        every = self.cfg.backfill.audit_every_s
+        if not every or self.ledger is None or self.archive is None or self.stop.is_set():
+            return False
+        return time.time() - self._last_audit_s >= every
+
+    async def _audit(self) -> None:
+        """The periodic archive audit, between passes (low priority: nothing else runs)."""
+        assert self.ledger is not None and self.archive is not None  # noqa: S101 - _audit_due
+        await asyncio.to_thread(self._flush_and_commit)  # every used file is in the ledger
+        audit = ArchiveAudit(
+            archive=self.archive,
+            rest=self.rest,
+            publisher=self.publisher,
+            ledger=self.ledger,
+            stop=self.stop,
+        )
+        try:
+            found = await audit.run()
+        except (ExchangeError, ArchiveError) as exc:
+            logger.warning("archive audit interrupted, tried again next time: %s", exc)
+            return
+        finally:
+            self._last_audit_s = time.time()
+        self.summary.audits += 1
+        self.summary.audit_files_reingested += found.files_reingested
+        self.summary.audit_candles_corrected += found.candles_corrected
 
     async def _guarded(self, work: Awaitable[None]) -> None:
         """Run ``work`` until it ends or a stop is requested (SIGTERM)."""
@@ -446,15 +519,19 @@ class Backfiller:
         await asyncio.sleep(seconds)
 
     def _validate_symbols(self, info: ExchangeInfo) -> None:
-        for index, pair in enumerate(self.cfg.pairs):
+        """Adopt exchangeInfo: a symbol it does not list is reported once and skipped (the
+        other pairs go on); one listed again is picked up."""
+        gone, back = self.unlisted.update(self.cfg.pairs, info)
+        for pair in gone:
+            self._report_unlisted(pair, "not listed on the exchange (exchangeInfo)")
+        for pair in back:
+            logger.warning("%s: listed on the exchange again; backfilling it", pair)
+        for pair in self.cfg.pairs:
             sym = info.symbols.get(pair.symbol)
             if sym is None:
-                raise ConfigError(
-                    f"pairs[{index}]",
-                    str(pair),
-                    f"symbol {pair.symbol} is not listed on the exchange (exchangeInfo)",
-                )
-            if not sym.trading:
+                self.states[pair].info = None
+                continue
+            if not sym.trading and self.states[pair].info != sym:
                 logger.warning(
                     "%s status %s: backfilled up to its last candle%s, not live",
                     pair.symbol,
@@ -464,6 +541,25 @@ class Backfiller:
                     else "",
                 )
             self.states[pair].info = sym
+        self._note_unlisted()
+
+    def _report_unlisted(self, pair: Pair, why: str) -> None:
+        index = self.cfg.pairs.index(pair)
+        logger.error(
+            "pairs[%d] %s: symbol %s %s; skipped, the other pairs go on",
+            index,
+            pair,
+            pair.symbol,
+            why,
+        )
+
+    def _note_unlisted(self) -> None:
+        self.summary.unlisted_pairs = [str(p) for p in self.cfg.pairs if p in self.unlisted]
+
+    def _ready(self, reason: str) -> None:
+        if self.summary.unlisted_pairs:
+            reason += f"; not listed (skipped): {', '.join(self.summary.unlisted_pairs)}"
+        self.health.set(True, reason)
 
     async def _last_candle_end(self, state: PairState) -> int | None:
         """For a contract not trading and without a settlement date: the exclusive end of its
@@ -477,6 +573,9 @@ class Backfiller:
 
     # -- one pass --------------------------------------------------------------------------
     async def _pass(self, first: bool) -> None:
+        if not first:
+            # Symbols get delisted and listed while we run: a pass plans with today's list.
+            self._validate_symbols(await self.rest.exchange_info())
         now = await self.rest.server_time()  # the exchange's word on what is closed
         await self._plan_ranges(now)
         short = await asyncio.to_thread(self._promise, now)
@@ -534,6 +633,9 @@ class Backfiller:
     async def _plan_ranges(self, now: int) -> None:
         start_ms = self.cfg.backfill.start_ms
         for state in self.states.values():
+            if state.pair in self.unlisted:
+                state.range = None
+                continue
             info = state.info
             settles = info.settles_at if info else None
             if info is not None and not info.trading and settles is None:
@@ -549,7 +651,11 @@ class Backfiller:
     def _promise(self, now: int) -> list[Pair]:
         """Mark where this pass ends (acknowledged by Kafka), then read the producer's live
         starts: the pairs whose live start lies beyond this pass (``qryptify.handoff``)."""
-        plans = {pair: planned_through(pair.interval, now) for pair in self.states}
+        plans = {
+            state.pair: planned_through(state.pair.interval, now)
+            for state in self.states.values()
+            if state.range is not None  # not an unlisted symbol
+        }
         for pair, plan in plans.items():
             self.offsets.commit(PLAN, pair, plan)
         self.offsets.acknowledge()
@@ -618,6 +724,12 @@ class Backfiller:
                 ):
                     await self._publish(state, result)
             except (ExchangeError, ArchiveError) as exc:
+                if is_unlisted_rejection(exc):
+                    # Delisted while we run: reported once, like one missing at start.
+                    if self.unlisted.mark(state.pair):
+                        self._report_unlisted(state.pair, f"no longer listed ({exc})")
+                    self._note_unlisted()
+                    return
                 state.failed = str(exc)
                 logger.error("%s failed, resumes on the next run: %s", state.pair, exc)
 
@@ -646,19 +758,14 @@ class Backfiller:
         page = unit.page
         klines = await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
         # Planned pages end before the candle that was open at `now`; drop anything later.
-        klines = [k for k in klines if k.close_time < now]
-        result = UnitResult(klines=klines)
-        if page.slots <= self.limit:  # the answer could hold every slot: absent = empty
-            for a, b in missing_runs(
-                pair.interval, page.start_ms, page.end_ms, (k.open_time for k in klines)
-            ):
-                result.empty.append(EmptyRange(pair.symbol, pair.interval, a, b, now))
-        return result
+        closed, empty = page_events(pair, page, klines, now, self.limit)
+        return UnitResult(klines=closed, empty=empty)
 
     async def _fetch_archive(self, pair: Pair, unit: ArchiveUnit, now: int) -> UnitResult:
         assert self.archive is not None  # noqa: S101 - archive units are planned only with it
         rows: EncodedKlines | None
         async with self._archive_sem:
+            reuploads = self.archive.stats.corrections
             try:
                 rows = await self.archive.fetch_encoded(unit.file, now, self.publisher.codec)
             except ArchiveError as exc:
@@ -668,6 +775,8 @@ class Backfiller:
                 corrupt = True
             else:
                 corrupt = False
+            if self.archive.stats.corrections > reuploads:  # the cached copy was stale
+                ARCHIVE_FILES.labels("reuploaded").inc()
         if rows is None:
             if not corrupt:
                 logger.info("archive %s not published: filling from daily files / REST", unit.file)
@@ -680,12 +789,15 @@ class Backfiller:
                 merged.extend(part)
             return merged
         ARCHIVE_FILES.labels("used").inc()
+        sha = self.archive.used.get(unit.file.path)
         # Rows in [unit.start_ms, unit.end_ms) that closed before `now`; open times ascend.
         opens = rows.open_times
         rows = rows.take(bisect_left(opens, unit.start_ms), bisect_left(opens, unit.end_ms))
         if rows.close_times and max(rows.close_times) >= now:
             rows = rows.pick([i for i, t in enumerate(rows.close_times) if t < now])
         result = UnitResult(archive=[rows])
+        if sha is not None:
+            result.files.append(IngestedFile(unit.file, unit.start_ms, unit.end_ms, sha))
         opens = rows.open_times
         for day, expected, found in day_shortfalls(
             pair.interval, unit.start_ms, unit.end_ms, opens
@@ -754,6 +866,10 @@ class Backfiller:
         newest = max(positions, default=None)
         if newest is not None and (state.position is None or newest > state.position):
             state.position = newest
+        if self.ledger is not None:
+            # Recorded in the ledger once Kafka acknowledged the pair through `newest`.
+            position = -1 if newest is None else newest
+            self._unrecorded += [(pair, position, entry) for entry in result.files]
         self._progress.advance(state, slots)
         WEIGHT.set(self.rest.budget.own(self.rest.budget_now_ms()))
 
@@ -773,6 +889,7 @@ class Backfiller:
                 await asyncio.sleep(COMMIT_EVERY_S)
                 self.publisher.poll(0)
                 self.offsets.commit_acked(self.service, self.publisher)
+                self._record_acked_files()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -785,7 +902,23 @@ class Backfiller:
         if remaining:
             logger.error("%d records not acknowledged by Kafka at exit", remaining)
         self.offsets.commit_acked(self.service, self.publisher)
+        self._record_acked_files()
         self.offsets.flush(30)
+        if self.ledger is not None:
+            self.ledger.flush(30)
+
+    def _record_acked_files(self) -> None:
+        """Archive files whose candles Kafka acknowledged go into the ledger."""
+        if self.ledger is None or not self._unrecorded:
+            return
+        waiting: list[tuple[Pair, int, IngestedFile]] = []
+        for pair, position, entry in self._unrecorded:
+            acked = self.publisher.acked_through(pair)
+            if position < 0 or (acked is not None and acked >= position):
+                self.ledger.record(entry)
+            else:
+                waiting.append((pair, position, entry))
+        self._unrecorded = waiting
 
     def _finish_summary(self) -> None:
         s = self.summary
@@ -800,4 +933,5 @@ class Backfiller:
             a = self.archive.stats
             s.archive_downloaded, s.archive_cached = a.downloaded, a.cached
             s.archive_missing, s.archive_corrupt = a.missing, a.corrupt
+            s.archive_corrections = a.corrections
         s.failed_pairs = [str(st.pair) for st in self.states.values() if st.failed]

@@ -34,11 +34,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from qryptify.binance.rest import BinanceRest
+from qryptify.binance.rest import BinanceRest, UnlistedPairs, is_unlisted_rejection
 from qryptify.binance.ws import (
     ConnectPacer,
     KlineFrame,
     Malformed,
+    connect_options,
     parse_frame,
     plan_connections,
     reconnect_delays,
@@ -235,7 +236,10 @@ class ProducerRunner:
         self._acks: deque[tuple[Pair, int, str | None]] = deque()
         # (symbol, interval, open time) → (frame read, produce called), perf_counter seconds
         self._frame_t: dict[tuple[str, str, int], tuple[float, float]] = {}
+        #: Pairs a REST fetch is running for, and pairs the exchange does not list (never
+        #: fetched: the watchdog skips busy pairs).
         self._busy: set[Pair] = set()
+        self.unlisted = UnlistedPairs()
         self._fill_tasks: set[asyncio.Task[None]] = set()
         self._rest_sem: asyncio.Semaphore | None = None
         self._malformed_seen: set[str] = set()
@@ -297,7 +301,12 @@ class ProducerRunner:
                 len(groups),
                 self.cfg.ws.endpoint,
             )
-            self.health.set(True, f"streaming {len(self.pairs)} pairs")
+            skipped = sorted(str(p) for p in self.unlisted.pairs)
+            self.health.set(
+                True,
+                f"streaming {len(self.pairs)} pairs"
+                + (f"; not listed (skipped): {', '.join(skipped)}" if skipped else ""),
+            )
             while not self.stop.is_set():
                 for task in tasks:
                     if task.done() and not task.cancelled():
@@ -323,6 +332,10 @@ class ProducerRunner:
             if i:
                 await asyncio.sleep(0.6)
             await self.rest.server_time()
+        gone, _ = self.unlisted.update(self.pairs, await self.rest.exchange_info())
+        for pair in gone:
+            self._report_unlisted(pair, "is not listed on the exchange (exchangeInfo)")
+        self.pairs = tuple(p for p in self.pairs if p not in self.unlisted)
         self.book = LiveBook(await asyncio.to_thread(self._resume_points))
         return True
 
@@ -395,16 +408,7 @@ class ProducerRunner:
         self.pacer.record(time.monotonic_ns() // 1_000_000)
         ping = self.cfg.ws.ping_interval_s or None
         try:
-            ws = await connect(
-                group.url,
-                open_timeout=10,
-                ping_interval=ping,
-                ping_timeout=ping,
-                close_timeout=2,
-                max_queue=1024,
-                proxy=None,
-                user_agent_header="qryptify-ingestor",
-            )
+            ws = await connect(group.url, **connect_options(ping))
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             logger.warning("connection %d: connect failed: %s", group.index, exc)
             return None
@@ -672,10 +676,15 @@ class ProducerRunner:
             async with sem:
                 await self._fetch_pages(pair, reason)
         except IngestorError as exc:
-            self.stats.rest_errors += 1
-            logger.warning("REST %s of %s failed: %s", reason, pair, exc)
+            if is_unlisted_rejection(exc):
+                if self.unlisted.mark(pair):
+                    self._report_unlisted(pair, f"is no longer listed ({exc})")
+            else:
+                self.stats.rest_errors += 1
+                logger.warning("REST %s of %s failed: %s", reason, pair, exc)
         finally:
-            self._busy.discard(pair)
+            if pair not in self.unlisted:
+                self._busy.discard(pair)
             self.watchdog.fetched(pair, self.clock.now_ms())
             took = time.monotonic() - started
             if took > SLOW_FETCH_S:
@@ -725,6 +734,12 @@ class ProducerRunner:
             if len(page) < limit or not closed:
                 return
             cursor = next_open(interval, closed[-1].open_time)
+
+    def _report_unlisted(self, pair: Pair, why: str) -> None:
+        logger.error(
+            "%s: symbol %s %s; not fetched again, the other pairs go on", pair, pair.symbol, why
+        )
+        self._busy.add(pair)
 
     async def _watchdog_loop(self) -> None:
         while True:

@@ -22,6 +22,7 @@ import httpx
 import yaml
 
 from qryptify import db
+from qryptify.archive_ledger import ArchiveLedger
 from qryptify.avro import KlineCodec
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest
@@ -217,6 +218,7 @@ class BackfillEnv:
             publisher=KlinePublisher(producer, cfg.kafka.topic),
             offsets=SourceOffsetStore(cfg.kafka, producer),
             archive=ArchiveClient(cfg.archive) if cfg.archive.enabled else None,
+            ledger=ArchiveLedger(cfg.kafka, producer) if cfg.archive.enabled else None,
             connect_db=functools.partial(db.connect, self.dsn),
         )
 

@@ -90,7 +90,7 @@ def test_weight_limited_backfill_under_a_429_storm(env: BackfillEnv, sim: SimPro
     thread = threading.Thread(target=run, name="backfiller")
     thread.start()
     try:
-        wait_until(lambda: len(transport.sent) > 50, 60, "the backfill to start")
+        wait_until(lambda: len(transport.sent) > 50, 120, "the backfill to start")
         sleep_until_boundary(after=WINDOW_S / 2)  # past the first (warm-up) window
         time.sleep(1.0)
         sim.set_faults(rest_429_next=STORM, rest_retry_after_s=1)

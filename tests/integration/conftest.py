@@ -54,12 +54,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def kafka_cfg(kafka_bootstrap: str) -> KafkaConfig:
-    """Fresh topics (klines, offsets, dlq) for this test, 3 partitions."""
-    base = unique("test")
+def fresh_topics(bootstrap: str, prefix: str = "test") -> KafkaConfig:
+    """Fresh topics (klines, offsets, dlq), 3 partitions, created."""
+    base = unique(prefix)
     cfg = KafkaConfig(
-        bootstrap_servers=kafka_bootstrap,
+        bootstrap_servers=bootstrap,
         topic=f"{base}.klines",
         offsets_topic=f"{base}.offsets",
         dlq_topic=f"{base}.dlq",
@@ -68,6 +67,12 @@ def kafka_cfg(kafka_bootstrap: str) -> KafkaConfig:
     )
     ensure_topics(cfg)
     return cfg
+
+
+@pytest.fixture
+def kafka_cfg(kafka_bootstrap: str) -> KafkaConfig:
+    """Fresh topics (klines, offsets, dlq) for this test, 3 partitions."""
+    return fresh_topics(kafka_bootstrap)
 
 
 @pytest.fixture

@@ -61,3 +61,60 @@ def test_a_row_appearing_between_the_check_and_the_copy_falls_back_to_the_upsert
             assert _statements(conn) == ["1"]  # the transaction is still usable
             assert db._upsert(conn, batch.copy_text()) == 4
     assert [r[2] for r in _table(db_dsn)] == [k.open_time for k in ks]
+
+
+def test_an_empty_range_deletes_the_stored_candles_in_its_span_before_the_batch_rows(
+    db_dsn: str,
+) -> None:
+    from qryptify.kline import EmptyRange
+
+    stored = [make_kline(s, open_time=T0 + i * 60_000) for s in ("BTCUSDT", "ETHUSDT")
+              for i in range(6)]  # fmt: skip
+    gone = EmptyRange("BTCUSDT", "1m", T0 + 60_000, T0 + 4 * 60_000, T0)
+    refilled = make_kline(open_time=T0 + 2 * 60_000, close="42001.5")
+    with db.connect(db_dsn) as conn:
+        db.write_batch(conn, stored)
+        result = db.write_batch(conn, [refilled], [gone])
+        empty = conn.execute("SELECT count(*) FROM empty_ranges").fetchone()
+    assert (result.deleted, result.empty_ranges, result.written) == (3, 1, 1)
+    left = {(str(r[0]), int(str(r[2]))) for r in _table(db_dsn)}
+    btc = sorted(t for s, t in left if s == "BTCUSDT")
+    # T0+1m and T0+3m deleted; T0+2m written after the delete; ETHUSDT untouched
+    assert btc == [T0, T0 + 2 * 60_000, T0 + 4 * 60_000, T0 + 5 * 60_000]
+    assert sum(1 for s, _ in left if s == "ETHUSDT") == 6
+    assert empty == (2,)  # the range minus the candle written after it: [1m, 2m), [3m, 4m)
+
+    # replaying the same records leaves the same table
+    def ranges() -> list[tuple[object, ...]]:
+        with db.connect(db_dsn) as conn:
+            return list(conn.execute("SELECT * FROM empty_ranges ORDER BY start_ts").fetchall())
+
+    before = _table(db_dsn), ranges()
+    with db.connect(db_dsn) as conn:
+        db.write_batch(conn, [refilled], [gone])
+    assert (_table(db_dsn), ranges()) == before
+
+
+def test_candles_written_into_a_recorded_empty_range_trim_it_to_its_still_empty_parts(
+    db_dsn: str,
+) -> None:
+    from qryptify.kline import EmptyRange
+
+    minute = 60_000
+    with db.connect(db_dsn) as conn:
+        db.write_batch(conn, [make_kline(open_time=T0)],
+                       [EmptyRange("BTCUSDT", "1m", T0 + minute, T0 + 6 * minute, T0)])  # fmt: skip
+        # a corrected file fills two of the five minutes (and ETHUSDT is another pair)
+        filled = [make_kline(open_time=T0 + 2 * minute), make_kline(open_time=T0 + 4 * minute),
+                  make_kline("ETHUSDT", open_time=T0 + 3 * minute)]  # fmt: skip
+        db.write_batch(conn, filled)
+        ranges = conn.execute(
+            "SELECT symbol, (extract(epoch FROM start_ts) * 1000)::bigint,"
+            " (extract(epoch FROM end_ts) * 1000)::bigint,"
+            " (extract(epoch FROM confirmed_at) * 1000)::bigint FROM empty_ranges ORDER BY 2"
+        ).fetchall()
+    assert ranges == [
+        ("BTCUSDT", T0 + minute, T0 + 2 * minute, T0),
+        ("BTCUSDT", T0 + 3 * minute, T0 + 4 * minute, T0),
+        ("BTCUSDT", T0 + 5 * minute, T0 + 6 * minute, T0),
+    ]

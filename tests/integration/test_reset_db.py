@@ -41,7 +41,9 @@ def counts(dsn: str) -> dict[str, int]:
 
 def applied_migrations(dsn: str) -> list[str]:
     with db.connect(dsn) as conn:
-        rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        rows = conn.execute(
+            "SELECT version FROM qryptify_schema_migrations ORDER BY version"
+        ).fetchall()
     return [str(r[0]) for r in rows]
 
 
@@ -129,3 +131,51 @@ def test_typing_the_database_name_resets_it(db_dsn: str, run: Run) -> None:
     assert counts(db_dsn)["candlesticks"] == 0
     assert counts(db_dsn)["strategy_notes"] == 1
     assert set(PROJECT_TABLES) <= set(proc.stdout.replace(",", " ").split())
+
+
+def test_lists_what_it_drops_before_asking(db_dsn: str, run: Run) -> None:
+    seed(db_dsn)
+    proc = _run_on_tty(run, "no")
+    listing = proc.stdout.index("drops only the project's tables")
+    assert listing < proc.stdout.index("Type the database name")
+    assert "candlesticks, empty_ranges, qryptify_schema_migrations, sync_state" in proc.stdout
+    assert "never with CASCADE" in proc.stdout
+
+
+def test_a_dependent_view_stops_it_and_nothing_changes(db_dsn: str, run: Run) -> None:
+    seed(db_dsn)
+    with db.connect(db_dsn) as conn:
+        conn.execute("CREATE VIEW strategy_btc AS SELECT ts, close FROM candlesticks")
+        conn.commit()
+    proc = run("-f", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert "strategy_btc" in proc.stderr and "Nothing changed" in proc.stderr
+    assert counts(db_dsn)["candlesticks"] == 5
+    with db.connect(db_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM strategy_btc").fetchone() == (5,)
+
+
+def test_another_tools_schema_migrations_is_left_alone(db_dsn: str, run: Run) -> None:
+    with db.connect(db_dsn) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version VARCHAR PRIMARY KEY)")
+        conn.execute("INSERT INTO schema_migrations VALUES ('20240101000000')")
+        conn.commit()
+    proc = run("-f", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    with db.connect(db_dsn) as conn:
+        rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        assert rows == [("20240101000000",)]
+        assert db.migrate(conn) == []
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == rows
+
+
+def test_the_old_migrations_table_is_adopted_and_dropped(db_dsn: str) -> None:
+    migrations = sorted(p.stem for p in db.sql_dir().glob("[0-9][0-9][0-9]_*.sql"))
+    with db.connect(db_dsn) as conn:
+        # The layout and rows an earlier release left behind.
+        conn.execute("ALTER TABLE qryptify_schema_migrations RENAME TO schema_migrations")
+        conn.commit()
+        assert db.migrate(conn) == []  # nothing re-applied: the records were adopted
+        legacy = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+        assert legacy == (None,)
+    assert applied_migrations(db_dsn) == migrations

@@ -329,7 +329,9 @@ def test_an_unmigrated_database_is_a_row_not_a_traceback(
     db_dsn: str, config_for: Callable[..., Path], status: StatusRun
 ) -> None:
     with db.connect(db_dsn) as conn:
-        conn.execute("DROP TABLE candlesticks, sync_state, empty_ranges, schema_migrations")
+        conn.execute(
+            "DROP TABLE candlesticks, sync_state, empty_ranges, qryptify_schema_migrations"
+        )
         conn.commit()
     code, doc = status_json(status, config_for(), "--now", str(NOW))
     assert code == EXIT_UNHEALTHY

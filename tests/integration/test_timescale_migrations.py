@@ -140,7 +140,7 @@ def test_migrations_run_twice_on_timescaledb(report: Report) -> None:
     assert report["extension_version"], "timescaledb extension was not created"
     assert report["extension_version"].startswith("2.23"), report["extension_version"]
     assert report["migrate_run1_applied"] == MIGRATIONS
-    assert report["migrate_run2_applied"] == []  # schema_migrations bookkeeping: no-op
+    assert report["migrate_run2_applied"] == []  # qryptify_schema_migrations bookkeeping: no-op
     assert report["raw_rerun_ok"] == MIGRATIONS  # every file itself idempotent
     assert report["schema_migrations"] == MIGRATIONS
 
@@ -222,7 +222,9 @@ def test_plain_postgres_keeps_a_plain_table_and_migrate_is_idempotent(db_dsn: st
         # db_dsn ran migrate() once already: the next runs apply nothing.
         assert db.migrate(conn) == []
         assert db.migrate(conn) == []
-        applied = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+        applied = conn.execute(
+            "SELECT version FROM qryptify_schema_migrations ORDER BY 1"
+        ).fetchall()
         assert [r[0] for r in applied] == MIGRATIONS
         available = conn.execute(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"

@@ -48,11 +48,11 @@ function migrationFiles() {
   return files
 }
 
-// Same bookkeeping as qryptify.db.migrate(): schema_migrations, one transaction per file,
+// Same bookkeeping as qryptify.db.migrate(): qryptify_schema_migrations, one transaction per file,
 // advisory lock, skip versions already recorded. Returns the versions applied now.
 async function migrate(db, files) {
   await db.exec(
-    'CREATE TABLE IF NOT EXISTS schema_migrations (' +
+    'CREATE TABLE IF NOT EXISTS qryptify_schema_migrations (' +
       ' version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())',
   )
   const applied = []
@@ -60,17 +60,17 @@ async function migrate(db, files) {
     const version = file.replace(/\.sql$/, '')
     await db.transaction(async (tx) => {
       await tx.query('SELECT pg_advisory_xact_lock(4242001)')
-      const done = await tx.query('SELECT 1 FROM schema_migrations WHERE version = $1', [version])
+      const done = await tx.query('SELECT 1 FROM qryptify_schema_migrations WHERE version = $1', [version])
       if (done.rows.length) return
       await tx.exec(fs.readFileSync(path.join(SQL_DIR, file), 'utf8'), { onNotice })
-      await tx.query('INSERT INTO schema_migrations (version) VALUES ($1)', [version])
+      await tx.query('INSERT INTO qryptify_schema_migrations (version) VALUES ($1)', [version])
       applied.push(version)
     })
   }
   return applied
 }
 
-// Re-run every file ignoring schema_migrations: each file must itself be idempotent
+// Re-run every file ignoring qryptify_schema_migrations: each file must itself be idempotent
 // ("a half-recorded run is safe to repeat").
 async function rerunRaw(db, files) {
   const ok = []
@@ -200,7 +200,7 @@ async function main() {
         WHERE i.indrelid = 'public.candlesticks'::regclass AND i.indisprimary ORDER BY k.n`,
     )
   ).map((r) => r.c)
-  out.schema_migrations = (await q('SELECT version FROM schema_migrations ORDER BY 1'))
+  out.schema_migrations = (await q('SELECT version FROM qryptify_schema_migrations ORDER BY 1'))
     .map((r) => r.version)
 
   // --- data: 5 days of hourly candles for 2 pairs, written with the project's upsert --------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ def host_ports(service: dict[str, Any]) -> set[int]:
     return {int(str(p).split(":")[-2]) for p in service.get("ports", [])}
 
 
+def test_published_ports_are_bound_to_localhost_by_default(services: dict[str, Any]) -> None:
+    published = [str(p) for svc in services.values() for p in svc.get("ports", [])]
+    assert published
+    assert all(p.startswith("${QRYPTIFY_BIND:-127.0.0.1}:") for p in published)
+
+
 def test_all_services_present(services: dict[str, Any]) -> None:
     assert set(services) >= {"kafka", "timescaledb", "migrate", *APP_SERVICES}
 
@@ -59,10 +66,11 @@ def test_kafka_kraft(services: dict[str, Any]) -> None:
 
 def test_timescaledb(services: dict[str, Any]) -> None:
     db = services["timescaledb"]
-    assert db["image"].startswith("timescale/timescaledb:latest-pg")
+    image = db["image"]
+    assert image.startswith("timescale/timescaledb:") and "latest" not in image  # pinned
     assert 5432 in host_ports(db)
     env = env_of(db)
-    assert env["POSTGRES_PASSWORD"] == "postgres"
+    assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")  # from .env, no default
     assert env["POSTGRES_DB"] == "qryptify"
     assert any(v.startswith("pgdata:") for v in db["volumes"])
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
@@ -82,16 +90,33 @@ def test_app_services(services: dict[str, Any], name: str) -> None:
     assert svc["command"][:3] == ["python", "-m", f"services.{name}"]
     env = env_of(svc)
     assert env["QRYPTIFY_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
-    assert env["QRYPTIFY_DB__DSN"] == "postgresql://postgres:postgres@timescaledb:5432/qryptify"
+    assert env["QRYPTIFY_DB__DSN"].startswith("postgresql://postgres:${POSTGRES_PASSWORD:?")
+    assert env["QRYPTIFY_DB__DSN"].endswith("@timescaledb:5432/qryptify")
     assert any(str(v).endswith(":/app/config.yaml:ro") for v in svc["volumes"])
+    # the healthcheck asks the service's own /healthz on its metrics port
+    port = 9400 + APP_SERVICES.index(name)
+    assert env["QRYPTIFY_METRICS__PORT"] == "9400"
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(svc["healthcheck"]["test"])
     deps = svc["depends_on"]
     assert deps["kafka"]["condition"] == "service_healthy"
     assert deps["timescaledb"]["condition"] == "service_healthy"
     assert deps["migrate"]["condition"] == "service_completed_successfully"
 
 
-def test_named_volumes(compose: dict[str, Any]) -> None:
-    assert set(compose["volumes"]) >= {"kafka-data", "pgdata"}
+def test_named_volumes(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    assert set(compose["volumes"]) >= {"kafka-data", "pgdata", "archive-cache"}
+    backfiller = services["backfiller"]
+    assert "archive-cache:/var/cache/qryptify" in backfiller["volumes"]
+    cache = env_of(backfiller)["QRYPTIFY_ARCHIVE__CACHE_DIR"]
+    assert cache.startswith("/var/cache/qryptify/")
+
+
+def test_env_example_names_every_variable_compose_requires() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    example = (ROOT / ".env.example").read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert required == {"POSTGRES_PASSWORD"}
+    assert all(f"\n{name}=" in "\n" + example for name in required)
 
 
 def test_dockerfile() -> None:
@@ -105,7 +130,7 @@ def test_dockerfile() -> None:
     assert users and users[-1] not in {"root", "0"}
     assert any(line.startswith("RUN pip install .") for line in lines)
     copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
-    assert {"schemas", "sql", "qryptify", "services"} <= copied
+    assert {"qryptify", "services"} <= copied  # schemas and sql are package data of qryptify
     # everything the image runs is copied before the USER switch
     assert lines.index(f"USER {users[-1]}") > max(
         i for i, line in enumerate(lines) if line.startswith(("COPY ", "RUN "))

@@ -46,6 +46,7 @@ def test_sasl_ssl_settings_reach_librdkafka_names() -> None:
         "sasl.username": "qryptify",
         "sasl.password": "s3cret-Sasl-pw",
         "ssl.ca.location": "/etc/kafka/ca.pem",
+        "logger": kafka.LIBRDKAFKA_LOG,
     }
 
 

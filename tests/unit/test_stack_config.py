@@ -327,3 +327,28 @@ def test_new_cluster_id() -> None:
 
 def test_ready_topic_name() -> None:
     assert READY_TOPIC == "__qryptify_ready"
+
+
+def test_demo_profile_has_its_own_stack_dir(tmp_path: Path) -> None:
+    from stack.config import default_stack_dir
+
+    assert default_stack_dir(tmp_path, "demo", {}) == tmp_path / ".stack-demo"
+    assert default_stack_dir(tmp_path, "default", {}) == tmp_path / ".stack"
+    over = {"QRYPTIFY_STACK_DIR": str(tmp_path / "st")}
+    assert default_stack_dir(tmp_path, "demo", over) == tmp_path / "st-demo"
+    assert default_stack_dir(tmp_path, "default", over) == tmp_path / "st"
+
+
+def test_demo_config_never_shares_the_real_pipelines_endpoints() -> None:
+    from qryptify.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    real = load_config(repo / "config.yaml", environ={})
+    demo = load_config(repo / "config.demo.yaml", environ={})
+    assert demo.kafka.bootstrap_servers != real.kafka.bootstrap_servers
+    assert demo.db.dsn.get_secret_value() != real.db.dsn.get_secret_value()
+    assert {demo.kafka.topic, demo.kafka.offsets_topic, demo.kafka.dlq_topic}.isdisjoint(
+        {real.kafka.topic, real.kafka.offsets_topic, real.kafka.dlq_topic}
+    )
+    assert demo.sink.group_id != real.sink.group_id
+    assert demo.metrics.port != real.metrics.port

@@ -16,7 +16,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
-from qryptify.pairs import HOUR_MS, MINUTE_MS, align_open
+from qryptify.pairs import DAY_MS, HOUR_MS, MINUTE_MS, align_open
 from sim.archive import archive_url_path
 from sim.faults import MALFORMED_KINDS, Faults
 from sim.server import SimulatorThread
@@ -28,6 +28,7 @@ from tests.integration.sim.helpers import (
     collect,
     klines_of,
 )
+from tests.integration.sim.test_sim_archive import as_rest, read_zip
 
 KLINES: Params = {"symbol": "BTCUSDT", "interval": "1m", "limit": 10}
 JAN_2024 = 1_704_067_200_000
@@ -349,3 +350,50 @@ def test_faults_from_the_constructor() -> None:
     ):
         assert http.get("/fapi/v1/time").status_code == 503
         assert http.get("/fapi/v1/time").status_code == 200
+
+
+def test_archive_reuploads_change_the_file_the_file_its_checksum_rest_and_truth_at_its_time(
+    sim: SimulatorThread, http: httpx.Client
+) -> None:
+    path = archive_url_path("monthly", "BTCUSDT", "1h", JAN_2024)
+    gone = (JAN_2024 + 2 * DAY_MS, JAN_2024 + 2 * DAY_MS + 3 * HOUR_MS)  # 3 whole hours
+    half = (JAN_2024 + 5 * DAY_MS + 30 * 60_000, JAN_2024 + 5 * DAY_MS + HOUR_MS)  # half an hour
+    maintenance = (JAN_2024 + 9 * DAY_MS, JAN_2024 + 9 * DAY_MS + 2 * HOUR_MS)
+    at = sim.now_ms() + DAY_MS
+    sim.set_faults(
+        empty_ranges=[{"symbol": "BTCUSDT", "start": maintenance[0], "end": maintenance[1]}],
+        archive_reuploads=[
+            {"file": "BTCUSDT-1h-2024-01.zip", "at": at, "empty": [list(gone), list(half)],
+             "filled": [list(maintenance)]}
+        ],
+    )  # fmt: skip
+    params: dict[str, str | int] = {
+        "symbol": "BTCUSDT",
+        "interval": "1h",
+        "start": JAN_2024,
+        "end": JAN_2024 + 31 * DAY_MS,
+    }
+
+    def snapshot() -> tuple[str, dict[int, list[object]], dict[int, list[object]]]:
+        checksum = http.get(path + ".CHECKSUM").text
+        _names, lines = read_zip(http.get(path).content)
+        rows = {int(str(r[0])): r for r in (as_rest(line) for line in lines[1:])}
+        truth = {int(r[0]): r for r in http.get("/sim/truth", params=params).json()}
+        return checksum, rows, truth
+
+    before_sum, before_rows, before_truth = snapshot()
+    assert before_rows == before_truth and len(before_rows) == 31 * 24 - 2
+    sim.advance(DAY_MS)  # the re-upload's time has come
+    after_sum, after_rows, after_truth = snapshot()
+    assert after_sum != before_sum
+    assert after_rows == after_truth and len(after_rows) == 31 * 24 - 3
+    hour = JAN_2024 + 5 * DAY_MS
+    assert before_rows[hour] != after_rows[hour]  # a half-empty hour: different values
+    assert all(t not in after_rows for t in range(gone[0], gone[1], HOUR_MS))
+    assert all(t in after_rows for t in range(maintenance[0], maintenance[1], HOUR_MS))
+    rest = http.get("/fapi/v1/klines", params={
+        "symbol": "BTCUSDT", "interval": "1h", "startTime": gone[0], "endTime": gone[1], "limit": 10
+    }).json()  # fmt: skip
+    assert [r[0] for r in rest] == [gone[1]]  # REST agrees: the three hours are gone
+    counts = httpx.get(sim.url + "/sim/archive-requests").json()
+    assert counts[path.lstrip("/") + ".CHECKSUM"] == 2 and sim.stats()["klines_requests"] == 1

@@ -169,11 +169,72 @@ def test_fetch_verifies_caches_and_reuses(tmp_path: Path) -> None:
     cached = c.cache_path(FILE)
     assert cached.exists() and cached.with_name(cached.name + ".CHECKSUM").exists()
     assert not list(cached.parent.glob("*.tmp"))  # no temp files left behind
-    # second client: served from the cache, no request
+    # second client: served from the cache after one look at the published checksum
     fake.requests.clear()
     c2 = client(fake, tmp_path)
     assert run_fetch(c2, FILE) == klines
-    assert fake.requests == [] and c2.stats.cached == 1
+    assert fake.requests == [FILE.path + ".CHECKSUM"] and c2.stats.cached == 1
+    assert c2.stats.downloaded == 0 and c2.stats.corrections == 0
+
+
+def test_a_reuploaded_file_is_downloaded_again_and_counted_as_a_correction(
+    tmp_path: Path,
+) -> None:
+    fake = FakeArchive({FILE.path: make_zip(FILE.csv_name, f"{HEADER}\n{ROW0}\n{ROW1}\n")})
+    first = run_fetch(client(fake, tmp_path), FILE)
+    assert isinstance(first, list) and len(first) == 2
+    old_sha = hashlib.sha256(fake.zips[FILE.path]).hexdigest()
+    # the exchange replaces the file: one row gone (new content, new CHECKSUM)
+    fake.zips[FILE.path] = make_zip(FILE.csv_name, f"{HEADER}\n{ROW1}\n")
+    new_sha = hashlib.sha256(fake.zips[FILE.path]).hexdigest()
+    fake.requests.clear()
+    c = client(fake, tmp_path)
+    # the stale copy is still readable for a diff, by its old checksum only
+    assert len(c.cached_klines(FILE, 1, old_sha)) == 2
+    assert c.cached_klines(FILE, 1, new_sha) == []
+    second = run_fetch(c, FILE)
+    assert isinstance(second, list) and [k.open_time for k in second] == [1743465300000]
+    assert fake.requests == [FILE.path + ".CHECKSUM", FILE.path]
+    assert (c.stats.corrections, c.stats.downloaded, c.stats.cached) == (1, 1, 0)
+    assert c.used[FILE.path] == new_sha == c.cached_checksum(FILE)
+    # and the cache now holds the new content: the next use downloads nothing
+    fake.requests.clear()
+    c3 = client(fake, tmp_path)
+    assert run_fetch(c3, FILE) == second
+    assert fake.requests == [FILE.path + ".CHECKSUM"] and c3.stats.corrections == 0
+
+
+def test_the_cache_key_does_not_depend_on_host_port_or_mirror_prefix(tmp_path: Path) -> None:
+    fake = FakeArchive({FILE.path: make_zip(FILE.csv_name, ROW1)})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        # a mirror serving the same tree below a prefix
+        path = request.url.path.removeprefix("/mirror")
+        return fake.handler(httpx.Request("GET", request.url.copy_with(path=path)))
+
+    a = ArchiveClient(
+        ArchiveConfig(endpoint="http://127.0.0.1:8001"),
+        cache_dir=tmp_path,
+        transport=httpx.MockTransport(fake.handler),
+    )
+    b = ArchiveClient(
+        ArchiveConfig(endpoint="http://localhost:9002/mirror/"),
+        cache_dir=tmp_path,
+        transport=httpx.MockTransport(handler),
+    )
+    assert a.cache_path(FILE) == b.cache_path(FILE) == tmp_path / FILE.path
+    run_fetch(a, FILE)
+    run_fetch(b, FILE)
+    assert (a.stats.downloaded, b.stats.downloaded, b.stats.cached) == (1, 0, 1)
+
+
+def test_a_file_no_longer_published_is_not_served_from_the_cache(tmp_path: Path) -> None:
+    fake = FakeArchive({FILE.path: make_zip(FILE.csv_name, ROW1)})
+    run_fetch(client(fake, tmp_path), FILE)
+    fake.zips.clear()
+    c = client(fake, tmp_path)
+    assert run_fetch(c, FILE) is None
+    assert c.stats.missing == 1 and c.stats.cached == 0
 
 
 def test_missing_file_is_none(tmp_path: Path) -> None:

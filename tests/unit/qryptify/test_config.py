@@ -4,42 +4,63 @@ from pathlib import Path
 
 import pytest
 
-from qryptify.config import build_config, load_config
-from qryptify.errors import ConfigError
+from qryptify.config import build_config, check_config, load_config
+from qryptify.errors import ConfigError, ConfigErrors
 from qryptify.pairs import Pair
 
-# The seed ingestor's config file, as its README shows it.
-SEED_CONFIG = """\
-pairs:
-  - BTCUSDT/4h
-  - ETHUSDT-1h
-  - {symbol: BNBUSDT, interval: 15m}
-
-rest:
-  endpoint: https://fapi.binance.com
-  klines_limit: 1500
-
-ws:
-  endpoint: wss://fstream.binance.com/stream
-
-db:
-  dsn: postgresql://postgres:postgres@localhost:5432/qryptify
-
-backfill:
-  start_date: 2020-01-01
-"""
+# The original ingestor's config file exactly as its README shows it (byte for byte).
+ORIGINAL_CONFIG = Path(__file__).resolve().parents[2] / "fixtures" / "original-config.yaml"
+SEED_CONFIG = ORIGINAL_CONFIG.read_text(encoding="utf-8")
+JAN_2022_MS = 1_640_995_200_000  # 2022-01-01T00:00:00Z
 
 
-def test_seed_config_loads_unchanged(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(SEED_CONFIG)
-    cfg = load_config(path, environ={})
+def test_original_config_loads_unchanged() -> None:
+    cfg = load_config(ORIGINAL_CONFIG, environ={})
     assert cfg.pairs == (Pair("BTCUSDT", "4h"), Pair("ETHUSDT", "1h"), Pair("BNBUSDT", "15m"))
+    assert cfg.rest.endpoint == "https://fapi.binance.com"
     assert cfg.rest.klines_limit == 1500
-    assert cfg.backfill.start_ms == 1_577_836_800_000
+    assert cfg.db.dsn.get_secret_value() == "postgresql://postgres:postgres@localhost:5432/qryptify"
+    assert cfg.backfill.start_ms == JAN_2022_MS
     # The legacy /stream URL connects but sends nothing since 2026-04-23: rewritten, warned.
     assert cfg.ws.endpoint == "wss://fstream.binance.com/market/stream"
     assert len(cfg.warnings) == 1 and "rewritten" in cfg.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected_ms"),
+    [
+        ('"2022-01-01T00:00:00Z"', JAN_2022_MS),
+        ("2022-01-01T00:00:00Z", JAN_2022_MS),  # unquoted: YAML's own timestamp
+        ('"2022-01-01"', JAN_2022_MS),
+        ("2022-01-01", JAN_2022_MS),  # unquoted: YAML's own date
+        # 13:37 at +02:00 is 11:37 UTC: the time and the offset both count.
+        ('"2022-01-01T13:37:00+02:00"', JAN_2022_MS + (11 * 60 + 37) * 60_000),
+        ('"2022-01-01T13:37:00.250Z"', JAN_2022_MS + (13 * 60 + 37) * 60_000 + 250),
+        ('"2021-12-31T23:00:00-01:00"', JAN_2022_MS),
+    ],
+)
+def test_start_date_takes_a_date_or_a_timestamp_and_keeps_the_time(
+    tmp_path: Path, raw: str, expected_ms: int
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(SEED_CONFIG.replace('"2022-01-01T00:00:00Z"', raw))
+    assert load_config(path, environ={}).backfill.start_ms == expected_ms
+
+
+def test_start_date_from_the_environment_keeps_the_time(tmp_path: Path) -> None:
+    env = {"QRYPTIFY_BACKFILL__START_DATE": "2022-01-01T13:37:00+02:00"}
+    cfg = load_config(ORIGINAL_CONFIG, environ=env)
+    assert cfg.backfill.start_ms == JAN_2022_MS + (11 * 60 + 37) * 60_000
+
+
+@pytest.mark.parametrize("raw", ['"2022-01-01T13:37:00"', "2022-01-01 13:37:00", '"soon"', "5"])
+def test_start_date_without_a_zone_or_not_a_time_is_refused(tmp_path: Path, raw: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(SEED_CONFIG.replace('"2022-01-01T00:00:00Z"', raw))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.key == "backfill.start_date"
+    assert "ISO-8601 timestamp with Z or an offset" in str(info.value)
 
 
 def test_environment_overrides_every_key(tmp_path: Path) -> None:
@@ -78,7 +99,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ({"pairs": ["BTCUSDT/1m", "BTCUSDT-1m"]}, "pairs[1]", "duplicate of pairs[0]"),
         ({"db": {"dsn": "mysql://root:hunter2@h/db"}}, "db.dsn", "postgresql://"),
         ({"db": {"dsn": "postgresql://u:hunter2@h:port/db"}}, "db.dsn", "invalid port"),
-        ({"backfill": {"start_date": "last tuesday"}}, "backfill.start_date", "YYYY-MM-DD"),
+        ({"backfill": {"start_date": "last tuesday"}}, "backfill.start_date", "YYYY-MM-DD or"),
         ({"rest": {"klines_limit": 5000}}, "rest.klines_limit", "1500"),
         ({"kafka": {"security_protocol": "SASL_SSL"}}, "kafka", "needs sasl_mechanism"),
     ],
@@ -141,3 +162,35 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("pairs: [BTCUSDT/1m\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad, environ={})
+
+
+def test_every_error_at_once_with_its_source(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "pairs: [BTCUSDT/1m, btc/5m]\n"
+        "rest: {endpiont: x, klines_limit: 5000}\n"
+        'backfill: {start_date: "soon"}\n'
+    )
+    env = {"QRYPTIFY_DB__DSN": "mysql://u:hunter2@h/db"}
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path, environ=env)
+    found = {e.key: e for e in info.value.errors}
+    assert set(found) == {
+        "pairs[1]",
+        "rest.klines_limit",
+        "rest.endpiont",
+        "db.dsn",
+        "backfill.start_date",
+    }
+    assert found["db.dsn"].source == "environment QRYPTIFY_DB__DSN"
+    assert found["rest.klines_limit"].source == f"file {path}"
+    assert "less than or equal to 1500" in found["rest.klines_limit"].reason
+    text = str(info.value)
+    assert len(text.splitlines()) == 5
+    assert "hunter2" not in text
+
+
+def test_config_check_names_an_empty_pair_list_as_the_default() -> None:
+    problems = check_config(build_config({}), {})
+    assert [(p.key, p.source) for p in problems] == [("pairs", "default")]
+    assert check_config(build_config({"pairs": ["BTCUSDT/1m"]}), {}) == []

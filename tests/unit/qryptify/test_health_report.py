@@ -473,3 +473,17 @@ def test_text_shows_timescaledb_hypertables() -> None:
                    "symbol,", "interval", "ts", "DESC"]  # fmt: skip
     doc = to_json(dataclasses.replace(report, database=timescale))
     assert doc["database"]["hypertables"][0]["segment_by"] == "symbol, interval"
+
+
+def test_verdict_names_an_unlisted_symbol_and_judges_only_the_others() -> None:
+    now = T0 + 10 * M + 1
+    good = _report([T0 + i * M for i in range(10)], now, Thresholds())
+    nope = Pair("NOPEUSDT", "1m")
+    empty = assess_pair(facts(nope, [], start_ms=T0, now_ms=now), T0, now, None)
+    report = dataclasses.replace(good, pairs=(*good.pairs, empty), unlisted=(nope,))
+    report = dataclasses.replace(report, breaches=tuple(judge(report)))
+    assert [(b.check, b.subject) for b in report.breaches] == [("unlisted", "NOPEUSDT/1m")]
+    assert not report.healthy
+    text = render_text(report)
+    assert "unlisted NOPEUSDT/1m: symbol NOPEUSDT is not listed on the exchange" in text
+    assert to_json(report)["unlisted"] == ["NOPEUSDT/1m"]

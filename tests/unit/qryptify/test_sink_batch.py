@@ -22,7 +22,7 @@ from qryptify.sink.batch import (
     check_kline,
     offsets_to_commit,
     split_batch,
-    write_within_limit,
+    write_bisecting,
 )
 from qryptify.sink.rows import CandleBatch, CandleRow, ts_text
 from tests.conftest import T0, make_kline
@@ -205,7 +205,7 @@ class LimitExceeded(Exception):
     pass
 
 
-def test_write_within_limit_halves_transactions_that_exceed_it() -> None:
+def test_write_bisecting_halves_transactions_that_exceed_it() -> None:
     batch = CandleBatch.from_klines(make_kline(open_time=T0 + i * 60_000) for i in range(10))
     ranges = [EmptyRange("BTCUSDT", "1m", T0, T0 + 1, T0)]
     calls: list[tuple[int, int]] = []
@@ -219,23 +219,26 @@ def test_write_within_limit_halves_transactions_that_exceed_it() -> None:
         assert b.spans == CandleBatch.of(b.rows).spans
         return len(b)
 
-    written = write_within_limit(write, batch, ranges, lambda e: isinstance(e, LimitExceeded))
+    written, rejected = write_bisecting(
+        write, batch, ranges, lambda e: isinstance(e, LimitExceeded), lambda e: None
+    )
+    assert rejected == []
     assert sum(written) == 10
     assert sorted(seen) == sorted(batch.rows)
     assert sum(r for _, r in calls) == 1  # the empty ranges are written exactly once
     assert all(n <= 3 for n, _ in calls)
 
 
-def test_write_within_limit_reraises_other_errors_and_single_rows() -> None:
+def test_write_bisecting_reraises_other_errors_and_single_rows() -> None:
     def fails(b: CandleBatch, rs: Sequence[EmptyRange]) -> int:
         raise LimitExceeded
 
     one = CandleBatch.from_klines([make_kline()])
     two = CandleBatch.from_klines([make_kline(), make_kline("ETHUSDT")])
     with pytest.raises(LimitExceeded):
-        write_within_limit(fails, one, [], lambda e: True)
+        write_bisecting(fails, one, [], lambda e: True, lambda e: None)
     with pytest.raises(LimitExceeded):
-        write_within_limit(fails, two, [], lambda e: False)
+        write_bisecting(fails, two, [], lambda e: False, lambda e: None)
 
 
 def test_backoff_grows_to_the_cap() -> None:
@@ -345,3 +348,25 @@ def test_records_below_the_committed_position_are_not_staged_again() -> None:
     assert sorted(split.batch.rows) == rows_of(new, other)  # partition 1 has no floor
     assert split.offsets == {(TOPIC, 0): 11, (TOPIC, 1): 4}
     assert split.first_offsets == {(TOPIC, 0): 10, (TOPIC, 1): 3}
+
+
+def test_an_empty_range_drops_the_earlier_candles_it_covers_and_keeps_later_ones() -> None:
+    ks = [make_kline(open_time=T0 + i * 60_000) for i in range(5)]
+    other = make_kline("ETHUSDT", open_time=T0 + 60_000)
+    gone = EmptyRange("BTCUSDT", "1m", T0 + 60_000, T0 + 3 * 60_000, T0)
+    refilled = make_kline(open_time=T0 + 2 * 60_000, close="42001.5")
+    split = split_batch(
+        [*(krec(i, k) for i, k in enumerate(ks)), krec(0, other, 1), krec(10, gone),
+         krec(11, refilled)],
+        CODEC,
+    )  # fmt: skip
+    # T0+1m is gone (published before the range); T0+2m came after it; ETHUSDT is untouched
+    assert sorted(split.batch.rows) == rows_of(ks[0], refilled, ks[3], ks[4], other)
+    assert split.empty_ranges == [gone]
+
+
+def test_split_without_a_revoked_partition_drops_its_empty_ranges_too() -> None:
+    a = EmptyRange("BTCUSDT", "1m", T0, T0 + 60_000, T0)
+    b = EmptyRange("ETHUSDT", "1m", T0, T0 + 60_000, T0)
+    split = split_batch([krec(0, a, 0), krec(0, b, 1)], CODEC)
+    assert split.without({(TOPIC, 1)}).empty_ranges == [a]

@@ -95,3 +95,30 @@ def test_load_faults_from_text_and_file(tmp_path: object) -> None:
     with pytest.raises(FaultError, match="JSON"):
         load_faults("{nope")
     assert set(MALFORMED_KINDS) == {"bad_json", "missing_field", "wrong_type", "bad_ohlc"}
+
+
+def test_reuploads_validate_and_correct_empty_ranges_in_time_order() -> None:
+    from sim.faults import Reupload, corrected_empty_ranges
+
+    f = Faults().updated(
+        {"archive_reuploads": [
+            {"file": "BTCUSDT-1h-2024-01.zip", "at": 200, "filled": [[10, 20]]},
+            {"file": "BTCUSDT-1h-2024-01.zip", "at": 100, "empty": [[0, 30]]},
+            {"file": "ETHUSDT-1m-2024-01-05.zip", "at": 50, "empty": [[5, 6]]},
+        ]}
+    )  # fmt: skip
+    assert f.reuploads_done("BTCUSDT", 99) == ()
+    done = f.reuploads_done("BTCUSDT", 200)
+    assert [r.at for r in done] == [100, 200]
+    assert corrected_empty_ranges([(40, 50)], done) == [(40, 50), (0, 10), (20, 30)]
+    assert corrected_empty_ranges([], done[:1]) == [(0, 30)]
+    assert Faults().updated(json.loads(json.dumps(f.to_json()))) == f
+    assert done[0] == Reupload("BTCUSDT-1h-2024-01.zip", 100, ((0, 30),))
+    for bad, message in (
+        ({"file": "x.zip", "at": 1, "empty": [[0, 1]]}, "zip name"),
+        ({"file": "BTCUSDT-1h-2024-01.zip", "at": 1}, "changes something"),
+        ({"file": "BTCUSDT-1h-2024-01.zip", "at": 1, "empty": [[2, 1]]}, "end > start"),
+        ({"file": "BTCUSDT-1h-2024-01.zip", "at": "soon", "empty": [[0, 1]]}, "'at'"),
+    ):
+        with pytest.raises(FaultError, match=message):
+            Faults().updated({"archive_reuploads": [bad]})

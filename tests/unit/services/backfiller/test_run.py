@@ -11,11 +11,11 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from qryptify.archive_ledger import IngestedFile
 from qryptify.avro import EncodedKlines, KlineCodec
-from qryptify.binance.archive import ArchiveStats
+from qryptify.binance.archive import ArchiveFile, ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
 from qryptify.config import Config, build_config
-from qryptify.errors import ConfigError
 from qryptify.handoff import LIVE_START, PLAN
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import MINUTE_MS, Pair, interval_ms
@@ -179,11 +179,40 @@ def events(producer: FakeProducer) -> list[Event]:
     return [codec.decode(value) for _, _, value in producer.records]
 
 
-def test_unknown_symbol_is_a_config_error_naming_it() -> None:
-    bf, _, _ = make(Exchange(), ["BTCUSDT/1m", "NOPEUSDT/1m"])
-    with pytest.raises(ConfigError) as info:
-        bf.run()
-    assert info.value.key == "pairs[1]" and "NOPEUSDT" in str(info.value)
+def test_an_unlisted_symbol_is_reported_once_and_the_other_pairs_complete(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bf, producer, offsets = make(Exchange(), ["BTCUSDT/1m", "NOPEUSDT/1m", "BTCUSDT/1h"])
+    assert bf.run() == 0
+    got = events(producer)
+    assert {(e.symbol, e.interval) for e in got} == {("BTCUSDT", "1m"), ("BTCUSDT", "1h")}
+    assert len([e for e in got if isinstance(e, Kline) and e.interval == "1m"]) == 180
+    assert Pair("NOPEUSDT", "1m") not in offsets.stored
+    assert bf.summary.unlisted_pairs == ["NOPEUSDT/1m"]
+    assert "unlisted=NOPEUSDT/1m" in bf.summary.line()
+    reports = [r for r in caplog.records if "NOPEUSDT" in r.getMessage()]
+    assert len(reports) == 1 and "pairs[1] NOPEUSDT/1m" in reports[0].getMessage()
+    assert bf.health.get() == (True, "caught up; not listed (skipped): NOPEUSDT/1m")
+
+
+def test_a_symbol_delisted_while_running_is_skipped_like_an_unlisted_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ex = Exchange()
+    bf, producer, _ = make(ex, ["OLDUSDT/1m", "BTCUSDT/1m"])
+    original = ex.handler
+
+    def delisted_after_exchange_info(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/fapi/v1/klines" and request.url.params["symbol"] == "OLDUSDT":
+            return httpx.Response(400, json={"code": -1121, "msg": "Invalid symbol."})
+        return original(request)
+
+    bf.rest = BinanceRest(bf.cfg.rest, transport=httpx.MockTransport(delisted_after_exchange_info))
+    assert bf.run() == 0
+    assert {e.symbol for e in events(producer)} == {"BTCUSDT"}
+    assert bf.summary.unlisted_pairs == ["OLDUSDT/1m"] and bf.summary.failed_pairs == []
+    reports = [r for r in caplog.records if "OLDUSDT/1m: symbol OLDUSDT" in r.getMessage()]
+    assert len(reports) == 1 and "no longer listed" in reports[0].getMessage()
 
 
 def test_publishes_every_closed_candle_in_order_and_never_the_open_one() -> None:
@@ -327,11 +356,13 @@ class FakeArchive:
         self.drop = drop
         self.fetched: list[str] = []
         self.stats = ArchiveStats()
+        self.used: dict[str, str] = {}
 
     async def fetch(self, file: Any, ingested_at: int) -> list[Kline] | None:
         self.fetched.append(str(file))
         if file.start_ms != START:
             return None
+        self.used[file.path] = "ab" * 32
         return [
             Kline(
                 "BTCUSDT",
@@ -397,3 +428,49 @@ def test_a_stopped_symbol_without_settlement_date_ends_at_its_last_candle() -> N
     got = events(producer)
     assert [e.open_time for e in got if isinstance(e, Kline)][-1] == START + 41 * MINUTE_MS
     assert not [e for e in got if isinstance(e, EmptyRange)]  # no "empty" after the end
+
+
+class FakeLedger:
+    """Collects what the backfiller records (the real one writes the offsets topic)."""
+
+    def __init__(self) -> None:
+        self.recorded: list[Any] = []
+        self.files: dict[str, Any] = {}
+        self.last_audit = None
+
+    def load(self) -> dict[str, Any]:
+        return {}
+
+    def record(self, entry: Any) -> Any:
+        self.recorded.append(entry)
+        return entry
+
+    def flush(self, timeout_s: float = 0) -> int:
+        return 0
+
+
+class SilentProducer(FakeProducer):
+    """Takes records and never delivers them (a broker that does not answer)."""
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return len(self._callbacks)
+
+
+@pytest.mark.parametrize("delivered", [True, False])
+def test_an_archive_file_enters_the_ledger_only_after_kafka_acknowledged_its_candles(
+    delivered: bool,
+) -> None:
+    ex = Exchange(now=START + 2 * 1440 * MINUTE_MS + 30_000)
+    producer = FakeProducer() if delivered else SilentProducer()
+    bf, _, _ = make(ex, ["BTCUSDT/1m"], producer=producer, archive=True, audit_every_s=0)
+    bf.archive = cast(Any, FakeArchive(set()))
+    ledger = FakeLedger()
+    bf.ledger = cast(Any, ledger)
+    assert bf.run() == 0
+    day = ArchiveFile.daily("BTCUSDT", "1m", START)
+    # the second day is not published yet: REST, not in the ledger
+    expected = [IngestedFile(day, START, START + 1440 * MINUTE_MS, "ab" * 32)]
+    assert ledger.recorded == (expected if delivered else [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qryptify.binance.archive import ArchiveFile
 from qryptify.pairs import DAY_MS, HOUR_MS, MINUTE_MS, Pair, count_opens
-from services.backfiller.planning import (
+from qryptify.planning import (
     ArchiveUnit,
     Page,
     RestUnit,
@@ -140,3 +140,38 @@ def test_ranges_to_units() -> None:
         Page(FEB, FEB, 1),
     ]
     assert count_opens("1m", JAN, FEB) == 44640
+
+
+def test_page_events_confirm_empty_only_what_a_full_answer_left_out() -> None:
+    from qryptify.kline import EmptyRange
+    from qryptify.planning import Page, page_events
+    from tests.conftest import T0, make_kline
+
+    pair = Pair("BTCUSDT", "1m")
+    page = Page(T0, T0 + 4 * MINUTE_MS, 5)
+    answer = [make_kline(open_time=T0), make_kline(open_time=T0 + 3 * MINUTE_MS),
+              make_kline(open_time=T0 + 4 * MINUTE_MS)]  # fmt: skip
+    now = T0 + 5 * MINUTE_MS  # every slot of the page has closed
+    closed, empty = page_events(pair, page, [*answer, make_kline(open_time=T0 + 5 * MINUTE_MS)],
+                                now, limit=5)  # fmt: skip
+    assert closed == answer  # the candle still open at `now` is dropped
+    assert empty == [EmptyRange("BTCUSDT", "1m", T0 + MINUTE_MS, T0 + 3 * MINUTE_MS, now)]
+    # a page larger than the limit proves nothing
+    assert page_events(pair, page, answer, now, limit=4)[1] == []
+
+
+def test_pair_range_from_a_start_instant_inside_a_candle() -> None:
+    # backfill.start_date 2022-01-01T13:37:00+02:00 = 11:37 UTC: the first candle opening at
+    # or after it, per interval.
+    start = parse_time_ms("2022-01-01T11:37:00Z")
+    now = parse_time_ms("2022-01-03T00:00:00Z")
+    assert pair_range(Pair("BTCUSDT", "4h"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T12:00:00Z"
+    )
+    assert pair_range(Pair("ETHUSDT", "1h"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T12:00:00Z"
+    )
+    assert pair_range(Pair("BNBUSDT", "15m"), start, now).start_ms == parse_time_ms(
+        "2022-01-01T11:45:00Z"
+    )
+    assert pair_range(Pair("BNBUSDT", "1m"), start, now).start_ms == start  # on the grid

@@ -5,8 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qryptify.pairs import MINUTE_MS, next_open
-from services.backfiller.gaps import (
+from qryptify.gaps import (
     confirmed_empty,
     day_shortfalls,
     find_gaps,
@@ -14,6 +13,7 @@ from services.backfiller.gaps import (
     missing_runs,
     subtract,
 )
+from qryptify.pairs import MINUTE_MS, next_open
 from sim.symbols import parse_time_ms
 from tests.conftest import make_kline
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qryptify.binance.archive import DAILY_INTERVALS, ArchiveFile, month_start, next_month
+from qryptify.gaps import missing_runs
+from qryptify.kline import EmptyRange, Kline
 from qryptify.pairs import (
     DAY_MS,
     HOUR_MS,
@@ -257,6 +259,23 @@ def fallback_units(
                 units.append(ArchiveUnit(file, a, b))
         return units
     return [RestUnit(p) for p in plan_pages(pair.interval, unit.start_ms, unit.end_ms, limit)]
+
+
+def page_events(
+    pair: Pair, page: Page, klines: Sequence[Kline], exchange_now_ms: int, limit: int
+) -> tuple[list[Kline], list[EmptyRange]]:
+    """One REST answer for ``page``: its closed candles, and the ranges the exchange thereby
+    confirms empty (only when the answer could hold every slot of the page)."""
+    closed = [k for k in klines if k.close_time < exchange_now_ms]
+    if page.slots > limit:
+        return closed, []
+    empty = [
+        EmptyRange(pair.symbol, pair.interval, a, b, exchange_now_ms)
+        for a, b in missing_runs(
+            pair.interval, page.start_ms, page.end_ms, (k.open_time for k in closed)
+        )
+    ]
+    return closed, empty
 
 
 def ranges_to_units(interval: str, ranges: Sequence[tuple[int, int]], limit: int) -> list[RestUnit]:
