@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from qryptify.errors import ConfigError, ConfigErrors, PairError, redact_text
+from qryptify.futures.config import FuturesConfig
 from qryptify.pairs import Pair, parse_pair
 
 ENV_PREFIX = "QRYPTIFY_"
@@ -290,6 +291,8 @@ class Config(_Section):
     sink: SinkConfig = SinkConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    #: Optional futures data (funding rates); off by default.
+    futures: FuturesConfig = FuturesConfig()
     #: Notes produced while loading (e.g. a legacy URL rewritten); services log them.
     warnings: tuple[str, ...] = ()
 
@@ -435,6 +438,16 @@ def build_config(data: Mapping[str, Any], sources: Sources | None = None) -> Con
         raise ConfigErrors(errors) from None
     except TypeError as exc:  # e.g. a section given as a list
         raise ConfigErrors([*errors, ConfigError("<top>", None, str(exc))]) from None
+    k = cfg.kafka
+    if cfg.futures.topic in (k.topic, k.offsets_topic, k.dlq_topic):
+        errors.append(
+            ConfigError(
+                "futures.topic",
+                cfg.futures.topic,
+                "must differ from the kafka topics",
+                source_of(("futures", "topic"), known),
+            )
+        )
     if errors:
         raise ConfigErrors(errors)
     return cfg

@@ -133,7 +133,10 @@ MIGRATIONS_TABLE = "qryptify_schema_migrations"
 LEGACY_MIGRATIONS_TABLE = "schema_migrations"
 #: Every object the migrations create (the timescaledb extension aside: other schemas may use
 #: it); ``reset-db`` drops exactly these.
-PROJECT_TABLES = ("candlesticks", "sync_state", "empty_ranges", MIGRATIONS_TABLE)
+PROJECT_TABLES = (
+    "candlesticks", "sync_state", "empty_ranges", "funding_rates", "futures_sync_state",
+    "mark_price_klines", "index_price_klines", "premium_index_klines", MIGRATIONS_TABLE,
+)  # fmt: skip
 _MIGRATION_LOCK = 4242001
 
 

@@ -198,3 +198,11 @@ class NoDataYet(IngestorError):
 def is_retryable(exc: BaseException) -> bool:
     """True when the same request may succeed later without any change."""
     return isinstance(exc, RateLimited | ExchangeUnavailable | DatabaseUnavailable)
+
+
+class InvalidFuturesRecord(IngestorError, ValueError):
+    """A funding (or other futures) record that breaks its rules; goes to the DLQ."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

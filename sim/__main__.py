@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from sim.faults import FaultError, load_faults
+from sim.funding import parse_funding_changes
 from sim.server import SimConfig, run_simulator
 from sim.symbols import DEFAULT_SYMBOLS, load_symbols, parse_time_ms
 
@@ -30,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ping-interval-s", type=float, default=180.0, help="wall seconds; 0 = off")
     p.add_argument("--faults", default=None, help="fault flags: JSON text or a JSON file")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--funding-changes",
+        default=None,
+        help='funding interval changes, JSON [["ETHUSDT", "2024-06-15", 4], …]',
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -56,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ping_interval_s=args.ping_interval_s,
             faults=load_faults(args.faults),
             seed=args.seed,
+            funding_changes=parse_funding_changes(args.funding_changes),
         )
     except (FaultError, ValueError, OSError) as exc:
         print(f"qryptify-sim: {exc}", file=sys.stderr)

@@ -43,7 +43,9 @@ from sim.archive import (
 )
 from sim.clock import SimClock
 from sim.faults import FaultError, Faults, corrected_empty_ranges
+from sim.funding import add_funding_routes
 from sim.limits import BANNED, LIMITED, WeightLimiter, klines_weight
+from sim.mark_stream import mark_streams, serve_mark_price
 from sim.market import (
     Availability,
     Formatters,
@@ -55,6 +57,8 @@ from sim.market import (
     stable_fraction,
     stable_string_key,
 )
+from sim.price_klines import REST_PATHS as PRICE_KLINE_PATHS
+from sim.price_klines import add_price_kline_routes
 from sim.streams import (
     corrected_bar,
     handle_control,
@@ -92,6 +96,8 @@ class SimConfig:
     update_interval_s: float = 0.25  # wall seconds between x:false frames of one stream
     faults: Faults = field(default_factory=Faults)
     seed: int = 7
+    #: Funding interval changes, (symbol, from ms, hours): see sim/funding.py.
+    funding_changes: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -252,7 +258,7 @@ def _int_param(request: web.Request, name: str) -> int | None:
 
 
 def _request_weight(request: web.Request) -> int:
-    if request.path == "/fapi/v1/klines":
+    if request.path == "/fapi/v1/klines" or request.path in PRICE_KLINE_PATHS:
         raw = request.query.get("limit", "500")
         return klines_weight(int(raw)) if raw.isdigit() and len(raw) < 10 else klines_weight(500)
     return 1
@@ -1030,6 +1036,9 @@ def _stream_list(text: str) -> tuple[str, ...]:
 
 
 async def handle_market_stream(request: web.Request) -> web.StreamResponse:
+    marks = mark_streams(request.query.get("streams", ""))
+    if marks is not None:  # <symbol>@markPrice streams: sim/mark_stream.py
+        return await serve_mark_price(request, request.app[STATE_KEY], marks)
     streams = _stream_list(request.query.get("streams", ""))
     return await _serve_ws(request, routed=True, combined=True, streams=streams)
 
@@ -1068,6 +1077,8 @@ def build_app(state: SimState) -> web.Application:
     app.router.add_get("/stream", handle_legacy_stream)
     app.router.add_get("/ws", handle_legacy_ws)
     app.router.add_get("/ws/{streams:.*}", handle_legacy_ws)
+    add_funding_routes(app, state)  # before the catch-all /data/ route
+    add_price_kline_routes(app, state)
     app.router.add_get("/data/{tail:.*}", handle_archive)
     app.router.add_get("/sim/faults", handle_get_faults)
     app.router.add_post("/sim/faults", handle_post_faults)

@@ -21,8 +21,14 @@ from tqdm import tqdm
 
 from qryptify import db
 from qryptify.config import Config
-from qryptify.errors import IngestorError
-from qryptify.kafka import TopicPartition, make_consumer, make_producer, topic_partitions
+from qryptify.errors import IngestorError, NoDataYet
+from qryptify.futures.sink import FuturesSink
+from qryptify.kafka import (
+    TopicPartition,
+    make_consumer,
+    make_producer,
+    topic_partitions,
+)
 from qryptify.service import install_stop_handlers
 from qryptify.sink.batch import FlushPolicy
 from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, SinkLoop
@@ -160,11 +166,17 @@ def replay(
         on_flush=on_flush,
         done=None if follow else caught_up(marks),
     )
+    futures = _futures_replay(cfg, dsn, group_id, stop, follow)
     started = time.monotonic()
     try:
         loop.run()
     finally:
         bar.close()
+        if futures is not None:
+            if follow or stop.is_set():
+                stop.set()
+            futures[1].join()
+            print(f"futures: {futures[0].written} funding rows written", file=sys.stderr)
     ended = time.monotonic()
     return ReplayResult(
         totals=dict(loop.totals),
@@ -172,6 +184,32 @@ def replay(
         steady_s=max(ended - (first_flush[0] if first_flush else started), 1e-9),
         interrupted=stop.is_set() and not follow,
     )
+
+
+def _futures_replay(
+    cfg: Config, dsn: str, group_id: str, stop: threading.Event, follow: bool
+) -> tuple[FuturesSink, threading.Thread] | None:
+    """With ``futures.funding_rates`` on: the futures topic replayed on its own thread (its
+    own fresh group), up to its high watermarks at start unless following."""
+    if not cfg.futures.enabled:
+        return None
+    consumer = make_consumer(cfg.kafka, f"{group_id}.futures")
+    try:
+        marks = _watermarks(consumer, cfg.futures.topic, cfg.kafka.bootstrap_servers)
+    except NoDataYet:
+        consumer.close()
+        print(f"futures: no topic {cfg.futures.topic} yet, nothing to replay", file=sys.stderr)
+        return None
+    sink = FuturesSink(
+        consumer,
+        lambda: db.connect(dsn),
+        cfg.futures.topic,
+        stop,
+        until=None if follow else {p: high for p, (_low, high) in marks.items()},
+    )
+    thread = threading.Thread(target=sink.run, name="futures-replay", daemon=True)
+    thread.start()
+    return sink, thread
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

@@ -23,6 +23,8 @@ from qryptify.binance.rest import parse_exchange_info
 from qryptify.clock import SystemClock, server_offset_ms
 from qryptify.config import Config, KafkaConfig, redact_dsn
 from qryptify.errors import ConfigError, DatabaseUnavailable, ExchangeUnavailable, MalformedPayload
+from qryptify.futures import status as futures_status
+from qryptify.futures.price import enabled_kinds
 from qryptify.health_report import (
     DEFAULT_MAX_GAPS,
     DEFAULT_MAX_LAG,
@@ -242,11 +244,43 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         unlisted=unlisted,
     )
     report = dataclasses.replace(report, breaches=tuple(judge(report)))
+    funding, prices = _futures(cfg, dsn)
     if args.json:
-        print(json.dumps(to_json(report), indent=2))
+        body = to_json(report)
+        if funding is not None or prices is not None:
+            body["futures"] = {
+                "funding": futures_status.to_json(funding or []),
+                "price_klines": futures_status.prices_to_json(prices or []),
+            }
+        print(json.dumps(body, indent=2))
     else:
         print(render_text(report))
+        if funding is not None:
+            print(futures_status.render(funding))
+        if prices is not None:
+            print(futures_status.render_prices(prices))
     return 0 if report.healthy else EXIT_UNHEALTHY
+
+
+def _futures(
+    cfg: Config, dsn: str
+) -> tuple[list[futures_status.FundingCoverage] | None, list[futures_status.PriceCoverage] | None]:
+    """Coverage per futures kind that is on (None for what is off)."""
+    kinds = enabled_kinds(cfg)
+    if not cfg.futures.funding_rates and not kinds:
+        return None, None
+    try:
+        with db.connect(dsn, autocommit=True) as conn:
+            funding = (
+                futures_status.funding_coverage(conn, [p.symbol for p in cfg.pairs])
+                if cfg.futures.funding_rates
+                else None
+            )
+            prices = futures_status.price_coverage(conn, kinds, cfg.pairs) if kinds else None
+            return funding, prices
+    except Exception as exc:  # reported by the main section already if the DB is down
+        logger.debug("futures coverage failed: %s", exc)
+        return ([] if cfg.futures.funding_rates else None), ([] if kinds else None)
 
 
 def _resolve_now(args: argparse.Namespace, cfg: Config) -> tuple[int, str]:

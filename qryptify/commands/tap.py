@@ -23,6 +23,10 @@ from qryptify.avro import KlineCodec
 from qryptify.commands.replay import REPLAY_GROUP_PREFIX
 from qryptify.config import Config
 from qryptify.errors import ConfigError, IngestorError, PairError, UndecodableRecord
+from qryptify.futures import tap as futures_tap
+from qryptify.futures.funding import FundingRate
+from qryptify.futures.price import PriceKline
+from qryptify.futures.records import FuturesRecord
 from qryptify.kafka import KafkaError, TopicPartition, make_consumer, topic_partitions
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import Pair, parse_pair
@@ -73,6 +77,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--exit-at-end", action="store_true", help="stop once every partition is caught up"
     )
+    parser.add_argument(
+        "--futures",
+        action="store_true",
+        help="tap the futures topic (funding, mark/index/premium klines; --pair: by symbol)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -80,7 +89,9 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def event_fields(event: Event, partition: int, offset: int) -> dict[str, Any]:
+def event_fields(event: Event | FuturesRecord, partition: int, offset: int) -> dict[str, Any]:
+    if isinstance(event, FundingRate | PriceKline):
+        return futures_tap.fields(event, partition, offset)
     if isinstance(event, Kline):
         fields: dict[str, Any] = {"type": "kline"}
         fields.update({name: getattr(event, name) for name in Kline.__slots__})
@@ -92,7 +103,9 @@ def event_fields(event: Event, partition: int, offset: int) -> dict[str, Any]:
     return fields
 
 
-def format_table(event: Event, partition: int, offset: int) -> str:
+def format_table(event: Event | FuturesRecord, partition: int, offset: int) -> str:
+    if isinstance(event, FundingRate | PriceKline):
+        return futures_tap.table_line(event, partition, offset)
     where = f"{partition}@{offset}"
     if isinstance(event, Kline):
         return _TABLE.format(
@@ -116,30 +129,34 @@ def format_table(event: Event, partition: int, offset: int) -> str:
 class Printer:
     """Writes events in one of FORMATS; CSV and table print their header once."""
 
-    def __init__(self, fmt: str, out: TextIO) -> None:
+    def __init__(self, fmt: str, out: TextIO, *, futures: bool = False) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}")
         self.fmt = fmt
         self.out = out
         self._started = False
+        self.csv_fields = futures_tap.CSV_FIELDS if futures else CSV_FIELDS
+        self.table_header = futures_tap.TABLE_HEADER if futures else TABLE_HEADER
 
-    def line(self, event: Event, partition: int, offset: int) -> str:
+    def line(self, event: Event | FuturesRecord, partition: int, offset: int) -> str:
         if self.fmt == "json":
             return json.dumps(event_fields(event, partition, offset), separators=(",", ":"))
         if self.fmt == "csv":
             buf = io.StringIO()
             fields = event_fields(event, partition, offset)
-            csv.writer(buf, lineterminator="").writerow([fields.get(f, "") for f in CSV_FIELDS])
+            csv.writer(buf, lineterminator="").writerow(
+                [fields.get(f, "") for f in self.csv_fields]
+            )
             return buf.getvalue()
         return format_table(event, partition, offset)
 
-    def print(self, event: Event, partition: int, offset: int) -> None:
+    def print(self, event: Event | FuturesRecord, partition: int, offset: int) -> None:
         if not self._started:
             self._started = True
             if self.fmt == "csv":
-                self.out.write(",".join(CSV_FIELDS) + "\n")
+                self.out.write(",".join(self.csv_fields) + "\n")
             elif self.fmt == "table":
-                self.out.write(TABLE_HEADER + "\n")
+                self.out.write(self.table_header + "\n")
         self.out.write(self.line(event, partition, offset) + "\n")
 
 
@@ -183,7 +200,10 @@ def check_tap_group(group: str | None, cfg: Config) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     check_tap_group(args.group, cfg)
     keys = parse_filter(args.pair, cfg.pairs or None)  # no pairs configured: any pair
-    topic = cfg.kafka.topic
+    futures = bool(getattr(args, "futures", False))
+    if futures:  # futures keys are SYMBOL|kind…: --pair filters by its symbol
+        keys = {key.split(b"|", 1)[0] for key in keys}
+    topic = cfg.futures.topic if futures else cfg.kafka.topic
     overrides: dict[str, Any] = {
         "auto.offset.reset": "earliest" if args.from_beginning else "latest",
         "enable.partition.eof": True,
@@ -204,7 +224,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     stop = threading.Event()
     install_stop_handlers(stop)
     codec = KlineCodec()
-    printer = Printer(args.format, sys.stdout)
+    printer = Printer(args.format, sys.stdout, futures=futures)
     at_end: set[int] = set()
     printed = 0
     try:
@@ -222,10 +242,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                     continue
                 at_end.discard(partition)
                 good.append(msg)
-                if keys and msg.key() not in keys:
+                raw_key = msg.key()
+                rkey = raw_key.encode() if isinstance(raw_key, str) else raw_key or b""
+                if keys and (rkey.split(b"|", 1)[0] if futures else rkey) not in keys:
                     continue
                 try:
-                    event = codec.decode(msg.value() or b"")
+                    event: Event | FuturesRecord = (
+                        futures_tap.decode(codec.avro, msg.value() or b"")
+                        if futures
+                        else codec.decode(msg.value() or b"")
+                    )
                 except UndecodableRecord as exc:
                     print(f"tap: {partition}@{offset}: {exc}", file=sys.stderr)
                     continue

@@ -75,6 +75,7 @@ from qryptify.planning import (
 )
 from qryptify.publish import KlinePublisher, event_position
 from qryptify.retry import backoff, sleep_unless_stopped, until_available
+from services.backfiller.futures import FuturesPasses
 
 logger = logging.getLogger(__name__)
 
@@ -361,8 +362,11 @@ class Backfiller:
         stop: threading.Event | None = None,
         health: Health | None = None,
         service: str = SERVICE,
+        futures: FuturesPasses | None = None,
     ) -> None:
         self.cfg = cfg
+        #: The futures passes (``futures`` config), run after each kline pass.
+        self.futures = futures
         self.rest = rest
         self.publisher = publisher
         self.offsets = offsets
@@ -454,6 +458,9 @@ class Backfiller:
         while not self.stop.is_set():
             try:
                 await self._guarded(self._pass(first))
+                if self.futures is not None and not self.stop.is_set():
+                    infos = {p.symbol: s.info for p, s in self.states.items() if s.info}
+                    await self._guarded(self.futures.run_pass(infos))
             except (ExchangeUnavailable, RateLimited) as exc:
                 # The exchange went away mid-pass (after the per-request retries): stay up and
                 # run the pass again later; it resumes from the acknowledged positions.

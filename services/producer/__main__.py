@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from qryptify.binance.rest import BinanceRest
 from qryptify.config import Config
+from qryptify.futures.topic import topic_spec
 from qryptify.kafka import ensure_topics, make_producer
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.service import service_main
 from services.producer.clock import StreamClock
+from services.producer.futures import FuturesLive
 from services.producer.run import ProducerRunner
 
 
@@ -20,14 +22,21 @@ def build(cfg: Config, stop: threading.Event, health: Health) -> ProducerRunner:
     # Latency over batching: a closed candle goes out at once (idempotent, acks=all).
     producer = make_producer(cfg.kafka, **{"linger.ms": min(cfg.kafka.linger_ms, 1)})
     clock = StreamClock()
+    rest = BinanceRest(cfg.rest, clock=clock)
+    offsets = SourceOffsetStore(cfg.kafka, producer)
+    futures = None
+    if cfg.futures.enabled:
+        ensure_topics(cfg.kafka, specs=[topic_spec(cfg)])
+        futures = FuturesLive(cfg, rest, producer, offsets)
     return ProducerRunner(
         cfg,
         stop,
         health,
         producer=producer,
-        rest=BinanceRest(cfg.rest, clock=clock),
+        rest=rest,
         clock=clock,
-        offsets=SourceOffsetStore(cfg.kafka, producer),
+        offsets=offsets,
+        futures=futures,
     )
 
 

@@ -56,6 +56,7 @@ from qryptify.pairs import Pair, align_open, close_time, count_opens, next_open
 from qryptify.publish import AckTracker, KlinePublisher
 from qryptify.retry import until_available
 from services.producer.clock import StreamClock
+from services.producer.futures import FuturesLive
 from services.producer.rotation import Handover, RotationPolicy
 from services.producer.stream import LiveBook, Verdict, absent_open_times, closed_rest_klines
 from services.producer.watchdog import Watchdog, pairs_needing_fill
@@ -209,8 +210,11 @@ class ProducerRunner:
         offsets: SourceOffsetStore,
         pairs: Sequence[Pair] | None = None,
         observer: AckObserver | None = None,
+        futures: FuturesLive | None = None,
     ) -> None:
         self.cfg = cfg
+        #: The live futures path (``futures`` config), run beside the kline streams.
+        self.futures = futures
         self.stop = stop
         self.health = health
         self.producer = producer
@@ -291,6 +295,8 @@ class ProducerRunner:
                 asyncio.create_task(self._watchdog_loop(), name="watchdog"),
                 asyncio.create_task(self._commit_loop(), name="offsets"),
             ]
+            if self.futures is not None:
+                tasks.append(asyncio.create_task(self.futures.run(), name="futures"))
             groups = plan_connections(self.pairs, self.cfg.ws.max_streams_per_connection)
             for i, group in enumerate(groups):
                 url = stream_url(self.cfg.ws.endpoint, [p.stream for p in group])

@@ -10,7 +10,9 @@ import threading
 from qryptify import db
 from qryptify.config import Config
 from qryptify.errors import IngestorError
-from qryptify.kafka import ensure_topics, make_consumer, make_producer
+from qryptify.futures.sink import FuturesSink
+from qryptify.futures.topic import topic_spec
+from qryptify.kafka import ensure_topics, make_consumer, make_producer, topic_specs
 from qryptify.metrics import Health
 from qryptify.sink.batch import FlushPolicy
 from qryptify.sink.loop import DlqWriter, LoopSettings, SinkLoop
@@ -44,15 +46,41 @@ class MigratingConnector:
 
 
 class SinkRunner:
-    def __init__(self, cfg: Config, loop: SinkLoop) -> None:
+    def __init__(self, cfg: Config, loop: SinkLoop, futures: FuturesSink | None = None) -> None:
         self.cfg = cfg
         self.loop = loop
+        #: The futures topic's path (``futures.funding_rates``), on its own thread.
+        self.futures = futures
 
     def run(self) -> int:
+        specs = topic_specs(self.cfg.kafka)
+        if self.futures is not None:
+            specs.append(topic_spec(self.cfg))
         try:
-            ensure_topics(self.cfg.kafka)
+            ensure_topics(self.cfg.kafka, specs=specs)
         except IngestorError as exc:
             logger.warning("could not ensure topics (continuing): %s", exc)
+        if self.futures is None:
+            return self._run_klines()
+        thread = threading.Thread(target=self._run_futures, name="futures-sink", daemon=True)
+        thread.start()
+        try:
+            return self._run_klines()
+        finally:
+            self.futures.stop.set()
+            thread.join(60)
+
+    def _run_futures(self) -> None:
+        assert self.futures is not None  # noqa: S101 - only started with one
+        try:
+            self.futures.run()
+        except Exception:
+            # Bad records go to the DLQ and the database is retried, so this is Kafka or a bug:
+            # stop the whole service loudly rather than run half of it.
+            logger.exception("futures sink path failed; stopping the sink")
+            self.futures.stop.set()
+
+    def _run_klines(self) -> int:
         logger.info(
             "sink: topic %s, group %s, batch %d records / %d ms, database %s",
             self.cfg.kafka.topic,
@@ -81,4 +109,14 @@ def build_sink(cfg: Config, stop: threading.Event, health: Health) -> SinkRunner
         health=health,
         hook=crash_hook(os.environ),
     )
-    return SinkRunner(cfg, loop)
+    futures = None
+    if cfg.futures.enabled:
+        futures = FuturesSink(
+            make_consumer(cfg.kafka, cfg.futures.sink_group(cfg.sink.group_id)),
+            MigratingConnector(cfg.db.dsn.get_secret_value()),
+            cfg.futures.topic,
+            stop,
+            dlq=DlqWriter(make_producer(cfg.kafka), cfg.kafka.dlq_topic),
+            health=health,
+        )
+    return SinkRunner(cfg, loop, futures)

@@ -138,7 +138,10 @@ def test_lists_what_it_drops_before_asking(db_dsn: str, run: Run) -> None:
     proc = _run_on_tty(run, "no")
     listing = proc.stdout.index("drops only the project's tables")
     assert listing < proc.stdout.index("Type the database name")
-    assert "candlesticks, empty_ranges, qryptify_schema_migrations, sync_state" in proc.stdout
+    assert (
+        "candlesticks, empty_ranges, funding_rates, futures_sync_state, index_price_klines, "
+        "mark_price_klines, premium_index_klines, qryptify_schema_migrations, sync_state"
+    ) in proc.stdout
     assert "never with CASCADE" in proc.stdout
 
 

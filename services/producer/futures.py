@@ -1,0 +1,233 @@
+"""The producer's live futures path (``futures`` config): ``<symbol>@markPrice@1s`` on the
+routed combined path for the funding schedule, REST for what settled or closed.
+
+- One WebSocket (``ws.endpoint`` routed to ``/market/stream``) with every configured symbol's
+  mark-price stream when funding is on. A frame whose next funding time moved on means a
+  funding settled: it is fetched by REST at once. Reconnects with the producer's backoff; a
+  connection silent for ``ws.stale_after_s`` is replaced.
+- After every (re)connect (and at start) every series is filled by REST from its position.
+- A watchdog (``ws.watchdog_grace_ms``, ``ws.watchdog_retry_ms``, on the exchange clock)
+  fetches each price-kline series once its next candle closed (there is no kline stream of
+  these kinds on USDⓈ-M) and any funding whose time passed without a frame.
+- Everything goes through the producer's ``BinanceRest`` (one weight budget) and producer;
+  positions are committed as source offsets (services ``producer.<kind>`` and
+  ``producer.funding``) after Kafka acknowledged the records. Positions start from the newest
+  of the producer's and the backfiller's offsets; a series with none starts at the current
+  time (history is the backfiller's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import cast
+
+from confluent_kafka import Producer
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from qryptify.avro import AvroCodec
+from qryptify.binance.rest import BinanceRest
+from qryptify.binance.weights import best_page_limit
+from qryptify.binance.ws import connect_options, reconnect_delays
+from qryptify.config import Config
+from qryptify.errors import ExchangeError, MalformedPayload
+from qryptify.futures.live import CandleWatch, FundingWatch, mark_stream_url, parse_mark_frame
+from qryptify.futures.price import PriceKind, enabled_kinds
+from qryptify.futures.records import FuturesRecord
+from qryptify.futures.sources import FundingSource, closed_price_klines
+from qryptify.futures.topic import FundingOffsets, publish_records
+from qryptify.offsets import SourceOffsetStore
+from qryptify.pairs import Pair, last_closed_open, next_open
+
+logger = logging.getLogger(__name__)
+
+Series = tuple[str, str, str]  # (kind, symbol, interval)
+
+
+class FuturesLive:
+    def __init__(
+        self,
+        cfg: Config,
+        rest: BinanceRest,
+        producer: Producer,
+        offsets: SourceOffsetStore,
+        *,
+        codec: AvroCodec | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.rest = rest
+        self.producer = producer
+        self.offsets = offsets
+        self.funding_offsets = FundingOffsets(cfg.kafka, producer)
+        self.codec = codec or AvroCodec()
+        self.kinds = enabled_kinds(cfg)
+        self.symbols = list(dict.fromkeys(p.symbol for p in cfg.pairs))
+        self.funding = FundingWatch()
+        self.candles = CandleWatch()
+        self.source = FundingSource(rest, None, page_limit=cfg.futures.funding_page_limit)
+        self.page_limit = best_page_limit(cfg.rest.klines_limit)
+        self._busy: set[object] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connects = 0
+        self.published = 0
+        self.malformed = 0
+
+    # -- entry point ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self._load_positions()
+        loops = [asyncio.create_task(self._watchdog_loop(), name="futures-watchdog")]
+        if self.cfg.futures.funding_rates:
+            loops.append(asyncio.create_task(self._stream_loop(), name="futures-stream"))
+        else:
+            self._fill_all()
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for task in [*loops, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+
+    async def _load_positions(self) -> None:
+        now = self.rest.clock.now_ms()
+        if self.cfg.futures.funding_rates:
+            own = await asyncio.to_thread(self.funding_offsets.load, "producer.funding")
+            theirs = await asyncio.to_thread(self.funding_offsets.load, "backfiller.funding")
+            for symbol in self.symbols:
+                known = [t for t in (own.get(symbol), theirs.get(symbol)) if t is not None]
+                self.funding.published[symbol] = max(known) if known else now
+        for kind in self.kinds:
+            mine = await asyncio.to_thread(self.offsets.load, f"producer.{kind}")
+            backfilled = await asyncio.to_thread(self.offsets.load, f"backfiller.{kind}")
+            for pair in self.cfg.pairs:
+                known = [t for t in (mine.get(pair), backfilled.get(pair)) if t is not None]
+                start = max(known) if known else last_closed_open(pair.interval, now)
+                self.candles.published[(kind, pair.symbol, pair.interval)] = start
+        logger.info(
+            "futures live: %d symbols (funding %s), kinds %s",
+            len(self.symbols),
+            "on" if self.cfg.futures.funding_rates else "off",
+            ", ".join(self.kinds) or "none",
+        )
+
+    # -- the markPrice stream ------------------------------------------------------------------
+    async def _stream_loop(self) -> None:
+        ws_cfg = self.cfg.ws
+        url = mark_stream_url(ws_cfg.endpoint, self.symbols)
+        delays = reconnect_delays(ws_cfg.reconnect_initial_s, ws_cfg.reconnect_max_s)
+        while True:
+            try:
+                ws = await connect(url, **connect_options(ws_cfg.ping_interval_s or None))
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                logger.warning("futures: markPrice connect failed: %s", exc)
+                await asyncio.sleep(next(delays))
+                continue
+            self.connects += 1
+            if self.connects > 1:
+                logger.warning("futures: markPrice stream reconnected (%d)", self.connects - 1)
+            self._fill_all()  # whatever settled or closed while we were away
+            try:
+                async with ws:
+                    while True:
+                        raw = await asyncio.wait_for(ws.recv(), ws_cfg.stale_after_s)
+                        delays = reconnect_delays(
+                            ws_cfg.reconnect_initial_s, ws_cfg.reconnect_max_s
+                        )
+                        self._on_frame(raw)
+            except (ConnectionClosed, TimeoutError, OSError) as exc:
+                logger.warning("futures: markPrice stream lost (%s); reconnecting", exc)
+            await asyncio.sleep(next(delays))
+
+    def _on_frame(self, raw: str | bytes) -> None:
+        try:
+            update = parse_mark_frame(raw)
+        except MalformedPayload as exc:
+            self.malformed += 1
+            logger.warning("futures: malformed markPrice frame ignored: %s", exc.reason)
+            return
+        if self.funding.on_update(update):
+            self._spawn(("funding", update.symbol))
+
+    # -- watchdog and fetches ------------------------------------------------------------------
+    async def _watchdog_loop(self) -> None:
+        ws_cfg = self.cfg.ws
+        while True:
+            now = self.rest.clock.now_ms()
+            for symbol in self.funding.due(now, ws_cfg.watchdog_grace_ms):
+                self._spawn(("funding", symbol))
+            for series in self.candles.due(now, ws_cfg.watchdog_grace_ms):
+                self._spawn(series)
+            await asyncio.sleep(0.2)
+
+    def _fill_all(self) -> None:
+        if self.cfg.futures.funding_rates:
+            for symbol in self.symbols:
+                self._spawn(("funding", symbol))
+        for series in list(self.candles.published):
+            self._spawn(series)
+
+    def _spawn(self, job: tuple[str, ...]) -> None:
+        if job in self._busy:
+            return
+        self._busy.add(job)
+        task = asyncio.create_task(self._run_job(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_job(self, job: tuple[str, ...]) -> None:
+        retry = self.cfg.ws.watchdog_retry_ms
+        try:
+            if job[0] == "funding":
+                newest = await self._fetch_funding(job[1])
+                self.funding.fetched(job[1], newest, self.rest.clock.now_ms(), retry)
+            else:
+                series = (job[0], job[1], job[2])
+                newest = await self._fetch_candles(series)
+                self.candles.fetched(series, newest, self.rest.clock.now_ms(), retry)
+        except (ExchangeError, MalformedPayload) as exc:
+            logger.warning("futures: fetching %s failed (retried later): %s", "/".join(job), exc)
+        finally:
+            self._busy.discard(job)
+
+    async def _fetch_funding(self, symbol: str) -> int | None:
+        now = self.rest.clock.now_ms()
+        start = self.funding.published.get(symbol, now) + 1
+        rows = await self.source.between(symbol, start, now)
+        if not rows:
+            return None
+        await self._publish(rows)
+        await asyncio.to_thread(self._commit_funding, symbol, rows[-1].funding_time)
+        return rows[-1].funding_time
+
+    async def _fetch_candles(self, series: Series) -> int | None:
+        kind, symbol, interval = series
+        pk = cast(PriceKind, kind)
+        pair = Pair(symbol, interval)
+        # Closed by the exchange clock with the watchdog's grace as a margin: our estimate of
+        # that clock may run a little ahead, and the candle containing the exchange's now is
+        # still open (REST returns it with partial values).
+        now = self.rest.clock.now_ms() - self.cfg.ws.watchdog_grace_ms
+        start = next_open(interval, self.candles.published[series])
+        rows, _pages = await closed_price_klines(self.rest, pk, pair, start, now, self.page_limit)
+        if not rows:
+            return None
+        await self._publish(rows)
+        last_open = rows[-1].open_time
+        await asyncio.to_thread(self._commit, pk, pair, last_open)
+        return last_open
+
+    def _commit_funding(self, symbol: str, funding_time: int) -> None:
+        self.funding_offsets.commit("producer.funding", symbol, funding_time)
+        self.funding_offsets.flush()
+
+    def _commit(self, kind: PriceKind, pair: Pair, last_open: int) -> None:
+        self.offsets.commit(f"producer.{kind}", pair, last_open)
+        self.offsets.flush()
+
+    async def _publish(self, rows: Iterable[FuturesRecord]) -> None:
+        batch = list(rows)
+        await asyncio.to_thread(
+            publish_records, self.producer, self.cfg.futures.topic, self.codec, batch
+        )
+        self.published += len(batch)

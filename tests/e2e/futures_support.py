@@ -1,0 +1,153 @@
+"""Helpers for the futures end-to-end tests: a config with the futures section, the futures
+sink's progress, and the funding table compared with the simulator's truth."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+from psycopg import sql
+
+from qryptify import db
+from qryptify.config import KafkaConfig
+from qryptify.futures.price import TABLES
+from qryptify.kafka import TopicPartition, make_consumer
+from qryptify.metrics import Health
+from services.backfiller.__main__ import build as build_backfiller
+from services.backfiller.run import Backfiller
+from tests.e2e.backfill_support import BackfillEnv
+from tests.integration.conftest import unique
+
+
+def futures_env(env: BackfillEnv, *, prices: bool = False) -> str:
+    """Turn on funding rates (and with ``prices`` the three price kline kinds) on a fresh
+    futures topic; return its name."""
+    topic = unique("test") + ".futures"
+    env.extra["futures"] = {
+        "funding_rates": True,
+        "mark_price": prices,
+        "index_price": prices,
+        "premium_index": prices,
+        "topic": topic,
+    }
+    return topic
+
+
+def backfiller(env: BackfillEnv) -> Backfiller:
+    """The backfiller as its service entry point builds it (the funding pass included)."""
+    return build_backfiller(env.config(), threading.Event(), Health())
+
+
+def group_caught_up(kafka: KafkaConfig, topic: str, group: str) -> bool:
+    consumer = make_consumer(kafka, group)
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p) for p in meta.partitions]
+        for tp in consumer.committed(parts, timeout=10):
+            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            if high > 0 and tp.offset < high:
+                return False
+        return True
+    finally:
+        consumer.close()
+
+
+@dataclass
+class FundingReport:
+    symbol: str
+    truth: int = 0
+    missing: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    with_mark: int = 0  # rows carrying REST's mark price
+    with_hours: int = 0  # rows carrying the archive's interval
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.missing), len(self.extra), len(self.wrong)
+
+
+def compare_funding(dsn: str, sim_url: str, symbol: str, start: int, end: int) -> FundingReport:
+    """Row by row: every truth funding in [start, end) present with the same rate, and the
+    mark price / interval equal to the truth wherever the row has one."""
+    truth = httpx.get(
+        f"{sim_url}/sim/truth/funding",
+        params={"symbol": symbol, "start": start, "end": end},
+        timeout=30,
+    ).json()
+    with db.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT (extract(epoch FROM funding_time) * 1000)::bigint, funding_rate, mark_price,"
+            " interval_hours FROM funding_rates WHERE symbol = %s AND funding_time >= "
+            "to_timestamp(%s / 1000.0) AND funding_time < to_timestamp(%s / 1000.0)",
+            (symbol, start, end),
+        ).fetchall()
+    have = {int(r[0]): r[1:] for r in rows}
+    report = FundingReport(symbol, truth=len(truth))
+    for t in truth:
+        got = have.pop(int(t["fundingTime"]), None)
+        if got is None:
+            report.missing.append(int(t["fundingTime"]))
+            continue
+        rate, mark, hours = got
+        if rate != float(t["fundingRate"]):
+            report.wrong.append(f"{t['fundingTime']} rate {rate} != {t['fundingRate']}")
+        if mark is not None:
+            report.with_mark += 1
+            if mark != float(t["markPrice"]):
+                report.wrong.append(f"{t['fundingTime']} mark {mark} != {t['markPrice']}")
+        if hours is not None:
+            report.with_hours += 1
+            if hours != t["intervalHours"]:
+                report.wrong.append(f"{t['fundingTime']} hours {hours} != {t['intervalHours']}")
+    report.extra = sorted(have)
+    return report
+
+
+@dataclass
+class PriceReport:
+    kind: str
+    pair: str
+    truth: int = 0
+    missing: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.missing), len(self.extra), len(self.wrong)
+
+
+def compare_prices(
+    dsn: str, sim_url: str, kind: str, pair: str, start: int, end: int
+) -> PriceReport:
+    """Row by row against the simulator's closed candles of the kind in [start, end)."""
+    symbol, interval = pair.split("/")
+    truth = httpx.get(
+        f"{sim_url}/sim/truth/price",
+        params={"kind": kind, "symbol": symbol, "interval": interval, "start": start, "end": end},
+        timeout=30,
+    ).json()
+    with db.connect(dsn) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT (extract(epoch FROM ts) * 1000)::bigint, open, high, low, close,"
+                " (extract(epoch FROM close_time) * 1000)::bigint, samples FROM {} WHERE"
+                " symbol = %s AND interval = %s AND ts >= to_timestamp(%s / 1000.0)"
+                " AND ts < to_timestamp(%s / 1000.0)"
+            ).format(sql.Identifier(TABLES[kind])),  # type: ignore[index]
+            (symbol, interval, start, end),
+        ).fetchall()
+    have = {int(r[0]): r[1:] for r in rows}
+    report = PriceReport(kind, pair, truth=len(truth))
+    for t in truth:
+        got = have.pop(int(t[0]), None)
+        if got is None:
+            report.missing.append(int(t[0]))
+            continue
+        want = (float(t[1]), float(t[2]), float(t[3]), float(t[4]), int(t[6]), int(t[8]))
+        if tuple(got) != want:
+            report.wrong.append(f"{t[0]}: {tuple(got)} != {want}")
+    report.extra = sorted(have)
+    return report
