@@ -106,6 +106,19 @@ def start_producer(env: BackfillEnv) -> Service:
     return producer
 
 
+def start_long_pass(env: BackfillEnv) -> tuple[Service, Service]:
+    """Sink and a backfiller whose first pass is long (a month of 1m candles by REST, every
+    response slowed), returned once the pass is planned (its mark is on the offsets topic)."""
+    env.start_date = "2024-06-10"
+    env.archive = False
+    exchange(env).set_faults(slow_ms=300)
+    sink = env.start("services.sink")
+    backfiller = env.start("services.backfiller")
+    btc = Pair("BTCUSDT", "1m")
+    wait_until(lambda: btc in marks(env, PLAN), 120, "the backfiller to plan its pass")
+    return sink, backfiller
+
+
 def next_close_within_budget(env: BackfillEnv, producer: Service) -> None:
     """Move the clock past the next close by the arrival budget: that candle must be stored
     with the clock standing there (the stream skips a jump, so the watchdog fetches it)."""
@@ -164,13 +177,7 @@ def test_candles_closing_during_a_long_first_pass_do_not_wait_for_its_end(
     middle (SIGSTOP) once it has planned; three candles close; the producer starts. They are
     stored while the pass is still unfinished, and after it ends every candle is in the topic
     exactly once: the producer took over from the plan, not from the backfiller's position."""
-    env.start_date = "2024-06-10"
-    env.archive = False
-    exchange(env).set_faults(slow_ms=300)
-    sink = env.start("services.sink")
-    backfiller = env.start("services.backfiller")
-    btc = Pair("BTCUSDT", "1m")
-    wait_until(lambda: btc in marks(env, PLAN), 120, "the backfiller to plan its pass")
+    sink, backfiller = start_long_pass(env)
     backfiller.proc.send_signal(signal.SIGSTOP)
     try:
         assert "caught up" not in backfiller.text(), "the pass ended before it could be paused"
@@ -208,13 +215,8 @@ def test_services_restarted_during_a_long_first_pass_leave_no_candle_behind(
     """The backfiller is killed (-9) in the middle of a long first pass; candles close; the
     producer starts, is killed (-9) and restarted; then the backfiller restarts and plans a
     new pass. Every closed candle is stored with the clock at its close plus the budget."""
-    env.start_date = "2024-06-10"
-    env.archive = False
-    exchange(env).set_faults(slow_ms=300)
-    sink = env.start("services.sink")
-    first = env.start("services.backfiller")
+    sink, first = start_long_pass(env)
     btc = Pair("BTCUSDT", "1m")
-    wait_until(lambda: btc in marks(env, PLAN), 120, "the backfiller to plan its pass")
     first.kill9()
     assert "caught up" not in first.text(), "the pass ended before it could be killed"
     exchange(env).set_faults(slow_ms=0)
