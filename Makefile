@@ -20,11 +20,30 @@ SERVICE ?=
 ARGS ?=
 QUICK ?=
 DEMO_SIM_ARGS ?= --port 8765 --speed 60 --start 2026-01-15
+# Kafka nodes: 1, or 3 (KRaft cluster on 9092-9094, replication factor 3, min.insync.replicas 2)
+BROKERS ?= 1
+export QRYPTIFY_KAFKA_BROKERS := $(BROKERS)
+, := ,
+# docker compose: the three-broker profile and the settings that make `kafka` its node 1
+COMPOSE_BROKERS := $(if $(filter 3,$(BROKERS)),--profile three-brokers)
+COMPOSE_BROKERS_ENV := $(if $(filter 3,$(BROKERS)),QRYPTIFY_COMPOSE_RF=3 QRYPTIFY_COMPOSE_MIN_ISR=2 \
+	QRYPTIFY_COMPOSE_VOTERS=1@kafka:9093$(,)2@kafka-2:9093$(,)3@kafka-3:9093 \
+	QRYPTIFY_COMPOSE_BOOTSTRAP=kafka:9092$(,)kafka-2:9092$(,)kafka-3:9092)
 
 # Re-install only when pyproject.toml changes (its hash names the stamp).
 STAMP := .venv/.qryptify-installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
+# The compiled core (native/): rebuilt when its sources change, if cargo is on PATH.
+NATIVE_STAMP := .venv/.qryptify-native-$(shell cat native/Cargo.toml native/Cargo.lock \
+	native/pyproject.toml native/src/*.rs 2>/dev/null | sha256sum | cut -c1-16)-$(shell \
+	command -v cargo >/dev/null 2>&1 && echo cargo || echo nocargo)
+HAVE_CARGO := $(shell command -v cargo >/dev/null 2>&1 && echo 1)
 HAVE_DOCKER := docker info >/dev/null 2>&1
-TEST_ENV := eval "$$($(PY) -m stack env --profile test)" &&
+# With cargo the native tests must run (a missing module fails them instead of skipping).
+TEST_ENV := $(if $(HAVE_CARGO),export QRYPTIFY_EXPECT_NATIVE=1 &&) eval "$$($(PY) -m stack env --profile test)" &&
+# Tests of code with a native twin, run again on the pure-Python path by `make test`.
+PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/unit/qryptify/test_sink_poison.py \
+	tests/unit/qryptify/test_archive.py tests/unit/qryptify/test_rest.py tests/integration/test_sink_loop.py tests/integration/test_sink_poison.py \
+	tests/integration/test_sink_dlq.py tests/integration/test_replay.py
 
 .PHONY: help install up down logs restart ps stack-test-up stack-test-down stack-test-wipe \
 	lint fmt test test-unit test-integration test-e2e demo demo-down demo-logs status replay tap reset-db \
@@ -32,9 +51,10 @@ TEST_ENV := eval "$$($(PY) -m stack env --profile test)" &&
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: CONFIG=$(CONFIG) SERVICE=<name> ARGS='...' QUICK=1"
+	@echo "  variables: CONFIG=$(CONFIG) SERVICE=<name> ARGS='...' QUICK=1 BROKERS=1|3"
 
-install: $(STAMP) ## create .venv and pip install -e '.[dev]' (skipped when up to date)
+install: $(STAMP) $(NATIVE_STAMP) ## create .venv, pip install -e '.[dev]', build the native core if cargo exists
+	@$(PY) -m qryptify.native
 
 $(STAMP):
 	@test -x $(PY) || { echo "creating .venv"; $(PYTHON) -m venv .venv; }
@@ -42,19 +62,32 @@ $(STAMP):
 	@rm -f .venv/.qryptify-installed-*
 	@touch $@
 
+# With cargo: build and install native/ (maturin via pip); a failed build fails the install.
+# Without: say so, remove a module built earlier (it would be stale), use the Python core.
+$(NATIVE_STAMP): $(STAMP)
+	@if [ -n "$(HAVE_CARGO)" ]; then \
+		echo "building the native core (native/, $$(cargo --version))"; \
+		$(PY) -m pip install -q ./native; \
+	else \
+		echo "cargo not found on PATH: native core not built, the pure-Python core is used"; \
+		$(PY) -m pip uninstall -q -y qryptify-native >/dev/null 2>&1 || true; \
+	fi
+	@rm -f .venv/.qryptify-native-*
+	@touch $@
+
 # ---- the running stack --------------------------------------------------------------------
 
-up: install ## validate CONFIG, start Kafka, PostgreSQL and the services; fail loudly (CONFIG=config.yaml)
+up: install ## validate CONFIG, start Kafka, PostgreSQL and the services; fail loudly (CONFIG=config.yaml, BROKERS=3)
 	@$(PY) -m qryptify config check --config "$(CONFIG)"
 	@mkdir -p "$(STACK_DIR)" && realpath "$(CONFIG)" > "$(STACK_DIR)/config.path"
 	@if $(HAVE_DOCKER); then \
-		QRYPTIFY_CONFIG_FILE=$(CONFIG) docker compose up -d --build --wait; \
+		QRYPTIFY_CONFIG_FILE=$(CONFIG) $(COMPOSE_BROKERS_ENV) docker compose $(COMPOSE_BROKERS) up -d --build --wait; \
 	else \
 		$(PY) -m stack up --config "$(CONFIG)" $(if $(SERVICES),--services $(SERVICES)); \
 	fi
 
 down: ## stop everything (data is kept)
-	@if $(HAVE_DOCKER); then docker compose down; else $(PY) -m stack down; fi
+	@if $(HAVE_DOCKER); then docker compose $(COMPOSE_BROKERS) down; else $(PY) -m stack down; fi
 
 logs: ## follow the logs (SERVICE=sink for one)
 	@if $(HAVE_DOCKER); then docker compose logs -f $(SERVICE); else $(PY) -m stack logs --config "$(CONFIG)" $(SERVICE); fi
@@ -89,7 +122,7 @@ fmt: install ## ruff format + ruff check --fix
 	$(PY) -m ruff check --fix .
 
 test-unit: install ## unit tests (no sockets)
-	$(PY) -m pytest tests/unit $(ARGS)
+	$(if $(HAVE_CARGO),QRYPTIFY_EXPECT_NATIVE=1) $(PY) -m pytest tests/unit $(ARGS)
 
 test-integration: stack-test-up ## integration tests against the real test stack
 	$(TEST_ENV) $(PY) -m pytest tests/integration $(ARGS)
@@ -101,6 +134,8 @@ test-e2e: stack-test-up ## end-to-end tests (simulator + services + Kafka + Post
 # own topic, group and database); end-to-end tests run alone, they time real services.
 test: install lint stack-test-up ## what CI runs: install, lint, every test tier on the test stack
 	$(TEST_ENV) $(PY) -m pytest -n 3 --dist loadfile tests/unit tests/integration $(ARGS)
+	@echo "again on the pure-Python core (QRYPTIFY_NATIVE=0): $(PYTHON_PATH_TESTS)"
+	$(TEST_ENV) QRYPTIFY_NATIVE=0 $(PY) -m pytest -n 3 --dist loadfile $(PYTHON_PATH_TESTS) $(ARGS)
 	$(TEST_ENV) $(PY) -m pytest tests/e2e $(ARGS)
 
 # ---- operating ----------------------------------------------------------------------------
@@ -140,5 +175,5 @@ reset-db: install ## drop and re-create the tables (asks; ARGS=-f to skip)
 bench: install ## measure throughput on the simulator (QUICK=1 for a short run)
 	$(PY) -m bench $(if $(QUICK),--quick) $(ARGS)
 
-chaos: install ## seeded fault-injection run + checker on its own stack (QUICK=1: ~3 min; ARGS='--seed N')
-	$(PY) -m bench.chaos $(if $(QUICK),--quick) $(ARGS)
+chaos: install ## seeded fault-injection run + checker on its own stack (QUICK=1: ~3 min; BROKERS=3; ARGS='--seed N')
+	$(PY) -m bench.chaos $(if $(QUICK),--quick) --brokers $(BROKERS) $(ARGS)

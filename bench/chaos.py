@@ -59,7 +59,6 @@ from bench.chaos_faults import (
     KAFKA_RESTART,
     KILL,
     PG_RESTART,
-    PROFILES,
     SIM_WINDOWS,
     TAKEOVER,
     TOPIC_GARBAGE,
@@ -69,6 +68,7 @@ from bench.chaos_faults import (
     count_by_kind,
     plan_data_faults,
     plan_faults,
+    profile_for,
     sim_patch,
 )
 from bench.chaos_io import (
@@ -80,8 +80,10 @@ from bench.chaos_io import (
     ServiceSpec,
     SimProcess,
     TopicReader,
+    fully_in_sync,
     high_watermarks,
     kafka_ready,
+    partition_leader,
     postgres_ready,
     read_dlq,
     say,
@@ -95,6 +97,7 @@ from qryptify.kline import Kline
 from qryptify.pairs import Pair, align_open, ceil_open, close_time
 from sim.check import CheckReport, PairReport, compare_db_with_truth, fetch_truth, format_report
 from sim.symbols import parse_time_ms
+from stack.procs import port_open
 
 SPEED = 60.0
 PARTITIONS = 6
@@ -245,6 +248,9 @@ class Controller:
     def _infra(self, f: Fault) -> None:
         name = "kafka" if f.kind == KAFKA_RESTART else "postgres"
         started = time.monotonic()
+        if name == "kafka" and self.stack.brokers > 1:
+            self._cluster_fault(f, started)
+            return
         try:
             if f.mode == "restart":
                 self.stack.restart(name)
@@ -262,13 +268,62 @@ class Controller:
                 if not ok:
                     raise RuntimeError(f"{name} did not come back")
         except Exception as exc:  # noqa: BLE001 - recorded and reported
-            self.done.errors.append(f"{f.describe()}: {exc}")
-            say(f"{name} {f.mode} failed: {exc}")
+            self._infra_failed(f, f"{name} {f.mode}", exc)
             return
+        self._infra_done(f, f"{name} {f.mode}", started, "back")
+
+    def _infra_failed(self, f: Fault, what: str, exc: Exception) -> None:
+        self.done.errors.append(f"{f.describe()}: {exc}")
+        say(f"{what} failed: {exc}")
+
+    def _infra_done(self, f: Fault, what: str, started: float, state: str) -> None:
         took = time.monotonic() - started
         self.done.counts[f.kind] += 1
-        self.done.infra_s.append((f"{name} {f.mode}", took))
-        say(f"{name} {f.mode}: back after {took:.1f}s")
+        self.done.infra_s.append((what, took))
+        say(f"{what}: {state} after {took:.1f}s")
+
+    def _cluster_fault(self, f: Fault, started: float) -> None:
+        """A broker fault on the three-node cluster: kill -9 of the leader of the topic's
+        partition 0 or of the active controller (or of a node chosen at random), or a rolling
+        restart; done when every node is back and every partition fully in sync again."""
+        stack, topic = self.stack, self.kafka.topic
+        what = f.mode or "?"
+        try:
+            if f.mode == "rolling":
+                for node_id in range(1, stack.brokers + 1):
+                    stack.restart(stack.kafka_program(node_id))
+                    self._wait_in_sync(f"after restarting node {node_id}")
+                what = f"rolling restart of {stack.brokers} nodes"
+            else:
+                if f.mode == "leader_kill9":
+                    node_id = partition_leader(stack.bootstrap, topic)
+                elif f.mode == "controller_kill9":
+                    node_id = stack.active_controller()
+                else:
+                    node_id = self.rng.randint(1, stack.brokers)
+                program = stack.kafka_program(node_id)
+                pid = stack.signal(program, signal.SIGKILL)
+                what = f"{f.mode} (node {node_id})"
+                # Back means: a new process, listening, and every partition in sync again (a
+                # check right after the kill would still see the dead node's registration).
+                if not wait_for(lambda: stack.restarted(program, pid), 240, 0.5):
+                    raise RuntimeError(f"{program} was not restarted")
+                node_port = stack.kafka_port + node_id - 1
+                if not wait_for(lambda: port_open(node_port), 240, 0.5):
+                    raise RuntimeError(f"{program} does not listen on {node_port}")
+                self._wait_in_sync(f"after {what}")
+        except Exception as exc:  # noqa: BLE001 - recorded and reported
+            self._infra_failed(f, f"kafka {what}", exc)
+            return
+        self._infra_done(f, f"kafka {what}", started, "cluster back in sync")
+
+    def _wait_in_sync(self, when: str) -> None:
+        if not wait_for(
+            lambda: fully_in_sync(self.stack.bootstrap, self.kafka.topic, self.stack.brokers),
+            240,
+            1.0,
+        ):
+            raise RuntimeError(f"partitions not back in sync {when}")
 
     def _garbage(self, count: int) -> None:
         """Records the sink must refuse: bytes that are no Avro, a truncated record, a candle
@@ -384,7 +439,7 @@ def scan_logs(paths: Sequence[Path], secrets: set[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    profile: Profile = PROFILES["quick" if args.quick else "full"]
+    profile: Profile = profile_for("quick" if args.quick else "full", args.brokers)
     shape = SHAPES[profile.name]
     seed: int = args.seed
     started = time.monotonic()
@@ -397,7 +452,13 @@ def run(args: argparse.Namespace) -> int:
         late_listed=(LATE_LISTED,),
     )  # fmt: skip
     run_id = f"{profile.name}-s{seed}-{uuid.uuid4().hex[:6]}"
-    stack = ChaosStack(REPO / shape.stack_dir, shape.kafka_port, shape.pg_port, DB_PASSWORD)
+    stack = ChaosStack(
+        REPO / (shape.stack_dir + ("" if args.brokers == 1 else f"-b{args.brokers}")),
+        args.kafka_port or shape.kafka_port,
+        args.pg_port or shape.pg_port,
+        DB_PASSWORD,
+        args.brokers,
+    )
     run_dir = stack.stack_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     say(f"run {run_id}: {len(pairs)} pairs, {profile.total_kills} kills, {len(faults)} faults "
@@ -805,10 +866,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="give each sink a QRYPTIFY_SINK_INSTANCE_ID (KIP-345 static membership)",
     )
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="Kafka nodes; 3 adds kill -9 of a partition leader and of the active controller "
+        "and a rolling restart",
+    )
+    parser.add_argument("--kafka-port", type=int, default=None, help="first broker port")
+    parser.add_argument("--pg-port", type=int, default=None, help="PostgreSQL port")
     parser.add_argument("--plan", action="store_true", help="print the schedule and exit")
     args = parser.parse_args(argv)
     if args.plan:
-        profile = PROFILES["quick" if args.quick else "full"]
+        profile = profile_for("quick" if args.quick else "full", args.brokers)
         for f in plan_faults(args.seed, profile):
             print(f.describe())
         return 0

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -34,7 +34,12 @@ from qryptify.pairs import DAY_MS, FIXED_INTERVAL_MS, MINUTE_MS, Pair, align_ope
 # Fault kinds ------------------------------------------------------------------------------
 KILL = "kill9"  # SIGKILL one service, restart it after down_s
 TAKEOVER = "kill9_takeover"  # SIGKILL a sink and keep it down past the session timeout
-KAFKA_RESTART = "kafka_restart"  # mode "restart" (supervisorctl) or "kill9" (SIGKILL the JVM)
+#: Mode "restart" (supervisorctl) or "kill9" (SIGKILL the JVM); with three brokers also
+#: "leader_kill9" (SIGKILL the leader of the topic's partition 0), "controller_kill9" (SIGKILL
+#: the active KRaft controller) and "rolling" (restart every node in turn, each back in sync
+#: before the next).
+KAFKA_RESTART = "kafka_restart"
+THREE_BROKER_MODES = ("leader_kill9", "controller_kill9", "rolling")
 PG_RESTART = "pg_restart"  # mode "restart" (fast shutdown) or "crash" (SIGQUIT: immediate)
 REST_429 = "rest_429_storm"
 REST_5XX = "rest_5xx_burst"
@@ -75,6 +80,8 @@ TAKEOVER_DOWN_S = SESSION_TIMEOUT_S + 13.0
 #: graceful broker stop alone can take half a minute on a busy machine.
 KAFKA_SLOT_S = 40.0
 PG_SLOT_S = 20.0
+#: A rolling restart of three nodes: each stops, starts and catches up before the next.
+ROLLING_SLOT_S = 100.0
 #: Around a malformed-frame window nothing may cut the producer off its frames.
 MALFORMED_GUARD_BEFORE_S = 15.0
 MALFORMED_GUARD_AFTER_S = 10.0
@@ -172,6 +179,18 @@ FULL = Profile(
     garbage=3,
 )
 PROFILES: dict[str, Profile] = {p.name: p for p in (QUICK, FULL)}
+
+
+def profile_for(name: str, brokers: int) -> Profile:
+    """The profile for a cluster of ``brokers``: with three, the broker faults become a kill
+    -9 of a partition leader and of the active controller and a rolling restart (the full
+    run keeps its single-node kill -9 as well), over a longer quick run for the extra slots."""
+    profile = PROFILES[name]
+    if brokers < 3:
+        return profile
+    if name == "quick":
+        return replace(profile, duration_s=300.0, kafka_restarts=THREE_BROKER_MODES)
+    return replace(profile, kafka_restarts=(*THREE_BROKER_MODES, "kill9"))
 
 
 # -- placement --------------------------------------------------------------------------------
@@ -326,9 +345,8 @@ def _plan(rng: random.Random, profile: Profile) -> list[Fault]:
         make = partial(Fault, kind=TAKEOVER, target=target, duration_s=TAKEOVER_DOWN_S)
         _place(board, rng, horizon, make, "the sink take-over")
     for mode in profile.kafka_restarts:
-        make = partial(
-            Fault, kind=KAFKA_RESTART, target="kafka", duration_s=KAFKA_SLOT_S, mode=mode
-        )
+        slot = ROLLING_SLOT_S if mode == "rolling" else KAFKA_SLOT_S
+        make = partial(Fault, kind=KAFKA_RESTART, target="kafka", duration_s=slot, mode=mode)
         _place(board, rng, horizon, make, "a broker restart")
     for mode in profile.pg_restarts:
         make = partial(Fault, kind=PG_RESTART, target="postgres", duration_s=PG_SLOT_S, mode=mode)

@@ -8,6 +8,7 @@ Every process started here is stopped here, by its own pid.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -43,7 +44,7 @@ from qryptify.config import KafkaConfig
 from qryptify.kafka import KafkaException, TopicPartition, headers_dict, make_consumer
 from qryptify.kline import EmptyRange, Kline
 from qryptify.sink.batch import Record, split_batch
-from stack.config import StackSettings, resolve_settings
+from stack.config import CONTROLLER_OFFSET, StackSettings, resolve_settings
 from stack.procs import program_states
 
 logger = logging.getLogger("chaos")
@@ -96,10 +97,35 @@ class ChaosStack:
     kafka_port: int
     pg_port: int
     password: str
+    brokers: int = 1
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{self.kafka_port + i}" for i in range(self.brokers))
+
+    def kafka_program(self, node_id: int) -> str:
+        return "kafka" if self.brokers == 1 else f"kafka-{node_id}"
+
+    def restarted(self, name: str, old_pid: int) -> bool:
+        """Supervisord runs ``name`` again, as a new process."""
+        info = program_states(self.settings()).get(name, {})
+        return info.get("statename") == "RUNNING" and int(info.get("pid", 0)) not in (0, old_pid)
+
+    def active_controller(self) -> int:
+        """The KRaft quorum's leader, as the nodes last recorded it (highest epoch wins)."""
+        best = (-1, -1)
+        for node in self.settings().kafka_nodes:
+            state = node.data / "__cluster_metadata-0" / "quorum-state"
+            try:
+                doc = json.loads(state.read_text())
+            except (OSError, ValueError):
+                continue
+            epoch, leader = int(doc.get("leaderEpoch", -1)), int(doc.get("leaderId", -1))
+            if leader > 0 and epoch > best[0]:
+                best = (epoch, leader)
+        if best[1] < 0:
+            raise RuntimeError("no KRaft quorum leader recorded by any node")
+        return best[1]
 
     def admin_dsn(self, database: str = "postgres") -> str:
         password = quote(self.password, safe="")
@@ -114,7 +140,10 @@ class ChaosStack:
             {
                 "QRYPTIFY_STACK_DIR": str(self.stack_dir),
                 "QRYPTIFY_KAFKA_PORT": str(self.kafka_port),
-                "QRYPTIFY_KAFKA_CONTROLLER_PORT": str(self.kafka_port + 1),
+                "QRYPTIFY_KAFKA_CONTROLLER_PORT": str(
+                    self.kafka_port + (1 if self.brokers == 1 else CONTROLLER_OFFSET)
+                ),
+                "QRYPTIFY_KAFKA_BROKERS": str(self.brokers),
                 "QRYPTIFY_PG_PORT": str(self.pg_port),
             }
         )
@@ -185,6 +214,31 @@ def kafka_ready(bootstrap: str, timeout_s: float = 5.0) -> bool:
     except KafkaException:
         return False
     return True
+
+
+def partition_leader(bootstrap: str, topic: str, partition: int = 0) -> int:
+    """The broker leading ``topic``'s ``partition`` (its node id)."""
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap, **QUIET}).list_topics(topic, timeout=10)
+    leader = int(meta.topics[topic].partitions[partition].leader)
+    if leader < 0:
+        raise RuntimeError(f"{topic}[{partition}] has no leader")
+    return leader
+
+
+def fully_in_sync(bootstrap: str, topic: str, brokers: int) -> bool:
+    """Every broker registered and every partition of ``topic`` with all replicas in sync."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        meta = AdminClient({"bootstrap.servers": bootstrap, **QUIET}).list_topics(timeout=5)
+    except KafkaException:
+        return False
+    found = meta.topics.get(topic)
+    if len(meta.brokers) < brokers or found is None or found.error is not None:
+        return False
+    return all(sorted(p.isrs) == sorted(p.replicas) for p in found.partitions.values())
 
 
 def postgres_ready(dsn: str) -> bool:

@@ -4,6 +4,7 @@ context. Plain data; the orchestrator (``bench.__main__``) renders and writes th
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,23 @@ from bench.stats import Spread
 
 class Pending(Exception):  # noqa: N818 - a status, not an error
     """The figure's code is not there yet (another engineer's bench script)."""
+
+
+class LoadTooHigh(Exception):  # noqa: N818 - a refusal, not an error
+    """The machine's load average is above ``--max-load``: figures would measure the others."""
+
+    def __init__(self, load1: float, max_load: float, where: str) -> None:
+        self.load1 = load1
+        self.max_load = max_load
+        super().__init__(
+            f"{where}: 1-minute load average {load1:.2f} > --max-load {max_load:g} "
+            "(QRYPTIFY_BENCH_MAX_LOAD); refused"
+        )
+
+
+def load_average() -> tuple[float, float, float]:
+    one, five, fifteen = os.getloadavg()
+    return round(one, 2), round(five, 2), round(fifteen, 2)
 
 
 @dataclass
@@ -54,7 +72,7 @@ class FigureResult:
     scale: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-    status: str = "ok"  # ok | pending | failed
+    status: str = "ok"  # ok | pending | failed | refused (load average above --max-load)
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +99,15 @@ class Context:
     quick: bool
     reps: int
     profile: str | None = None
+    #: Refuse a repetition when the 1-minute load average is above this (None: never).
+    max_load: float | None = None
+
+    def check_load(self, where: str) -> tuple[float, float, float]:
+        """The load average now (recorded with each repetition); LoadTooHigh above the limit."""
+        load = load_average()
+        if self.max_load is not None and load[0] > self.max_load:
+            raise LoadTooHigh(load[0], self.max_load, where)
+        return load
 
 
 def json_safe(value: Any) -> Any:

@@ -96,7 +96,7 @@ def read_ledger(
     cfg: KafkaConfig, codec: AvroCodec | None = None, timeout_s: float = 30.0
 ) -> tuple[dict[str, IngestedFile], AuditRecord | None]:
     """The ledger on ``cfg.offsets_topic``: ingested files by path, and the last audit."""
-    codec = codec or AvroCodec(topic=cfg.offsets_topic)
+    codec = codec or AvroCodec()
     files: dict[str, IngestedFile] = {}
     audit: AuditRecord | None = None
     for key, value in read_latest(cfg, cfg.offsets_topic, timeout_s).items():

@@ -1,12 +1,8 @@
-"""Avro codec for the topic's records, with two framings.
+"""Avro codec for the topic's records, in Avro single-object encoding: ``C3 01`` + the 8-byte
+little-endian CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form + the Avro body.
+No schema registry is needed: the schemas ship in ``qryptify/schemas``.
 
-- Single-object encoding (default, no registry): ``C3 01`` + the 8-byte little-endian
-  CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form + the Avro body.
-- Confluent wire format (when a schema registry URL is configured): magic ``0`` + 4-byte
-  big-endian schema id + the Avro body. Subjects follow TopicRecordNameStrategy
-  (``<topic>-<record full name>``) because klines and empty ranges share one topic.
-
-The reader resolves the writer schema (found by fingerprint or id) against the current reader
+The reader resolves the writer schema (found by fingerprint) against the current reader
 schema, so records written by older schema versions stay readable. Logical types are stripped
 for speed: times travel as int milliseconds, which is what every caller wants.
 """
@@ -15,12 +11,11 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -29,7 +24,6 @@ from qryptify.errors import UndecodableRecord
 from qryptify.kline import EmptyRange, Event, Kline
 
 SOE_MAGIC = b"\xc3\x01"
-CONFLUENT_MAGIC = 0
 NAMESPACE = "io.qryptify.binance.futures"
 KLINE = f"{NAMESPACE}.Kline"
 EMPTY_RANGE = f"{NAMESPACE}.EmptyRange"
@@ -91,38 +85,14 @@ class SchemaCatalogue:
         return catalogue
 
 
-class SchemaRegistry(Protocol):
-    """The two calls of a Confluent-compatible schema registry the codec needs."""
-
-    def register(self, subject: str, schema_text: str) -> int: ...
-
-    def schema_by_id(self, schema_id: int) -> str: ...
-
-
 class AvroCodec:
-    """Encodes/decodes records by full name; framing chosen by whether a registry is given."""
+    """Encodes/decodes records by full name."""
 
-    def __init__(
-        self,
-        catalogue: SchemaCatalogue | None = None,
-        registry: SchemaRegistry | None = None,
-        topic: str = "klines",
-    ) -> None:
+    def __init__(self, catalogue: SchemaCatalogue | None = None) -> None:
         self.catalogue = catalogue or SchemaCatalogue.from_dir()
-        self.registry = registry
-        self.topic = topic
-        self._ids: dict[str, int] = {}
-        self._by_id: dict[int, SchemaVersion] = {}
 
     def _prefix(self, version: SchemaVersion) -> bytes:
-        if self.registry is None:
-            return SOE_MAGIC + version.fingerprint
-        schema_id = self._ids.get(version.name)
-        if schema_id is None:
-            schema_id = self.registry.register(f"{self.topic}-{version.name}", version.text)
-            self._ids[version.name] = schema_id
-            self._by_id[schema_id] = version
-        return struct.pack(">bI", CONFLUENT_MAGIC, schema_id)
+        return SOE_MAGIC + version.fingerprint
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         version = self.catalogue.current[name]
@@ -141,33 +111,11 @@ class AvroCodec:
                     f"unknown schema fingerprint {data[2:10].hex()} (not in qryptify/schemas/)"
                 )
             return version, 10
-        if data[:1] == b"\x00":
-            if len(data) < 5:
-                raise UndecodableRecord(f"{len(data)} bytes: too short for a Confluent header")
-            (schema_id,) = struct.unpack(">I", data[1:5])
-            return self._version_by_id(schema_id), 5
         if not data:
             raise UndecodableRecord("empty value")
         raise UndecodableRecord(
-            f"unknown framing: first bytes {data[:2].hex()} are neither C3 01 (Avro "
-            "single-object) nor 00 (Confluent)"
+            f"unknown framing: first bytes {data[:2].hex()} are not C3 01 (Avro single-object)"
         )
-
-    def _version_by_id(self, schema_id: int) -> SchemaVersion:
-        version = self._by_id.get(schema_id)
-        if version is not None:
-            return version
-        if self.registry is None:
-            raise UndecodableRecord(
-                f"Confluent-framed record (schema id {schema_id}) but no schema registry configured"
-            )
-        try:
-            text = self.registry.schema_by_id(schema_id)
-        except Exception as exc:
-            raise UndecodableRecord(f"schema id {schema_id} not resolvable: {exc}") from None
-        version = load_schema(text)
-        self._by_id[schema_id] = version
-        return version
 
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Return ``(record full name, record)``; raise UndecodableRecord naming why."""
@@ -433,6 +381,15 @@ class KlineEncoder:
             pass  # not a str, an unknown source, out of range: the generic writer says how
         return self.fallback.encode(KLINE, {f: getattr(k, f) for f in _KLINE_FIELDS})
 
+    def row_frame(
+        self, symbol: str, interval: str, source: str, ingested_at: int
+    ) -> tuple[bytes, bytes]:
+        """What every record of one pair, source and ingest time starts and ends with: the
+        header + symbol + interval, and source + ingested_at (the compiled core writes the
+        fields between them, ``qryptify.binance.archive.parse_csv_encoded``)."""
+        head = self.prefix + encode_string(symbol) + encode_string(interval)
+        return head, _SMALL_LONGS[_SOURCES.index(source)] + encode_long(ingested_at)
+
     def encode_rows(
         self, symbol: str, interval: str, source: str, ingested_at: int, rows: list[Any]
     ) -> tuple[list[int], list[int], list[bytes]]:
@@ -443,8 +400,7 @@ class KlineEncoder:
         buy base, taker buy quote), the three integer columns plain digits that fit a long.
         The pair's strings, the source and the ingest time are the same for every row, so they
         are encoded once."""
-        head = self.prefix + encode_string(symbol) + encode_string(interval)
-        tail = _SMALL_LONGS[_SOURCES.index(source)] + encode_long(ingested_at)
+        head, tail = self.row_frame(symbol, interval, source, ingested_at)
         lengths = _SMALL_LONGS
         time = encode_time
         join = b"".join

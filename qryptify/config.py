@@ -8,10 +8,11 @@ key, the bad value and what is allowed. Secrets never appear in ``repr`` or erro
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import yaml
@@ -25,9 +26,10 @@ from pydantic import (
     model_validator,
 )
 
-from qryptify.errors import ConfigError, ConfigErrors, PairError, redact_text
+from qryptify.errors import ConfigError, ConfigErrors, PairError
 from qryptify.futures.config import FuturesConfig
 from qryptify.pairs import Pair, parse_pair
+from qryptify.redaction import redact_dsn
 
 ENV_PREFIX = "QRYPTIFY_"
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -142,19 +144,6 @@ class DbConfig(_Section):
         return redact_dsn(self.dsn.get_secret_value())
 
 
-def redact_dsn(dsn: str) -> str:
-    try:
-        parts = urlsplit(dsn)
-        password = parts.password
-    except ValueError:  # not a URL at all ("postgresql://u:p@[::1/db")
-        return redact_text(dsn)
-    if password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
-
-
 class BackfillConfig(_Section):
     #: The first instant to backfill (UTC): the first candle is the first one opening at or
     #: after it. A date means its midnight UTC; a timestamp keeps its time ("Z" or an offset).
@@ -227,7 +216,6 @@ class KafkaConfig(_Section):
     ssl_ca_location: str | None = None
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
-    schema_registry_url: str | None = None
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 5
     client_id: str = "qryptify"
@@ -358,9 +346,25 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> Sources:
         except yaml.YAMLError:
             parsed = value
         # Keep secrets and free text as given; YAML would turn "0123" or "on" into non-strings.
-        node[path[-1]] = value if not isinstance(parsed, int | float | bool) else parsed
+        # A text field (passwords, ids, names) keeps even a numeric-looking value as text.
+        keep = _is_text_field(path) or not isinstance(parsed, int | float | bool)
+        node[path[-1]] = value if keep else parsed
         applied[tuple(path)] = f"environment {name}"
     return applied
+
+
+def _is_text_field(path: Sequence[str]) -> bool:
+    """True when ``path`` names a str / SecretStr setting (optional or not) of Config."""
+    model: Any = Config
+    annotation: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        model = annotation
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return any(t in (str, SecretStr) for t in (annotation, *options))
 
 
 def source_of(key_path: tuple[str, ...], sources: Sources) -> str:

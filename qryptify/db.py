@@ -4,8 +4,9 @@ importer. SQL is always parameterised; identifiers never come from input."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from qryptify.config import redact_dsn
 from qryptify.errors import DatabaseUnavailable
 from qryptify.gaps import missing_runs
 from qryptify.kline import EmptyRange, Kline
+from qryptify.redaction import redact_message
 from qryptify.sink.rows import CandleBatch
 
 logger = logging.getLogger(__name__)
@@ -76,22 +77,6 @@ def connect(
         raise DatabaseUnavailable(redact_message(str(exc), dsn)) from None
 
 
-def redact_message(message: str, dsn: str) -> str:
-    """Remove the DSN and its password from a driver message."""
-    from urllib.parse import urlsplit
-
-    password = urlsplit(dsn).password
-    cleaned = message.replace(dsn, redact_dsn(dsn))
-    if password:
-        cleaned = cleaned.replace(password, "***")
-    return cleaned.strip()
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """Errors after which the same transaction may succeed on a new connection."""
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-
-
 #: SQLSTATEs a single record causes (classes 22 data exception and 23 integrity constraint
 #: violation) — except 23505, the primary-key conflict the write path expects and handles.
 _EXPECTED_CONFLICT = "23505"
@@ -138,6 +123,14 @@ PROJECT_TABLES = (
     "mark_price_klines", "index_price_klines", "premium_index_klines", MIGRATIONS_TABLE,
 )  # fmt: skip
 _MIGRATION_LOCK = 4242001
+# No CASCADE: an object of other code depending on these tables stops the drop, named.
+_DROP_PROJECT_TABLES = "DROP TABLE IF EXISTS " + ", ".join(PROJECT_TABLES)
+
+
+def drop_project_tables(conn: Connection) -> None:
+    """Drop exactly the tables the migrations created (``PROJECT_TABLES``), never CASCADE:
+    raises psycopg.errors.DependentObjectsStillExist when other objects depend on them."""
+    conn.execute(_DROP_PROJECT_TABLES)
 
 
 def migration_files(directory: Path | None = None) -> list[Path]:
@@ -178,6 +171,17 @@ def migrate(conn: Connection, directory: Path | None = None) -> list[str]:
     return applied_now
 
 
+_ADOPT = (
+    f"INSERT INTO {MIGRATIONS_TABLE} (version) SELECT version::text FROM"
+    f" {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s) ON CONFLICT (version) DO NOTHING"
+)
+_ADOPT_WITH_TIMES = (
+    f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at) SELECT version::text, applied_at"
+    f" FROM {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s)"
+    " ON CONFLICT (version) DO NOTHING"
+)
+
+
 def _adopt_legacy(conn: Connection, versions: list[str]) -> None:
     """Move this project's rows out of a ``schema_migrations`` written by an earlier release;
     drop that table only when it is then empty and has exactly the layout this project gave
@@ -190,13 +194,10 @@ def _adopt_legacy(conn: Connection, versions: list[str]) -> None:
     names = {str(c[0]) for c in columns}
     if "version" not in names:
         return
-    stamp = "applied_at" if "applied_at" in names else "now()"
-    moved = conn.execute(
-        f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at)"
-        f" SELECT version::text, {stamp} FROM {LEGACY_MIGRATIONS_TABLE}"
-        " WHERE version::text = ANY(%s) ON CONFLICT (version) DO NOTHING",
-        (versions,),
-    ).rowcount
+    if "applied_at" in names:
+        moved = conn.execute(_ADOPT_WITH_TIMES, (versions,)).rowcount
+    else:
+        moved = conn.execute(_ADOPT, (versions,)).rowcount
     conn.execute(
         f"DELETE FROM {LEGACY_MIGRATIONS_TABLE} WHERE version::text = ANY(%s)", (versions,)
     )
@@ -225,6 +226,8 @@ class WriteResult:
     unchanged: int  # rows identical to what the table had (replays)
     empty_ranges: int
     deleted: int = 0  # stored candles inside exchange-confirmed empty ranges, removed
+    #: Wall and thread-CPU seconds of the statements, then of the COMMIT (the sink's timers).
+    timings: tuple[float, float, float, float] = field(default=(0.0, 0.0, 0.0, 0.0), compare=False)
 
 
 _STAGE = "qryptify_stage_rows"
@@ -344,6 +347,7 @@ def write_rows(
     """
     written = 0
     deleted = 0
+    started, started_cpu = time.perf_counter(), time.thread_time()
     with conn.transaction():
         if max_tuples_decompressed is not None:
             conn.execute(
@@ -376,11 +380,19 @@ def write_rows(
             _trim_filled_ranges(conn, batch)
         if before_commit is not None:
             before_commit()
+        done, done_cpu = time.perf_counter(), time.thread_time()
+    timings = (
+        done - started,
+        done_cpu - started_cpu,
+        time.perf_counter() - done,
+        time.thread_time() - done_cpu,
+    )
     return WriteResult(
         written=written,
         unchanged=len(batch) - written,
         empty_ranges=len(empty_ranges),
         deleted=deleted,
+        timings=timings,
     )
 
 

@@ -20,13 +20,14 @@
 
 Every exception carries the data its handler needs and a short message naming the bad value.
 Messages never carry secrets: ``ConfigError`` hides values of secret-named keys and of unknown
-keys, and strips passwords from URLs and ``password=`` conninfo (``redact_text``).
+keys, and strips passwords from URLs and ``password=`` conninfo (``qryptify.redaction``).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+
+from qryptify.redaction import is_secret_key, redact_text, redact_value
 
 
 class IngestorError(Exception):
@@ -64,47 +65,12 @@ class ConfigErrors(ConfigError):
         IngestorError.__init__(self, "\n".join(str(e) for e in self.errors))
 
 
-# Key names that hold secrets: any level of a dotted key, any nesting of a shown mapping.
-_SECRET_WORDS = ("pass", "pwd", "secret", "token", "credential", "private")
-# A password in URL userinfo: up to the last '@' of the authority (an unencoded '@' in a
-# password happens; '/', '?' and '#' end the authority, so paths like stream@kline stay).
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^/?#\s]*@")
-# libpq keyword/value conninfo: password=... (quoted or bare).
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
-
-
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
-
-
-def redact_text(text: str) -> str:
-    """Replace passwords in URLs and in ``password=…`` conninfo fragments by ***."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***@", text)
-    return _KEYWORD_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
-
-
-def redact_value(value: object) -> object:
-    """A copy of a config value fit to show: secret-named keys and passwords in text removed."""
-    if hasattr(value, "get_secret_value"):  # pydantic SecretStr / SecretBytes
-        return "<redacted>"
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, Mapping):
-        return {
-            k: "<redacted>" if _is_secret_key(str(k)) else redact_value(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple | set | frozenset):
-        return [redact_value(v) for v in value]
-    return value
-
-
 def _shown(key: str, value: object, reason: str) -> str:
     if reason.startswith("unknown key"):
         # The value of a misspelt key is useless to the reader and may be a secret
         # (``sasl_passwd: …``): name the key only.
         return ""
-    if _is_secret_key(key):
+    if is_secret_key(key):
         return "=<redacted>"
     return f"={redact_value(value)!r}"
 

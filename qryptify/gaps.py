@@ -160,3 +160,10 @@ def holes_from_jumps(
     if after < end_ms:
         holes.append((after, ceil_open(interval, end_ms)))
     return subtract([h for h in holes if h[0] < h[1]], empty_ranges, interval)
+
+
+def holes_below(holes: Sequence[Range], resume_ms: int) -> list[Range]:
+    """The part of the gap finder's ``holes`` before ``resume_ms``, where the pass's plan
+    starts: the plan covers everything from there on, so a hole after it would publish the
+    same candles twice (a pair with no stored offset resumes at its range's start)."""
+    return [(a, min(b, resume_ms)) for a, b in holes if a < resume_ms]

@@ -198,6 +198,8 @@ class StatusReport:
     kafka: KafkaHealth
     thresholds: Thresholds
     breaches: tuple[Breach, ...] = field(default=())
+    #: Which per-record core this installation runs (``qryptify.native.CORE``).
+    core: str = ""
     #: Configured pairs whose symbol the exchange's exchangeInfo does not list.
     unlisted: tuple[Pair, ...] = ()
 
@@ -520,6 +522,7 @@ def render_text(report: StatusReport) -> str:
     """The human table ``qryptify status`` prints."""
     out: list[str] = [
         f"qryptify status at {fmt_ts(report.now_ms)} UTC (now from {report.clock})",
+        *([f"core      {report.core}"] if report.core else []),
         "",
     ]
     d = report.database
@@ -661,6 +664,7 @@ def to_json(report: StatusReport) -> dict[str, Any]:
         "now_ms": report.now_ms,
         "now": _iso(report.now_ms),
         "clock": report.clock,
+        "core": report.core,
         "backfill_start_ms": report.backfill_start_ms,
         "unlisted": [str(p) for p in report.unlisted],
         "thresholds": {

@@ -105,9 +105,21 @@ def make_consumer(cfg: KafkaConfig, group_id: str, **overrides: Any) -> Consumer
     return Consumer(settings)
 
 
-def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
+def replication(configured: int, brokers: int) -> tuple[int, int | None]:
+    """(replication factor, min.insync.replicas) for new topics on a cluster of ``brokers``:
+    with three or more, at least 3 copies of which 2 must acknowledge (``acks=all`` then
+    survives one broker down without losing an acknowledged record); otherwise the
+    configured factor (min.insync.replicas left to the broker: None)."""
+    if brokers >= 3:
+        rf = min(max(configured, 3), brokers)
+        return rf, 2
+    return configured, None
+
+
+def topic_specs(cfg: KafkaConfig, brokers: int = 1) -> list[NewTopic]:
     """The three topics and their contracts (DESIGN.md "Contracts")."""
-    rf = cfg.replication_factor
+    rf, min_isr = replication(cfg.replication_factor, brokers)
+    durable = {} if min_isr is None else {"min.insync.replicas": str(min_isr)}
     return [
         # Full history forever: replay needs every record; compaction by pair would destroy it.
         NewTopic(
@@ -118,11 +130,17 @@ def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
                 "cleanup.policy": "delete",
                 "retention.ms": "-1",
                 "message.timestamp.type": "CreateTime",
+                **durable,
             },
         ),
         # Source offsets: only the latest per key matters.
-        NewTopic(cfg.offsets_topic, 1, rf, config={"cleanup.policy": "compact"}),
-        NewTopic(cfg.dlq_topic, 1, rf, config={"cleanup.policy": "delete", "retention.ms": "-1"}),
+        NewTopic(cfg.offsets_topic, 1, rf, config={"cleanup.policy": "compact", **durable}),
+        NewTopic(
+            cfg.dlq_topic,
+            1,
+            rf,
+            config={"cleanup.policy": "delete", "retention.ms": "-1", **durable},
+        ),
     ]
 
 
@@ -131,13 +149,14 @@ def ensure_topics(
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left alone."""
     admin = AdminClient(client_settings(cfg))
-    wanted = list(specs) if specs is not None else topic_specs(cfg)
     try:
-        existing = admin.list_topics(timeout=timeout_s).topics
+        meta = admin.list_topics(timeout=timeout_s)
+        existing = meta.topics
     except KafkaException as exc:  # broker down or unreachable: a clear error, not a traceback
         err = exc.args[0] if exc.args else None
         reason = err.str() if isinstance(err, KafkaError) else str(exc)
         raise KafkaSetupError(f"cannot list topics on {cfg.bootstrap_servers}: {reason}") from None
+    wanted = list(specs) if specs is not None else topic_specs(cfg, len(meta.brokers))
     missing = [t for t in wanted if t.topic not in existing]
     if not missing:
         return

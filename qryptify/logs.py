@@ -14,7 +14,7 @@ from types import TracebackType
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from qryptify.config import Config
-from qryptify.errors import redact_text
+from qryptify.redaction import redact_text
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()

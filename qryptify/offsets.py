@@ -2,8 +2,8 @@
 of the newest record Kafka acknowledged, on the compacted topic ``kafka.offsets_topic``.
 
 Key ``service|SYMBOL|interval`` (UTF-8), value the Avro record
-``io.qryptify.binance.futures.SourceOffset`` (single-object encoded, or Confluent-framed when
-a registry is configured). A resume starts at the candle after the stored open time.
+``io.qryptify.binance.futures.SourceOffset`` (Avro single-object encoding). A resume starts at
+the candle after the stored open time.
 
 Commit only what ``KlinePublisher.acked_through`` reports: then a restart (even after kill -9)
 skips nothing. What it publishes again is bounded by the commit cadence, not by what was in
@@ -123,7 +123,7 @@ class OffsetsTopicWriter:
         self.cfg = cfg
         self.topic = cfg.offsets_topic
         self.producer = producer
-        self.codec = codec or AvroCodec(topic=cfg.offsets_topic)
+        self.codec = codec or AvroCodec()
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._failed: list[str] = []
 

@@ -23,11 +23,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
+
 from qryptify.avro import KlineCodec
 from qryptify.errors import IngestorError
 from qryptify.kafka import KafkaError, Message, Producer
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import Pair, align_open
+from qryptify.timing import Mark, StepTimes
+
+#: The publishers' steps: ``produce`` (encode and hand records to librdkafka), ``queue_full``
+#: (waiting for room in librdkafka's queue), ``poll`` (serving delivery reports) and ``flush``
+#: (waiting for every acknowledgement); wall and CPU time of the calling thread.
+PUBLISH_STEPS = ("produce", "queue_full", "poll", "flush")
+PUBLISH_STEP_SECONDS = Counter(
+    "qryptify_publish_step_seconds",
+    "Seconds the Kafka publishers spend per step; clock=wall includes waiting, clock=cpu is the "
+    "CPU time of the thread doing the step",
+    ["step", "clock"],
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +161,7 @@ class KlinePublisher:
         self.tracker = AckTracker()
         self.published = 0
         self._pairs: dict[tuple[str, str], Pair] = {}
+        self.times = StepTimes(PUBLISH_STEP_SECONDS, PUBLISH_STEPS)
 
     def _pair(self, event: Event) -> Pair:
         ident = (event.symbol, event.interval)
@@ -167,6 +182,7 @@ class KlinePublisher:
         when Kafka confirmed every one of them."""
         if not events:
             return
+        mark = Mark.now()
         pair = self._pair(events[0])
         position = max(event_position(e) for e in events)
         slot = self.tracker.sent(pair, position, len(events))
@@ -192,8 +208,9 @@ class KlinePublisher:
                     produce(self.topic, key=key, value=value, on_delivery=on_delivery)
                     break
                 except BufferError:
-                    self.producer.poll(0.05)
+                    self._wait_for_room()
         self.published += len(events)
+        self.times.since("produce", mark)
 
     def publish_encoded(self, pair: Pair, position: int, values: Sequence[bytes]) -> None:
         """Queue already-encoded records of ONE pair, in order (``position`` is the newest);
@@ -205,6 +222,7 @@ class KlinePublisher:
         carries on) must be seen, so no record goes unreported."""
         if not values:
             return
+        mark = Mark.now()
         tracker = self.tracker
         slot = tracker.sent(pair, position, len(values))
 
@@ -224,8 +242,15 @@ class KlinePublisher:
             if queued == len(messages):
                 break
             messages = self._unqueued(pair, slot, messages)
-            self.producer.poll(0.05)  # serve delivery reports: room in the queue
+            self._wait_for_room()
         self.published += len(values)
+        self.times.since("produce", mark)
+
+    def _wait_for_room(self) -> None:
+        """The producer's queue is full: serve delivery reports until there is room."""
+        mark = Mark.now()
+        self.producer.poll(0.05)
+        self.times.since("queue_full", mark)
 
     def _unqueued(self, pair: Pair, slot: _Slot, messages: list[dict[str, Any]]) -> list[Any]:
         """After a partly queued ``produce_batch``: the messages to offer again, in order.
@@ -258,13 +283,17 @@ class KlinePublisher:
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Serve delivery reports; raises DeliveryFailed if any record failed."""
+        mark = Mark.now()
         served: int = self.producer.poll(timeout_s)
+        self.times.since("poll", mark)
         self.raise_if_failed()
         return served
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for every queued record; returns how many are still queued."""
+        mark = Mark.now()
         remaining: int = self.producer.flush(timeout_s)
+        self.times.since("flush", mark)
         self.raise_if_failed()
         return remaining
 

@@ -81,7 +81,7 @@ def load_yaml(path: Path) -> Mapping[str, Any]:
 
 
 def settings_from(args: argparse.Namespace) -> StackSettings:
-    env = os.environ
+    env: Mapping[str, str] = os.environ
     explicit = getattr(args, "config", None)
     config_path: Path | None = None
     if explicit:
@@ -95,6 +95,9 @@ def settings_from(args: argparse.Namespace) -> StackSettings:
     config = None
     if config_path is not None and config_path.exists():
         config = load_yaml(config_path)
+    brokers = getattr(args, "brokers", None)
+    if brokers:
+        env = {**env, "QRYPTIFY_KAFKA_BROKERS": str(brokers)}
     return resolve_settings(
         profile=args.profile, repo=REPO, config=config, config_path=config_path, env=env
     )
@@ -210,38 +213,40 @@ def prepare_postgres(settings: StackSettings, pg: PgLayout) -> bool:
 
 
 def prepare_kafka(settings: StackSettings, java: str) -> bool:
-    """Format the storage once; (re)write server.properties. True when it changed."""
-    changed = write_if_changed(settings.kafka_properties, kafka_server_properties(settings))
-    if (settings.kafka_data / "meta.properties").exists():
-        return changed
-    settings.kafka_data.mkdir(parents=True, exist_ok=True)
-    cluster_file = settings.kafka_properties.parent / "cluster.id"
-    if cluster_file.exists():
-        cluster_id = cluster_file.read_text().strip()
-    else:
-        cluster_id = new_cluster_id()
-        cluster_file.write_text(cluster_id + "\n")
-    started = time.monotonic()
-    cmd = kafka_java_command(
-        settings,
-        java,
-        [
-            "kafka.tools.StorageTool",
-            "format",
-            "--standalone",
-            "-t",
-            cluster_id,
-            "-c",
-            str(settings.kafka_properties),
-        ],
-    )
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise StackError(f"kafka storage format failed: {(proc.stdout + proc.stderr)[-800:]}")
-    say(
-        f"kafka: formatted {settings.kafka_data} (cluster {cluster_id}) in "
-        f"{time.monotonic() - started:.1f}s"
-    )
+    """Format each node's storage once (one cluster id for all); (re)write its
+    server.properties. True when a node's properties changed."""
+    changed = False
+    nodes = settings.kafka_nodes
+    cluster_file = settings.stack_dir / "kafka" / "cluster.id"
+    for node in nodes:
+        node.properties.parent.mkdir(parents=True, exist_ok=True)
+        changed |= write_if_changed(node.properties, kafka_server_properties(settings, node))
+    for node in nodes:
+        if (node.data / "meta.properties").exists():
+            continue
+        node.data.mkdir(parents=True, exist_ok=True)
+        cluster_file.parent.mkdir(parents=True, exist_ok=True)
+        if cluster_file.exists():
+            cluster_id = cluster_file.read_text().strip()
+        else:
+            cluster_id = new_cluster_id()
+            cluster_file.write_text(cluster_id + "\n")
+        started = time.monotonic()
+        # One node: a dynamic quorum of itself; three: the static voters in its properties.
+        standalone = ["--standalone"] if len(nodes) == 1 else []
+        cmd = kafka_java_command(
+            settings,
+            java,
+            ["kafka.tools.StorageTool", "format", *standalone, "-t", cluster_id, "-c",
+             str(node.properties)],
+        )  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise StackError(f"kafka storage format failed: {(proc.stdout + proc.stderr)[-800:]}")
+        say(
+            f"{node.name}: formatted {node.data} (cluster {cluster_id}) in "
+            f"{time.monotonic() - started:.1f}s"
+        )
     return changed
 
 
@@ -304,6 +309,16 @@ def _alive_check(settings: StackSettings, name: str) -> Any:
     return check
 
 
+def _all_alive(settings: StackSettings, names: Sequence[str]) -> Any:
+    checks = [_alive_check(settings, name) for name in names]
+
+    def check() -> None:
+        for one in checks:
+            one()
+
+    return check
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     timer = Timer()
@@ -334,11 +349,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             if leftovers:
                 say(f"stopping {len(leftovers)} processes left by a dead supervisord: {leftovers}")
                 kill_processes(leftovers)
-            for component, port in (
-                ("kafka", settings.kafka_port),
-                ("kafka controller", settings.controller_port),
-                ("postgres", settings.pg_port),
-            ):
+            ports = [(node.name, node.port) for node in settings.kafka_nodes]
+            ports += [(f"{node.name} controller", node.controller_port)
+                      for node in settings.kafka_nodes]  # fmt: skip
+            for component, port in (*ports, ("postgres", settings.pg_port)):
                 if port_in_use(port):
                     raise StackError(
                         f"{component}: port 127.0.0.1:{port} is already in use by another "
@@ -361,11 +375,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             say(f"supervisord started (pid {pid}, socket {settings.supervisor_socket})")
         else:
             update_programs(settings)
+            kafka_names = [node.name for node in settings.kafka_nodes]
             for name, did_change in changed.items():
-                if did_change and program_state(settings, name) in RUNNING_STATES:
-                    say(f"{name}: configuration changed; restarting it")
-                    restart_program(settings, name)
-            for name in ("kafka", "postgres"):
+                for program in kafka_names if name == "kafka" else [name]:
+                    if did_change and program_state(settings, program) in RUNNING_STATES:
+                        say(f"{program}: configuration changed; restarting it")
+                        restart_program(settings, program)
+            for name in (*kafka_names, "postgres"):
                 if program_state(settings, name) not in RUNNING_STATES:
                     say(f"{name} was {program_state(settings, name)}; starting it")
                     start_program(settings, name)
@@ -377,7 +393,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 wait_kafka(
                     settings.bootstrap,
                     settings.kafka_port,
-                    _alive_check(settings, "kafka"),
+                    _all_alive(settings, [node.name for node in settings.kafka_nodes]),
                     args.timeout,
                 )
                 say(f"kafka ready in {ready_from} ({settings.bootstrap})")
@@ -429,16 +445,15 @@ def wait_services(
     up: set[str] = set()
     failed: dict[str, str] = {}
     while time.monotonic() < deadline:
+        # Every program is judged (up or failed), so all failing ones are reported at once.
         up, failed = watch.observe(program_states(settings))
-        if failed or len(up) == len(specs):
+        if len(up) + len(failed) == len(specs):
             break
         time.sleep(0.5)
     else:
-        failed = {
-            spec.name: f"not running steadily after {timeout_s:.0f}s"
-            for spec in specs
-            if spec.name not in up
-        }
+        for spec in specs:
+            if spec.name not in up and spec.name not in failed:
+                failed[spec.name] = f"not running steadily after {timeout_s:.0f}s"
     for spec in specs:
         if spec.name in up:
             say(f"{spec.name}: up (stayed running {hold_s:.0f}s; log {spec.log_file})")
@@ -539,11 +554,10 @@ def cmd_restart(args: argparse.Namespace) -> int:
         return code
     timer = Timer()
     try:
-        if args.name == "kafka":
-            wait_kafka(
-                settings.bootstrap, settings.kafka_port, _alive_check(settings, "kafka"), 180
-            )
-            say(f"kafka ready in {timer}")
+        node = next((n for n in settings.kafka_nodes if n.name == args.name), None)
+        if node is not None:
+            wait_kafka(settings.bootstrap, node.port, _alive_check(settings, node.name), 180)
+            say(f"{node.name} ready in {timer}")
         elif args.name == "postgres":
             check_dsn(settings.effective_dsn, 60)
             say(f"postgres ready in {timer}")
@@ -599,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--profile", choices=PROFILES, default="default")
         p.add_argument("--config", help="config YAML (db.dsn, kafka.bootstrap_servers)")
+        p.add_argument(
+            "--brokers",
+            default=None,
+            help="Kafka nodes: 1 (default) or 3 (also QRYPTIFY_KAFKA_BROKERS)",
+        )
         return p
 
     add("install", "install Java, Maven, the Kafka jars and PostgreSQL if missing")

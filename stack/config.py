@@ -140,6 +140,25 @@ def _env_port(env: Mapping[str, str], name: str) -> int | None:
 
 
 @dataclass(frozen=True)
+class KafkaNode:
+    """One KRaft node of the stack: a broker and a controller (voter) in one JVM."""
+
+    node_id: int
+    name: str  # its supervisord program
+    port: int
+    controller_port: int
+    properties: Path
+    data: Path
+
+
+#: Cluster sizes the stack runs: one node, or three (replication factor 3, min ISR 2).
+BROKER_COUNTS = (1, 3)
+#: With three nodes the controller ports start this far above the first broker port
+#: (9092-9094 brokers, 9192-9194 controllers).
+CONTROLLER_OFFSET = 100
+
+
+@dataclass(frozen=True)
 class StackSettings:
     profile: str
     repo: Path
@@ -152,10 +171,40 @@ class StackSettings:
     cache_dir: Path
     kafka_version: str = KAFKA_VERSION
     log4j_version: str = LOG4J_VERSION
+    #: 1: one combined broker+controller node; 3: a three-node KRaft cluster (each node a
+    #: broker and a voter) on consecutive ports from ``kafka_port`` / ``controller_port``.
+    brokers: int = 1
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{node.port}" for node in self.kafka_nodes)
+
+    @property
+    def kafka_nodes(self) -> list[KafkaNode]:
+        """The KRaft nodes. One node keeps the single-node names and paths (program "kafka",
+        ``kafka-data``); three are programs kafka-1..3 with their own directories."""
+        if self.brokers == 1:
+            return [
+                KafkaNode(
+                    1,
+                    "kafka",
+                    self.kafka_port,
+                    self.controller_port,
+                    self.stack_dir / "kafka" / "server.properties",
+                    self.stack_dir / "kafka-data",
+                )
+            ]
+        return [
+            KafkaNode(
+                i + 1,
+                f"kafka-{i + 1}",
+                self.kafka_port + i,
+                self.controller_port + i,
+                self.stack_dir / f"kafka-{i + 1}" / "server.properties",
+                self.stack_dir / f"kafka-data-{i + 1}",
+            )
+            for i in range(self.brokers)
+        ]
 
     @property
     def effective_dsn(self) -> Dsn:
@@ -177,14 +226,6 @@ class StackSettings:
     @property
     def log4j_config(self) -> Path:
         return self.kafka_home / "config" / "log4j2.properties"
-
-    @property
-    def kafka_data(self) -> Path:
-        return self.stack_dir / "kafka-data"
-
-    @property
-    def kafka_properties(self) -> Path:
-        return self.stack_dir / "kafka" / "server.properties"
 
     @property
     def supervisord_conf(self) -> Path:
@@ -244,13 +285,18 @@ def resolve_settings(
         dsn = parse_dsn(
             env.get("QRYPTIFY_DB__DSN") or _config_str(config, ("db", "dsn"), DEFAULT_DSN)
         )
+    brokers = _brokers(env.get("QRYPTIFY_KAFKA_BROKERS"))
     kafka_port = _env_port(env, "QRYPTIFY_KAFKA_PORT") or kafka_port
-    controller_port = _env_port(env, "QRYPTIFY_KAFKA_CONTROLLER_PORT") or kafka_port + 1
+    controller_port = _env_port(env, "QRYPTIFY_KAFKA_CONTROLLER_PORT") or (
+        kafka_port + 1 if brokers == 1 else kafka_port + CONTROLLER_OFFSET
+    )
     pg_port = _env_port(env, "QRYPTIFY_PG_PORT") or dsn.port
-    if len({kafka_port, controller_port, pg_port}) != 3:
+    ports = [kafka_port + i for i in range(brokers)]
+    ports += [controller_port + i for i in range(brokers)] + [pg_port]
+    if len(set(ports)) != len(ports):
         raise StackConfigError(
-            f"ports must differ: kafka {kafka_port}, controller {controller_port}, "
-            f"postgres {pg_port}"
+            f"ports must differ: kafka {kafka_port} (+{brokers - 1}), controller "
+            f"{controller_port} (+{brokers - 1}), postgres {pg_port}"
         )
     return StackSettings(
         profile=profile,
@@ -264,7 +310,16 @@ def resolve_settings(
         cache_dir=default_cache_dir(env),
         kafka_version=env.get("QRYPTIFY_KAFKA_VERSION") or KAFKA_VERSION,
         log4j_version=env.get("QRYPTIFY_LOG4J_VERSION") or LOG4J_VERSION,
+        brokers=brokers,
     )
+
+
+def _brokers(raw: str | None) -> int:
+    if raw is None or raw.strip() == "":
+        return 1
+    if not raw.strip().isdigit() or int(raw) not in BROKER_COUNTS:
+        raise StackConfigError(f"BROKERS / QRYPTIFY_KAFKA_BROKERS: expected 1 or 3, got {raw!r}")
+    return int(raw)
 
 
 def _config_str(config: Mapping[str, Any] | None, path: tuple[str, str], default: str) -> str:
@@ -387,28 +442,39 @@ logger.appinfo.level = WARN
 """
 
 
-def kafka_server_properties(settings: StackSettings) -> str:
-    """Single-node KRaft combined broker+controller (dynamic quorum, formatted --standalone)."""
+def kafka_server_properties(settings: StackSettings, node: KafkaNode | None = None) -> str:
+    """One KRaft node, broker and controller in one process. A single node has a dynamic
+    quorum (formatted --standalone); three nodes are a static quorum of three voters, and
+    internal topics get replication factor 3 with min.insync.replicas=2."""
     host = "127.0.0.1"
+    node = node or settings.kafka_nodes[0]
+    nodes = settings.kafka_nodes
+    rf, min_isr = (1, 1) if len(nodes) == 1 else (3, 2)
+    if len(nodes) == 1:
+        quorum = f"controller.quorum.bootstrap.servers={host}:{node.controller_port}"
+    else:
+        voters = ",".join(f"{n.node_id}@{host}:{n.controller_port}" for n in nodes)
+        quorum = f"controller.quorum.voters={voters}"
     lines = [
         "# generated by `python -m stack up` - do not edit; regenerated at every start",
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.bootstrap.servers={host}:{settings.controller_port}",
-        f"listeners=PLAINTEXT://{host}:{settings.kafka_port},"
-        f"CONTROLLER://{host}:{settings.controller_port}",
-        f"advertised.listeners=PLAINTEXT://{host}:{settings.kafka_port},"
-        f"CONTROLLER://{host}:{settings.controller_port}",
+        f"node.id={node.node_id}",
+        quorum,
+        f"listeners=PLAINTEXT://{host}:{node.port},CONTROLLER://{host}:{node.controller_port}",
+        f"advertised.listeners=PLAINTEXT://{host}:{node.port},"
+        f"CONTROLLER://{host}:{node.controller_port}",
         "inter.broker.listener.name=PLAINTEXT",
         "controller.listener.names=CONTROLLER",
         "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        f"log.dirs={settings.kafka_data}",
+        f"log.dirs={node.data}",
         "num.partitions=1",
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        f"default.replication.factor={rf}",
+        f"min.insync.replicas={min_isr}",
+        f"offsets.topic.replication.factor={rf}",
+        f"transaction.state.log.replication.factor={rf}",
+        f"transaction.state.log.min.isr={min_isr}",
+        f"share.coordinator.state.topic.replication.factor={rf}",
+        f"share.coordinator.state.topic.min.isr={min_isr}",
         # A lone broker has nobody to wait for: consumer groups form at once.
         "group.initial.rebalance.delay.ms=0",
         # After a kill -9 the broker's old registration blocks the new one until the session
@@ -546,21 +612,24 @@ class ProgramSpec:
 
 
 def infra_programs(settings: StackSettings, java: str, pg: PgLayout) -> dict[str, ProgramSpec]:
-    kafka = ProgramSpec(
-        name="kafka",
-        command=tuple(
-            kafka_java_command(settings, java, ["kafka.Kafka", str(settings.kafka_properties)])
-        ),
-        directory=settings.stack_dir,
-        log_file=settings.log_file("kafka"),
-        priority=10,
-        startsecs=10,
-        startretries=10,
-        stopsignal="TERM",
-        stopwaitsecs=60,
-        infra=True,
-        extra=(("exitcodes", "0,143"),),  # 143 = the JVM's exit status after SIGTERM
-    )
+    kafka = {
+        node.name: ProgramSpec(
+            name=node.name,
+            command=tuple(
+                kafka_java_command(settings, java, ["kafka.Kafka", str(node.properties)])
+            ),
+            directory=settings.stack_dir,
+            log_file=settings.log_file(node.name),
+            priority=10,
+            startsecs=10,
+            startretries=10,
+            stopsignal="TERM",
+            stopwaitsecs=60,
+            infra=True,
+            extra=(("exitcodes", "0,143"),),  # 143 = the JVM's exit status after SIGTERM
+        )
+        for node in settings.kafka_nodes
+    }
     postgres = ProgramSpec(
         name="postgres",
         command=("/bin/sh", str(pg.run_script)),
@@ -578,7 +647,7 @@ def infra_programs(settings: StackSettings, java: str, pg: PgLayout) -> dict[str
         killasgroup=True,
         infra=True,
     )
-    return {"kafka": kafka, "postgres": postgres}
+    return {**kafka, "postgres": postgres}
 
 
 def _app_program(

@@ -37,10 +37,12 @@ class StartWatch:
                 self._exits.add((name, int(info.get("start", 0))))
             exits = self.exits(name)
             status = info.get("exitstatus")
+            # supervisord reports 0 for a process it has not reaped yet: say nothing then.
+            last = f", last exit status {status}" if status else ""
             if state == "FATAL":
-                failed[name] = f"kept exiting at start (FATAL, last exit status {status})"
+                failed[name] = f"kept exiting at start (FATAL{last})"
             elif exits >= self.max_exits:
-                failed[name] = f"exited {exits} times (last exit status {status})"
+                failed[name] = f"exited {exits} times{last}"
             elif state == "RUNNING" and _uptime(info) >= self.hold_s:
                 up.add(name)
         return up, failed

@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import httpx
 
+from qryptify import native
 from qryptify.avro import EncodedKlines, KlineCodec, kline_encoder
 from qryptify.binance.bounded import get_bounded
 from qryptify.config import ArchiveConfig
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 Kind = Literal["monthly", "daily"]
 CSV_HEADER_START = "open_time"
+_HEADER_START = CSV_HEADER_START.encode()
 #: Intervals that have daily files (the official download scripts' DAILY_INTERVALS).
 DAILY_INTERVALS: tuple[str, ...] = tuple(
     i for i in INTERVALS if i in FIXED_INTERVAL_MS and FIXED_INTERVAL_MS[i] <= DAY_MS
@@ -272,8 +274,12 @@ def parse_csv_encoded(
     ingested_at: int,
     codec: KlineCodec,
     name: str = "<csv>",
+    *,
+    native_ok: bool = True,
 ) -> EncodedKlines:
     """``parse_csv``, straight to topic values: the same rows accepted, the same errors.
+    The plain-file case runs in the compiled core when it is active (``native_ok=False``:
+    never, for tests comparing the two).
 
     The fast path takes a file whose every line is a plain data row (``_FAST_ROW_RE``, with an
     optional header first) and encodes the matched columns without building Klines. Anything
@@ -281,6 +287,12 @@ def parse_csv_encoded(
     which accepts or names the bad line exactly as before.
     """
     encoder = kline_encoder(codec)
+    if encoder is not None and native.MODULE is not None and native_ok:
+        # The compiled twin of _fast_rows + encode_rows (tests/unit/native/test_archive_csv.py).
+        head, tail = encoder.row_frame(symbol, interval, "archive", ingested_at)
+        found = native.MODULE.archive_csv_values(data, _HEADER_START, head, tail)
+        if found is not None:
+            return _ascending(name, EncodedKlines(symbol, interval, *found))
     rows = _fast_rows(data) if encoder is not None else None
     if encoder is None or rows is None:
         klines = parse_csv(data, symbol, interval, ingested_at, name)
@@ -296,11 +308,16 @@ def parse_csv_encoded(
             values,
         )
     opens, closes, values = encoder.encode_rows(symbol, interval, "archive", ingested_at, rows)
+    return _ascending(name, EncodedKlines(symbol, interval, opens, closes, values))
+
+
+def _ascending(name: str, rows: EncodedKlines) -> EncodedKlines:
+    opens = rows.open_times
     if not all(map(operator.lt, opens, opens[1:])):
         for prev, cur in itertools.pairwise(opens):
             if cur <= prev:
                 raise ArchiveError(name, f"rows not ascending: {cur} after {prev}")
-    return EncodedKlines(symbol, interval, opens, closes, values)
+    return rows
 
 
 def _fast_rows(data: bytes) -> list[Any] | None:
@@ -426,21 +443,23 @@ class ArchiveClient:
     async def _csv(self, file: ArchiveFile) -> bytes | None:
         """The file's CSV (cached or downloaded, checksum verified); None if not published.
 
-        The published checksum decides: a cached copy is used only when it is that content."""
+        The published checksum decides: a cached copy is used only when it is that content.
+        File reads, checksums, fsyncs and unzipping run in worker threads: the event loop
+        keeps publishing meanwhile."""
         published = await self.published_checksum(file)
         if published is None:
             self.stats.missing += 1
             self.used.pop(file.path, None)
             return None
         expected, sums = published
-        data = self._from_cache(file, expected)
+        data = await asyncio.to_thread(self._from_cache, file, expected)
         if data is None:
             data = await self._download(file, expected, sums)
             if data is None:
                 self.used.pop(file.path, None)
                 return None
         self.used[file.path] = expected
-        return read_zip(data, file)
+        return await asyncio.to_thread(read_zip, data, file)
 
     async def fetch(self, file: ArchiveFile, ingested_at: int) -> list[Kline] | None:
         """The file's klines; None if not published; ArchiveError if corrupt."""
@@ -521,14 +540,14 @@ class ArchiveClient:
                 self.stats.missing += 1
                 return None
             try:
-                verify_checksum(data, expected, file.zip_name)
+                await asyncio.to_thread(verify_checksum, data, expected, file.zip_name)
             except ArchiveError as exc:
                 self.stats.corrupt += 1
                 last = exc
                 continue
             self.stats.downloaded += 1
             self.stats.bytes += len(data)
-            self._store(file, data, sums)
+            await asyncio.to_thread(self._store, file, data, sums)
             return data
         assert last is not None  # noqa: S101 - the loop ran and failed
         raise last

@@ -20,6 +20,7 @@ sync with ``/fapi/v1/time``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -37,6 +38,8 @@ from tenacity import (
     wait_random,
 )
 
+from qryptify import native
+from qryptify.avro import EncodedKlines, KlineEncoder
 from qryptify.binance.bounded import get_bounded
 from qryptify.binance.weights import WeightBudget, best_page_limit, klines_weight
 from qryptify.clock import Clock, ExchangeClock
@@ -187,6 +190,42 @@ def parse_klines(pair: Pair, body: object, ingested_at: int) -> list[Kline]:
     return klines
 
 
+def page_values(
+    pair: Pair,
+    body: bytes,
+    ingested_at: int,
+    exchange_now_ms: int,
+    encoder: KlineEncoder,
+    *,
+    native_ok: bool = True,
+) -> EncodedKlines:
+    """A raw ``/fapi/v1/klines`` body → the topic values of its candles closed by the exchange
+    clock (``close_time < exchange_now_ms``, as ``page_events`` decides), ascending.
+
+    The same candles and errors as ``json.loads`` + ``parse_klines`` + ``encoder.encode``;
+    a page of plain rows runs in the compiled core when it is active (``native_ok=False``:
+    never, for tests comparing the two; tests/unit/native/test_rest_page.py)."""
+    if native.MODULE is not None and native_ok:
+        head, tail = encoder.row_frame(pair.symbol, pair.interval, "rest", ingested_at)
+        found = native.MODULE.rest_page_values(body, head, tail, exchange_now_ms)
+        if found is not None:
+            return EncodedKlines(pair.symbol, pair.interval, *found)
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise MalformedPayload("rest", f"klines body is not JSON: {body[:80]!r}") from None
+    if nested_deeper_than(decoded):
+        raise MalformedPayload("rest", "klines body: JSON nested too deeply")
+    closed = [k for k in parse_klines(pair, decoded, ingested_at) if k.close_time < exchange_now_ms]
+    return EncodedKlines(
+        pair.symbol,
+        pair.interval,
+        [k.open_time for k in closed],
+        [k.close_time for k in closed],
+        [encoder.encode(k) for k in closed],
+    )
+
+
 _DEC = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
 #: The eight decimal columns of a row, joined by commas (no decimal contains a comma).
 _DECIMALS_RE = re.compile(rf"^(?:{_DEC},){{7}}{_DEC}$")
@@ -258,6 +297,7 @@ class BinanceRest:
         limits = httpx.Limits(
             max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
         )
+        self._slots = asyncio.Semaphore(cfg.max_connections)
         self._http = httpx.AsyncClient(
             base_url=cfg.endpoint,
             timeout=httpx.Timeout(cfg.timeout_s),
@@ -424,22 +464,27 @@ class BinanceRest:
     async def _send(self, path: str, params: Mapping[str, Any], weight: int) -> Any:
         """One request, re-sent after 429/418 once the budget allows; 5xx etc. raise."""
         for _ in range(MAX_RATE_LIMITED_ANSWERS):
-            sent_ms = await self._acquire(weight)
-            self.stats.requests += 1
-            try:
-                resp = await get_bounded(
-                    self._http,
-                    path,
-                    MAX_BODY_BYTES,
-                    lambda why: MalformedPayload("rest", f"GET {path}: {why}"),
-                    params,
-                )
-            except httpx.TimeoutException as exc:
-                self.budget.release(weight)
-                raise ExchangeUnavailable(f"GET {path}: timeout ({type(exc).__name__})") from None
-            except httpx.TransportError as exc:
-                self.budget.release(weight)
-                raise ExchangeUnavailable(f"GET {path}: {type(exc).__name__} {exc}") from None
+            # A request waits for a connection HERE, before the budget check, never inside
+            # httpx's pool after it: a 429/418 pause then holds every request not yet sent.
+            async with self._slots:
+                sent_ms = await self._acquire(weight)
+                self.stats.requests += 1
+                try:
+                    resp = await get_bounded(
+                        self._http,
+                        path,
+                        MAX_BODY_BYTES,
+                        lambda why: MalformedPayload("rest", f"GET {path}: {why}"),
+                        params,
+                    )
+                except httpx.TimeoutException as exc:
+                    self.budget.release(weight)
+                    raise ExchangeUnavailable(
+                        f"GET {path}: timeout ({type(exc).__name__})"
+                    ) from None
+                except httpx.TransportError as exc:
+                    self.budget.release(weight)
+                    raise ExchangeUnavailable(f"GET {path}: {type(exc).__name__} {exc}") from None
             now = self._budget_clock.now_ms()
             status = resp.status_code
             self.stats.status_counts[status] = self.stats.status_counts.get(status, 0) + 1

@@ -6,6 +6,7 @@ import argparse
 
 from qryptify import db
 from qryptify.config import Config
+from qryptify.redaction import redact_message
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +20,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     with db.connect(dsn) as conn:
         applied = db.migrate(conn)
         version = db.timescale_version(conn)
-    where = db.redact_message(dsn, dsn)
+    where = redact_message(dsn, dsn)
     print(f"{where}: {'applied ' + ', '.join(applied) if applied else 'schema already current'}")
     print(f"timescaledb {version}" if version else "plain PostgreSQL (timescaledb not installed)")
     return 0

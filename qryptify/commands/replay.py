@@ -14,12 +14,12 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm import tqdm
 
-from qryptify import db
+from qryptify import db, native
 from qryptify.config import Config
 from qryptify.errors import IngestorError, NoDataYet
 from qryptify.futures.sink import FuturesSink
@@ -29,9 +29,11 @@ from qryptify.kafka import (
     make_producer,
     topic_partitions,
 )
+from qryptify.redaction import redact_message
 from qryptify.service import install_stop_handlers
 from qryptify.sink.batch import FlushPolicy
-from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, SinkLoop
+from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, OffsetCommits, SinkLoop
+from qryptify.sink.timing import StepTimes, sink_step_times
 
 #: Replays are bulk loads: bigger transactions than the live sink's default.
 REPLAY_BATCH_SIZE = 20_000
@@ -97,6 +99,8 @@ class ReplayResult:
     #: From the first committed batch to the end: the rate without the group join.
     steady_s: float
     interrupted: bool
+    #: Where the time went, per step of the batch cycle (wall and CPU).
+    times: StepTimes = field(default_factory=sink_step_times)
 
     @property
     def rows(self) -> int:
@@ -114,13 +118,16 @@ def replay(
     progress: bool = True,
 ) -> ReplayResult:
     """Migrate ``dsn``, then consume the topic from the beginning into it."""
-    where = db.redact_message(dsn, dsn)
+    where = redact_message(dsn, dsn)
     with db.connect(dsn) as conn:
         applied = db.migrate(conn)
     if applied:
         print(f"{where}: applied {', '.join(applied)}", file=sys.stderr)
     group_id = group or f"{REPLAY_GROUP_PREFIX}{uuid.uuid4().hex[:12]}"
-    consumer = make_consumer(cfg.kafka, group_id, **{"enable.partition.eof": True})
+    commits = OffsetCommits()
+    consumer = make_consumer(
+        cfg.kafka, group_id, on_commit=commits.record, **{"enable.partition.eof": True}
+    )
     topic = cfg.kafka.topic
     try:
         marks = _watermarks(consumer, topic, cfg.kafka.bootstrap_servers)
@@ -165,6 +172,7 @@ def replay(
         dlq=DlqWriter(make_producer(cfg.kafka), cfg.kafka.dlq_topic) if dlq else None,
         on_flush=on_flush,
         done=None if follow else caught_up(marks),
+        commits=commits,
     )
     futures = _futures_replay(cfg, dsn, group_id, stop, follow)
     started = time.monotonic()
@@ -183,6 +191,7 @@ def replay(
         elapsed_s=max(ended - started, 1e-9),
         steady_s=max(ended - (first_flush[0] if first_flush else started), 1e-9),
         interrupted=stop.is_set() and not follow,
+        times=loop.times,
     )
 
 
@@ -225,12 +234,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     )
     t = result.totals
     print(
-        f"replayed {t['records']} records into {db.redact_message(dsn, dsn)} in "
+        f"replayed {t['records']} records into {redact_message(dsn, dsn)} in "
         f"{result.elapsed_s:.1f}s: {t['written']} rows written, {t['unchanged']} unchanged, "
         f"{t['dlq']} invalid, {t['empty_ranges']} empty ranges; "
         f"{result.rows / result.elapsed_s:,.0f} rows/s, {t['records'] / result.elapsed_s:,.0f} "
-        "records/s"
+        f"records/s ({native.describe()})"
     )
+    print(f"time per step: {result.times.render(t['records'])}")
     if result.interrupted:
         print("interrupted before catching up", file=sys.stderr)
         return 130

@@ -16,10 +16,10 @@ import sys
 from urllib.parse import unquote, urlsplit
 
 import psycopg
-from psycopg import sql
 
 from qryptify import db
-from qryptify.config import Config, redact_dsn
+from qryptify.config import Config
+from qryptify.redaction import redact_dsn
 
 PROJECT_TABLES = db.PROJECT_TABLES
 _COUNT_CAP = 1_000_000
@@ -94,12 +94,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 return EXIT_REFUSED
         try:
             with conn.transaction():
-                if present:
-                    conn.execute(
-                        sql.SQL("DROP TABLE {}").format(
-                            sql.SQL(", ").join(sql.Identifier(t) for t in present)
-                        )
-                    )
+                db.drop_project_tables(conn)
         except psycopg.errors.DependentObjectsStillExist as exc:
             detail = " ".join((exc.diag.message_detail or str(exc)).split())
             print(

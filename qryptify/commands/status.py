@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 
-from qryptify import db
+from qryptify import db, native
 from qryptify.archive_ledger import read_ledger
 from qryptify.binance.rest import parse_exchange_info
 from qryptify.clock import SystemClock, server_offset_ms
-from qryptify.config import Config, KafkaConfig, redact_dsn
+from qryptify.config import Config, KafkaConfig
 from qryptify.errors import ConfigError, DatabaseUnavailable, ExchangeUnavailable, MalformedPayload
 from qryptify.futures import status as futures_status
 from qryptify.futures.price import enabled_kinds
@@ -57,6 +57,7 @@ from qryptify.kafka import (
 )
 from qryptify.offsets import OffsetStoreError
 from qryptify.pairs import FIXED_INTERVAL_MS, Pair, is_fixed
+from qryptify.redaction import redact_dsn, redact_message
 
 logger = logging.getLogger(__name__)
 
@@ -241,10 +242,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         pairs=tuple(pairs),
         kafka=kafka,
         thresholds=thresholds,
+        core=native.CORE,
         unlisted=unlisted,
     )
-    report = dataclasses.replace(report, breaches=tuple(judge(report)))
     funding, prices = _futures(cfg, dsn)
+    found = judge(report) + futures_status.breaches(funding or [], prices or [], args.max_gaps)
+    report = dataclasses.replace(report, breaches=tuple(found))
     if args.json:
         body = to_json(report)
         if funding is not None or prices is not None:
@@ -365,7 +368,7 @@ def collect_database(
         except Exception as exc:  # a health check reports what failed; it never crashes
             logger.debug("reading the database failed", exc_info=True)
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = db.redact_message(f"{type(exc).__name__}: {first_line}", dsn)
+            reason = redact_message(f"{type(exc).__name__}: {first_line}", dsn)
             return DatabaseHealth(target=target, error=reason), []
 
 
@@ -442,6 +445,14 @@ def read_hypertables(conn: db.Connection) -> list[Hypertable]:
 
 
 def read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: int) -> PairFacts:
+    """The pair's facts from ONE snapshot: a sink committing between two of these queries
+    would otherwise show ``sync_state`` ahead of the newest candle it has just written."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _read_pair(conn, pair, backfill_start_ms, now_ms)
+
+
+def _read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: int) -> PairFacts:
     params: dict[str, object] = {"symbol": pair.symbol, "interval": pair.interval}
     summary = conn.execute(_SUMMARY, params).fetchone()
     first, last, total = summary if summary is not None else (None, None, 0)

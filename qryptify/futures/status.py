@@ -4,7 +4,9 @@
   8 h apart: no Binance perpetual settles less often; shorter intervals come from the data),
   the pointer.
 - Mark / index / premium-index klines, per kind and pair: rows, first and last open time, gaps
-  (candles missing between the first and the last), the pointer."""
+  (candles missing between the first and the last), the pointer.
+
+A gap in any of them breaches ``--max-gaps`` like a kline gap does (``breaches``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from psycopg import sql
 
 from qryptify import db
 from qryptify.futures.price import TABLES, PriceKind
+from qryptify.health_report import Breach
 from qryptify.pairs import Pair, count_opens, next_open
 
 MAX_SPACING_H = 8
@@ -128,3 +131,21 @@ def render_prices(coverage: Sequence[PriceCoverage]) -> str:
 
 def prices_to_json(coverage: Sequence[PriceCoverage]) -> list[dict[str, object]]:
     return [asdict(c) for c in coverage]
+
+
+def breaches(
+    funding: Sequence[FundingCoverage], prices: Sequence[PriceCoverage], max_gaps: int
+) -> list[Breach]:
+    """The futures series with more gaps than ``--max-gaps`` allows (funding: spacings over
+    8 h; price klines: candles missing), as the status verdict's breaches."""
+    found = [
+        Breach("gaps", f"funding {c.symbol}", f"{c.gaps} gaps > --max-gaps {max_gaps}")
+        for c in funding
+        if c.gaps > max_gaps
+    ]
+    found += [
+        Breach("gaps", f"{c.kind} {c.pair}", f"{c.gaps} candles missing > --max-gaps {max_gaps}")
+        for c in prices
+        if c.gaps > max_gaps
+    ]
+    return found

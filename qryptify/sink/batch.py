@@ -25,6 +25,7 @@ from qryptify.errors import (
     UndecodableRecord,
 )
 from qryptify.kline import EmptyRange, Kline, validate_kline
+from qryptify.native import KlineStager, make_kline_stager
 from qryptify.pairs import FIXED_INTERVAL_MS, close_time, validate_interval, validate_symbol
 from qryptify.sink.rows import DAY_MS, LINE, CandleBatch, CandleRow, PairKey, kline_line, ts_text
 
@@ -445,11 +446,18 @@ class StagedBatch:
 
     Most records take the fast path (the Avro body straight to the COPY line, with float
     pre-checks); anything unusual takes the exact path (full decode + ``check_kline``), which
-    decides alone. Both paths produce the same line for the same candle.
+    decides alone. Both paths produce the same line for the same candle. The fast path runs in
+    the compiled core (``qryptify.native``, one call per consumed batch) when it is built, and
+    as ``_fast`` below otherwise (``native=False`` forces that; tests compare the two).
     """
 
     def __init__(
-        self, codec: KlineCodec, *, fast: bool = True, floors: Mapping[int, int] | None = None
+        self,
+        codec: KlineCodec,
+        *,
+        fast: bool = True,
+        floors: Mapping[int, int] | None = None,
+        native: bool = True,
     ) -> None:
         self.codec = codec
         #: Per partition, the committed position: records below it are already written
@@ -458,6 +466,9 @@ class StagedBatch:
         self.first_at_ms: int | None = None
         self._prefix = codec.fast_prefix if fast else None
         self._pairs: dict[bytes, _PairInfo] = {}  # by record key; learnt on the exact path
+        self._native: KlineStager | None = None
+        if native and self._prefix is not None:
+            self._native = make_kline_stager(self._prefix)
         self.clear()
 
     def clear(self) -> None:
@@ -486,6 +497,17 @@ class StagedBatch:
         if self._count == 0:
             self.first_at_ms = now_ms
         self._count += len(records)
+        if self._native is not None:
+            self._count -= self._native.add(
+                records,
+                self._floors,
+                self._offsets,
+                self._held,
+                self._firsts,
+                self._rows,
+                self._add_exact,
+            )
+            return
         rows = self._rows
         prefix = self._prefix
         offsets = self._offsets
@@ -670,11 +692,15 @@ class StagedBatch:
         """Remember a validated pair, so its next records can take the fast path."""
         if len(self._pairs) > 100_000:  # bounded: pairs are configured, but input is not
             self._pairs.clear()
+            if self._native is not None:
+                self._native.clear_pairs()
         key = f"{symbol}|{interval}".encode()
+        interval_ms = FIXED_INTERVAL_MS.get(interval, 0)
         self._pairs[key] = _PairInfo(
-            (symbol, interval), key, symbol.encode(), interval.encode(),
-            FIXED_INTERVAL_MS.get(interval, 0),
-        )  # fmt: skip
+            (symbol, interval), key, symbol.encode(), interval.encode(), interval_ms
+        )
+        if self._native is not None:
+            self._native.learn(symbol, interval, interval_ms)
 
     def _add_exact(
         self, r: RawRecord, tp: TopicPartitionKey, offset: int, value: bytes | None
@@ -789,9 +815,11 @@ def _long(raw: bytes) -> int:
     return (n >> 1) ^ -(n & 1)
 
 
-def split_batch(records: Sequence[RawRecord], codec: KlineCodec, *, fast: bool = True) -> Split:
+def split_batch(
+    records: Sequence[RawRecord], codec: KlineCodec, *, fast: bool = True, native: bool = True
+) -> Split:
     """Stage and split one batch at once (tools and tests; the loop stages as it consumes)."""
-    staged = StagedBatch(codec, fast=fast)
+    staged = StagedBatch(codec, fast=fast, native=native)
     staged.add(records, 0)
     return staged.split()
 

@@ -3,11 +3,17 @@
 One thread sequences everything (arroyo-style): poll records and stage them as COPY rows at
 once (pure, ``qryptify.sink.batch``); at a flush, send undecodable/invalid records to the DLQ
 and wait for their delivery, hand the rows to ONE writer thread for one PostgreSQL transaction
-(``qryptify.db.write_rows``), and only after its COMMIT commit the batch's offsets synchronously
-from this thread (invariant 2). At most one batch is being written while the next is consumed
-and staged, so decoding overlaps the database round trip; batches are written strictly in
-order. Offsets are never ahead of the database; a crash anywhere re-delivers at most the last
-two batches, which the idempotent upsert rewrites as no-ops.
+(``qryptify.db.write_rows``), and only after its COMMIT commit the batch's offsets (invariant 2).
+At most one batch is being written while the next is consumed and staged, so decoding overlaps
+the database round trip; batches are written strictly in order. The offset commit does not hold
+up the next batch either: it is asynchronous (librdkafka sends commits in order) and its result
+comes back through ``OffsetCommits``, the consumer's ``on_commit`` callback; a failed commit is
+sent again (with the highest offsets the database holds, so it never goes backwards) while the
+partition is ours, and otherwise its next owner re-reads the records. Rebalances and shutdown
+commit synchronously. A consumer built without that callback gets synchronous commits.
+Offsets are never ahead of the database; a crash anywhere re-delivers at most the last batches,
+which the idempotent upsert rewrites as no-ops.
+Each step's wall and CPU time is counted (``qryptify.sink.timing``).
 
 Batching: a flush happens when ``batch_size`` records are held, when the oldest has waited
 ``max_latency_ms``, or at once when the consumer has nothing more queued and the writer is
@@ -55,6 +61,7 @@ from qryptify.sink.batch import (
     write_bisecting,
 )
 from qryptify.sink.rows import CandleBatch
+from qryptify.sink.timing import Mark, sink_step_times
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +145,28 @@ class _Inflight:
     batch_no: int
     future: Future[Written]
     started_s: float  # time.monotonic() at submission
+
+
+class OffsetCommits:
+    """The consumer's ``on_commit`` callback: librdkafka calls it inside ``consume()`` (on the
+    loop's thread) with the result of every commit; the loop reads ``reports``. Pass
+    ``on_commit=commits.record`` to ``make_consumer`` and ``commits=commits`` to the loop."""
+
+    def __init__(self) -> None:
+        #: (error or None, topic, partition, offset) per partition of each finished commit.
+        self.reports: list[tuple[str | None, str, int, int]] = []
+
+    def record(self, err: Any, partitions: Sequence[Any]) -> None:
+        for tp in partitions:
+            error = tp.error if tp.error is not None else err
+            if (
+                error is not None
+                and getattr(error, "code", lambda: None)() == KafkaError._NO_OFFSET
+            ):
+                error = None  # nothing to commit: not a failure
+            self.reports.append(
+                (None if error is None else str(error), tp.topic, tp.partition, tp.offset)
+            )
 
 
 class MonotonicClock:
@@ -230,8 +259,11 @@ class SinkLoop:
         clock: Clock | None = None,
         on_flush: Callable[[FlushReport], None] | None = None,
         done: Callable[[SinkLoop], bool] | None = None,
+        commits: OffsetCommits | None = None,
     ) -> None:
         self.consumer = consumer
+        #: Results of asynchronous offset commits (None: commit synchronously).
+        self.commits = commits
         self.connect = connect
         self.settings = settings
         self.policy = settings.policy
@@ -243,8 +275,14 @@ class SinkLoop:
         self.clock: Clock = clock or MonotonicClock()
         self.on_flush = on_flush
         self.done = done
-        #: Per partition of the topic: next offset committed by this loop.
+        #: Per partition of the topic: next offset whose record is in the database (committed
+        #: to Kafka now or soon: see _commit).
         self.positions: dict[int, int] = {}
+        #: Per partition: the highest offset to commit (its batch is in the database).
+        self._to_commit: dict[TopicPartitionKey, int] = {}
+        self._commit_retry: set[TopicPartitionKey] = set()
+        self._retry_at = 0.0
+        self.times = sink_step_times()
         # Records below a committed position (re-read after a rebalance) are already written.
         self.pending = StagedBatch(self.codec, floors=self.positions)
         self._inflight: _Inflight | None = None
@@ -282,6 +320,8 @@ class SinkLoop:
                 ):
                     break
                 self._poll_once()
+                if self.commits is not None and (self.commits.reports or self._commit_retry):
+                    self._check_commits()
                 if self._inflight is not None:
                     if self._inflight.future.done():
                         self._settle()
@@ -305,6 +345,7 @@ class SinkLoop:
     def _poll_once(self) -> None:
         held = len(self.pending)
         room = self.policy.room(held)
+        mark = Mark.now()
         messages = self.consumer.consume(num_messages=room, timeout=0)
         # "Nothing more queued" only counts after a poll that waited: the local queue may be
         # short of `room` only because librdkafka's (small) prefetch is being refilled.
@@ -322,8 +363,11 @@ class SinkLoop:
                 if messages and room > 1:
                     messages += self.consumer.consume(num_messages=room - 1, timeout=0)
             self._drained = len(messages) < room
+        self.times.since("poll", mark)
         if messages:
+            mark = Mark.now()
             self._accept(messages)
+            self.times.since("stage", mark)
             if self.hook is not None:
                 self.hook("after_poll", self.batches + 1)
 
@@ -355,6 +399,7 @@ class SinkLoop:
             return False
         if not self.pending:
             return True
+        mark = Mark.now()
         split = self.pending.split()
         self.pending.clear()
         self.batches += 1
@@ -364,6 +409,7 @@ class SinkLoop:
                 self._send_dlq(split.dlq)
             self._hook("after_dlq")
             future = self._writer.submit(self._write, split, batch_no)
+            self.times.since("handover", mark)
             self._inflight = _Inflight(split, batch_no, future, time.monotonic())
             return True
         return self._write_and_commit(split, batch_no, in_callback=in_callback)
@@ -373,6 +419,7 @@ class SinkLoop:
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return True
+        mark = Mark.now()
         try:
             if not self._await_writer(inflight, in_callback=in_callback):
                 # Inside a rebalance: not finished in time. It completes on its own; its
@@ -391,7 +438,9 @@ class SinkLoop:
             return self._write_and_commit(
                 inflight.split, inflight.batch_no, in_callback=in_callback
             )
-        self._finish(inflight.split, results)
+        finally:
+            self.times.since("wait_writer", mark)
+        self._finish(inflight.split, results, synchronous=in_callback)
         return True
 
     def _watch_writer(self, inflight: _Inflight) -> None:
@@ -433,9 +482,9 @@ class SinkLoop:
             self._flushing = False
         return True
 
-    def _finish(self, split: Split, written: Written) -> None:
+    def _finish(self, split: Split, written: Written, *, synchronous: bool = False) -> None:
         self._hook("after_db_commit")
-        self._commit(split)
+        self._commit(split, synchronous=synchronous)
         self._hook("after_offset_commit")
         self._account(split, written)
         if self._paused:
@@ -452,7 +501,7 @@ class SinkLoop:
         if not done:
             self._abandon(split)
             return False
-        self._finish(as_written, results)
+        self._finish(as_written, results, synchronous=in_callback)
         return True
 
     def _retry_write(
@@ -576,12 +625,38 @@ class SinkLoop:
         if self.dlq is not None:
             self.dlq.send(entries)
 
-    def _commit(self, split: Split) -> None:
-        offsets = [
-            TopicPartition(t, p, o)
-            for (t, p), o in split.offsets.items()
-            if (t, p) in self.assigned
-        ]
+    def _commit(self, split: Split, *, synchronous: bool = False) -> None:
+        """Commit the offsets of a batch the database holds: asynchronously (results in
+        ``_check_commits``), or here and now when ``synchronous`` (rebalance callbacks,
+        shutdown) or when the consumer has no ``on_commit`` callback."""
+        mark = Mark.now()
+        owned = [tp for tp in split.offsets if tp in self.assigned]
+        for tp in owned:
+            offset = split.offsets[tp]
+            if offset > self._to_commit.get(tp, -1):
+                self._to_commit[tp] = offset
+                if tp[0] == self.settings.topic:
+                    self.positions[tp[1]] = offset
+        if owned:
+            if synchronous or self.commits is None:
+                self._commit_now(owned)
+            else:
+                self._commit_async(owned)
+        self.times.since("offset_commit", mark)
+
+    def _offsets_of(self, tps: Iterable[TopicPartitionKey]) -> list[Any]:
+        return [TopicPartition(t, p, self._to_commit[(t, p)]) for t, p in tps]
+
+    def _commit_async(self, tps: Iterable[TopicPartitionKey]) -> None:
+        try:
+            self.consumer.commit(offsets=self._offsets_of(tps), asynchronous=True)
+        except KafkaException as exc:
+            logger.warning("offset commit not sent (will be sent again): %s", exc)
+            self._commit_retry.update(tps)
+
+    def _commit_now(self, tps: Iterable[TopicPartitionKey]) -> None:
+        """Commit these partitions' offsets on this thread and wait for the result."""
+        offsets = self._offsets_of(tps)
         if not offsets:
             return
         started = time.perf_counter()
@@ -595,13 +670,40 @@ class SinkLoop:
         for tp in result or []:
             if tp.error is not None:
                 logger.warning("offset commit failed for partition %d: %s", tp.partition, tp.error)
-            elif tp.topic == self.settings.topic:
-                self.positions[tp.partition] = tp.offset
+            else:
+                self._commit_retry.discard((tp.topic, tp.partition))
+
+    def _check_commits(self) -> None:
+        """Read what the asynchronous commits reported; send failed ones again (at most every
+        0.5 s, the highest offsets the database holds) while their partitions are ours. Their
+        records are in the database: a commit that never succeeds only means the next owner
+        of the partition reads them again."""
+        assert self.commits is not None  # noqa: S101 - only called with the callback
+        reports, self.commits.reports = self.commits.reports, []
+        for error, topic, partition, offset in reports:
+            key = (topic, partition)
+            if error is not None:
+                logger.warning(
+                    "offset commit failed for partition %d (will be sent again): %s",
+                    partition,
+                    error,
+                )
+                self._commit_retry.add(key)
+            elif offset >= self._to_commit.get(key, -1):
+                self._commit_retry.discard(key)
+        self._commit_retry &= self.assigned
+        now = time.monotonic()
+        if self._commit_retry and now >= self._retry_at:
+            self._retry_at = now + 0.5
+            self._commit_async(sorted(self._commit_retry))
 
     def _account(self, split: Split, outcome: Written) -> None:
         results, rejected = outcome
         written = sum(r.written for r in results)
         unchanged = sum(r.unchanged for r in results)
+        for r in results:
+            self.times.add("statements", r.timings[0], r.timings[1])
+            self.times.add("db_commit", r.timings[2], r.timings[3])
         ranges = sum(r.empty_ranges for r in results)
         self.totals["records"] += split.records
         self.totals["written"] += written
@@ -728,6 +830,8 @@ class SinkLoop:
                 self._drop(revoked, "revoked while the database is failing")
         elif held:
             self._drop(revoked, "revoked while the database is failing")
+        # What the database holds of them is committed before they go (not left in flight).
+        self._commit_now(sorted(revoked & set(self._to_commit)))
         self._forget(revoked)
         logger.info("revoked partitions %s", ",".join(str(p) for _, p in sorted(revoked)) or "-")
 
@@ -744,6 +848,9 @@ class SinkLoop:
 
     def _forget(self, partitions: set[TopicPartitionKey]) -> None:
         self.assigned -= partitions
+        self._commit_retry -= partitions
+        for tp in partitions:
+            self._to_commit.pop(tp, None)
         for topic, partition in partitions:
             if (topic, partition) in self._lag_labels:
                 self._lag_labels.discard((topic, partition))
@@ -758,6 +865,12 @@ class SinkLoop:
                 self._inflight.future.result(timeout=60)
             self._inflight = None
         self._writer.shutdown(wait=True)
+        try:
+            # Once more, synchronously, everything the database holds: it covers asynchronous
+            # commits still in flight or failed.
+            self._commit_now(sorted(set(self._to_commit) & self.assigned))
+        except Exception as exc:  # the consumer may have failed fatally
+            logger.warning("final offset commit: %s", exc)
         try:
             self.consumer.close()
         except Exception as exc:  # a consumer already failed fatally

@@ -53,9 +53,10 @@ from qryptify.errors import (
     DatabaseUnavailable,
     ExchangeError,
     ExchangeUnavailable,
+    InvalidKline,
     RateLimited,
 )
-from qryptify.gaps import Range, day_shortfalls, holes_from_jumps, missing_runs
+from qryptify.gaps import Range, day_shortfalls, holes_below, holes_from_jumps, missing_runs
 from qryptify.handoff import LIVE_START, PLAN, plan_falls_short, planned_through
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.metrics import Health
@@ -63,6 +64,7 @@ from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, interval_ms, is_fixed, next_open
 from qryptify.planning import (
     ArchiveUnit,
+    Page,
     PairRange,
     RestUnit,
     Unit,
@@ -75,6 +77,7 @@ from qryptify.planning import (
 )
 from qryptify.publish import KlinePublisher, event_position
 from qryptify.retry import backoff, sleep_unless_stopped, until_available
+from qryptify.sink.batch import Record, check_kline, split_batch
 from services.backfiller.futures import FuturesPasses
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,11 @@ CANDLES = Counter(
     "qryptify_backfill_candles_total", "Closed candles published", ["symbol", "interval", "source"]
 )
 EMPTY = Counter("qryptify_backfill_empty_ranges_total", "Exchange-confirmed empty ranges")
+INVALID = Counter(
+    "qryptify_backfill_invalid_candles_total",
+    "Candles the exchange sent that fail the kline rules (not published, not recorded empty)",
+    ["source"],
+)
 ARCHIVE_FILES = Counter("qryptify_backfill_archive_files_total", "Archive files", ["outcome"])
 WEIGHT = Gauge("qryptify_backfill_weight_used", "Request weight counted in the last minute")
 BEHIND = Gauge(
@@ -192,6 +200,8 @@ class Summary:
     seconds: float = 0.0
     failed_pairs: list[str] = field(default_factory=list)
     unlisted_pairs: list[str] = field(default_factory=list)
+    #: The publisher's seconds per step (wall, CPU): qryptify.publish.PUBLISH_STEPS.
+    publish_times: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def line(self) -> str:
         """One line of ``key=value`` pairs (machine-readable too)."""
@@ -219,6 +229,9 @@ class Summary:
             "seconds": f"{self.seconds:.1f}",
             "candles_per_s": f"{rate:.0f}",
         }
+        for step, (wall, cpu) in self.publish_times.items():
+            fields[f"publish_{step}_wall_s"] = f"{wall:.3f}"
+            fields[f"publish_{step}_cpu_s"] = f"{cpu:.3f}"
         text = " ".join(f"{k}={v}" for k, v in fields.items())
         if self.failed_pairs:
             text += f" failed={','.join(self.failed_pairs)}"
@@ -608,9 +621,8 @@ class Backfiller:
             resume = rng.start_ms
             if state.position is not None and state.position >= rng.start_ms:
                 resume = next_open(state.pair.interval, state.position)
-            units: list[Unit] = list(
-                ranges_to_units(state.pair.interval, holes.get(state.pair, []), self.limit)
-            )
+            pair_holes = holes_below(holes.get(state.pair, []), resume)
+            units: list[Unit] = list(ranges_to_units(state.pair.interval, pair_holes, self.limit))
             recheck: list[RestUnit] = []
             if not first and state.position is not None and self.cfg.backfill.recheck_recent:
                 recheck = self._recheck_units(state, resume)
@@ -623,7 +635,7 @@ class Backfiller:
                 archive=self.archive is not None and self.cfg.archive.enabled,
             )
             state.total = count_opens(state.pair.interval, resume, rng.end_ms) + sum(
-                count_opens(state.pair.interval, a, b) for a, b in holes.get(state.pair, [])
+                count_opens(state.pair.interval, a, b) for a, b in pair_holes
             )
             state.done = 0
             progress_states.append(state)
@@ -763,10 +775,25 @@ class Backfiller:
 
     async def _fetch_rest(self, pair: Pair, unit: RestUnit, now: int) -> UnitResult:
         page = unit.page
-        klines = await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
-        # Planned pages end before the candle that was open at `now`; drop anything later.
-        closed, empty = page_events(pair, page, klines, now, self.limit)
-        return UnitResult(klines=closed, empty=empty)
+        closed, empty = page_events(pair, page, await self._page(pair, page), now, self.limit)
+        if empty:
+            # One answer without candles is not the exchange's confirmation yet (a replica
+            # behind, a truncated page): ask again; only slots absent from both answers are
+            # recorded empty, candles only the second had are kept.
+            seen = {k.open_time for k in closed}
+            again, _ = page_events(pair, page, await self._page(pair, page), now, self.limit)
+            extra = [k for k in again if k.open_time not in seen]
+            if extra:
+                logger.warning(
+                    "%s: a second answer held %d candles the first lacked", pair, len(extra)
+                )
+                closed = sorted([*closed, *extra], key=lambda k: k.open_time)
+                empty = page_events(pair, page, closed, now, self.limit)[1]
+        # Invalid candles are not published, but their slots are not empty either.
+        return UnitResult(klines=valid_klines(pair, closed), empty=empty)
+
+    async def _page(self, pair: Pair, page: Page) -> list[Kline]:
+        return await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
 
     async def _fetch_archive(self, pair: Pair, unit: ArchiveUnit, now: int) -> UnitResult:
         assert self.archive is not None  # noqa: S101 - archive units are planned only with it
@@ -802,6 +829,7 @@ class Backfiller:
         rows = rows.take(bisect_left(opens, unit.start_ms), bisect_left(opens, unit.end_ms))
         if rows.close_times and max(rows.close_times) >= now:
             rows = rows.pick([i for i, t in enumerate(rows.close_times) if t < now])
+        rows = valid_rows(rows, self.publisher.codec, unit.file)
         result = UnitResult(archive=[rows])
         if sha is not None:
             result.files.append(IngestedFile(unit.file, unit.start_ms, unit.end_ms, sha))
@@ -942,3 +970,32 @@ class Backfiller:
             s.archive_missing, s.archive_corrupt = a.missing, a.corrupt
             s.archive_corrections = a.corrections
         s.failed_pairs = [str(st.pair) for st in self.states.values() if st.failed]
+        times = self.publisher.times
+        s.publish_times = {step: (times.wall[step], times.cpu[step]) for step in times.steps}
+
+
+def valid_klines(pair: Pair, klines: Sequence[Kline]) -> list[Kline]:
+    """REST candles that pass the rules the sink applies (``check_kline``), as the WebSocket
+    path validates before publishing; the others are counted and logged, never published."""
+    good: list[Kline] = []
+    for k in klines:
+        try:
+            good.append(check_kline(k))
+        except InvalidKline as exc:
+            INVALID.labels("rest").inc()
+            logger.warning("%s: invalid REST candle not published: %s", pair, exc)
+    return good
+
+
+def valid_rows(rows: EncodedKlines, codec: KlineCodec, file: object) -> EncodedKlines:
+    """Archive rows (already encoded) that pass the sink's verdicts (``split_batch``: the same
+    rules, fast path included); the others are counted, logged and left out."""
+    key = f"{rows.symbol}|{rows.interval}".encode()
+    verdict = split_batch([Record("", 0, i, key, v) for i, v in enumerate(rows.values)], codec)
+    if not verdict.dlq:
+        return rows
+    bad = {entry.offset for entry in verdict.dlq}
+    INVALID.labels("archive").inc(len(bad))
+    for entry in verdict.dlq[:3]:
+        logger.warning("archive %s: invalid row not published: %s", file, entry.reason)
+    return rows.pick([i for i in range(len(rows)) if i not in bad])

@@ -56,6 +56,7 @@ from qryptify.pairs import Pair, align_open, close_time, count_opens, next_open
 from qryptify.publish import AckTracker, KlinePublisher
 from qryptify.retry import until_available
 from services.producer.clock import StreamClock
+from services.producer.dlq import send_frame_to_dlq
 from services.producer.futures import FuturesLive
 from services.producer.rotation import Handover, RotationPolicy
 from services.producer.stream import LiveBook, Verdict, absent_open_times, closed_rest_klines
@@ -634,28 +635,14 @@ class ProducerRunner:
                 raw[:200],
                 self.cfg.kafka.dlq_topic,
             )
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("qryptify.reason", f"{frame.kind}: {frame.reason}"[:500].encode()),
-            ("qryptify.source", b"ws"),
-            ("qryptify.stream", (frame.stream or "").encode()),
-        ]
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                logger.error("DLQ delivery failed: %s", err)
-
-        while True:
-            try:
-                self.producer.produce(
-                    self.cfg.kafka.dlq_topic,
-                    key=(frame.stream or "").encode() or None,
-                    value=raw,
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)
+        send_frame_to_dlq(
+            self.producer,
+            self.cfg.kafka.dlq_topic,
+            raw,
+            kind=frame.kind,
+            reason=frame.reason,
+            stream=frame.stream,
+        )
 
     # -- REST: gap fill and watchdog -------------------------------------------------------------
     def _fill_after_connect(self, pairs: Sequence[Pair]) -> None:

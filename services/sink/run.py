@@ -15,7 +15,7 @@ from qryptify.futures.topic import topic_spec
 from qryptify.kafka import ensure_topics, make_consumer, make_producer, topic_specs
 from qryptify.metrics import Health
 from qryptify.sink.batch import FlushPolicy
-from qryptify.sink.loop import DlqWriter, LoopSettings, SinkLoop
+from qryptify.sink.loop import DlqWriter, LoopSettings, OffsetCommits, SinkLoop
 from services.sink.faults import crash_hook
 
 logger = logging.getLogger(__name__)
@@ -100,14 +100,16 @@ def build_sink(cfg: Config, stop: threading.Event, health: Health) -> SinkRunner
     )
     instance_id = os.environ.get(ENV_INSTANCE_ID, "").strip()
     overrides = {"group.instance.id": instance_id} if instance_id else {}
+    commits = OffsetCommits()
     loop = SinkLoop(
-        make_consumer(cfg.kafka, cfg.sink.group_id, **overrides),
+        make_consumer(cfg.kafka, cfg.sink.group_id, on_commit=commits.record, **overrides),
         MigratingConnector(cfg.db.dsn.get_secret_value()),
         settings,
         stop,
         dlq=DlqWriter(make_producer(cfg.kafka), cfg.kafka.dlq_topic),
         health=health,
         hook=crash_hook(os.environ),
+        commits=commits,
     )
     futures = None
     if cfg.futures.enabled:

@@ -123,8 +123,11 @@ def test_empty_range_recorded_once_and_not_refetched(env: BackfillEnv) -> None:
     assert klines_requests_touching(third, lost_start, lost_start + 30 * MINUTE_MS) == [
         f"ETHUSDT/1m {lost_start}"
     ]
+    # Each empty answer is confirmed by a second request before it becomes an empty range.
     assert sorted(klines_requests_touching(third, GAP_START, GAP_END)) == [
         f"BTCUSDT/1h {GAP_START}",
+        f"BTCUSDT/1h {GAP_START}",
+        f"BTCUSDT/1m {GAP_START}",
         f"BTCUSDT/1m {GAP_START}",
     ]
     assert empty_rows(env.dsn) == expected

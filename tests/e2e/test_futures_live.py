@@ -51,6 +51,7 @@ def env(
         "watchdog_grace_ms": 120_000,  # 2 sim minutes: 0.2 s wall
         "watchdog_retry_ms": 120_000,
         "stale_after_s": 5,
+        "rotate_after_s": 1800,  # 30 sim minutes (3 s wall): the connections rotate often
     }
     environment.extra["rest"] = {"time_sync_every_s": 0.5}
     yield environment
@@ -87,6 +88,8 @@ def test_live_futures_through_a_funding_change_and_ws_drops(env: BackfillEnv) ->
 
     log = producer.text()
     assert "futures: markPrice stream reconnected" in log, log[-3000:]
+    # Rotated ahead of the cut (replacement first) outside the drop window too.
+    assert "futures: markPrice connection rotated (3)" in log, log[-3000:]
     assert sim.stats()["ws_drops"] >= 1
 
     start = parse_time_ms(START)

@@ -21,7 +21,7 @@ from qryptify.kafka import TopicPartition, make_consumer, make_producer
 from qryptify.kline import Event, Kline
 from qryptify.pairs import interval_ms
 from qryptify.sink.batch import FlushPolicy
-from qryptify.sink.loop import DlqWriter, LoopSettings, SinkLoop
+from qryptify.sink.loop import DlqWriter, LoopSettings, OffsetCommits, SinkLoop
 from tests.conftest import T0, make_kline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,8 +192,9 @@ def make_loop(
     hook: Callable[[str, int], None] | None = None,
 ) -> SinkLoop:
     target = dsn or cfg.db.dsn.get_secret_value()
+    commits = OffsetCommits()
     return SinkLoop(
-        make_consumer(cfg.kafka, group or cfg.sink.group_id),
+        make_consumer(cfg.kafka, group or cfg.sink.group_id, on_commit=commits.record),
         lambda: db.connect(target),
         LoopSettings(
             topic=cfg.kafka.topic,
@@ -205,6 +206,7 @@ def make_loop(
         dlq=DlqWriter(make_producer(cfg.kafka), cfg.kafka.dlq_topic),
         hook=hook,
         done=done,
+        commits=commits,
     )
 
 

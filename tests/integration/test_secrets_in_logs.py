@@ -274,15 +274,15 @@ def test_commands_with_failing_setups(tmp_path: Path, secrets: Secrets) -> None:
     every = scenarios(tmp_path, secrets)
     config, _ = every["db-wrong-port"]
     code, out = run_cli(config, "migrate")
-    assert code == 1 and "database unavailable" in out, out  # the failure reached the output
+    assert code == 3 and "database unavailable" in out, out  # the failure reached the output
     assert_no_secret("migrate [db-wrong-port]", out, secrets)
     code, out = run_cli(config, "reset-db", "-f")
-    assert code == 1 and "database unavailable" in out, out
+    assert code == 3 and "database unavailable" in out, out
     assert_no_secret("reset-db [db-wrong-port]", out, secrets)
 
     config, _ = every["db-wrong-password"]
     code, out = run_cli(config, "migrate")
-    assert code == 1 and "password authentication failed" in out, out
+    assert code == 3 and "password authentication failed" in out, out
     assert_no_secret("migrate [db-wrong-password]", out, secrets)
 
     for name, (config, env) in every.items():

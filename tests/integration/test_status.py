@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qryptify import db
+from qryptify import db, native
 from qryptify.config import KafkaConfig
 from qryptify.kafka import TopicPartition, make_consumer, make_producer
 from qryptify.kline import EmptyRange, Kline
@@ -126,9 +126,11 @@ def test_complete_data_is_healthy(
     assert doc["kafka"]["error"] is None
     assert doc["kafka"]["total_lag"] == 0
     assert doc["kafka"]["dlq_records"] == 0
+    assert doc["core"] == native.CORE  # the same environment: the same core
 
     code, text, _ = status(config_for(), "--now", str(NOW))
     assert code == 0
+    assert f"core      {native.CORE}" in text
     assert "BTCUSDT/1m" in text and "100.00%" in text
     assert text.rstrip().endswith("HEALTHY")
 
@@ -338,3 +340,37 @@ def test_an_unmigrated_database_is_a_row_not_a_traceback(
     assert checks(doc) == ["database"]
     assert "qryptify migrate" in doc["database"]["error"]
     assert "candlesticks" in doc["database"]["error"]
+
+
+class WritesBetweenQueries:
+    """A connection on which another client commits a newer candle (and advances sync_state,
+    as the sink does) right after the first query of a pair's read."""
+
+    def __init__(self, conn: db.Connection, dsn: str) -> None:
+        self.conn = conn
+        self.dsn = dsn
+        self.queries = 0
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        result = self.conn.execute(query, params)
+        if "candlesticks" in str(query):
+            self.queries += 1
+            if self.queries == 1:
+                write(self.dsn, [make_kline("BTCUSDT", "1m", T0 + 360 * MINUTE_MS)])
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_pair_is_read_from_one_snapshot(db_dsn: str) -> None:
+    from qryptify.commands.status import read_pair
+    from qryptify.pairs import Pair
+
+    write(db_dsn, minute_candles())
+    with db.connect(db_dsn, autocommit=True) as conn:
+        racing = WritesBetweenQueries(conn, db_dsn)
+        facts = read_pair(racing, Pair("BTCUSDT", "1m"), T0, T0 + 400 * MINUTE_MS)  # type: ignore[arg-type]
+    assert racing.queries > 1  # the write happened between this read's queries
+    newest = T0 + 359 * MINUTE_MS
+    assert (facts.last_ms, facts.pointer_ms) == (newest, newest)  # both from before the write

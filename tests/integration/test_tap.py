@@ -105,7 +105,7 @@ def test_documented_third_party_consumer_decodes_the_stream(
         "BOOTSTRAP": app_config.kafka.bootstrap_servers,
         "TOPIC": app_config.kafka.topic,
         "GROUP": unique("third-party"),
-        "AVSC": str(ROOT / "schemas" / "kline.avsc"),
+        "AVSC": str(ROOT / "qryptify" / "schemas" / "kline.avsc"),
     }
     lines: list[list[str]] = []
     deadline = time.monotonic() + 60 * TIMEOUT_FACTOR

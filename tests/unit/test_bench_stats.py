@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,28 @@ def test_markdown_splice_keeps_the_prose_around() -> None:
     assert "table v1" not in again
     assert again.startswith("# Title\n\nintro\n\n") and again.endswith("\nafter\n")
     assert "table v2" in again
+
+
+def test_weight_share_is_measured_over_whole_limit_windows() -> None:
+    from bench.backfill_figures import whole_windows
+
+    # 10 s into a window, 150 s to go: read just before the next window starts, then one whole
+    # window (a second would end after the deadline); with 195 s to go, two.
+    first, windows = whole_windows(610.0, 760.0)
+    assert (first, windows) == (659.75, 1)
+    first, windows = whole_windows(605.0, 800.0)
+    assert (first, windows) == (659.75, 2)
+    # Never less than one window, even past the deadline; never a reading in the past.
+    first, windows = whole_windows(659.9, 600.0)
+    assert (first, windows) == (719.75, 1)
+
+
+def test_a_repetition_is_refused_above_the_load_limit(tmp_path: Path) -> None:
+    from bench.model import Context, LoadTooHigh, load_average
+
+    assert len(load_average()) == 3
+    ctx = Context("k", "pg", tmp_path, quick=True, reps=1, max_load=-1.0)
+    with pytest.raises(LoadTooHigh, match="--max-load -1"):
+        ctx.check_load("replay rep 1")
+    unlimited = Context("k", "pg", tmp_path, quick=True, reps=1)
+    assert unlimited.check_load("replay rep 1")[0] >= 0

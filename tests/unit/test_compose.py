@@ -27,11 +27,17 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def env_of(service: dict[str, Any]) -> dict[str, str]:
+def env_of(service: dict[str, Any], host: dict[str, str] | None = None) -> dict[str, str]:
+    """The service's environment as compose resolves it (``${NAME:-default}`` from ``host``)."""
     env = service.get("environment", {})
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    values = host or {}
+
+    def resolve(text: str) -> str:
+        return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: values.get(m.group(1), m.group(2)), text)
+
+    return {str(k): resolve(str(v)) for k, v in env.items()}
 
 
 def host_ports(service: dict[str, Any]) -> set[int]:
@@ -125,7 +131,11 @@ def test_dockerfile() -> None:
         for line in (ROOT / "Dockerfile").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert lines[0] == "FROM python:3.11-slim"
+    stages = [line for line in lines if line.startswith("FROM ")]
+    # the native core is compiled in a build stage; the image itself is the slim Python one
+    assert stages == ["FROM rust:1-slim-bookworm AS native", "FROM python:3.11-slim"]
+    assert "COPY native ./native" in lines and "COPY --from=native /wheels /wheels" in lines
+    lines = lines[lines.index("FROM python:3.11-slim") :]
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in {"root", "0"}
     assert any(line.startswith("RUN pip install .") for line in lines)
@@ -135,3 +145,31 @@ def test_dockerfile() -> None:
     assert lines.index(f"USER {users[-1]}") > max(
         i for i, line in enumerate(lines) if line.startswith(("COPY ", "RUN "))
     )
+
+
+def test_three_broker_profile_is_one_kraft_quorum(services: dict[str, Any]) -> None:
+    """``make up BROKERS=3`` with Docker: the profile's nodes 2 and 3 and the `kafka` service
+    (node 1, with the Makefile's settings) form one quorum of three voters, RF 3, min ISR 2."""
+    host = {
+        "QRYPTIFY_COMPOSE_VOTERS": "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093",
+        "QRYPTIFY_COMPOSE_RF": "3",
+        "QRYPTIFY_COMPOSE_MIN_ISR": "2",
+        "QRYPTIFY_COMPOSE_BOOTSTRAP": "kafka:9092,kafka-2:9092,kafka-3:9092",
+    }
+    nodes = [services["kafka"], services["kafka-2"], services["kafka-3"]]
+    envs = [env_of(node, host) for node in nodes]
+    assert [e["KAFKA_NODE_ID"] for e in envs] == ["1", "2", "3"]
+    assert {e["KAFKA_CONTROLLER_QUORUM_VOTERS"] for e in envs} == {host["QRYPTIFY_COMPOSE_VOTERS"]}
+    assert {e["CLUSTER_ID"] for e in envs} == {envs[0]["CLUSTER_ID"]}
+    for env in envs:
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+    assert services["kafka-2"]["profiles"] == services["kafka-3"]["profiles"] == ["three-brokers"]
+    assert "profiles" not in services["kafka"]
+    assert host_ports(services["kafka-2"]) == {9093} and host_ports(services["kafka-3"]) == {9094}
+    app = env_of(services["sink"], host)
+    assert app["QRYPTIFY_KAFKA__BOOTSTRAP_SERVERS"] == host["QRYPTIFY_COMPOSE_BOOTSTRAP"]
+    single = env_of(services["kafka"])  # without the Makefile's settings: one node as before
+    assert single["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    assert single["KAFKA_MIN_INSYNC_REPLICAS"] == "1"

@@ -329,6 +329,58 @@ def test_ready_topic_name() -> None:
     assert READY_TOPIC == "__qryptify_ready"
 
 
+def test_three_brokers_are_one_static_quorum_on_consecutive_ports() -> None:
+    s = settings_for(env={"QRYPTIFY_KAFKA_BROKERS": "3"})
+    assert s.bootstrap == "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+    nodes = s.kafka_nodes
+    assert [(n.name, n.port, n.controller_port) for n in nodes] == [
+        ("kafka-1", 9092, 9192),
+        ("kafka-2", 9093, 9193),
+        ("kafka-3", 9094, 9194),
+    ]
+    assert len({n.data for n in nodes}) == 3 and len({n.properties for n in nodes}) == 3
+    voters = "1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194"
+    for node in nodes:
+        props = properties(kafka_server_properties(s, node))
+        assert props["node.id"] == str(node.node_id)
+        assert props["controller.quorum.voters"] == voters
+        assert "controller.quorum.bootstrap.servers" not in props
+        assert props["listeners"] == (
+            f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}"
+        )
+        assert props["log.dirs"] == str(node.data)
+        assert props["default.replication.factor"] == "3"
+        assert props["min.insync.replicas"] == "2"
+        for key in ("offsets.topic", "transaction.state.log", "share.coordinator.state.topic"):
+            assert props[f"{key}.replication.factor"] == "3"
+    programs = infra_programs(s, "/usr/bin/java", pg_layout(s))
+    assert set(programs) == {"kafka-1", "kafka-2", "kafka-3", "postgres"}
+    assert str(nodes[1].properties) in programs["kafka-2"].command
+
+
+def test_broker_count_is_one_or_three_and_ports_must_not_collide() -> None:
+    with pytest.raises(StackConfigError, match="expected 1 or 3"):
+        settings_for(env={"QRYPTIFY_KAFKA_BROKERS": "2"})
+    with pytest.raises(StackConfigError, match="ports must differ"):
+        settings_for(env={"QRYPTIFY_KAFKA_BROKERS": "3", "QRYPTIFY_PG_PORT": "9094"})
+    assert settings_for().kafka_nodes[0].name == "kafka"  # one node keeps its names
+
+
+def test_topics_get_three_replicas_and_min_isr_two_on_three_brokers() -> None:
+    from qryptify.config import KafkaConfig
+    from qryptify.kafka import replication, topic_specs
+
+    assert replication(1, 1) == (1, None)
+    assert replication(1, 3) == (3, 2)
+    assert replication(5, 3) == (3, 2)  # never more copies than brokers
+    specs = topic_specs(KafkaConfig(), brokers=3)
+    assert {t.replication_factor for t in specs} == {3}
+    assert all((t.config or {})["min.insync.replicas"] == "2" for t in specs)
+    single = topic_specs(KafkaConfig(), brokers=1)
+    assert {t.replication_factor for t in single} == {1}
+    assert all("min.insync.replicas" not in (t.config or {}) for t in single)
+
+
 def test_demo_profile_has_its_own_stack_dir(tmp_path: Path) -> None:
     from stack.config import default_stack_dir
 

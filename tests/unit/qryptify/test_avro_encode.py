@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from qryptify.avro import (
     KLINE,
-    AvroCodec,
     KlineCodec,
     encode_long,
     encode_time,
@@ -107,20 +106,6 @@ def test_a_kline_outside_the_plain_shape_takes_the_generic_writer() -> None:
     not_text = Kline(*[cast(Any, 7) if f == "open" else getattr(k, f) for f in Kline.__slots__])
     with pytest.raises((TypeError, ValueError)):
         encoder.encode(not_text)
-
-
-def test_confluent_framing_uses_the_registry_id() -> None:
-    class Registry:
-        def register(self, subject: str, schema_text: str) -> int:
-            return 42
-
-        def schema_by_id(self, schema_id: int) -> str:
-            raise AssertionError
-
-    codec = KlineCodec(AvroCodec(registry=Registry()))
-    k = make_kline(open_time=T0)
-    assert codec.encode(k) == reference(k, codec)
-    assert codec.encode(k)[:5] == b"\x00\x00\x00\x00\x2a"
 
 
 def csv_row(i: int, rng: random.Random) -> str:

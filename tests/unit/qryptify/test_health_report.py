@@ -413,6 +413,10 @@ def test_json_form_lists_every_gap_and_round_trips() -> None:
     assert doc["pairs"][0]["gaps"][0] == {"start_ms": T0 + M, "end_ms": T0 + 2 * M, "missing": 1}
     text = render_text(report)
     assert "and 5 more" in text  # the table lists the first five
+    assert "core " not in text and doc["core"] == ""
+    with_core = dataclasses.replace(report, core="native")
+    assert render_text(with_core).splitlines()[1] == "core      native"
+    assert to_json(with_core)["core"] == "native"
 
 
 # -- parsing and formatting -------------------------------------------------------------------

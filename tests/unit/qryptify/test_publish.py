@@ -115,3 +115,26 @@ def test_publish_batch_and_all_against_a_fake_producer() -> None:
     assert pub.acked() == {BTC: T0 + 120_000, ETH: T0}
     with pytest.raises(ValueError, match="in a batch of"):
         pub.publish_batch([make_kline("BTCUSDT", "1m"), make_kline("ETHUSDT", "1m")])
+
+
+def test_publisher_steps_are_timed_wall_and_cpu() -> None:
+    from qryptify.publish import PUBLISH_STEPS
+
+    class Instant:
+        def produce_batch(self, topic: str, messages: list[Any], on_delivery: Any) -> int:
+            return len(messages)
+
+        def poll(self, timeout: float) -> int:
+            return 0
+
+        def flush(self, timeout: float) -> int:
+            return 0
+
+    publisher = KlinePublisher(Instant(), "klines")  # type: ignore[arg-type]
+    publisher.publish_encoded(Pair("BTCUSDT", "1m"), 1, [b"a", b"b"])
+    publisher.poll()
+    publisher.flush()
+    assert set(publisher.times.wall) == set(PUBLISH_STEPS)
+    assert all(publisher.times.wall[s] > 0 for s in ("produce", "poll", "flush"))
+    assert publisher.times.wall["queue_full"] == 0.0
+    assert all(c >= 0 for c in publisher.times.cpu.values())

@@ -10,7 +10,8 @@ import pytest
 
 from qryptify import logs
 from qryptify.config import build_config
-from qryptify.errors import ConfigError, redact_text, redact_value
+from qryptify.errors import ConfigError
+from qryptify.redaction import redact_dsn, redact_message, redact_text, redact_value
 
 PW = "pw/Secret@7731:%x"
 PW_URL = "pw%2FSecret%407731%3A%25x"
@@ -140,3 +141,54 @@ def test_uncaught_exception_hooks_scrub(capsys: pytest.CaptureFixture[str]) -> N
     err = capsys.readouterr().err
     assert "Secret" not in err
     assert err.count("ValueError: bad password ***") == 2
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        (
+            "postgresql://u@h:5432/db?password=s3cr3t-77&sslmode=require",
+            "postgresql://u@h:5432/db?password=***&sslmode=require",
+        ),
+        (
+            "postgresql://u@h/db?sslmode=require&PASSWORD=s3cr3t-77",
+            "postgresql://u@h/db?sslmode=require&PASSWORD=***",
+        ),
+        (
+            "host=h port=5432 password=s3cr3t-77 dbname=db",
+            "host=h port=5432 password=*** dbname=db",
+        ),
+        ("host=h password='s3cr3t 77' dbname=db", "host=h password=*** dbname=db"),
+        ("postgresql://u:s3cr3t-77@h/db", "postgresql://u:***@h/db"),
+    ],
+)
+def test_redact_dsn_handles_query_and_keyword_forms(dsn: str, shown: str) -> None:
+    assert redact_dsn(dsn) == shown
+
+
+def test_redact_message_scrubs_a_password_the_driver_quotes() -> None:
+    dsn = "host=h user=u password='a b' dbname=db"
+    message = f"connection to {dsn} failed: password 'a b' rejected for u"
+    cleaned = redact_message(message, dsn)
+    assert "a b" not in cleaned
+    dsn = "postgresql://u@h/db?password=p%40ss"
+    assert "p@ss" not in redact_message("bad password p@ss for u", dsn)
+
+
+def test_numeric_looking_secrets_and_ids_from_the_environment_stay_text() -> None:
+    from qryptify.config import load_config
+
+    cfg = load_config(
+        None,
+        {
+            "QRYPTIFY_KAFKA__SASL_PASSWORD": "123456",
+            "QRYPTIFY_KAFKA__SASL_USERNAME": "42",
+            "QRYPTIFY_KAFKA__CLIENT_ID": "007",
+            "QRYPTIFY_SINK__GROUP_ID": "12",
+            "QRYPTIFY_KAFKA__PARTITIONS": "6",  # a number stays a number
+        },
+    )
+    assert cfg.kafka.sasl_password is not None
+    assert cfg.kafka.sasl_password.get_secret_value() == "123456"
+    assert (cfg.kafka.sasl_username, cfg.kafka.client_id, cfg.sink.group_id) == ("42", "007", "12")
+    assert cfg.kafka.partitions == 6

@@ -10,15 +10,18 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from qryptify.avro import KlineCodec, kline_encoder
 from qryptify.binance.rest import (
     PERPETUAL_DELIVERY_MS,
     BinanceRest,
+    page_values,
     parse_exchange_info,
 )
 from qryptify.binance.weights import WeightBudget
 from qryptify.clock import ExchangeClock, FixedClock
 from qryptify.config import RestConfig
 from qryptify.errors import ExchangeRejected, ExchangeUnavailable, MalformedPayload
+from qryptify.kline import Kline
 from qryptify.pairs import Pair
 
 T = TypeVar("T")
@@ -283,3 +286,42 @@ def test_requests_wait_when_the_budget_is_spent() -> None:
 
 def test_json_body_helper_roundtrip() -> None:
     assert json.loads(ok([1]).content) == [1]
+
+
+def test_page_values_keeps_closed_candles_encoded_as_the_codec_writes_them() -> None:
+    codec = KlineCodec()
+    encoder = kline_encoder(codec)
+    assert encoder is not None
+    pair, t0 = Pair("BTCUSDT", "1m"), 1_704_067_200_000
+    rows = [[t0 + 60_000 * i, "1", "2", "0.5", "1.5", "10", t0 + 60_000 * i + 59_999, "15", 3,
+             "5", "7.5", "0"] for i in range(3)]  # fmt: skip
+    now = t0 + 2 * 60_000 + 59_999  # the third candle is still open
+    for native_ok in (True, False):
+        got = page_values(pair, json.dumps(rows).encode(), 7, now, encoder, native_ok=native_ok)
+        assert got.open_times == [t0, t0 + 60_000]
+        assert got.values == [
+            codec.encode(
+                Kline(
+                    "BTCUSDT",
+                    "1m",
+                    t,
+                    t + 59_999,
+                    "1",
+                    "2",
+                    "0.5",
+                    "1.5",
+                    "10",
+                    "15",
+                    3,
+                    "5",
+                    "7.5",
+                    "rest",
+                    7,
+                )
+            )  # fmt: skip
+            for t in (t0, t0 + 60_000)
+        ]
+        with pytest.raises(MalformedPayload, match="klines body is not JSON"):
+            page_values(pair, b"[[1,", 7, now, encoder, native_ok=native_ok)
+        with pytest.raises(MalformedPayload, match="not ascending"):
+            page_values(pair, json.dumps(rows[::-1]).encode(), 7, now, encoder)
