@@ -11,8 +11,13 @@ Definitions, per configured pair (``now`` is the exchange's time when known, els
 - *expected*: grid opens in the window minus those the exchange confirmed empty
   (``empty_ranges``); *coverage* = stored candles in the window / expected.
 - *gap*: a run of missing opens inside the window that lies before the newest stored candle
-  and is not confirmed empty. Missing candles after the newest stored one are not gaps: they
-  are *behind* (the tail still to arrive), measured by *staleness*.
+  and is not confirmed empty, and that closed more than the *arrival budget* before ``now``.
+  Missing candles after the newest stored one are not gaps: they are *behind* (the tail still
+  to arrive), measured by *staleness*; nor are missing candles that closed within the arrival
+  budget (*arriving*, counted in *behind* too): one of them may still be on its way while a
+  newer one, published by the other service, is already stored.
+- *arrival budget*: how long a correctly working pipeline may take from a candle's close to
+  its row, from the configuration (``arrival_budget_ms``).
 - *staleness*: ``now`` minus the close of the newest stored candle (``close_time + 1``). Fully
   caught up it is below one interval plus the ingest latency.
 - *pointer*: ``sync_state.last_closed_ts``; healthy when it equals the newest stored candle.
@@ -96,7 +101,8 @@ class PairHealth:
     coverage: float  # 0..1
     gaps: tuple[Gap, ...]
     missing_in_gaps: int
-    behind: int  # closed candles after the newest stored one, not confirmed empty
+    behind: int  # closed candles not stored, not in gaps (the tail, and the arriving ones)
+    arriving: int  # of ``behind``: missing before the newest stored, closed within the budget
     pointer_ms: int | None
     pointer: PointerState
     stale_ms: int | None  # None when nothing is stored
@@ -172,6 +178,8 @@ class Thresholds:
     max_lag: int = DEFAULT_MAX_LAG
     #: None: the DLQ is reported, not checked.
     max_dlq: int | None = None
+    #: Missing candles that closed less than this long ago are arriving, not gaps.
+    arrival_budget_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +216,14 @@ class StatusReport:
 
 def nominal_interval_ms(interval: str) -> int:
     return FIXED_INTERVAL_MS.get(interval, MONTH_NOMINAL_MS)
+
+
+def arrival_budget_ms(watchdog_grace_ms: int, watchdog_retry_ms: int, sink_latency_ms: int) -> int:
+    """From a candle's close to its row, at the latest, on a working pipeline: the producer
+    waits ``ws.watchdog_grace_ms`` for the stream's close before fetching it by REST, asks REST
+    again after ``ws.watchdog_retry_ms`` when REST did not have it yet, and the sink writes
+    within ``sink.max_latency_ms`` of receiving it."""
+    return watchdog_grace_ms + watchdog_retry_ms + sink_latency_ms
 
 
 def default_max_stale_ms(interval: str) -> int:
@@ -294,18 +310,28 @@ def pointer_state(pointer_ms: int | None, last_ms: int | None) -> PointerState:
 
 
 def assess_pair(
-    facts: PairFacts, backfill_start_ms: int, now_ms: int, max_stale_ms: int | None = None
+    facts: PairFacts,
+    backfill_start_ms: int,
+    now_ms: int,
+    max_stale_ms: int | None = None,
+    arrival_budget_ms: int = 0,
 ) -> PairHealth:
     interval = facts.pair.interval
     start, end = window(interval, backfill_start_ms, facts.first_ms, now_ms)
     empty = merge_ranges(facts.empty_ranges)
     expected = count_opens(interval, start, end) - count_empty(interval, start, end, empty)
-    gaps = gaps_from_jumps(interval, start, end, facts.first_in_window_ms, facts.jumps, empty)
-    behind = 0
+    missing = gaps_from_jumps(interval, start, end, facts.first_in_window_ms, facts.jumps, empty)
+    # Gaps end where the candles still within the arrival budget begin.
+    settled = max(
+        start, next_open(interval, last_closed_open(interval, now_ms - arrival_budget_ms))
+    )
+    gaps = gaps_from_jumps(interval, start, settled, facts.first_in_window_ms, facts.jumps, empty)
+    arriving = sum(g.missing for g in missing) - sum(g.missing for g in gaps)
+    behind = arriving
     stale_ms: int | None = None
     if facts.last_ms is not None:
         tail_start = max(next_open(interval, facts.last_ms), start)
-        behind = sum(g.missing for g in subtract_empty(interval, tail_start, end, empty))
+        behind += sum(g.missing for g in subtract_empty(interval, tail_start, end, empty))
         stale_ms = max(0, now_ms - next_open(interval, facts.last_ms))
     return PairHealth(
         pair=facts.pair,
@@ -320,6 +346,7 @@ def assess_pair(
         gaps=tuple(gaps),
         missing_in_gaps=sum(g.missing for g in gaps),
         behind=behind,
+        arriving=arriving,
         pointer_ms=facts.pointer_ms,
         pointer=pointer_state(facts.pointer_ms, facts.last_ms),
         stale_ms=stale_ms,
@@ -511,7 +538,9 @@ def render_text(report: StatusReport) -> str:
         out.append("")
         start_date = fmt_ts(report.backfill_start_ms).removesuffix(" 00:00")
         out.append(f"pairs  (expected grid from backfill.start_date {start_date}")
-        out.append("        or the pair's first candle if later, to the newest closed candle)")
+        out.append("        or the pair's first candle if later, to the newest closed candle;")
+        budget = format_duration(report.thresholds.arrival_budget_ms)
+        out.append(f"        a missing candle counts as a gap once it closed {budget} ago)")
         out += _table(
             (
                 "PAIR",
@@ -614,6 +643,7 @@ def to_json(report: StatusReport) -> dict[str, Any]:
             "max_stale_ms": report.thresholds.max_stale_ms,
             "max_lag": report.thresholds.max_lag,
             "max_dlq": report.thresholds.max_dlq,
+            "arrival_budget_ms": report.thresholds.arrival_budget_ms,
         },
         "database": {
             "target": d.target,
@@ -657,6 +687,7 @@ def to_json(report: StatusReport) -> dict[str, Any]:
                     for g in p.gaps
                 ],
                 "behind": p.behind,
+                "arriving": p.arriving,
                 "pointer_ms": p.pointer_ms,
                 "pointer": p.pointer,
                 "stale_ms": p.stale_ms,

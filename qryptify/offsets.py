@@ -10,6 +10,9 @@ skips nothing. What it publishes again is bounded by the commit cadence, not by 
 flight: a pair resumes after its last *committed* offset, so candles acknowledged after that
 commit are published again, and a pair killed before its first offset commit starts again from
 its beginning. That is at-least-once delivery; the sink's idempotent upsert absorbs the repeats.
+
+The same topic carries the two handoff marks of ``qryptify.handoff`` (services
+``backfiller-plan`` and ``producer-start``), same record, same key layout.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
@@ -141,6 +144,15 @@ class OffsetsTopicWriter:
             raise OffsetStoreError(f"{self.what}s failed: {self._failed[0]}")
         return remaining
 
+    def acknowledge(self, timeout_s: float = 30.0) -> None:
+        """Wait until Kafka acknowledged every write so far (a mark another service must be
+        able to read before this one reads theirs); OffsetStoreError when it did not."""
+        remaining = self.flush(timeout_s)
+        if remaining:
+            raise OffsetStoreError(
+                f"{remaining} records to {self.topic} not acknowledged within {timeout_s:.0f}s"
+            )
+
 
 class SourceOffsetStore(OffsetsTopicWriter):
     """Load and commit per-pair source offsets on the compacted offsets topic."""
@@ -151,10 +163,16 @@ class SourceOffsetStore(OffsetsTopicWriter):
 
     def load(self, service: str, timeout_s: float = 30.0) -> dict[Pair, int]:
         """Read the topic from the beginning to its high watermarks; latest value per key."""
-        found: dict[Pair, int] = {}
+        return self.load_services((service,), timeout_s)[service]
+
+    def load_services(
+        self, services: Sequence[str], timeout_s: float = 30.0
+    ) -> dict[str, dict[Pair, int]]:
+        """``load`` for several services in one read of the topic: service → pair → value."""
+        found: dict[str, dict[Pair, int]] = {service: {} for service in services}
         for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
             parsed = parse_offset_key(key)
-            if parsed is None or parsed[0] != service or value is None:
+            if parsed is None or parsed[0] not in found or value is None:
                 continue  # another service's, another kind of record, or reset (tombstone)
             try:
                 name, record = self.codec.decode(value)
@@ -162,9 +180,10 @@ class SourceOffsetStore(OffsetsTopicWriter):
                 logger.warning("offsets topic: %s: %s", key, exc)
                 continue
             if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
-                found[parsed[1]] = int(record["last_open_time"])
-        for pair, position in found.items():
-            self._committed[(service, pair)] = position
+                found[parsed[0]][parsed[1]] = int(record["last_open_time"])
+        for service, positions in found.items():
+            for pair, position in positions.items():
+                self._committed[(service, pair)] = position
         return found
 
     def commit(self, service: str, pair: Pair, last_open_time: int) -> None:

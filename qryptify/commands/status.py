@@ -44,6 +44,7 @@ from qryptify.health_report import (
     PairHealth,
     StatusReport,
     Thresholds,
+    arrival_budget_ms,
     assess_pair,
     judge,
     parse_duration_ms,
@@ -205,10 +206,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         max_stale_ms=args.max_stale,
         max_lag=args.max_lag,
         max_dlq=args.max_dlq,
+        arrival_budget_ms=arrival_budget_ms(
+            cfg.ws.watchdog_grace_ms, cfg.ws.watchdog_retry_ms, cfg.sink.max_latency_ms
+        ),
     )
-    database, pairs = collect_database(
-        dsn, cfg.pairs, cfg.backfill.start_ms, now_ms, thresholds.max_stale_ms
-    )
+    database, pairs = collect_database(dsn, cfg.pairs, cfg.backfill.start_ms, now_ms, thresholds)
     kafka = collect_kafka(cfg.kafka, cfg.sink.group_id, args.timeout)
     unlisted: tuple[Pair, ...] = ()
     if clock.startswith("http"):  # the exchange answered: ask it which symbols it lists
@@ -336,7 +338,7 @@ def collect_database(
     pairs: Sequence[Pair],
     backfill_start_ms: int,
     now_ms: int,
-    max_stale_ms: int | None,
+    thresholds: Thresholds,
 ) -> tuple[DatabaseHealth, list[PairHealth]]:
     target = redact_dsn(dsn)
     try:
@@ -345,7 +347,7 @@ def collect_database(
         return DatabaseHealth(target=target, error=" ".join(exc.reason.split())), []
     with conn:
         try:
-            return _read_database(conn, target, pairs, backfill_start_ms, now_ms, max_stale_ms)
+            return _read_database(conn, target, pairs, backfill_start_ms, now_ms, thresholds)
         except Exception as exc:  # a health check reports what failed; it never crashes
             logger.debug("reading the database failed", exc_info=True)
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -359,7 +361,7 @@ def _read_database(
     pairs: Sequence[Pair],
     backfill_start_ms: int,
     now_ms: int,
-    max_stale_ms: int | None,
+    thresholds: Thresholds,
 ) -> tuple[DatabaseHealth, list[PairHealth]]:
     row = conn.execute("SELECT version()").fetchone()
     server_version = None if row is None else str(row[0])
@@ -389,7 +391,11 @@ def _read_database(
     )
     assessed = [
         assess_pair(
-            read_pair(conn, p, backfill_start_ms, now_ms), backfill_start_ms, now_ms, max_stale_ms
+            read_pair(conn, p, backfill_start_ms, now_ms),
+            backfill_start_ms,
+            now_ms,
+            thresholds.max_stale_ms,
+            thresholds.arrival_budget_ms,
         )
         for p in pairs
     ]

@@ -57,6 +57,7 @@ from qryptify.errors import (
     RateLimited,
 )
 from qryptify.gaps import Range, day_shortfalls, holes_below, holes_from_jumps, missing_runs
+from qryptify.handoff import LIVE_START, PLAN, plan_falls_short, planned_through
 from qryptify.kline import EmptyRange, Event, Kline, closed_at
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
@@ -589,24 +590,19 @@ class Backfiller:
             # Symbols get delisted and listed while we run: a pass plans with today's list.
             self._validate_symbols(await self.rest.exchange_info())
         now = await self.rest.server_time()  # the exchange's word on what is closed
+        await self._plan_ranges(now)
+        short = await asyncio.to_thread(self._promise, now)
+        if short:
+            # A producer went live after this pass's "now" (qryptify.handoff): the candles in
+            # between are ours. It read the exchange time before our read of its mark, so the
+            # exchange's time now is past its live start.
+            now = await self.rest.server_time()
+            await self._plan_ranges(now)
+            short = await asyncio.to_thread(self._promise, now)
+            if short:
+                logger.warning("live start still ahead of the exchange's time for %s", short)
         self.pass_now_ms = now
-        start_ms = self.cfg.backfill.start_ms
         holes: dict[Pair, list[Range]] = {}
-        for state in self.states.values():
-            if state.pair in self.unlisted:
-                state.range = None
-                continue
-            info = state.info
-            settles = info.settles_at if info else None
-            if info is not None and not info.trading and settles is None:
-                settles = await self._last_candle_end(state)
-            state.range = pair_range(
-                state.pair,
-                start_ms,
-                now,
-                onboard_ms=info.onboard_date if info else None,
-                settles_at_ms=settles,
-            )
         if first and self.connect_db is not None:
             holes = await asyncio.to_thread(self._find_db_holes)
         jobs = []
@@ -645,6 +641,38 @@ class Backfiller:
             progress.close()
             if not sys.stderr.isatty():
                 progress.log()
+
+    async def _plan_ranges(self, now: int) -> None:
+        start_ms = self.cfg.backfill.start_ms
+        for state in self.states.values():
+            if state.pair in self.unlisted:
+                state.range = None
+                continue
+            info = state.info
+            settles = info.settles_at if info else None
+            if info is not None and not info.trading and settles is None:
+                settles = await self._last_candle_end(state)
+            state.range = pair_range(
+                state.pair,
+                start_ms,
+                now,
+                onboard_ms=info.onboard_date if info else None,
+                settles_at_ms=settles,
+            )
+
+    def _promise(self, now: int) -> list[Pair]:
+        """Mark where this pass ends (acknowledged by Kafka), then read the producer's live
+        starts: the pairs whose live start lies beyond this pass (``qryptify.handoff``)."""
+        plans = {
+            state.pair: planned_through(state.pair.interval, now)
+            for state in self.states.values()
+            if state.range is not None  # not an unlisted symbol
+        }
+        for pair, plan in plans.items():
+            self.offsets.commit(PLAN, pair, plan)
+        self.offsets.acknowledge()
+        starts = self.offsets.load(LIVE_START)
+        return [pair for pair, plan in plans.items() if plan_falls_short(plan, starts.get(pair))]
 
     def _recheck_units(self, state: PairState, resume: int) -> list[RestUnit]:
         rng = state.range

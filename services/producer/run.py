@@ -46,6 +46,7 @@ from qryptify.binance.ws import (
 )
 from qryptify.config import Config
 from qryptify.errors import IngestorError
+from qryptify.handoff import LIVE_START, PLAN, live_start, producer_resume_from
 from qryptify.kafka import KafkaError, Message, Producer
 from qryptify.kline import Kline
 from qryptify.metrics import Health
@@ -341,7 +342,15 @@ class ProducerRunner:
         for pair in gone:
             self._report_unlisted(pair, "is not listed on the exchange (exchangeInfo)")
         self.pairs = tuple(p for p in self.pairs if p not in self.unlisted)
-        stored = await asyncio.to_thread(self.offsets.load, SERVICE)
+        self.book = LiveBook(await asyncio.to_thread(self._resume_points))
+        return True
+
+    def _resume_points(self) -> dict[Pair, int]:
+        """Each pair's frontier: its stored offset, or for a pair never streamed its live start
+        (now); then lowered to the backfiller's plan where that ends before the live start
+        (``qryptify.handoff``: the live start is acknowledged before the plans are read)."""
+        loaded = self.offsets.load_services((SERVICE, LIVE_START))
+        stored, starts = loaded[SERVICE], loaded[LIVE_START]
         now = self.clock.now_ms()
         resume: dict[Pair, int] = {}
         fresh: list[Pair] = []
@@ -349,17 +358,33 @@ class ProducerRunner:
             if pair in stored:
                 resume[pair] = stored[pair]
             else:
-                resume[pair] = LiveBook.fresh_frontier(pair, now)
+                resume[pair] = live_start(pair.interval, now, self.clock.uncertainty_ms)
+                starts[pair] = resume[pair]
                 fresh.append(pair)
-        self.book = LiveBook(resume)
-        if fresh:
-            # Where this producer's responsibility begins; history is the backfiller's.
-            for pair in fresh:
                 self.offsets.commit(SERVICE, pair, resume[pair])
+                self.offsets.commit(LIVE_START, pair, resume[pair])
+        if fresh:
+            self.offsets.acknowledge()
             logger.info("%d pairs start live from now (no stored offset)", len(fresh))
         if len(fresh) < len(self.pairs):
             logger.info("%d pairs resume from their stored offsets", len(self.pairs) - len(fresh))
-        return True
+        plans = self.offsets.load(PLAN)
+        for pair in self.pairs:
+            plan = producer_resume_from(starts.get(pair), plans.get(pair))
+            if plan is None:
+                continue
+            # The backfiller's pass ends before this producer's live start: the candles in
+            # between are this producer's, fetched by the REST gap fill after connecting.
+            logger.info(
+                "%s: backfiller's pass ends at %d, before the live start %d: filling from there",
+                pair,
+                plan,
+                starts[pair],
+            )
+            resume[pair] = min(resume[pair], plan)
+            self.offsets.commit(SERVICE, pair, resume[pair])
+            self.offsets.commit(LIVE_START, pair, plan)
+        return resume
 
     def _final_flush(self) -> None:
         remaining = self.producer.flush(30)

@@ -21,7 +21,7 @@ from enum import Enum
 from qryptify.binance.ws import ControlReply, Frame, KlineFrame, Malformed
 from qryptify.errors import InvalidKline
 from qryptify.kline import Kline, closed_at, validate_kline
-from qryptify.pairs import Pair, close_time, last_closed_open, next_open
+from qryptify.pairs import Pair, close_time, next_open
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class LiveBook:
     event loop owns it (delivery reports are handed over to that loop)."""
 
     def __init__(self, resume: Mapping[Pair, int]) -> None:
-        """``resume``: pair → frontier open time (stored offset, or "now" on a fresh start)."""
+        """``resume``: pair → frontier open time (stored offset, or on a fresh start the live
+        start or the backfiller's plan: ``qryptify.handoff``)."""
         self._pairs: dict[Pair, PairBook] = {
             pair: PairBook(pair, frontier, frontier) for pair, frontier in resume.items()
         }
@@ -95,12 +96,6 @@ class LiveBook:
         #: Times a candle was taken back (a failed delivery): the only change that can make an
         #: older candle missing again (watchdogs that remember a scan look at this).
         self.regressions = 0
-
-    @staticmethod
-    def fresh_frontier(pair: Pair, now_ms: int) -> int:
-        """The frontier of a pair with no stored offset: live from now, history is the
-        backfiller's. The candle open at ``now_ms`` is the first this producer owns."""
-        return last_closed_open(pair.interval, now_ms)
 
     @property
     def pairs(self) -> tuple[Pair, ...]:

@@ -208,7 +208,7 @@ LAYERS: dict[str, int] = {
     "qryptify.binance.weights": 0, "qryptify.binance.bounded": 0, "qryptify.redaction": 0,
     "qryptify.native": 0, "qryptify.timing": 0, "qryptify.sink.timing": 1,
     "qryptify.pairs": 1, "qryptify.retry": 1,
-    "qryptify.kline": 2, "qryptify.config": 2,
+    "qryptify.kline": 2, "qryptify.config": 2, "qryptify.handoff": 2,
     "qryptify.avro": 3, "qryptify.logs": 3, "qryptify.gaps": 3, "qryptify.sink.rows": 3,
     "qryptify.binance.rest": 4, "qryptify.binance.ws": 3,
     "qryptify.kafka": 4, "qryptify.db": 4, "qryptify.service": 4, "qryptify.health_report": 4,

@@ -18,6 +18,7 @@ from qryptify.health_report import (
     PairFacts,
     StatusReport,
     Thresholds,
+    arrival_budget_ms,
     assess_pair,
     count_empty,
     coverage,
@@ -314,7 +315,11 @@ def _report(
 ) -> StatusReport:
     pair = Pair("BTCUSDT", "1m")
     health = assess_pair(
-        facts(pair, opens, start_ms=T0, now_ms=now), T0, now, thresholds.max_stale_ms
+        facts(pair, opens, start_ms=T0, now_ms=now),
+        T0,
+        now,
+        thresholds.max_stale_ms,
+        thresholds.arrival_budget_ms,
     )
     report = StatusReport(
         now_ms=now,
@@ -343,6 +348,34 @@ def test_verdict_gaps_over_the_limit() -> None:
     now = T0 + 10 * M + 1
     assert [b.check for b in _report(opens, now, Thresholds()).breaches] == ["gaps"]
     assert _report(opens, now, Thresholds(max_gaps=1)).healthy
+
+
+def test_a_candle_closed_within_the_arrival_budget_is_arriving_not_a_gap() -> None:
+    # 08 missing, 09 stored (published by the other service); 08 closed 60 s before now
+    opens = [T0 + i * M for i in range(10) if i != 8]
+    now = T0 + 10 * M + 1
+    within = _report(opens, now, Thresholds(arrival_budget_ms=61_000))
+    assert within.healthy
+    assert (within.pairs[0].gaps, within.pairs[0].arriving, within.pairs[0].behind) == ((), 1, 1)
+    late = _report(opens, now, Thresholds(arrival_budget_ms=59_000))
+    assert [b.check for b in late.breaches] == ["gaps"]
+    assert (late.pairs[0].missing_in_gaps, late.pairs[0].arriving) == (1, 0)
+    assert "gap once it closed 59s ago" in render_text(late)
+
+
+def test_only_the_part_of_a_hole_within_the_budget_is_arriving() -> None:
+    # 07 and 08 missing: 07 closed 2 min ago (a gap), 08 1 min ago (arriving)
+    opens = [T0 + i * M for i in range(10) if i not in (7, 8)]
+    report = _report(opens, T0 + 10 * M + 1, Thresholds(arrival_budget_ms=61_000))
+    health = report.pairs[0]
+    assert [(g.start_ms, g.end_ms, g.missing) for g in health.gaps] == [(T0 + 7 * M, T0 + 8 * M, 1)]
+    assert (health.arriving, health.behind) == (1, 1)
+
+
+def test_arrival_budget_is_grace_plus_retry_plus_sink_latency() -> None:
+    # defaults: watchdog grace 5 s, REST retry 5 s, sink latency 200 ms
+    assert arrival_budget_ms(5000, 5000, 200) == 10_200
+    assert arrival_budget_ms(0, 1, 1) == 2
 
 
 def test_verdict_stale_uses_the_per_pair_default_or_the_flag() -> None:

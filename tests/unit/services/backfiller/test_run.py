@@ -18,6 +18,7 @@ from qryptify.binance.archive import ArchiveFile, ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
 from qryptify.config import Config, build_config
 from qryptify.errors import DeliveryFailed
+from qryptify.handoff import LIVE_START, PLAN
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import MINUTE_MS, Pair, interval_ms
 from qryptify.publish import KlinePublisher
@@ -40,12 +41,17 @@ class Exchange:
     missing: set[tuple[str, int]] = field(default_factory=set)
     close_override: dict[tuple[str, int], str] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
+    #: Exchange ms the clock moves on after each /fapi/v1/time answer (one entry per answer).
+    time_steps: list[int] = field(default_factory=list)
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path = request.url.path
         if path == "/fapi/v1/time":
-            return httpx.Response(200, json={"serverTime": self.now})
+            answered = self.now
+            if self.time_steps:
+                self.now += self.time_steps.pop(0)
+            return httpx.Response(200, json={"serverTime": answered})
         if path == "/fapi/v1/exchangeInfo":
             return httpx.Response(
                 200,
@@ -117,11 +123,19 @@ class FakeProducer:
 
 
 class FakeOffsets:
-    def __init__(self, stored: dict[Pair, int] | None = None) -> None:
+    """The backfiller's own offsets in ``stored``; other services' marks in ``marks``."""
+
+    def __init__(
+        self, stored: dict[Pair, int] | None = None, live_starts: dict[Pair, int] | None = None
+    ) -> None:
         self.stored = dict(stored or {})
+        self.marks: dict[str, dict[Pair, int]] = {LIVE_START: dict(live_starts or {})}
 
     def load(self, service: str) -> dict[Pair, int]:
-        return dict(self.stored)
+        return dict(self.stored) if service == "backfiller" else dict(self.marks.get(service, {}))
+
+    def commit(self, service: str, pair: Pair, last_open_time: int) -> None:
+        self.marks.setdefault(service, {})[pair] = last_open_time
 
     def commit_acked(self, service: str, publisher: KlinePublisher) -> int:
         for pair, position in publisher.acked().items():
@@ -130,6 +144,9 @@ class FakeOffsets:
 
     def flush(self, timeout: float = 0) -> int:
         return 0
+
+    def acknowledge(self, timeout_s: float = 30.0) -> None:
+        pass
 
 
 def make(
@@ -251,6 +268,41 @@ def test_resume_starts_after_the_stored_offset() -> None:
     assert bf.run() == 0
     opens = [e.open_time for e in events(producer) if isinstance(e, Kline)]
     assert opens == [START + i * MINUTE_MS for i in range(100, 180)]
+
+
+def test_the_pass_marks_where_it_ends_for_the_producer() -> None:
+    ex = Exchange()
+    bf, _, offsets = make(ex, ["BTCUSDT/1m", "BTCUSDT/1h"])
+    assert bf.run() == 0
+    # NOW is 03:00:30: the last closed 1m candle opened 02:59, the last closed 1h one 02:00
+    assert offsets.marks[PLAN] == {
+        Pair("BTCUSDT", "1m"): START + 179 * MINUTE_MS,
+        Pair("BTCUSDT", "1h"): START + 120 * MINUTE_MS,
+    }
+
+
+def test_a_pass_planned_before_a_live_start_reaches_it() -> None:
+    """The producer went live (start 03:01) after this pass read the exchange's time
+    (03:00:30, plan through 02:59): the pass reads the time again and publishes through the
+    live start, so 03:00 and 03:01 are not left to the next recheck."""
+    btc = Pair("BTCUSDT", "1m")
+    ex = Exchange(time_steps=[2 * MINUTE_MS])  # 03:02:30 when asked again
+    offsets = FakeOffsets(live_starts={btc: START + 181 * MINUTE_MS})
+    bf, producer, _ = make(ex, ["BTCUSDT/1m"], offsets)
+    assert bf.run() == 0
+    opens = [e.open_time for e in events(producer) if isinstance(e, Kline)]
+    assert opens == [START + i * MINUTE_MS for i in range(182)]
+    assert offsets.marks[PLAN][btc] == START + 181 * MINUTE_MS
+
+
+def test_a_live_start_within_the_plan_changes_nothing() -> None:
+    btc = Pair("BTCUSDT", "1m")
+    ex = Exchange(time_steps=[2 * MINUTE_MS])
+    offsets = FakeOffsets(live_starts={btc: START + 179 * MINUTE_MS})
+    bf, producer, _ = make(ex, ["BTCUSDT/1m"], offsets)
+    assert bf.run() == 0
+    opens = [e.open_time for e in events(producer) if isinstance(e, Kline)]
+    assert opens == [START + i * MINUTE_MS for i in range(180)]
 
 
 def test_recheck_publishes_new_and_changed_candles_only() -> None:

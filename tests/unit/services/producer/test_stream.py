@@ -105,12 +105,6 @@ def test_on_frame_classification() -> None:
     assert book.on_frame(ControlReply(1, None)) is Verdict.CONTROL
 
 
-def test_fresh_frontier_is_the_last_closed_candle() -> None:
-    # at T0 + 90 s the candle opened at T0 is closed, the one at T0+1m is open
-    assert LiveBook.fresh_frontier(BTC, T0 + 90_000) == T0
-    assert LiveBook.fresh_frontier(BTC, T0 + M) == T0
-
-
 def test_absent_open_times_needs_proof() -> None:
     start, end = T0, T0 + 6 * M
     # rows at 0, 1, 4 returned: 2 and 3 are holes before a newer row → confirmed
