@@ -124,7 +124,12 @@ def test_real_sigkill_at_arbitrary_moments(app_config: Config, tmp_path: Path) -
             done = committed_nonempty(app_config.kafka, group)
             return row_count(dsn) > b[0] or done != b[1] or done == marks or p.poll() is not None
 
-        wait_until(progressed, 60, "progress")
+        try:
+            wait_until(progressed, 60, "progress")
+        except AssertionError:
+            proc.kill()  # a failed wait must not leave the sink running after the test
+            proc.wait(30)
+            raise
         time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is not None:
             raise AssertionError(f"sink exited early:\n{_log_tail(log)}")
