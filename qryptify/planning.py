@@ -219,10 +219,22 @@ def plan_units(
         start_ms,
         end_ms,
         exchange_now_ms,
-        min_candles=max(1, limit // 2 if min_archive_candles is None else min_archive_candles),
+        min_candles=archive_min_candles(limit, min_archive_candles),
         daily_delay_ms=daily_delay_ms,
         monthly_delay_ms=monthly_delay_ms,
     )
+    return units_from_spans(pair, spans, limit)
+
+
+def archive_min_candles(limit: int, min_archive_candles: int | None) -> int:
+    """Fewest candles an archive file must cover to replace REST pages (default: half a page)."""
+    return max(1, limit // 2 if min_archive_candles is None else min_archive_candles)
+
+
+def units_from_spans(
+    pair: Pair, spans: Sequence[tuple[int, int, ArchiveFile | None]], limit: int
+) -> list[Unit]:
+    """Archive spans as work: a file where one covers the span, REST pages where none does."""
     units: list[Unit] = []
     for a, b, file in spans:
         if file is None:
@@ -249,17 +261,11 @@ def fallback_units(
             unit.start_ms,
             unit.end_ms,
             exchange_now_ms,
-            min_candles=max(1, limit // 2 if min_archive_candles is None else min_archive_candles),
+            min_candles=archive_min_candles(limit, min_archive_candles),
             daily_delay_ms=daily_delay_ms,
             monthly=False,
         )
-        units: list[Unit] = []
-        for a, b, file in spans:
-            if file is None:
-                units.extend(RestUnit(p) for p in plan_pages(pair.interval, a, b, limit))
-            else:
-                units.append(ArchiveUnit(file, a, b))
-        return units
+        return units_from_spans(pair, spans, limit)
     return [RestUnit(p) for p in plan_pages(pair.interval, unit.start_ms, unit.end_ms, limit)]
 
 
