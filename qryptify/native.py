@@ -11,8 +11,31 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol
+
+
+class StagedRows(Protocol):
+    """``qryptify_native.StagedRows``: one batch's staged rows (twin of the dict
+    ``StagedBatch._rows``, in the same order); ``split`` ends the batch."""
+
+    def get(self, ident: tuple[bytes, int]) -> Any: ...
+
+    def __setitem__(self, ident: tuple[bytes, int], staged: Any) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def frozen(self) -> bool: ...
+
+    def copy(self) -> StagedRows: ...
+
+    def drop_covered(self, key: bytes, start: int, end: int, offset: int) -> None: ...
+
+    def drop_partitions(self, gone: set[tuple[str, int]]) -> None: ...
+
+    def split(self) -> tuple[bytes, Sequence[Any], list[Any], dict[Any, Any], list[Any]]: ...
 
 
 class KlineStager(Protocol):
@@ -25,13 +48,15 @@ class KlineStager(Protocol):
     def add(
         self,
         records: object,
+        assigned: object,
         floors: object,
         offsets: object,
         held: object,
         firsts: object,
-        rows: object,
+        rows: StagedRows,
         add_exact: object,
-    ) -> int: ...
+        errors: list[Any] | None,
+    ) -> tuple[int, int]: ...
 
     def fast_rows(self, items: list[tuple[bytes | None, bytes]]) -> list[object]: ...
 
@@ -56,6 +81,13 @@ def make_kline_stager(prefix: bytes) -> KlineStager | None:
         return None
     stager: KlineStager = MODULE.KlineStager(prefix)
     return stager
+
+
+def make_staged_rows() -> StagedRows:
+    """An empty compiled row store (only when ``MODULE`` is set)."""
+    assert MODULE is not None  # noqa: S101 - callers hold a stager, so the module is there
+    rows: StagedRows = MODULE.StagedRows()
+    return rows
 
 
 def describe() -> str:

@@ -8,12 +8,15 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use std::collections::HashMap;
 
 mod archive;
 mod rest;
+mod staged;
 mod ts;
+
+use staged::{NewRow, StagedRows};
 
 use ts::{month_close, push_int, push_ts_text};
 
@@ -214,6 +217,224 @@ fn stage_fast(d: &[u8], pair: &Pair) -> Option<Staged> {
     })
 }
 
+/// One partition's bookkeeping during one `add` call, written to the Python dicts at its end.
+struct Partition<'py> {
+    topic: Bound<'py, PyAny>,
+    partition: Bound<'py, PyAny>,
+    tp: Bound<'py, PyTuple>,
+    assigned: bool,
+    floor: Option<i64>,
+    next: i64,
+    next_set: Option<i64>,
+    held_before: Option<i64>,
+    added: i64,
+    first: i64,
+    first_seq: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stage_records<'py>(
+    slf: &Bound<'py, KlineStager>,
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+    assigned: Option<&Bound<'py, PySet>>,
+    floors: &Bound<'py, PyDict>,
+    dicts: (&Bound<'py, PyDict>, &Bound<'py, PyDict>),
+    rows: &Bound<'py, StagedRows>,
+    add_exact: &Bound<'py, PyAny>,
+    errors: Option<&Bound<'py, PyList>>,
+    parts: &mut Vec<Partition<'py>>,
+    counted: &mut usize,
+) -> PyResult<(usize, usize)> {
+    let empty = PyString::new(py, "");
+    let zero = 0i64.into_pyobject(py)?.into_any();
+    let have_floors = !floors.is_empty();
+    let (mut taken, mut skipped) = (0usize, 0usize);
+    let mut last: usize = usize::MAX;
+    for r in records.try_iter()? {
+        let r = r?;
+        if let Some(errors) = errors {
+            let err = r.call_method0(intern!(py, "error"))?;
+            if !err.is_none() {
+                errors.append(&r)?;
+                continue;
+            }
+        }
+        let topic = r.call_method0(intern!(py, "topic"))?;
+        let partition = r.call_method0(intern!(py, "partition"))?;
+        let same = |p: &Partition<'py>| -> PyResult<bool> {
+            Ok((p.topic.is(&topic) || p.topic.eq(&topic)?) && p.partition.eq(&partition)?)
+        };
+        let k = if last < parts.len() && same(&parts[last])? {
+            last
+        } else {
+            let mut found = None;
+            for (i, p) in parts.iter().enumerate() {
+                if same(p)? {
+                    found = Some(i);
+                    break;
+                }
+            }
+            match found {
+                Some(i) => i,
+                None => {
+                    parts.push(new_partition(
+                        py, &topic, &partition, assigned, floors, dicts, &empty, &zero,
+                    )?);
+                    parts.len() - 1
+                }
+            }
+        };
+        last = k;
+        let part = &mut parts[k];
+        if !part.assigned {
+            continue;
+        }
+        taken += 1;
+        let offset: i64 = r
+            .call_method0(intern!(py, "offset"))?
+            .extract::<Option<i64>>()?
+            .unwrap_or(0);
+        if have_floors {
+            if let Some(floor) = part.floor {
+                if offset < floor {
+                    skipped += 1;
+                    continue;
+                }
+            }
+        }
+        if offset >= part.next {
+            part.next = offset + 1;
+            part.next_set = Some(offset + 1);
+        }
+        if part.added == 0 {
+            part.first_seq = *counted;
+            *counted += 1;
+            part.first = offset;
+        }
+        part.added += 1;
+        let tp = part.tp.clone();
+        let value = r.call_method0(intern!(py, "value"))?;
+        if stage_one(slf, py, &r, &tp, offset, &value, rows)? {
+            continue;
+        }
+        add_exact.call1((r, tp, offset, value))?;
+    }
+    Ok((taken, skipped))
+}
+
+/// The fast path for one record: staged into `rows` (true), or false when the exact path must
+/// decide. Twin of the fast branch of ``StagedBatch.add``.
+fn stage_one<'py>(
+    slf: &Bound<'py, KlineStager>,
+    py: Python<'py>,
+    r: &Bound<'py, PyAny>,
+    tp: &Bound<'py, PyTuple>,
+    offset: i64,
+    value: &Bound<'py, PyAny>,
+    rows: &Bound<'py, StagedRows>,
+) -> PyResult<bool> {
+    let Ok(bytes) = value.downcast::<PyBytes>() else {
+        return Ok(false);
+    };
+    let this = slf.borrow();
+    let d = bytes.as_bytes();
+    if !d.starts_with(&this.prefix) {
+        return Ok(false);
+    }
+    let key = r.call_method0(intern!(py, "key"))?;
+    let Ok(k) = key.downcast::<PyBytes>() else {
+        return Ok(false);
+    };
+    let Some(pair) = this.pairs.get(k.as_bytes()) else {
+        return Ok(false);
+    };
+    let Some(s) = stage_fast(d, pair) else {
+        return Ok(false);
+    };
+    let mut store = rows.borrow_mut();
+    let index = match store.pair_of(k.as_bytes()) {
+        Some(i) => i,
+        None => store.add_pair((
+            pair.key.bind(py).clone(),
+            pair.symbol_str.bind(py).clone(),
+            pair.interval_str.bind(py).clone(),
+        )),
+    };
+    if store
+        .seen_offset(index, s.open_time)
+        .is_some_and(|seen| offset < seen)
+    {
+        return Ok(true);
+    }
+    store.put(
+        index,
+        NewRow {
+            open_time: s.open_time,
+            tp,
+            offset,
+            ingested: &d[s.ingested.0..s.ingested.1],
+            line: &s.line,
+            record_key: &key,
+            value,
+        },
+    )?;
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_partition<'py>(
+    py: Python<'py>,
+    topic: &Bound<'py, PyAny>,
+    partition: &Bound<'py, PyAny>,
+    assigned: Option<&Bound<'py, PySet>>,
+    floors: &Bound<'py, PyDict>,
+    (offsets, held): (&Bound<'py, PyDict>, &Bound<'py, PyDict>),
+    empty: &Bound<'py, PyString>,
+    zero: &Bound<'py, PyAny>,
+) -> PyResult<Partition<'py>> {
+    let is_assigned = match assigned {
+        Some(set) => set.contains(PyTuple::new(py, [topic, partition])?)?,
+        None => true,
+    };
+    let t = if topic.is_truthy()? {
+        topic.clone()
+    } else {
+        empty.clone().into_any()
+    };
+    let p = if partition.is_truthy()? {
+        partition.clone()
+    } else {
+        zero.clone()
+    };
+    let tp = PyTuple::new(py, [t, p.clone()])?;
+    let floor = match floors.get_item(&p)? {
+        Some(f) => Some(f.extract::<i64>()?),
+        None => None,
+    };
+    let next = match offsets.get_item(&tp)? {
+        Some(v) => v.extract::<i64>()?,
+        None => 0,
+    };
+    let held_before = match held.get_item(&tp)? {
+        Some(v) => Some(v.extract::<i64>()?),
+        None => None,
+    };
+    Ok(Partition {
+        topic: topic.clone(),
+        partition: partition.clone(),
+        tp,
+        assigned: is_assigned,
+        floor,
+        next,
+        next_set: None,
+        held_before,
+        added: 0,
+        first: 0,
+        first_seq: 0,
+    })
+}
+
 /// The sink's staging step for whole batches of consumed records: twin of the Python loop in
 /// ``StagedBatch.add``, writing into the same dicts so both paths can share one batch.
 #[pyclass(module = "qryptify_native")]
@@ -255,133 +476,60 @@ impl KlineStager {
         self.pairs.clear();
     }
 
-    /// Stage `records` (objects with topic/partition/offset/key/value methods) into the
-    /// Python dicts of a ``StagedBatch``; records the fast path cannot take go, in order, to
-    /// `add_exact(record, tp, offset, value)`. Returns how many records were below their
-    /// partition's floor (already written) and skipped.
+    /// Stage `records` (objects with topic/partition/offset/key/value methods: consumed
+    /// ``confluent_kafka.Message``s or ``Record``s) into a ``StagedBatch``: rows into `rows`,
+    /// per partition the next offset, the count held and the first offset into the dicts
+    /// `offsets`, `held` and `firsts`; records the fast path cannot take go, in order, to
+    /// `add_exact(record, tp, offset, value)`. Twin of the loop's ``_accept`` filter and
+    /// ``StagedBatch.add``: with `errors` (a list), records whose ``error()`` is not None are
+    /// appended to it and skipped; with `assigned` (a set of (topic, partition)), records of
+    /// other partitions are skipped. Returns (records taken, of which below their partition's
+    /// floor: already written, skipped).
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (records, assigned, floors, offsets, held, firsts, rows, add_exact, errors))]
     fn add(
         slf: &Bound<'_, Self>,
         py: Python<'_>,
         records: &Bound<'_, PyAny>,
+        assigned: Option<&Bound<'_, PySet>>,
         floors: &Bound<'_, PyDict>,
         offsets: &Bound<'_, PyDict>,
         held: &Bound<'_, PyDict>,
         firsts: &Bound<'_, PyDict>,
-        rows: &Bound<'_, PyDict>,
+        rows: &Bound<'_, StagedRows>,
         add_exact: &Bound<'_, PyAny>,
-    ) -> PyResult<usize> {
-        let empty = PyString::new(py, "");
-        let zero = 0i64.into_pyobject(py)?.into_any();
-        let have_floors = !floors.is_empty();
-        let mut skipped = 0usize;
-        let mut last: Option<(Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyTuple>)> = None;
-        for r in records.try_iter()? {
-            let r = r?;
-            let topic = r.call_method0(intern!(py, "topic"))?;
-            let topic = if topic.is_truthy()? {
-                topic
-            } else {
-                empty.clone().into_any()
-            };
-            let partition = r.call_method0(intern!(py, "partition"))?;
-            let partition = if partition.is_truthy()? {
-                partition
-            } else {
-                zero.clone()
-            };
-            let offset_obj = r.call_method0(intern!(py, "offset"))?;
-            let offset: i64 = if offset_obj.is_truthy()? {
-                offset_obj.extract()?
-            } else {
-                0
-            };
-            let tp = match &last {
-                Some((t, p, tp)) if t.eq(&topic)? && p.eq(&partition)? => tp.clone(),
-                _ => {
-                    let tp = PyTuple::new(py, [topic.clone(), partition.clone()])?;
-                    last = Some((topic, partition.clone(), tp.clone()));
-                    tp
-                }
-            };
-            if have_floors {
-                if let Some(floor) = floors.get_item(&partition)? {
-                    if offset < floor.extract::<i64>()? {
-                        skipped += 1;
-                        continue;
-                    }
-                }
+        errors: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<(usize, usize)> {
+        let mut parts: Vec<Partition<'_>> = Vec::new();
+        let mut counted = 0usize;
+        let result = stage_records(
+            slf,
+            py,
+            records,
+            assigned,
+            floors,
+            (offsets, held),
+            rows,
+            add_exact,
+            errors,
+            &mut parts,
+            &mut counted,
+        );
+        // What was staged stays staged (as on the Python path), also when add_exact raised.
+        parts.sort_by_key(|p| p.first_seq);
+        for p in parts.iter().filter(|p| p.added > 0) {
+            if let Some(next) = p.next_set {
+                offsets.set_item(&p.tp, next)?;
             }
-            let next = match offsets.get_item(&tp)? {
-                Some(v) => v.extract::<i64>()?,
-                None => 0,
-            };
-            if offset >= next {
-                offsets.set_item(&tp, offset + 1)?;
-            }
-            match held.get_item(&tp)? {
+            match p.held_before {
                 None => {
-                    held.set_item(&tp, 1)?;
-                    firsts.set_item(&tp, offset)?;
+                    held.set_item(&p.tp, p.added)?;
+                    firsts.set_item(&p.tp, p.first)?;
                 }
-                Some(count) => held.set_item(&tp, count.extract::<i64>()? + 1)?,
+                Some(h) => held.set_item(&p.tp, h + p.added)?,
             }
-            let value = r.call_method0(intern!(py, "value"))?;
-            if let Ok(bytes) = value.downcast::<PyBytes>() {
-                // Borrowed only here: add_exact may learn a pair (a mutable borrow).
-                let this = slf.borrow();
-                let d = bytes.as_bytes();
-                if d.starts_with(&this.prefix) {
-                    let key = r.call_method0(intern!(py, "key"))?;
-                    let pair = match key.downcast::<PyBytes>() {
-                        Ok(k) => this.pairs.get(k.as_bytes()),
-                        Err(_) => None,
-                    };
-                    if let Some(staged) =
-                        pair.and_then(|pair| stage_fast(d, pair).map(|s| (pair, s)))
-                    {
-                        let (pair, s) = staged;
-                        let ident = PyTuple::new(
-                            py,
-                            [
-                                pair.key.bind(py).clone().into_any(),
-                                s.open_time.into_pyobject(py)?.into_any(),
-                            ],
-                        )?;
-                        let newer = match rows.get_item(&ident)? {
-                            None => true,
-                            Some(seen) => offset >= seen.get_item(1)?.extract::<i64>()?,
-                        };
-                        if newer {
-                            let row = PyTuple::new(
-                                py,
-                                [
-                                    pair.symbol_str.bind(py).clone().into_any(),
-                                    pair.interval_str.bind(py).clone().into_any(),
-                                    s.open_time.into_pyobject(py)?.into_any(),
-                                    PyBytes::new(py, &s.line).into_any(),
-                                ],
-                            )?;
-                            let entry = PyTuple::new(
-                                py,
-                                [
-                                    tp.clone().into_any(),
-                                    offset.into_pyobject(py)?.into_any(),
-                                    PyBytes::new(py, &d[s.ingested.0..s.ingested.1]).into_any(),
-                                    row.into_any(),
-                                    key.clone(),
-                                    value.clone(),
-                                ],
-                            )?;
-                            rows.set_item(ident, entry)?;
-                        }
-                        continue;
-                    }
-                }
-            }
-            add_exact.call1((r, tp, offset, value))?;
         }
-        Ok(skipped)
+        result
     }
 
     /// Test seam: the fast path's verdict for each (key, value): None, or
@@ -433,6 +581,8 @@ fn ts_texts<'py>(py: Python<'py>, times: Vec<i64>) -> PyResult<Bound<'py, PyList
 #[pymodule]
 fn qryptify_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<KlineStager>()?;
+    m.add_class::<StagedRows>()?;
+    m.add_class::<staged::CopyRows>()?;
     m.add_function(wrap_pyfunction!(ts_texts, m)?)?;
     archive::register(m)?;
     rest::register(m)?;

@@ -25,7 +25,7 @@ from qryptify.errors import (
     UndecodableRecord,
 )
 from qryptify.kline import EmptyRange, Kline, validate_kline
-from qryptify.native import KlineStager, make_kline_stager
+from qryptify.native import KlineStager, StagedRows, make_kline_stager, make_staged_rows
 from qryptify.pairs import FIXED_INTERVAL_MS, close_time, validate_interval, validate_symbol
 from qryptify.sink.rows import DAY_MS, LINE, CandleBatch, CandleRow, PairKey, kline_line, ts_text
 
@@ -349,9 +349,13 @@ class Rejected:
     reason: str
 
 
+class _RowLookup(Protocol):
+    def get(self, ident: tuple[bytes, int]) -> _StagedRow | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Origins:
-    rows: Mapping[tuple[bytes, int], _StagedRow]
+    rows: _RowLookup
     ranges: Mapping[EmptyRange, Origin]
 
     def of(self, rejected: Rejected) -> Origin | None:
@@ -467,7 +471,9 @@ class StagedBatch:
         self._count = 0
         #: (pair key, open time) -> (partition, offset, raw ingested_at varint, row, key,
         #: value): the record itself is kept (a reference) in case the database rejects it.
-        self._rows: dict[tuple[bytes, int], _StagedRow] = {}
+        #: With the compiled core, its twin (same order, same tuples) held in Rust.
+        self._rows: dict[tuple[bytes, int], _StagedRow] | StagedRows
+        self._rows = {} if self._native is None else make_staged_rows()
         self._ranges: dict[tuple[str, str, int], tuple[TopicPartitionKey, EmptyRange, Origin]]
         self._ranges = {}
         self._dlq: list[DlqEntry] = []
@@ -485,20 +491,60 @@ class StagedBatch:
     def add(self, records: Sequence[RawRecord], now_ms: int) -> None:
         if not records:
             return
+        if self._native is not None:
+            self._add_native(records, now_ms, None, None)
+            return
         if self._count == 0:
             self.first_at_ms = now_ms
         self._count += len(records)
+        self._add_python(records)
+
+    def add_consumed(
+        self, messages: Sequence[Any], now_ms: int, assigned: set[TopicPartitionKey]
+    ) -> list[Any]:
+        """Stage consumed messages of ``assigned`` partitions; return those that carry an
+        error instead of a record (end of partition, broker errors: the loop's to judge)."""
+        errors: list[Any] = []
         if self._native is not None:
-            self._count -= self._native.add(
-                records,
-                self._floors,
-                self._offsets,
-                self._held,
-                self._firsts,
-                self._rows,
-                self._add_exact,
-            )
-            return
+            self._add_native(messages, now_ms, assigned, errors)
+            return errors
+        good: list[RawRecord] = []
+        for msg in messages:
+            if msg.error() is not None:
+                errors.append(msg)
+            elif (msg.topic(), msg.partition()) in assigned:
+                good.append(msg)
+        self.add(good, now_ms)
+        return errors
+
+    def _add_native(
+        self,
+        records: Sequence[Any],
+        now_ms: int,
+        assigned: set[TopicPartitionKey] | None,
+        errors: list[Any] | None,
+    ) -> None:
+        assert self._native is not None and not isinstance(self._rows, dict)  # noqa: S101
+        if self._rows.frozen:  # staging goes on after a split (the split keeps its rows)
+            self._rows = self._rows.copy()
+        was_empty = self._count == 0
+        taken, skipped = self._native.add(
+            records,
+            assigned,
+            self._floors,
+            self._offsets,
+            self._held,
+            self._firsts,
+            self._rows,
+            self._add_exact,
+            errors,
+        )
+        if was_empty and taken:
+            self.first_at_ms = now_ms
+        self._count += taken - skipped
+
+    def _add_python(self, records: Sequence[RawRecord]) -> None:
+        assert isinstance(self._rows, dict)  # noqa: S101 - the Python path's store
         rows = self._rows
         prefix = self._prefix
         offsets = self._offsets
@@ -727,6 +773,9 @@ class StagedBatch:
         """Forget staged candles of the range's pair inside it that came before it: the
         exchange has since confirmed those open times empty (a corrected archive file)."""
         key = event.key.encode()
+        if not isinstance(self._rows, dict):
+            self._rows.drop_covered(key, event.start_time, event.end_time, offset)
+            return
         doomed = [
             ident
             for ident, staged in self._rows.items()
@@ -743,7 +792,12 @@ class StagedBatch:
         if not gone:
             return 0
         dropped = sum(self._held.pop(tp) for tp in gone)
-        self._rows = {i: v for i, v in self._rows.items() if v[0] not in gone}
+        if isinstance(self._rows, dict):
+            self._rows = {i: v for i, v in self._rows.items() if v[0] not in gone}
+        else:
+            if self._rows.frozen:
+                self._rows = self._rows.copy()
+            self._rows.drop_partitions(gone)
         self._ranges = {i: v for i, v in self._ranges.items() if v[0] not in gone}
         self._dlq = [e for e in self._dlq if (e.topic, e.partition) not in gone]
         for tp in gone:
@@ -758,6 +812,13 @@ class StagedBatch:
         """What one transaction and the offset commit after it need. Never raises for bad
         input: every record is a row, an empty range or a DLQ entry, and every one is covered
         by the offsets."""
+        if not isinstance(self._rows, dict):
+            text, view, partitions, pair_spans, newest_raw = self._rows.split()
+            return self._split(
+                CandleBatch(view, pair_spans, text),
+                partitions,
+                [(close_time(interval, t), _long(raw)) for interval, t, raw in newest_raw],
+            )
         rows: list[CandleRow] = []
         row_partitions: list[TopicPartitionKey] = []
         spans: dict[PairKey, tuple[int, int]] = {}
@@ -778,14 +839,26 @@ class StagedBatch:
                 newest[pair] = (t, ingested)
             elif t < span[0]:
                 spans[pair] = (t, span[1])
+        return self._split(
+            CandleBatch(rows, spans),
+            row_partitions,
+            [(close_time(p[1], t), _long(raw)) for p, (t, raw) in newest.items()],
+        )
+
+    def _split(
+        self,
+        batch: CandleBatch,
+        row_partitions: list[TopicPartitionKey],
+        newest: list[tuple[int, int]],
+    ) -> Split:
         return Split(
-            batch=CandleBatch(rows, spans),
+            batch=batch,
             empty_ranges=[e for _, e, _ in self._ranges.values()],
             range_partitions=[tp for tp, _, _ in self._ranges.values()],
             dlq=list(self._dlq),
             offsets=dict(self._offsets),
             records=self._count,
-            newest=[(close_time(p[1], t), _long(raw)) for p, (t, raw) in newest.items()],
+            newest=newest,
             first_offsets=dict(self._firsts),
             row_partitions=row_partitions,
             origins=_Origins(self._rows, {e: o for _, e, o in self._ranges.values()}),

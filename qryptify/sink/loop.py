@@ -61,7 +61,6 @@ from qryptify.retry import backoff
 from qryptify.sink.batch import (
     DlqEntry,
     FlushPolicy,
-    RawRecord,
     Split,
     StagedBatch,
     TopicPartitionKey,
@@ -361,21 +360,16 @@ class SinkLoop:
                 self.hook("after_poll", self.batches + 1)
 
     def _accept(self, messages: Sequence[Any]) -> None:
-        good: list[RawRecord] = []
-        assigned = self.assigned
-        for msg in messages:
+        # One call stages the whole batch (in the compiled core when built); messages that
+        # carry an error instead of a record come back, in order.
+        for msg in self.pending.add_consumed(messages, self.clock.now_ms(), self.assigned):
             err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    self.eof[msg.partition()] = msg.offset()
-                elif err.fatal():
-                    raise KafkaFatal(err.str())
-                else:
-                    logger.warning("kafka consumer: %s", err.str())
-                continue
-            if (msg.topic(), msg.partition()) in assigned:
-                good.append(msg)
-        self.pending.add(good, self.clock.now_ms())
+            if err.code() == KafkaError._PARTITION_EOF:
+                self.eof[msg.partition()] = msg.offset()
+            elif err.fatal():
+                raise KafkaFatal(err.str())
+            else:
+                logger.warning("kafka consumer: %s", err.str())
 
     # -- the batch cycle ------------------------------------------------------------------
 

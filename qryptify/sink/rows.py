@@ -74,6 +74,8 @@ class CandleBatch:
 
     rows: Sequence[CandleRow]
     spans: dict[PairKey, tuple[int, int]]
+    #: The rows' COPY lines joined, when the stager built them so (else joined on demand).
+    text: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -96,6 +98,8 @@ class CandleBatch:
         return cls.of([(k.symbol, k.interval, k.open_time, kline_line(k)) for k in klines])
 
     def copy_text(self) -> bytes:
+        if self.text is not None:
+            return self.text
         return b"".join(row[3] for row in self.rows)
 
     def halves(self) -> tuple[CandleBatch, CandleBatch]:

@@ -16,7 +16,7 @@ from qryptify import native
 from qryptify.avro import KlineCodec
 from qryptify.kline import EmptyRange, Kline
 from qryptify.sink import batch as batch_module
-from qryptify.sink.batch import Record, Split, StagedBatch
+from qryptify.sink.batch import Record, Rejected, Split, StagedBatch
 from qryptify.sink.rows import ts_text
 from tests.conftest import T0, make_kline
 from tests.unit.qryptify.test_sink_batch import _any_kline as any_kline
@@ -48,6 +48,10 @@ def assert_same(ours: Split, oracle: Split) -> None:
         oracle.records,
     )
     assert ours.newest == oracle.newest and ours.row_partitions == oracle.row_partitions
+    # the record behind each row, as the DLQ gets it when the database rejects the row
+    for row in oracle.batch.rows:
+        rejected = Rejected(row, None, "22P02", "refused")
+        assert ours.rejected_entry(rejected) == oracle.rejected_entry(rejected)
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -133,6 +137,53 @@ def test_native_staging_equals_the_python_path(
                 stage(batches, native_core=False, floors=floors))  # fmt: skip
 
 
+class _Message(Record):
+    """A consumed message as ``confluent_kafka.Message`` gives it: a record, or an error."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, record: Record, error: object = None) -> None:
+        super().__init__(record.topic(), record.partition(), record.offset(), record.key(),
+                         record.value())  # fmt: skip
+        self._error = error
+
+    def error(self) -> object:
+        return self._error
+
+
+@given(
+    record_batches(),
+    st.data(),
+    st.sampled_from([None, {0: 2}]),
+)
+def test_consumed_messages_errors_partitions_drops_and_later_batches_match(
+    batches: list[list[Record]], data: st.DataObject, floors: dict[int, int] | None
+) -> None:
+    """``add_consumed`` (the loop's filter) on both cores: messages with an error come back in
+    order, unassigned partitions are skipped; then partitions dropped, a split, and staging
+    that goes on after the split (the split keeps its rows)."""
+    consumed = [
+        [_Message(r, data.draw(st.sampled_from([None, None, None, "eof"]))) for r in b]
+        for b in batches
+    ]
+    assigned = data.draw(st.sampled_from([{0, 1, 2}, {0, 2}, {1}]))
+    dropped = data.draw(st.sampled_from([set(), {1}, {0, 2}]))
+    both = [StagedBatch(CODEC, floors=dict(floors or {}), native=n) for n in (True, False)]
+    errors: list[list[int]] = [[], []]
+    for i, messages in enumerate(consumed):
+        for staged, seen in zip(both, errors, strict=True):
+            got = staged.add_consumed(messages, i, {("klines", p) for p in assigned})
+            seen += [id(m) for m in got]
+    assert errors[0] == errors[1]
+    for staged in both:
+        staged.drop_partitions({("klines", p) for p in dropped})
+    assert_same(*(staged.split() for staged in both))
+    assert both[0].first_at_ms == both[1].first_at_ms and len(both[0]) == len(both[1])
+    for staged in both:
+        staged.add([r for b in batches[:1] for r in b], 99)
+    assert_same(*(staged.split() for staged in both))
+
+
 @given(st.lists(valid_klines(), min_size=1, max_size=30))
 def test_native_staging_takes_valid_candles_and_equals_the_exact_path(ks: list[Kline]) -> None:
     records = [Record("klines", 0, i, k.key.encode(), CODEC.encode(k)) for i, k in enumerate(ks)]
@@ -177,31 +228,93 @@ def _one_batch() -> list[list[Record]]:
     return [[Record("klines", 0, i, k.key.encode(), CODEC.encode(k)) for i, k in enumerate(ks)]]
 
 
+class _AlteredRows:
+    """The compiled rows of a batch with one byte of every COPY line changed at the split."""
+
+    def __init__(self) -> None:
+        self.inner = native.make_staged_rows()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __setitem__(self, ident: Any, staged: Any) -> None:
+        self.inner[ident] = staged
+
+    def split(self) -> Any:
+        text, view, partitions, spans, newest = self.inner.split()
+        rows = [(*row[:3], row[3].replace(b"5", b"6")) for row in view]
+        return text.replace(b"5", b"6"), rows, partitions, spans, newest
+
+
+class _AlteredStager:
+    """The compiled stager, with what it hands to the exact path filtered by ``drop``."""
+
+    def __init__(self, prefix: bytes, drop: Callable[[Any], bool]) -> None:
+        self.inner = native.make_kline_stager(prefix)
+        self.drop = drop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def add(self, records: Any, assigned: Any, floors: Any, offsets: Any, held: Any,
+            firsts: Any, rows: Any, add_exact: Any, errors: Any) -> Any:  # fmt: skip
+        def exact(r: Any, tp: Any, offset: int, value: bytes | None) -> None:
+            if not self.drop(r):
+                add_exact(r, tp, offset, value)
+
+        assert self.inner is not None
+        store = getattr(rows, "inner", rows)
+        return self.inner.add(records, assigned, floors, offsets, held, firsts, store, exact,
+                              errors)  # fmt: skip
+
+
 def test_equivalence_fails_when_the_native_output_is_altered(monkeypatch: Any) -> None:
-    real = native.make_kline_stager
-
-    class Altered:
-        """The compiled stager with one byte of every line it stages changed."""
-
-        def __init__(self, prefix: bytes) -> None:
-            self.inner = real(prefix)
-
-        def __getattr__(self, name: str) -> Callable[..., Any]:
-            return getattr(self.inner, name)  # type: ignore[no-any-return]
-
-        def add(self, records: Any, floors: Any, offsets: Any, held: Any, firsts: Any,
-                rows: dict[Any, Any], add_exact: Any) -> int:  # fmt: skip
-            before = set(rows)
-            assert self.inner is not None
-            skipped = self.inner.add(records, floors, offsets, held, firsts, rows, add_exact)
-            for ident, (tp, offset, ingested, row, *origin) in list(rows.items()):
-                if ident not in before:
-                    line = row[3].replace(b"5", b"6")
-                    rows[ident] = (tp, offset, ingested, (*row[:3], line), *origin)
-            return skipped
-
-    monkeypatch.setattr(batch_module, "make_kline_stager", Altered)
+    monkeypatch.setattr(batch_module, "make_staged_rows", _AlteredRows)
+    monkeypatch.setattr(
+        batch_module, "make_kline_stager", lambda p: _AlteredStager(p, lambda r: False)
+    )
     batches = _one_batch()
+    with pytest.raises(AssertionError):
+        assert_same(stage(batches, native_core=True), stage(batches, native_core=False))
+
+
+def _damaged_batch() -> list[list[Record]]:
+    """A good candle, then its successor's body cut short (a DLQ verdict on both paths)."""
+    ks = [make_kline(), make_kline(open_time=T0 + 60_000)]
+    values = [CODEC.encode(k) for k in ks]
+    values[1] = values[1][:-7]
+    pairs = enumerate(zip(ks, values, strict=True))
+    return [[Record("klines", 0, i, k.key.encode(), v) for i, (k, v) in pairs]]
+
+
+def test_equivalence_fails_when_the_native_side_loses_a_damaged_record(monkeypatch: Any) -> None:
+    # The compiled side swallows what it would hand to the exact path: the cut body's DLQ
+    # verdict is missing on that side only.
+    monkeypatch.setattr(
+        batch_module, "make_kline_stager", lambda p: _AlteredStager(p, lambda r: True)
+    )
+    batches = _damaged_batch()
+    assert [e.error_class for e in stage(batches, native_core=False).dlq] == ["UndecodableRecord"]
+    with pytest.raises(AssertionError):
+        assert_same(stage(batches, native_core=True), stage(batches, native_core=False))
+
+
+def test_equivalence_fails_when_the_python_side_takes_a_damaged_record(monkeypatch: Any) -> None:
+    # The Python fast reader altered to pad a cut body back to a candle: it stages a row where
+    # the compiled side gives a DLQ verdict.
+    real = StagedBatch._fast
+
+    def lenient(self: StagedBatch, d: bytes, key: bytes | None) -> Any:
+        staged = real(self, d, key)
+        if staged is None and key is not None:
+            return real(self, d + CODEC.encode(make_kline(open_time=T0 + 60_000))[len(d) :], key)
+        return staged
+
+    monkeypatch.setattr(StagedBatch, "_fast", lenient)
+    batches = _damaged_batch()
     with pytest.raises(AssertionError):
         assert_same(stage(batches, native_core=True), stage(batches, native_core=False))
 
