@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use std::collections::HashMap;
 
 mod archive;
+mod copybin;
 mod rest;
 mod staged;
 mod ts;
@@ -585,6 +586,7 @@ fn qryptify_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<staged::CopyRows>()?;
     m.add_function(wrap_pyfunction!(ts_texts, m)?)?;
     archive::register(m)?;
+    copybin::register(m)?;
     rest::register(m)?;
     Ok(())
 }

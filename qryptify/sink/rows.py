@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from qryptify import native
 from qryptify.kline import Kline
 
 DAY_MS = 86_400_000
@@ -62,6 +63,16 @@ def kline_line(k: Kline) -> bytes:
         ts_text(k.close_time), k.quote_volume.encode(), k.trades, k.taker_buy_base.encode(),
         k.taker_buy_quote.encode(),
     )  # fmt: skip
+
+
+def copy_binary(text: bytes) -> bytes | None:
+    """The rows of candle COPY ``text`` in PostgreSQL's binary COPY format (without its
+    header and trailer), or None: without the compiled core, or when a line is not exactly
+    what the sink stages (the text is then sent as it is, and PostgreSQL judges it)."""
+    if native.MODULE is None or not text:
+        return None
+    rows: bytes | None = native.MODULE.copy_binary(text)
+    return rows
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from qryptify import db
-from qryptify.sink.rows import CandleBatch
+import pytest
+
+from qryptify import db, native
+from qryptify.sink.rows import CandleBatch, copy_binary
 from tests.conftest import T0, make_kline
 
 
@@ -118,3 +120,43 @@ def test_candles_written_into_a_recorded_empty_range_trim_it_to_its_still_empty_
         ("BTCUSDT", T0 + 3 * minute, T0 + 4 * minute, T0),
         ("BTCUSDT", T0 + 5 * minute, T0 + 6 * minute, T0),
     ]
+
+
+def test_binary_copy_stores_exactly_what_text_copy_stores(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled core sends rows as binary COPY; the table must hold the same bits as
+    after a text COPY of the same lines (doubles compared by their bytes: -0, rounding)."""
+    if native.MODULE is None:
+        pytest.skip(f"binary COPY needs the native core: {native.CORE}")
+    spellings = ["0", "-0.0", "1e-320", "123456789.123456789123", "0.1", "1.7976931348623157e308",
+                 "4.9e-324", "2.5E+3", "00012.50"]  # fmt: skip
+    ks = [
+        make_kline(s, i, t, open=p, high=p, low=p, close=p, volume=v, quote_volume=v,
+                   taker_buy_base=v, taker_buy_quote=v, trades=n)
+        for s, i, t in [("BTCUSDT", "1m", T0), ("ETHUSDT", "1M", 1_262_304_000_000)]
+        for p in ["42000.5", "-1.25", "1e-300"]
+        for v, n in zip(spellings, [0, 1, 2**63 - 1, 7, 8, 9, 10, 11, 12], strict=True)
+    ]  # fmt: skip
+    ks = list({(k.key, k.open_time): k for k in ks}.values())
+    batch = CandleBatch.from_klines(ks)
+    assert copy_binary(batch.copy_text()) is not None
+    stored = []
+    for binary in (True, False):
+        with db.connect(db_dsn) as conn:
+            conn.execute("TRUNCATE candlesticks")
+            conn.commit()
+            if not binary:
+                monkeypatch.setattr(db, "copy_binary", lambda text: None)
+            db.write_rows(conn, batch)
+            stored.append(
+                conn.execute(
+                    "SELECT ts, symbol, interval, float8send(open), float8send(high),"
+                    " float8send(low), float8send(close), float8send(volume), close_time,"
+                    " float8send(quote_asset_volume), number_of_trades,"
+                    " float8send(taker_buy_base), float8send(taker_buy_quote)"
+                    " FROM candlesticks ORDER BY symbol, interval, ts"
+                ).fetchall()
+            )
+    assert len(stored[0]) == len(ks)
+    assert stored[0] == stored[1]
