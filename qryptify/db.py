@@ -241,7 +241,8 @@ _EPOCH = "TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 millisecond'"
 _COLUMNS = ", ".join(CANDLE_COLUMNS)
 _COPY_CANDLES = f"COPY candlesticks ({_COLUMNS}) FROM STDIN"
 _COPY_STAGE = f"COPY {_STAGE} ({_COLUMNS}) FROM STDIN"
-_BINARY = " (FORMAT binary)"
+_COPY_CANDLES_BINARY = _COPY_CANDLES + " (FORMAT binary)"
+_COPY_STAGE_BINARY = _COPY_STAGE + " (FORMAT binary)"
 #: Binary COPY framing: signature, flags, header extension length; then a field count of -1.
 BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 BINARY_TRAILER = b"\xff\xff"
@@ -441,14 +442,22 @@ def _record_empty(conn: Connection, ranges: Sequence[EmptyRange]) -> None:
         )
 
 
-def _copy_rows(cur: Any, statement: str, text: bytes, binary: bytes | None) -> None:
-    """COPY the candle rows: ``binary`` (the rows of ``text`` in binary COPY format) if given,
-    else ``text``."""
+def _copy_rows(cur: Any, *, stage: bool, text: bytes, binary: bytes | None) -> None:
+    """COPY the candle rows into candlesticks or the staging table: ``binary`` (the rows of
+    ``text`` in binary COPY format) if given, else ``text``."""
     if binary is None:
-        with cur.copy(statement) as copy:
+        if stage:
+            statement = cur.copy(_COPY_STAGE)
+        else:
+            statement = cur.copy(_COPY_CANDLES)
+        with statement as copy:
             copy.write(text)
         return
-    with cur.copy(statement + _BINARY) as copy:
+    if stage:
+        statement = cur.copy(_COPY_STAGE_BINARY)
+    else:
+        statement = cur.copy(_COPY_CANDLES_BINARY)
+    with statement as copy:
         copy.write(BINARY_HEADER)
         copy.write(binary)
         copy.write(BINARY_TRAILER)
@@ -470,7 +479,7 @@ def _insert_new(
         return False
     try:
         with conn.transaction(), conn.cursor() as cur:
-            _copy_rows(cur, _COPY_CANDLES, text, binary)
+            _copy_rows(cur, stage=False, text=text, binary=binary)
     except psycopg.errors.UniqueViolation:
         logger.debug("a row appeared between the overlap check and COPY; upserting instead")
         return False
@@ -480,7 +489,7 @@ def _insert_new(
 def _upsert(conn: Connection, text: bytes, binary: bytes | None = None) -> int:
     conn.execute(_CREATE_STAGE)
     with conn.cursor() as cur:
-        _copy_rows(cur, _COPY_STAGE, text, binary)
+        _copy_rows(cur, stage=True, text=text, binary=binary)
         cur.execute(_UPSERT)
         return max(cur.rowcount, 0)
 
