@@ -446,17 +446,11 @@ def _copy_rows(cur: Any, *, stage: bool, text: bytes, binary: bytes | None) -> N
     """COPY the candle rows into candlesticks or the staging table: ``binary`` (the rows of
     ``text`` in binary COPY format) if given, else ``text``."""
     if binary is None:
-        if stage:
-            statement = cur.copy(_COPY_STAGE)
-        else:
-            statement = cur.copy(_COPY_CANDLES)
+        statement = cur.copy(_COPY_STAGE) if stage else cur.copy(_COPY_CANDLES)
         with statement as copy:
             copy.write(text)
         return
-    if stage:
-        statement = cur.copy(_COPY_STAGE_BINARY)
-    else:
-        statement = cur.copy(_COPY_CANDLES_BINARY)
+    statement = cur.copy(_COPY_STAGE_BINARY) if stage else cur.copy(_COPY_CANDLES_BINARY)
     with statement as copy:
         copy.write(BINARY_HEADER)
         copy.write(binary)
