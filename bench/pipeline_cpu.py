@@ -9,7 +9,8 @@ CPU time of this process (consumer, writer and librdkafka threads: ``getrusage``
 broker and of the PostgreSQL cluster of the stack in ``--stack-dir`` (``/proc/<pid>/stat``,
 the postmaster with its live and finished backends). The replay's CPU per row against the
 database's is the arithmetic behind figure 1 (docs/performance.md). For COPY, "this process"
-includes formatting the COPY text in Python.
+includes formatting the COPY text (or binary rows) in Python. The sink sends binary COPY when
+the compiled core is built, so raw binary COPY is measured too.
 """
 
 from __future__ import annotations
@@ -99,13 +100,15 @@ def main() -> int:
         "runs": {},
     }
     runs: dict[str, dict[str, float]] = {}
-    for run in ("native", "python", "copy"):
+    for run in ("native", "python", "copy", "binary-copy"):
         with database(args.pg, f"bench_cpu_{run_id()}") as dsn:
             cfg = build_config({"kafka": kafka.model_dump(mode="json"), "db": {"dsn": dsn}})
             before = (own_cpu_s(), process_cpu_s(broker), cluster_cpu_s(postmaster))
             started = time.monotonic()
             if run == "copy":
                 rvc.raw_copy(dsn, items)
+            elif run == "binary-copy":
+                rvc.raw_copy_binary(dsn, items)
             elif run == "python":
                 with python_core():
                     replay(cfg, dsn, progress=False)
@@ -122,7 +125,7 @@ def main() -> int:
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
         print(
-            f"{run:7s} wall {wall * 1e6 / len(items):.2f} µs/row; CPU µs/row: this process "
+            f"{run:11s} wall {wall * 1e6 / len(items):.2f} µs/row; CPU µs/row: this process "
             f"{us[0]:.2f}, Kafka broker {us[1]:.2f}, PostgreSQL {us[2]:.2f}; total {sum(us):.2f}; "
             f"load {os.getloadavg()[0]:.2f}",
             flush=True,

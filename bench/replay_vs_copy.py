@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import struct
 import sys
 import time
 import uuid
@@ -96,6 +97,51 @@ def raw_copy(dsn: str, items: list[Kline]) -> float:
     return elapsed
 
 
+#: 2000-01-01, PostgreSQL's epoch, in Unix milliseconds (binary timestamps count from it).
+_PG_EPOCH_MS = 946_684_800_000
+
+
+def _binary_rows(items: list[Kline]) -> bytes:
+    """The same rows in PostgreSQL's binary COPY format (header and trailer included),
+    formatted here with ``struct`` (not the sink's code)."""
+    head = struct.Struct("!hiq")
+    tail = struct.Struct("!ididididid" + "iq" + "id" + "iq" + "idid")
+    parts = [db.BINARY_HEADER]
+    for k in items:
+        symbol, interval = k.symbol.encode(), k.interval.encode()
+        parts.append(
+            head.pack(13, 8, (k.open_time - _PG_EPOCH_MS) * 1000)
+            + struct.pack("!i", len(symbol)) + symbol
+            + struct.pack("!i", len(interval)) + interval
+            + tail.pack(8, float(k.open), 8, float(k.high), 8, float(k.low), 8, float(k.close),
+                        8, float(k.volume), 8, (k.close_time - _PG_EPOCH_MS) * 1000,
+                        8, float(k.quote_volume), 8, k.trades, 8, float(k.taker_buy_base),
+                        8, float(k.taker_buy_quote))
+        )  # fmt: skip
+    parts.append(db.BINARY_TRAILER)
+    return b"".join(parts)
+
+
+def raw_copy_binary(dsn: str, items: list[Kline]) -> float:
+    """Raw binary COPY of the same rows (the reference beside text COPY: the sink sends binary
+    rows when the compiled core is built)."""
+    data = _binary_rows(items)
+    with db.connect(dsn) as conn:
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                f"COPY candlesticks ({', '.join(db.CANDLE_COLUMNS)}) FROM STDIN (FORMAT binary)"
+            ) as copy,
+        ):
+            copy.write(data)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        row = conn.execute("SELECT count(*) FROM candlesticks").fetchone()
+    assert row is not None and row[0] == len(items), row
+    return elapsed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=300_000)
@@ -135,6 +181,10 @@ def main() -> int:
             {"kafka": kafka.model_dump(mode="json"), "db": {"dsn": replay_dsn}}
         )
         copy_s = raw_copy(copy_dsn, items)
+        with db.connect(copy_dsn) as conn:
+            conn.execute("TRUNCATE candlesticks")
+            conn.commit()
+        binary_s = raw_copy_binary(copy_dsn, items)
 
         profiler = None
         if args.profile:
@@ -159,9 +209,12 @@ def main() -> int:
               f"{len(items)} rows, {args.pairs} pairs, {args.partitions} partitions")  # fmt: skip
         copy_rate = len(items) / copy_s
         print(f"(a) raw COPY into empty table      {copy_rate:>9,.0f} rows/s ({copy_s:.1f}s)")
+        binary_rate = len(items) / binary_s
+        print(f"    raw binary COPY                {binary_rate:>9,.0f} rows/s ({binary_s:.1f}s)")
         print(f"(b) replay into empty database     {rate(fresh)}")
         print(f"(c) replay into full database      {rate(again)}")
-        print(f"    (b) / (a): {fresh.rows / fresh.elapsed_s / copy_rate:.2f}")
+        print(f"    (b) / (a): {fresh.rows / fresh.elapsed_s / copy_rate:.2f}; (b) / binary COPY: "
+              f"{fresh.rows / fresh.elapsed_s / binary_rate:.2f}")  # fmt: skip
     finally:
         for name in names.values():
             db.drop_database(args.pg, name)
