@@ -140,7 +140,7 @@ def test_a_429_pause_holds_requests_already_waiting_for_a_connection() -> None:
 
 def test_invalid_archive_rows_are_left_out_before_publishing() -> None:
     from qryptify.avro import EncodedKlines, KlineCodec
-    from services.backfiller.run import valid_rows
+    from services.backfiller.units import valid_rows
     from tests.conftest import make_kline
 
     codec = KlineCodec()

@@ -22,7 +22,8 @@ from qryptify.handoff import LIVE_START, PLAN
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import MINUTE_MS, Pair, interval_ms
 from qryptify.publish import KlinePublisher
-from services.backfiller.run import Backfiller, ordered_map
+from services.backfiller.fetch import ordered_map
+from services.backfiller.run import Backfiller
 from sim.symbols import parse_time_ms
 
 START = parse_time_ms("2024-01-01")
