@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from qryptify.errors import DatabaseUnavailable
-from qryptify.gaps import missing_runs
+from qryptify.gaps import Range, holes_from_jumps, missing_runs
 from qryptify.kline import EmptyRange, Kline
 from qryptify.pairs import interval_ms
 from qryptify.redaction import redact_message
@@ -503,3 +503,52 @@ def candle_jumps(
         conn.execute("SET LOCAL TIME ZONE 'UTC'")  # calendar months of UTC
         rows = conn.execute(_CANDLE_JUMPS, params | {"step": step}).fetchall()
     return [(int(a), int(b)) for a, b in rows]
+
+
+_MS = "(extract(epoch FROM {}) * 1000)::bigint"
+_STORED_SPAN = f"""
+SELECT {_MS.format("min(ts)")}, {_MS.format("max(ts)")}
+FROM candlesticks
+WHERE symbol = %(symbol)s AND interval = %(interval)s
+  AND ts >= {_EPOCH.format("%(start)s")} AND ts < {_EPOCH.format("%(end)s")}
+"""
+_EMPTY_WITHIN = f"""
+SELECT {_MS.format("start_ts")}, {_MS.format("end_ts")}
+FROM empty_ranges
+WHERE symbol = %(symbol)s AND interval = %(interval)s
+  AND end_ts > {_EPOCH.format("%(start)s")} AND start_ts < {_EPOCH.format("%(end)s")}
+"""
+_SYNC_POINTER = f"""
+SELECT {_MS.format("last_closed_ts")}
+FROM sync_state WHERE symbol = %(symbol)s AND interval = %(interval)s
+"""
+
+
+def stored_holes(
+    conn: Connection, symbol: str, interval: str, start_ms: int, end_ms: int
+) -> list[Range]:
+    """Holes of the pair in ``candlesticks`` over ``[start_ms, end_ms)``, minus recorded empty
+    ranges. The jumps are found server-side (``candle_jumps``); only their ends travel."""
+    if end_ms <= start_ms:
+        return []
+    params = {"symbol": symbol, "interval": interval, "start": start_ms, "end": end_ms}
+    with conn.transaction():
+        first, last = conn.execute(_STORED_SPAN, params).fetchone() or (None, None)
+        jumps = candle_jumps(conn, symbol, interval, start_ms, end_ms)
+        empty = conn.execute(_EMPTY_WITHIN, params).fetchall()
+    return holes_from_jumps(
+        interval,
+        start_ms,
+        end_ms,
+        None if first is None else int(first),
+        None if last is None else int(last),
+        jumps,
+        [(int(a), int(b)) for a, b in empty],
+    )
+
+
+def sync_pointer(conn: Connection, symbol: str, interval: str) -> int | None:
+    """``sync_state.last_closed_ts`` of the pair (ms): everything the sink wrote is at or
+    before it; None before its first write."""
+    row = conn.execute(_SYNC_POINTER, {"symbol": symbol, "interval": interval}).fetchone()
+    return None if row is None else int(row[0])

@@ -51,7 +51,7 @@ from qryptify.errors import (
     ExchangeUnavailable,
     RateLimited,
 )
-from qryptify.gaps import Range, holes_below, holes_from_jumps
+from qryptify.gaps import Range, holes_below
 from qryptify.handoff import LIVE_START, PLAN, plan_falls_short, planned_through
 from qryptify.kline import Kline
 from qryptify.metrics import Health
@@ -86,50 +86,8 @@ EMPTY = Counter("qryptify_backfill_empty_ranges_total", "Exchange-confirmed empt
 WEIGHT = Gauge("qryptify_backfill_weight_used", "Request weight counted in the last minute")
 
 
-def _ms(value: datetime) -> int:
-    return round(value.timestamp() * 1000)
-
-
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def db_holes(conn: db.Connection, pair: Pair, start_ms: int, end_ms: int) -> list[Range]:
-    """Holes of ``pair`` in ``candlesticks`` over ``[start_ms, end_ms)``, minus recorded empty
-    ranges. The jumps are found server-side (``db.candle_jumps``); only their ends travel."""
-    if end_ms <= start_ms:
-        return []
-    key = (pair.symbol, pair.interval, _dt(start_ms), _dt(end_ms))
-    with conn.transaction():
-        first, last = conn.execute(
-            "SELECT min(ts), max(ts) FROM candlesticks"
-            " WHERE symbol = %s AND interval = %s AND ts >= %s AND ts < %s",
-            key,
-        ).fetchone() or (None, None)
-        jumps = db.candle_jumps(conn, pair.symbol, pair.interval, start_ms, end_ms)
-        empty = conn.execute(
-            "SELECT start_ts, end_ts FROM empty_ranges"
-            " WHERE symbol = %s AND interval = %s AND end_ts > %s AND start_ts < %s",
-            (pair.symbol, pair.interval, _dt(start_ms), _dt(end_ms)),
-        ).fetchall()
-    return holes_from_jumps(
-        pair.interval,
-        start_ms,
-        end_ms,
-        None if first is None else _ms(first),
-        None if last is None else _ms(last),
-        jumps,
-        [(_ms(a), _ms(b)) for a, b in empty],
-    )
-
-
-def sink_progress(conn: db.Connection, pair: Pair) -> int | None:
-    """``sync_state.last_closed_ts`` of the pair: everything the sink wrote is at or before."""
-    row = conn.execute(
-        "SELECT last_closed_ts FROM sync_state WHERE symbol = %s AND interval = %s",
-        (pair.symbol, pair.interval),
-    ).fetchone()
-    return None if row is None else _ms(row[0])
 
 
 class Backfiller:
@@ -480,13 +438,19 @@ class Backfiller:
                 rng = state.range
                 if rng is None or rng.empty:
                     continue
-                written = sink_progress(conn, state.pair)
+                written = db.sync_pointer(conn, state.pair.symbol, state.pair.interval)
                 if written is None:
                     continue
                 upper = next_open(state.pair.interval, written)
                 if state.position is not None:
                     upper = min(upper, next_open(state.pair.interval, state.position))
-                holes = db_holes(conn, state.pair, rng.start_ms, min(upper, rng.end_ms))
+                holes = db.stored_holes(
+                    conn,
+                    state.pair.symbol,
+                    state.pair.interval,
+                    rng.start_ms,
+                    min(upper, rng.end_ms),
+                )
                 if holes:
                     missing = sum(count_opens(state.pair.interval, a, b) for a, b in holes)
                     logger.warning(
