@@ -48,8 +48,8 @@ from qryptify.errors import (
     ConfigError,
     DatabaseUnavailable,
     ExchangeError,
-    ExchangeUnavailable,
-    RateLimited,
+    IngestorError,
+    is_retryable,
 )
 from qryptify.gaps import Range, holes_below
 from qryptify.handoff import LIVE_START, PLAN, plan_falls_short, planned_through
@@ -204,11 +204,14 @@ class Backfiller:
                 if self.futures is not None and not self.stop.is_set():
                     infos = {p.symbol: s.info for p, s in self.states.items() if s.info}
                     await self._guarded(self.futures.run_pass(infos))
-            except (ExchangeUnavailable, RateLimited) as exc:
-                # The exchange went away mid-pass (after the per-request retries): stay up and
-                # run the pass again later; it resumes from the acknowledged positions.
+            except IngestorError as exc:
+                if not is_retryable(exc):
+                    raise
+                # The exchange (or the database) went away mid-pass, after the per-request
+                # retries: stay up and run the pass again later; it resumes from the
+                # acknowledged positions.
                 delay = next(outage_delays)
-                self.health.set(False, f"exchange unavailable: {exc}")
+                self.health.set(False, f"unavailable: {exc}")
                 logger.warning("pass interrupted, retrying in %.0fs: %s", delay, exc)
                 await sleep_unless_stopped(delay, self.stop)
                 continue
