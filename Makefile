@@ -42,7 +42,8 @@ HAVE_DOCKER := docker info >/dev/null 2>&1
 TEST_ENV := $(if $(HAVE_CARGO),export QRYPTIFY_EXPECT_NATIVE=1 &&) eval "$$($(PY) -m stack env --profile test)" &&
 # Tests of code with a native twin, run again on the pure-Python path by `make test`.
 PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/unit/qryptify/test_sink_poison.py \
-	tests/unit/qryptify/test_archive.py tests/unit/qryptify/test_rest.py tests/integration/test_sink_loop.py tests/integration/test_sink_poison.py \
+	tests/unit/qryptify/test_archive.py tests/unit/qryptify/test_rest.py tests/unit/services/backfiller \
+	tests/integration/test_sink_loop.py tests/integration/test_sink_poison.py \
 	tests/integration/test_sink_dlq.py tests/integration/test_replay.py
 
 .PHONY: help install up down logs restart ps stack-test-up stack-test-down stack-test-wipe \

@@ -12,7 +12,7 @@ REST pages fetch them. Plain data in, plain data out; "now" is the exchange's ti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from qryptify.binance.archive import DAILY_INTERVALS, ArchiveFile
@@ -275,15 +275,22 @@ def page_events(
     """One REST answer for ``page``: its closed candles, and the ranges the exchange thereby
     confirms empty (only when the answer could hold every slot of the page)."""
     closed = closed_klines(klines, exchange_now_ms)
+    return closed, confirmed_empty(
+        pair, page, [k.open_time for k in closed], exchange_now_ms, limit
+    )
+
+
+def confirmed_empty(
+    pair: Pair, page: Page, open_times: Iterable[int], exchange_now_ms: int, limit: int
+) -> list[EmptyRange]:
+    """The ranges an answer for ``page`` holding closed candles at ``open_times`` confirms
+    empty: none unless the answer could hold every slot of the page."""
     if page.slots > limit:
-        return closed, []
-    empty = [
+        return []
+    return [
         EmptyRange(pair.symbol, pair.interval, a, b, exchange_now_ms)
-        for a, b in missing_runs(
-            pair.interval, page.start_ms, page.end_ms, (k.open_time for k in closed)
-        )
+        for a, b in missing_runs(pair.interval, page.start_ms, page.end_ms, open_times)
     ]
-    return closed, empty
 
 
 def ranges_to_units(interval: str, ranges: Sequence[tuple[int, int]], limit: int) -> list[RestUnit]:

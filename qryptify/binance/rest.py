@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from qryptify import native
-from qryptify.avro import EncodedKlines, KlineEncoder
+from qryptify.avro import EncodedKlines, KlineCodec, kline_encoder
 from qryptify.binance.bounded import get_bounded
 from qryptify.binance.weights import WeightBudget, best_page_limit, klines_weight
 from qryptify.clock import Clock, ExchangeClock, MonotonicClock
@@ -219,7 +219,7 @@ def page_values(
     body: bytes,
     ingested_at: int,
     exchange_now_ms: int,
-    encoder: KlineEncoder,
+    codec: KlineCodec,
     *,
     within: tuple[int, int] | None = None,
     native_ok: bool = True,
@@ -229,11 +229,12 @@ def page_values(
 
     The same candles and errors as ``BinanceRest.klines`` (``json_body`` + ``parse_klines`` +
     ``check_within`` on every candle, open ones included, when ``within`` is given) followed
-    by the closed filter and ``encoder.encode``; a page of plain rows runs in the compiled
-    core when it is active (``native_ok=False``: never, for tests comparing the two;
-    tests/unit/native/test_rest_page.py)."""
+    by the closed filter and ``codec.encode``; a page of plain rows runs in the compiled
+    core when it is active and the codec has its fast Kline encoder (``native_ok=False``:
+    never, for tests comparing the two; tests/unit/native/test_rest_page.py)."""
     rows: EncodedKlines | None = None
-    if native.MODULE is not None and native_ok:
+    encoder = kline_encoder(codec)
+    if encoder is not None and native.MODULE is not None and native_ok:
         head, tail = encoder.row_frame(pair.symbol, pair.interval, "rest", ingested_at)
         found = native.MODULE.rest_page_values(body, head, tail, _NO_CLOCK)
         if found is not None:
@@ -245,7 +246,7 @@ def page_values(
             pair.interval,
             [k.open_time for k in klines],
             [k.close_time for k in klines],
-            [encoder.encode(k) for k in klines],
+            [codec.encode(k) for k in klines],
         )
     if within is not None:
         check_within(pair, rows.open_times, *within)
@@ -412,7 +413,7 @@ class BinanceRest:
         end_ms: int,
         limit: int,
         *,
-        encoder: KlineEncoder,
+        codec: KlineCodec,
         exchange_now_ms: int,
     ) -> EncodedKlines:
         """``klines`` without a Kline per candle: the page's candles closed by
@@ -431,7 +432,7 @@ class BinanceRest:
             body,
             self.clock.now_ms(),
             exchange_now_ms,
-            encoder,
+            codec,
             within=(start_ms, end_ms),
         )
         self.stats.klines_requests += 1

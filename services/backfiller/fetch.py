@@ -21,18 +21,18 @@ from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import BinanceRest
 from qryptify.errors import ArchiveError
 from qryptify.gaps import day_shortfalls, missing_runs
-from qryptify.kline import Kline, closed_at
+from qryptify.kline import closed_at
 from qryptify.pairs import Pair, count_opens
 from qryptify.planning import (
     ArchiveUnit,
     Page,
     RestUnit,
     Unit,
+    confirmed_empty,
     fallback_units,
-    page_events,
     ranges_to_units,
 )
-from services.backfiller.units import UnitResult, valid_klines, valid_rows
+from services.backfiller.units import UnitResult, merged, valid_rows
 
 logger = logging.getLogger(__name__)
 
@@ -93,25 +93,29 @@ class UnitFetcher:
 
     async def fetch_rest(self, pair: Pair, unit: RestUnit, now: int) -> UnitResult:
         page = unit.page
-        closed, empty = page_events(pair, page, await self._page(pair, page), now, self.limit)
+        closed = await self._page(pair, page, now)
+        empty = confirmed_empty(pair, page, closed.open_times, now, self.limit)
         if empty:
             # One answer without candles is not the exchange's confirmation yet (a replica
             # behind, a truncated page): ask again; only slots absent from both answers are
             # recorded empty, candles only the second had are kept.
-            seen = {k.open_time for k in closed}
-            again, _ = page_events(pair, page, await self._page(pair, page), now, self.limit)
-            extra = [k for k in again if k.open_time not in seen]
+            seen = set(closed.open_times)
+            again = await self._page(pair, page, now)
+            extra = [i for i, t in enumerate(again.open_times) if t not in seen]
             if extra:
                 logger.warning(
                     "%s: a second answer held %d candles the first lacked", pair, len(extra)
                 )
-                closed = sorted([*closed, *extra], key=lambda k: k.open_time)
-                empty = page_events(pair, page, closed, now, self.limit)[1]
+                closed = merged(closed, again.pick(extra))
+                empty = confirmed_empty(pair, page, closed.open_times, now, self.limit)
         # Invalid candles are not published, but their slots are not empty either.
-        return UnitResult(klines=valid_klines(pair, closed), empty=empty)
+        return UnitResult(rest=[valid_rows(closed, self.codec, "rest", pair)], empty=empty)
 
-    async def _page(self, pair: Pair, page: Page) -> list[Kline]:
-        return await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
+    async def _page(self, pair: Pair, page: Page, now: int) -> EncodedKlines:
+        """The page's candles closed by ``now``, as topic values from the raw answer."""
+        return await self.rest.klines_values(
+            pair, page.start_ms, page.last_ms, self.limit, codec=self.codec, exchange_now_ms=now
+        )
 
     async def _fetch_archive(self, pair: Pair, unit: ArchiveUnit, now: int) -> UnitResult:
         assert self.archive is not None  # noqa: S101 - archive units are planned only with it
@@ -145,7 +149,7 @@ class UnitFetcher:
         rows = rows.take(bisect_left(opens, unit.start_ms), bisect_left(opens, unit.end_ms))
         if rows.close_times and not closed_at(max(rows.close_times), now):
             rows = rows.pick([i for i, t in enumerate(rows.close_times) if closed_at(t, now)])
-        rows = valid_rows(rows, self.codec, unit.file)
+        rows = valid_rows(rows, self.codec, "archive", unit.file)
         result = UnitResult(archive=[rows])
         if sha is not None:
             result.files.append(IngestedFile(unit.file, unit.start_ms, unit.end_ms, sha))
@@ -173,6 +177,5 @@ class UnitFetcher:
             async for part in self.results(
                 pair, ranges_to_units(pair.interval, holes, self.limit), now
             ):
-                result.extend(part)
-            result.klines.sort(key=lambda k: k.open_time)  # REST fills; merged when published
+                result.extend(part)  # REST fills, merged by open time when published
         return result

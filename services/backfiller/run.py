@@ -491,9 +491,14 @@ class Backfiller:
 
     async def _recheck(self, state: PairState, units: list[RestUnit], now: int) -> None:
         changed: list[Kline] = []
+        codec = self.publisher.codec
         for unit in units:
             result = await self.fetcher.fetch_rest(state.pair, unit, now)
-            for k in result.klines:
+            # A few candles per pair: compared as Klines with what this process published.
+            fetched = [codec.decode(v) for block in result.rest for v in block.values]
+            for k in fetched:
+                if not isinstance(k, Kline):
+                    continue
                 seen = state.recent.get(k.open_time)
                 if seen is None or not seen.same_values(k):
                     changed.append(k)
@@ -514,9 +519,7 @@ class Backfiller:
             self.publisher.publish_encoded(pair, max(chunk), values[i : i + PUBLISH_CHUNK])
             self.publisher.producer.poll(0)
             await asyncio.sleep(0)
-        archive_n = sum(len(block) for block in result.archive)
-        rest_n = sum(1 for k in result.klines if k.source != "archive")
-        archive_n += len(result.klines) - rest_n
+        archive_n, rest_n = result.archive_candles, result.rest_candles
         if archive_n:
             CANDLES.labels(pair.symbol, pair.interval, "archive").inc(archive_n)
         if rest_n:
@@ -532,8 +535,8 @@ class Backfiller:
                 _dt(r.start_time).isoformat(),
                 _dt(r.end_time).isoformat(),
             )
-        for candle in recent[-max(1, self.cfg.backfill.recheck_recent) :]:
-            k = candle if isinstance(candle, Kline) else codec.decode(candle)
+        for value in recent[-max(1, self.cfg.backfill.recheck_recent) :]:
+            k = codec.decode(value)
             if isinstance(k, Kline):
                 self._remember(state, k)
         slots = result.candles + sum(

@@ -82,9 +82,7 @@ def _result(
 ) -> Any:
     assert ENCODER is not None
     try:
-        rows = page_values(
-            PAIR, body, INGESTED, now_ms, ENCODER, within=within, native_ok=native_ok
-        )
+        rows = page_values(PAIR, body, INGESTED, now_ms, CODEC, within=within, native_ok=native_ok)
     except Exception as exc:  # noqa: BLE001 - any verdict, compared as a value
         return ("error", type(exc).__name__, str(exc))
     return rows.symbol, rows.interval, rows.open_times, rows.close_times, rows.values

@@ -291,14 +291,13 @@ def test_json_body_helper_roundtrip() -> None:
 
 def test_page_values_keeps_closed_candles_encoded_as_the_codec_writes_them() -> None:
     codec = KlineCodec()
-    encoder = kline_encoder(codec)
-    assert encoder is not None
+    assert kline_encoder(codec) is not None  # the compiled core takes the page (when active)
     pair, t0 = Pair("BTCUSDT", "1m"), 1_704_067_200_000
     rows = [[t0 + 60_000 * i, "1", "2", "0.5", "1.5", "10", t0 + 60_000 * i + 59_999, "15", 3,
              "5", "7.5", "0"] for i in range(3)]  # fmt: skip
     now = t0 + 2 * 60_000 + 59_999  # the third candle is still open
     for native_ok in (True, False):
-        got = page_values(pair, json.dumps(rows).encode(), 7, now, encoder, native_ok=native_ok)
+        got = page_values(pair, json.dumps(rows).encode(), 7, now, codec, native_ok=native_ok)
         assert got.open_times == [t0, t0 + 60_000]
         assert got.values == [
             codec.encode(
@@ -323,9 +322,9 @@ def test_page_values_keeps_closed_candles_encoded_as_the_codec_writes_them() -> 
             for t in (t0, t0 + 60_000)
         ]
         with pytest.raises(MalformedPayload, match="GET /fapi/v1/klines: body is not JSON"):
-            page_values(pair, b"[[1,", 7, now, encoder, native_ok=native_ok)
+            page_values(pair, b"[[1,", 7, now, codec, native_ok=native_ok)
         with pytest.raises(MalformedPayload, match="not ascending"):
-            page_values(pair, json.dumps(rows[::-1]).encode(), 7, now, encoder)
+            page_values(pair, json.dumps(rows[::-1]).encode(), 7, now, codec)
 
 
 def _verdict(call: Callable[[], Coroutine[Any, Any, list[bytes]]], h: Harness) -> Any:
@@ -366,8 +365,6 @@ def test_klines_and_klines_values_give_one_verdict(core: str, case: str, monkeyp
         monkeypatch.setattr(native, "MODULE", None)
     body, (start, end) = _PAGES[case]
     codec = KlineCodec()
-    encoder = kline_encoder(codec)
-    assert encoder is not None
 
     def harness() -> Harness:
         return Harness(lambda r: httpx.Response(200, content=body))
@@ -382,7 +379,7 @@ def test_klines_and_klines_values_give_one_verdict(core: str, case: str, monkeyp
 
     async def as_values() -> list[bytes]:
         rows = await g.rest.klines_values(
-            BTC1M, start, end, 499, encoder=encoder, exchange_now_ms=g.clock.now_ms()
+            BTC1M, start, end, 499, codec=codec, exchange_now_ms=g.clock.now_ms()
         )
         return rows.values
 

@@ -153,6 +153,6 @@ def test_invalid_archive_rows_are_left_out_before_publishing() -> None:
         [k.close_time for k in klines],
         [codec.encode(k) for k in klines],
     )
-    kept = valid_rows(rows, codec, "BTCUSDT-1m-2024-01.zip")
+    kept = valid_rows(rows, codec, "archive", "BTCUSDT-1m-2024-01.zip")
     assert kept.open_times == [START + i * MINUTE_MS for i in (0, 1, 3, 4)]
     assert kept.values == [codec.encode(klines[i]) for i in (0, 1, 3, 4)]

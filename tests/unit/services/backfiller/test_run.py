@@ -16,6 +16,7 @@ from qryptify.archive_ledger import IngestedFile
 from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveFile, ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
+from qryptify.clock import ExchangeClock
 from qryptify.config import Config, build_config
 from qryptify.errors import DeliveryFailed, MalformedPayload
 from qryptify.handoff import LIVE_START, PLAN
@@ -157,6 +158,7 @@ def make(
     producer: FakeProducer | None = None,
     archive: bool = False,
     rest: dict[str, Any] | None = None,
+    clock: ExchangeClock | None = None,
     **backfill: Any,
 ) -> tuple[Backfiller, FakeProducer, FakeOffsets]:
     cfg: Config = build_config(
@@ -171,7 +173,7 @@ def make(
     store = offsets or FakeOffsets()
     bf = Backfiller(
         cfg,
-        rest=BinanceRest(cfg.rest, transport=httpx.MockTransport(exchange.handler)),
+        rest=BinanceRest(cfg.rest, clock=clock, transport=httpx.MockTransport(exchange.handler)),
         publisher=KlinePublisher(cast(Any, producer), "klines"),
         offsets=cast(Any, store),
     )
