@@ -392,14 +392,7 @@ class BinanceRest:
         ``closed_klines_between`` or filter with ``Kline.is_closed(clock.now_ms())``.
         """
         limit = self.page_limit if limit is None else limit
-        params = {
-            "symbol": pair.symbol,
-            "interval": pair.interval,
-            "startTime": start_ms,
-            "endTime": end_ms,
-            "limit": limit,
-        }
-        body = await self._get(KLINES_PATH, params, weight=klines_weight(limit))
+        body = json_body(KLINES_PATH, await self._klines_body(pair, start_ms, end_ms, limit))
         klines = parse_klines(pair, body, self.clock.now_ms())
         self.stats.klines_requests += 1
         self.stats.klines_rows += len(klines)
@@ -419,14 +412,7 @@ class BinanceRest:
         """``klines`` without a Kline per candle: the page's candles closed by
         ``exchange_now_ms``, as topic values straight from the raw body (``page_values``: the
         compiled core when it is active). The same requests, checks and errors."""
-        params = {
-            "symbol": pair.symbol,
-            "interval": pair.interval,
-            "startTime": start_ms,
-            "endTime": end_ms,
-            "limit": limit,
-        }
-        body = await self._get_raw(KLINES_PATH, params, weight=klines_weight(limit))
+        body = await self._klines_body(pair, start_ms, end_ms, limit)
         rows = page_values(
             pair,
             body,
@@ -438,6 +424,16 @@ class BinanceRest:
         self.stats.klines_requests += 1
         self.stats.klines_rows += len(rows)
         return rows
+
+    async def _klines_body(self, pair: Pair, start_ms: int, end_ms: int, limit: int) -> bytes:
+        params = {
+            "symbol": pair.symbol,
+            "interval": pair.interval,
+            "startTime": start_ms,
+            "endTime": end_ms,
+            "limit": limit,
+        }
+        return await self._get_raw(KLINES_PATH, params, weight=klines_weight(limit))
 
     async def latest_klines(self, pair: Pair, limit: int = 1) -> list[Kline]:
         """The most recent ``limit`` candles (no start or end time): for a contract that
