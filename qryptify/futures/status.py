@@ -104,12 +104,23 @@ def _price_coverage(conn: db.Connection, kind: PriceKind, pair: Pair) -> Coverag
             ).format(sql.Identifier(EMPTY_TABLES[kind])),
             {**key, "a": first, "b": last},
         ).fetchall()
-        lo, hi = _ms(first), next_open(pair.interval, _ms(last))
-        empty = count_empty(pair.interval, lo, hi, [(_ms(a), _ms(b)) for a, b in ranges])
-        gaps = max(0, count_opens(pair.interval, lo, hi) - int(rows) - empty)
+        spans = [(_ms(a), _ms(b)) for a, b in ranges]
+        gaps, empty = price_gaps(pair.interval, _ms(first), _ms(last), int(rows), spans)
     return Coverage(
         kind, str(pair), int(rows), _text(first), _text(last), gaps, empty, _text(pointer)
     )
+
+
+def price_gaps(
+    interval: str, first_ms: int, last_ms: int, rows: int, empty: Sequence[tuple[int, int]]
+) -> tuple[int, int]:
+    """``(gaps, empty)`` of a series holding ``rows`` candles from ``first_ms`` to ``last_ms``
+    (open times): the grid slots between them that are neither stored nor inside an
+    exchange-confirmed empty range (the sink keeps no candle inside one), and those that are
+    confirmed empty."""
+    end = next_open(interval, last_ms)
+    confirmed = count_empty(interval, first_ms, end, empty)
+    return max(0, count_opens(interval, first_ms, end) - rows - confirmed), confirmed
 
 
 def render(rows: Sequence[Coverage]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
@@ -112,11 +113,11 @@ class PriceKlineBackfill:
                 logger.info("%s %s: %d candles published", kind, pair, len(found.klines))
                 for e in found.empty:
                     logger.warning(
-                        "%s %s: exchange has no candles in [%d, %d): recorded as empty range",
+                        "%s %s: exchange has no candles in [%s, %s): recorded as empty range",
                         kind,
                         pair,
-                        e.range.start_time,
-                        e.range.end_time,
+                        datetime.fromtimestamp(e.range.start_time / 1000, UTC).isoformat(),
+                        datetime.fromtimestamp(e.range.end_time / 1000, UTC).isoformat(),
                     )
 
     def _commit(self, kind: PriceKind, pair: Pair, last_open: int) -> None:

@@ -20,12 +20,12 @@ from tests.e2e.backfill_support import BackfillEnv
 from tests.integration.conftest import unique
 
 
-def futures_env(env: BackfillEnv, *, prices: bool = False) -> str:
-    """Turn on funding rates (and with ``prices`` the three price kline kinds) on a fresh
-    futures topic; return its name."""
+def futures_env(env: BackfillEnv, *, prices: bool = False, funding: bool = True) -> str:
+    """Turn on funding rates (unless ``funding`` is False; with ``prices`` the three price
+    kline kinds) on a fresh futures topic; return its name."""
     topic = unique("test") + ".futures"
     env.extra["futures"] = {
-        "funding_rates": True,
+        "funding_rates": funding,
         "mark_price": prices,
         "index_price": prices,
         "premium_index": prices,
@@ -151,3 +151,11 @@ def compare_prices(
             report.wrong.append(f"{t[0]}: {tuple(got)} != {want}")
     report.extra = sorted(have)
     return report
+
+
+def status_rows(stdout: str) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """``qryptify status``'s futures block: per (kind, series), (rows, gaps, empty)."""
+    block = stdout.split("futures: funding rates, mark / index / premium-index klines", 1)[1]
+    rows = [line.split() for line in block.splitlines()[2:] if line.strip()]
+    # kind series rows first(date time) last(date time) gaps empty pointer…
+    return {(v[0], v[1]): (int(v[2]), int(v[7]), int(v[8])) for v in rows}

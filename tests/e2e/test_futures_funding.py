@@ -26,6 +26,7 @@ from tests.e2e.futures_support import (
     compare_prices,
     futures_env,
     group_caught_up,
+    status_rows,
 )
 from tests.support.processes import PYTHON, ROOT, wait_until
 
@@ -140,16 +141,10 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     print(status.stdout, status.stderr[-2000:])
-    after = status.stdout.split("futures: funding rates", 1)[1]
-    funding_block, price_block = after.split("futures: mark / index / premium-index klines")
-    table = {line.split()[0]: line.split() for line in funding_block.splitlines()[2:] if line}
-    assert {s: (int(v[1]), int(v[6])) for s, v in table.items()} == {
-        s: (r.truth, 0) for s, r in reports.items()
-    }
-    # Per kind and pair: rows, no gaps.
-    kinds = [line.split() for line in price_block.splitlines()[2:] if line.strip()]
-    assert {(v[0], v[1]): (int(v[2]), int(v[7])) for v in kinds} == {
-        (p.kind, p.pair): (p.truth, 0) for p in prices
+    # One block: per symbol (funding) and per kind and pair: rows, no gaps, nothing empty.
+    assert status_rows(status.stdout) == {
+        **{("funding", s): (r.truth, 0, 0) for s, r in reports.items()},
+        **{(p.kind, p.pair): (p.truth, 0, 0) for p in prices},
     }
 
     as_json = subprocess.run(
@@ -157,11 +152,9 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     futures_json = json.loads(as_json.stdout)["futures"]
-    assert {f["symbol"]: (f["rows"], f["gaps"]) for f in futures_json["funding"]} == {
-        s: (r.truth, 0) for s, r in reports.items()
-    }
-    assert {(k["kind"], k["pair"]): k["rows"] for k in futures_json["price_klines"]} == {
-        (p.kind, p.pair): p.truth for p in prices
+    assert {(f["kind"], f["series"]): (f["rows"], f["gaps"]) for f in futures_json} == {
+        **{("funding", s): (r.truth, 0) for s, r in reports.items()},
+        **{(p.kind, p.pair): (p.truth, 0) for p in prices},
     }
 
     # `qryptify tap --futures` shows every funding record of the topic, decoded.
