@@ -188,9 +188,9 @@ class FakeRest:
     """``BinanceRest._get`` over a fixed set of hourly open times (a maintenance window is
     the slots left out), as the exchange answers: ``startTime <= open <= endTime``, ``limit``."""
 
-    def __init__(self, opens: Sequence[int]) -> None:
+    def __init__(self, opens: Sequence[int], now: int = NOW) -> None:
         self.opens = list(opens)
-        self.clock = SimpleNamespace(now_ms=lambda: NOW)
+        self.clock = SimpleNamespace(now_ms=lambda: now)
         self.sent: list[dict[str, Any]] = []
 
     async def _get(self, path: str, params: dict[str, Any], weight: int) -> list[list[Any]]:
