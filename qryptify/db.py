@@ -372,14 +372,19 @@ def delete_emptied(
             " AND c.ts >= TIMESTAMPTZ 'epoch' + u.a * INTERVAL '1 millisecond'"
             " AND c.ts < TIMESTAMPTZ 'epoch' + u.b * INTERVAL '1 millisecond'"
         ).format(sql.Identifier(candles)),
-        (
-            [r.symbol for r in ranges],
-            [r.interval for r in ranges],
-            [r.start_time for r in ranges],
-            [r.end_time for r in ranges],
-        ),
+        _spans(ranges),
     )
     return max(cur.rowcount, 0)
+
+
+def _spans(ranges: Sequence[EmptyRange]) -> tuple[list[str], list[str], list[int], list[int]]:
+    """The ranges as the statements' four arrays: symbols, intervals, starts, ends."""
+    return (
+        [r.symbol for r in ranges],
+        [r.interval for r in ranges],
+        [r.start_time for r in ranges],
+        [r.end_time for r in ranges],
+    )
 
 
 def trim_filled_ranges(
@@ -448,13 +453,7 @@ def record_empty(
                 " end_ts = GREATEST({0}.end_ts, EXCLUDED.end_ts)"
                 " WHERE EXCLUDED.end_ts > {0}.end_ts"
             ).format(sql.Identifier(table)),
-            (
-                [r.symbol for r in ranges],
-                [r.interval for r in ranges],
-                [r.start_time for r in ranges],
-                [r.end_time for r in ranges],
-                [r.confirmed_at for r in ranges],
-            ),
+            (*_spans(ranges), [r.confirmed_at for r in ranges]),
         )
 
 

@@ -27,12 +27,13 @@ from sim.symbols import parse_time_ms
 from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv
 from tests.e2e.futures_support import (
     backfiller,
-    compare_prices,
+    cli,
+    compare_all_prices,
     futures_env,
-    group_caught_up,
+    run_cli,
     status_rows,
+    wait_written,
 )
-from tests.support.processes import PYTHON, ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -58,21 +59,9 @@ def env(
 
 
 def _status(env: BackfillEnv) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), "status"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_cli(env, "status")
     print(done.stdout, done.stderr[-2000:])
     return done
-
-
-def _cli(env: BackfillEnv, *args: str) -> str:
-    done = subprocess.run(
-        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def _empty_rows(dsn: str) -> dict[str, list[tuple[str, str, int, int]]]:
@@ -89,29 +78,17 @@ def _empty_rows(dsn: str) -> dict[str, list[tuple[str, str, int, int]]]:
     return out
 
 
-def _wait_written(env: BackfillEnv, topic: str) -> None:
-    wait_until(env.sink_caught_up, 120, "the sink to write the klines")
-    group = f"{env.sink_group}.futures"
-    wait_until(lambda: group_caught_up(env.kafka, topic, group), 120, "the futures path")
-
-
 def test_confirmed_empty_price_ranges_are_recorded_and_not_gaps(env: BackfillEnv) -> None:
     topic = futures_env(env, prices=True, funding=False)
     env.start("services.sink")
     run = backfiller(env)
     assert run.run() == 0
     assert run.futures is not None and run.futures.prices is not None
-    _wait_written(env, topic)
+    wait_written(env, topic)
 
     start = parse_time_ms(START)
     end = env.sim.now_ms() + 1
-    prices = [
-        compare_prices(env.dsn, env.sim.url, kind, pair, start, end)
-        for kind in KINDS
-        for pair in PAIRS
-    ]
-    for p in prices:
-        print(p.kind, p.pair, p.truth, p.counts, p.missing[:3], p.extra[:3], p.wrong[:2])
+    prices = compare_all_prices(env, KINDS, start, end)
     assert [(p.kind, p.pair, p.counts) for p in prices] == [
         (kind, pair, (0, 0, 0)) for kind in KINDS for pair in PAIRS
     ]
@@ -159,14 +136,14 @@ def test_confirmed_empty_price_ranges_are_recorded_and_not_gaps(env: BackfillEnv
     }
 
     # `qryptify tap --futures` shows the empty-range records, decoded.
-    tap = _cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end", "--format", "json")
+    tap = cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end", "--format", "json")
     tapped = [json.loads(line) for line in tap.splitlines() if line.startswith("{")]
     ranges = [r for r in tapped if r["type"] == "empty_range"]
     assert Counter((r["kind"], r["symbol"], r["interval"]) for r in ranges) == {
         (kind, "BTCUSDT", interval): 2 for kind in KINDS for interval in ("15m", "1h")
     }
     assert {(r["start_time"], r["end_time"]) for r in ranges} == {ARCHIVED, TAIL}
-    table = _cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end")
+    table = cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end")
     assert "BTCUSDT/1h mark" in table and "(exchange-confirmed)" in table
 
     # A second run asks nothing again: it resumes past the confirmed ranges.
@@ -178,9 +155,9 @@ def test_confirmed_empty_price_ranges_are_recorded_and_not_gaps(env: BackfillEnv
 
     # reset-db empties the tables; replay rebuilds them, the ranges included.
     assert env.services[0].stop() == 0
-    _cli(env, "reset-db", "-f")
+    cli(env, "reset-db", "-f")
     assert _empty_rows(env.dsn) == {kind: [] for kind in KINDS}
-    _cli(env, "replay", "--no-progress")
+    cli(env, "replay", "--no-progress")
     assert _empty_rows(env.dsn) == {kind: expected for kind in KINDS}
     assert _status(env).returncode == 0
 
