@@ -373,6 +373,14 @@ class FuturesLive:
         if position is None:
             return None
         await self._publish(found.records())
+        for e in found.empty:
+            logger.warning(
+                "futures: %s %s: exchange has no candles in [%d, %d): recorded as empty range",
+                kind,
+                pair,
+                e.range.start_time,
+                e.range.end_time,
+            )
         await asyncio.to_thread(self._commit, pk, pair, position)
         return position
 
