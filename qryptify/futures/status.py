@@ -1,8 +1,8 @@
 """``qryptify status`` for the futures kinds: one coverage row per series, one block.
 
 - Funding, per symbol (kind ``funding``): rows, first and last funding time, gaps (consecutive
-  fundings more than 8 h apart: no Binance perpetual settles less often; shorter intervals
-  come from the data), the pointer.
+  fundings more than 8 h (and a minute: real times sit a few ms off) apart: no Binance
+  perpetual settles less often; shorter intervals come from the data), the pointer.
 - Mark / index / premium-index klines, per kind and pair: rows, first and last open time, gaps
   (candles missing between the first and the last that the exchange did not confirm empty),
   the confirmed-empty candles in that span, the pointer.
@@ -24,10 +24,13 @@ from qryptify.health_report import Breach, count_empty
 from qryptify.pairs import Pair, count_opens, next_open
 
 MAX_SPACING_H = 8
+#: Real funding times sit a few ms off the hour (REST ``fundingTime`` 1678060800007): a spacing
+#: counts as a gap only beyond 8 h and this.
+SPACING_SLACK_S = 60
 
 _FUNDING = """
 SELECT count(*), min(funding_time), max(funding_time),
-       count(*) FILTER (WHERE gap > make_interval(hours => %(h)s)),
+       count(*) FILTER (WHERE gap > make_interval(hours => %(h)s, secs => %(slack)s)),
        (SELECT last_ts FROM futures_sync_state
         WHERE kind = 'funding' AND symbol = %(s)s AND interval = '')
 FROM (SELECT funding_time, funding_time - lag(funding_time) OVER (ORDER BY funding_time) AS gap
@@ -69,7 +72,9 @@ def coverage(
     ``kinds`` per pair."""
     out: list[Coverage] = []
     for symbol in dict.fromkeys(symbols):
-        row = conn.execute(_FUNDING, {"s": symbol, "h": MAX_SPACING_H}).fetchone()
+        row = conn.execute(
+            _FUNDING, {"s": symbol, "h": MAX_SPACING_H, "slack": SPACING_SLACK_S}
+        ).fetchone()
         assert row is not None  # noqa: S101 - an aggregate always returns a row
         rows, first, last, gaps, pointer = row
         out.append(

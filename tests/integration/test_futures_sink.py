@@ -167,3 +167,21 @@ def test_price_empty_ranges_follow_the_klines_rules(db_dsn: str) -> None:
         [JUN, JUN + H, JUN + 3 * H, JUN + 5 * H],
         [(JUN + 2 * H, JUN + 3 * H), (JUN + 4 * H, JUN + 5 * H)],
     )
+
+
+def test_funding_gaps_in_status_allow_the_exchanges_millisecond_offsets(db_dsn: str) -> None:
+    """Real funding times sit a few ms off the hour: 8 h and 7 ms apart is no gap, 16 h is."""
+    from qryptify.futures.status import coverage
+    from qryptify.futures.store import write_funding
+
+    times = [JUN + 7, JUN + 8 * H + 3, JUN + 16 * H + 10, JUN + 32 * H + 1]
+    rows = [FundingRate("BTCUSDT", t, "0.0001", None, 8, "rest", JUN) for t in times]
+    with db.connect(db_dsn) as conn:
+        write_funding(conn, rows)
+        [funding] = coverage(conn, ["BTCUSDT"], [], [])
+    assert (funding.kind, funding.series, funding.rows, funding.gaps) == (
+        "funding",
+        "BTCUSDT",
+        4,
+        1,
+    )
