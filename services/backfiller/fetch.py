@@ -28,11 +28,11 @@ from qryptify.planning import (
     Page,
     RestUnit,
     Unit,
-    confirmed_empty,
+    confirmed_answer,
     fallback_units,
     ranges_to_units,
 )
-from services.backfiller.units import UnitResult, merged, valid_rows
+from services.backfiller.units import UnitResult, valid_rows, with_missing
 
 logger = logging.getLogger(__name__)
 
@@ -93,21 +93,15 @@ class UnitFetcher:
 
     async def fetch_rest(self, pair: Pair, unit: RestUnit, now: int) -> UnitResult:
         page = unit.page
-        closed = await self._page(pair, page, now)
-        empty = confirmed_empty(pair, page, closed.open_times, now, self.limit)
-        if empty:
-            # One answer without candles is not the exchange's confirmation yet (a replica
-            # behind, a truncated page): ask again; only slots absent from both answers are
-            # recorded empty, candles only the second had are kept.
-            seen = set(closed.open_times)
-            again = await self._page(pair, page, now)
-            extra = [i for i, t in enumerate(again.open_times) if t not in seen]
-            if extra:
-                logger.warning(
-                    "%s: a second answer held %d candles the first lacked", pair, len(extra)
-                )
-                closed = merged(closed, again.pick(extra))
-                empty = confirmed_empty(pair, page, closed.open_times, now, self.limit)
+        closed, empty = await confirmed_answer(
+            pair,
+            page,
+            lambda: self._page(pair, page, now),
+            lambda rows: rows.open_times,
+            with_missing,
+            now,
+            self.limit,
+        )
         # Invalid candles are not published, but their slots are not empty either.
         return UnitResult(rest=[valid_rows(closed, self.codec, "rest", pair)], empty=empty)
 

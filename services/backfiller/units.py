@@ -74,14 +74,18 @@ class UnitResult:
         return [i[2] for i in items], [i[3] for i in items], candles[-RECENT_KEPT:]
 
 
-def merged(first: EncodedKlines, second: EncodedKlines) -> EncodedKlines:
-    """The candles of two blocks of one pair (no open time in both), ascending."""
+def with_missing(first: EncodedKlines, second: EncodedKlines) -> EncodedKlines:
+    """``first`` plus the candles of ``second`` (the same pair) it lacks, ascending."""
+    seen = set(first.open_times)
+    extra = second.pick([i for i, t in enumerate(second.open_times) if t not in seen])
+    if not extra.values:
+        return first
     both = EncodedKlines(
         first.symbol,
         first.interval,
-        first.open_times + second.open_times,
-        first.close_times + second.close_times,
-        first.values + second.values,
+        first.open_times + extra.open_times,
+        first.close_times + extra.close_times,
+        first.values + extra.values,
     )
     return both.pick(sorted(range(len(both)), key=both.open_times.__getitem__))
 
