@@ -44,8 +44,8 @@ from qryptify.config import KafkaConfig
 from qryptify.kafka import KafkaException, TopicPartition, headers_dict, make_consumer
 from qryptify.kline import EmptyRange, Kline
 from qryptify.sink.batch import Record, split_batch
-from stack.config import CONTROLLER_OFFSET, StackSettings, resolve_settings
-from stack.procs import program_states
+from stack.settings import CONTROLLER_OFFSET, StackSettings, resolve_settings
+from stack.supervisor import program_states
 
 logger = logging.getLogger("chaos")
 

@@ -10,28 +10,25 @@ from typing import Any
 
 import pytest
 
-from stack.config import (
-    APP_PROGRAMS,
+from stack.kafka import (
     READY_TOPIC,
-    Dsn,
-    PgLayout,
-    StackConfigError,
-    StackSettings,
-    env_exports,
-    infra_programs,
     kafka_java_command,
     kafka_pom,
     kafka_server_properties,
     new_cluster_id,
+)
+from stack.postgres import PgLayout, postgres_args, postgres_run_script
+from stack.settings import (
+    Dsn,
+    StackConfigError,
+    StackSettings,
+    env_exports,
     parse_bootstrap,
     parse_dsn,
-    parse_services,
-    postgres_args,
-    postgres_run_script,
     resolve_settings,
     socket_path,
-    supervisord_conf,
 )
+from stack.supervisor import APP_PROGRAMS, infra_programs, parse_services, supervisord_conf
 
 REPO = Path("/srv/qryptify")
 HOME_ENV = {"HOME": "/home/dev"}
@@ -382,7 +379,7 @@ def test_topics_get_three_replicas_and_min_isr_two_on_three_brokers() -> None:
 
 
 def test_demo_profile_has_its_own_stack_dir(tmp_path: Path) -> None:
-    from stack.config import default_stack_dir
+    from stack.settings import default_stack_dir
 
     assert default_stack_dir(tmp_path, "demo", {}) == tmp_path / ".stack-demo"
     assert default_stack_dir(tmp_path, "default", {}) == tmp_path / ".stack"
