@@ -18,6 +18,7 @@ from stack.install import InstallError, ensure_java, file_lock, say, write_if_ch
 from stack.kafka import ensure_kafka, prepare_kafka, wait_kafka
 from stack.postgres import (
     ALT_PG_ROOT,
+    PgLayout,
     check_dsn,
     ensure_postgres,
     pg_layout,
@@ -27,8 +28,8 @@ from stack.postgres import (
 from stack.procs import (
     NotReady,
     StackError,
+    check_ports_free,
     kill_processes,
-    port_in_use,
     stack_processes,
 )
 from stack.settings import (
@@ -45,17 +46,16 @@ from stack.supervisor import (
     alive_check,
     all_alive,
     app_program_specs,
+    apply_changes,
     infra_programs,
     parse_services,
     program_state,
-    restart_program,
     services_file,
     shutdown_supervisord,
     start_program,
     start_supervisord,
     supervisord_conf,
     supervisord_pid,
-    update_programs,
     wait_services,
     wanted_services,
 )
@@ -107,15 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             if leftovers:
                 say(f"stopping {len(leftovers)} processes left by a dead supervisord: {leftovers}")
                 kill_processes(leftovers)
-            ports = [(node.name, node.port) for node in settings.kafka_nodes]
-            ports += [(f"{node.name} controller", node.controller_port)
-                      for node in settings.kafka_nodes]  # fmt: skip
-            for component, port in (*ports, ("postgres", settings.pg_port)):
-                if port_in_use(port):
-                    raise StackError(
-                        f"{component}: port 127.0.0.1:{port} is already in use by another "
-                        f"process (another stack or a system service?)"
-                    )
+            check_ports_free(settings.ports)
         changed = {
             "kafka": prepare_kafka(settings, java),
             "postgres": prepare_postgres(settings, pg),
@@ -132,51 +124,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             pid = start_supervisord(settings)
             say(f"supervisord started (pid {pid}, socket {settings.supervisor_socket})")
         else:
-            update_programs(settings)
-            kafka_names = [node.name for node in settings.kafka_nodes]
-            for name, did_change in changed.items():
-                for program in kafka_names if name == "kafka" else [name]:
-                    if did_change and program_state(settings, program) in RUNNING_STATES:
-                        say(f"{program}: configuration changed; restarting it")
-                        restart_program(settings, program)
-            for name in (*kafka_names, "postgres"):
-                if program_state(settings, name) not in RUNNING_STATES:
-                    say(f"{name} was {program_state(settings, name)}; starting it")
-                    start_program(settings, name)
-        ready_from = Timer()
-        errors: dict[str, str] = {}
-
-        def run_kafka() -> None:
-            try:
-                wait_kafka(
-                    settings.bootstrap,
-                    settings.kafka_port,
-                    all_alive(settings, [node.name for node in settings.kafka_nodes]),
-                    args.timeout,
-                )
-                say(f"kafka ready in {ready_from} ({settings.bootstrap})")
-            except Exception as exc:
-                errors["kafka"] = str(exc)
-
-        def run_postgres() -> None:
-            try:
-                setup_postgres(
-                    str(pg.socket_dir),
-                    settings.pg_port,
-                    settings.dsn,
-                    alive_check(settings, "postgres"),
-                    args.timeout,
-                )
-                check_dsn(settings.effective_dsn, 30)
-                say(f"postgres ready in {ready_from} ({settings.effective_dsn.redacted()})")
-            except Exception as exc:
-                errors["postgres"] = str(exc)
-
-        threads = [threading.Thread(target=run_kafka), threading.Thread(target=run_postgres)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+            apply_changes(settings, changed)
+        errors = wait_infra(settings, pg, args.timeout)
         if errors:
             for name, error in sorted(errors.items()):
                 print(
@@ -191,6 +140,46 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 1
     say(f"stack '{settings.profile}' up in {total}; logs in {settings.logs_dir}")
     return 0
+
+
+def wait_infra(settings: StackSettings, pg: PgLayout, timeout: float) -> dict[str, str]:
+    """Kafka and PostgreSQL ready, side by side (PostgreSQL provisioned on the way); what
+    failed, by component (empty: both answer)."""
+    ready_from = Timer()
+    errors: dict[str, str] = {}
+
+    def run_kafka() -> None:
+        try:
+            wait_kafka(
+                settings.bootstrap,
+                settings.kafka_port,
+                all_alive(settings, [node.name for node in settings.kafka_nodes]),
+                timeout,
+            )
+            say(f"kafka ready in {ready_from} ({settings.bootstrap})")
+        except Exception as exc:
+            errors["kafka"] = str(exc)
+
+    def run_postgres() -> None:
+        try:
+            setup_postgres(
+                str(pg.socket_dir),
+                settings.pg_port,
+                settings.dsn,
+                alive_check(settings, "postgres"),
+                timeout,
+            )
+            check_dsn(settings.effective_dsn, 30)
+            say(f"postgres ready in {ready_from} ({settings.effective_dsn.redacted()})")
+        except Exception as exc:
+            errors["postgres"] = str(exc)
+
+    threads = [threading.Thread(target=run_kafka), threading.Thread(target=run_postgres)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 def stop_stack(settings: StackSettings) -> list[int]:

@@ -133,6 +133,16 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def check_ports_free(ports: Iterable[tuple[str, int]]) -> None:
+    """StackError naming the first ``(component, port)`` that something else listens on."""
+    for component, port in ports:
+        if port_in_use(port):
+            raise StackError(
+                f"{component}: port 127.0.0.1:{port} is already in use by another "
+                f"process (another stack or a system service?)"
+            )
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -221,6 +221,16 @@ class StackSettings:
         ]
 
     @property
+    def ports(self) -> list[tuple[str, int]]:
+        """Every port the stack listens on, with the component that does."""
+        nodes = self.kafka_nodes
+        return [
+            *((node.name, node.port) for node in nodes),
+            *((f"{node.name} controller", node.controller_port) for node in nodes),
+            ("postgres", self.pg_port),
+        ]
+
+    @property
     def effective_dsn(self) -> Dsn:
         """The DSN clients use: the configured one, on the port the stack actually runs."""
         return Dsn(self.dsn.user, self.dsn.password, self.dsn.host, self.pg_port, self.dsn.dbname)

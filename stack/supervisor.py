@@ -339,6 +339,22 @@ def restart_program(settings: StackSettings, name: str) -> None:
     start_program(settings, name)
 
 
+def apply_changes(settings: StackSettings, changed: Mapping[str, bool]) -> None:
+    """On a running supervisord: load the regenerated config, restart the infrastructure
+    programs whose configuration ``changed`` ("kafka", "postgres"), start those not running."""
+    update_programs(settings)
+    kafka_names = [node.name for node in settings.kafka_nodes]
+    for name, did_change in changed.items():
+        for program in kafka_names if name == "kafka" else [name]:
+            if did_change and program_state(settings, program) in RUNNING_STATES:
+                say(f"{program}: configuration changed; restarting it")
+                restart_program(settings, program)
+    for name in (*kafka_names, "postgres"):
+        if program_state(settings, name) not in RUNNING_STATES:
+            say(f"{name} was {program_state(settings, name)}; starting it")
+            start_program(settings, name)
+
+
 def shutdown_supervisord(settings: StackSettings, pid: int, timeout: float = 120.0) -> None:
     with contextlib.suppress(OSError, xmlrpc.client.Error):
         rpc(settings).supervisor.shutdown()

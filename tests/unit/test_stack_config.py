@@ -401,3 +401,18 @@ def test_demo_config_never_shares_the_real_pipelines_endpoints() -> None:
     )
     assert demo.sink.group_id != real.sink.group_id
     assert demo.metrics.port != real.metrics.port
+
+
+def test_ports_name_every_listener_of_the_stack() -> None:
+    one = settings_for("test")
+    assert one.ports == [("kafka", 19092), ("kafka controller", 19093), ("postgres", 15432)]
+    three = settings_for("default", env={"QRYPTIFY_KAFKA_BROKERS": "3"})
+    assert three.ports == [
+        ("kafka-1", 9092),
+        ("kafka-2", 9093),
+        ("kafka-3", 9094),
+        ("kafka-1 controller", 9192),
+        ("kafka-2 controller", 9193),
+        ("kafka-3 controller", 9194),
+        ("postgres", 5432),
+    ]
