@@ -128,18 +128,7 @@ class BackfillEnv:
             consumer.close()
 
     def sink_caught_up(self) -> bool:
-        consumer = make_consumer(self.kafka, self.sink_group)
-        try:
-            meta = consumer.list_topics(self.kafka.topic, timeout=10).topics[self.kafka.topic]
-            parts = [TopicPartition(self.kafka.topic, p) for p in meta.partitions]
-            committed = consumer.committed(parts, timeout=10)
-            for tp in committed:
-                high = consumer.get_watermark_offsets(tp, timeout=10)[1]
-                if high > 0 and tp.offset < high:
-                    return False
-            return True
-        finally:
-            consumer.close()
+        return group_caught_up(self.kafka, self.kafka.topic, self.sink_group)
 
     def check(self, pairs: Sequence[str] | None = None) -> list[PairReport]:
         """Row-by-row comparison per pair over ``[start_date, last closed candle]``."""
@@ -154,6 +143,21 @@ class BackfillEnv:
             print(format_report(report, details=3))
             reports.extend(report.pairs)
         return reports
+
+
+def group_caught_up(kafka: KafkaConfig, topic: str, group: str) -> bool:
+    """``group`` has committed every record on ``topic`` (up to the high watermarks)."""
+    consumer = make_consumer(kafka, group)
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p) for p in meta.partitions]
+        for tp in consumer.committed(parts, timeout=10):
+            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            if high > 0 and tp.offset < high:
+                return False
+        return True
+    finally:
+        consumer.close()
 
 
 def read_topic(kafka: KafkaConfig, topic: str | None = None) -> list[tuple[int, int, Event]]:
