@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench import replay_vs_copy as rvc
-from bench.figures import python_core
+from bench.experiments import python_core
 from bench.harness import database, kafka_config, run_id
 
 TICK = os.sysconf("SC_CLK_TCK")
