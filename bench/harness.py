@@ -1,6 +1,8 @@
-"""What the ``make bench`` figures share: the simulator and the services as subprocesses (with
-their CPU and memory read from /proc), configs, topics and databases made per measurement.
+"""What the ``make bench`` experiments share: the simulator and the services as subprocesses
+(with their CPU and memory read from /proc), configs, topics and databases made per measurement.
 
+Processes are started and waited for with the shared test kit (``tests.support.processes``);
+what is the bench's own is measuring them: a /proc sampler and ``wait4`` for exact CPU time.
 Every process started here is stopped by whoever started it (context managers), by its pid.
 """
 
@@ -11,11 +13,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,8 @@ from qryptify.config import KafkaConfig
 from qryptify.kafka import TopicPartition, ensure_topics, make_consumer
 from sim.bars import SymbolSpec
 from sim.symbols import symbols_to_yaml
+from tests.support import processes
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -202,17 +202,12 @@ def service_env(**values: str) -> Iterator[None]:
         _local.env = saved
 
 
-def spawn(name: str, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Proc:
+def spawn(name: str, module: str, args: Sequence[str], log: Path) -> Proc:
+    """``python -m module args…`` (the kit's spawn), with this thread's ``service_env`` and
+    a /proc sampler."""
     log.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, str] = getattr(_local, "env", {})
-    with log.open("wb") as handle:
-        popen = subprocess.Popen(
-            list(args),
-            cwd=REPO,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **extra, **(env or {})},
-        )
+    popen = processes.spawn(module, args, log, env={**os.environ, "PYTHONUNBUFFERED": "1", **extra})
     return Proc(name, popen, log, Sampler(popen.pid))
 
 
@@ -262,10 +257,8 @@ def simulator(
     log = workdir / f"{name}.log"
     proc = spawn(
         name,
+        "sim",
         [
-            PYTHON,
-            "-m",
-            "sim",
             "--symbols",
             str(symbol_file),
             "--start",
@@ -317,16 +310,12 @@ def profiled_services(**outputs: Path) -> Iterator[None]:
 def service(name: str, config: Path, workdir: Path, tag: str = "") -> Proc:
     """``python -m services.<name> --config config`` with its output in ``workdir``."""
     profile: Path | None = getattr(_local, "profile", {}).get(name)
-    runner = [PYTHON]
-    if profile is not None:
-        profile.parent.mkdir(parents=True, exist_ok=True)
-        runner += ["-m", "pyinstrument", "-r", "text", "--no-color", "-o", str(profile)]
-        runner += ["-i", "0.002"]
-    return spawn(
-        name,
-        [*runner, "-m", f"services.{name}", "--config", str(config)],
-        workdir / f"{name}{tag}.log",
-    )
+    args = ["-m", f"services.{name}", "--config", str(config)]
+    if profile is None:
+        return spawn(name, f"services.{name}", args[2:], workdir / f"{name}{tag}.log")
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    profiler = ["-r", "text", "--no-color", "-o", str(profile), "-i", "0.002"]
+    return spawn(name, "pyinstrument", [*profiler, *args], workdir / f"{name}{tag}.log")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,14 +430,10 @@ def group_lag(kafka: KafkaConfig, group: str) -> int:
         consumer.close()
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str, every_s: float = 0.25) -> float:
-    """Poll ``predicate()`` until true; returns the monotonic time it became true."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(every_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """The kit's ``wait_until``; returns the monotonic time the predicate held."""
+    processes.wait_until(predicate, timeout_s, what)
+    return time.monotonic()
 
 
 def summary_values(log_text: str, marker: str = "backfill summary:") -> dict[str, str]:
