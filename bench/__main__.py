@@ -1,21 +1,23 @@
-"""``make bench`` / ``python -m bench``: every performance figure of the README, each with its
-reference measured in the same run on the same machine, printed as ONE table and written as
-JSON (``bench/results/latest.json``) to compare across commits.
+"""``make bench`` / ``python -m bench``: every performance figure, each beside its reference
+measured in the same repetition on the same machine and its target, as ONE table; the result
+file (``bench/results/latest.json``, ``quick.json`` with ``--quick``) holds every repetition.
 
     .venv/bin/python -m bench [--quick] [--only replay,resources] [--reps 3]
                               [--out bench/results/latest.json] [--markdown docs/performance.md]
-                              [--stack bench|test|external] [--profile NAME]
+                              [--stack bench|test|external] [--profile NAME] [--max-load N]
 
 The stack: by default a dedicated one (``--stack bench``: Kafka 127.0.0.1:29092, PostgreSQL
-127.0.0.1:25432, data in ``.stack-bench/``), started with ``python -m stack up --profile test``
-when it is not running, stopped again at the end if this run started it (``--keep-stack``
-leaves it up). ``--stack test`` uses the running test stack (19092/15432); ``--stack external``
-takes ``--kafka`` and ``--pg``.
+127.0.0.1:25432, data in ``.stack-bench/``; ``QRYPTIFY_BENCH_KAFKA_PORT`` /
+``QRYPTIFY_BENCH_PG_PORT`` move it), started with ``python -m stack up --profile test`` when it
+is not running, stopped again at the end if this run started it (``--keep-stack`` leaves it
+up). ``--stack test`` uses the running test stack; ``--stack external`` takes ``--kafka`` and
+``--pg``.
 
-Each figure runs ``--reps`` repetitions (≥ 3; ``--quick``: 1, at a small scale, in under three
-minutes). A figure whose code is not there yet (another engineer's bench script) is listed as
-``pending``; one that fails is listed with its error and the run goes on. Timings are never
-asserted by tests; ``tests/unit/test_bench_stats.py`` covers the statistics.
+The experiments (``bench/experiments.py``) run ``--reps`` repetitions each (at least 3;
+``--quick``: 1, at smoke scale, in a few minutes), the load average checked before every one.
+The table (``bench/figures.py``) is rendered from the result file alone. One experiment that
+fails or is refused is reported with its error and the run goes on. Timings are never asserted
+by tests; ``tests/unit/bench`` covers the statistics, the renderer and the driver.
 """
 
 from __future__ import annotations

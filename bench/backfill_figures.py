@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ class BackfillScale:
     weight_start_date: str = "2023-07-01"
     weight_seconds: float = 245.0
     warmup_s: float = 65.0
+    #: At most this many whole windows are measured (0: as many as end by ``weight_seconds``).
+    max_windows: int = 0
 
 
 QUICK = BackfillScale(start_date="2024-06-01", weight_seconds=150.0)
@@ -262,25 +265,43 @@ def whole_windows(
 
 
 def _steady_state(proc: Proc, sim: Sim, kafka: KafkaConfig, scale: BackfillScale) -> dict[str, Any]:
-    """Run for about ``weight_seconds``; measure whole limit windows from ``warmup_s`` on."""
+    """Run for about ``weight_seconds``; measure whole limit windows from ``warmup_s`` on, each
+    window on its own (``per_window``) and all of them together."""
     started = time.monotonic()
     time.sleep(scale.warmup_s)
     first, windows = whole_windows(time.monotonic(), started + scale.weight_seconds)
-    time.sleep(max(0.0, first - time.monotonic()))
-    t0, w0, c0 = time.monotonic(), sim.stats()["weight_used"], topic_size(kafka)
-    time.sleep(max(0.0, first + windows * WEIGHT_WINDOW_S - time.monotonic()))
-    t1, stats, c1 = time.monotonic(), sim.stats(), topic_size(kafka)
+    windows = min(windows, scale.max_windows or windows)
+    readings: list[tuple[float, dict[str, Any], int]] = []
+    loads: list[tuple[float, float, float]] = []
+    for k in range(windows + 1):
+        time.sleep(max(0.0, first + k * WEIGHT_WINDOW_S - time.monotonic()))
+        readings.append((time.monotonic(), sim.stats(), topic_size(kafka)))
+        loads.append(os.getloadavg())
     proc.stop(120)
+    per_window = [
+        window_figures(a, b) | {"load": load}
+        for a, b, load in zip(readings, readings[1:], loads[1:], strict=False)
+    ]
+    whole = window_figures(readings[0], readings[-1], windows)
+    return whole | {"seconds": readings[-1][0] - started, "windows": windows,
+                    "per_window": per_window}  # fmt: skip
+
+
+def window_figures(
+    a: tuple[float, dict[str, Any], int], b: tuple[float, dict[str, Any], int], windows: int = 1
+) -> dict[str, Any]:
+    """What happened between two readings (time, simulator stats, topic size) ``windows``
+    limit windows apart."""
+    (t0, s0, c0), (t1, s1, c1) = a, b
+    used = s1["weight_used"] - s0["weight_used"]
     return {
-        "seconds": t1 - started,
         "steady_seconds": t1 - t0,
-        "windows": windows,
         "candles": c1 - c0,
         "candles_per_s": (c1 - c0) / (t1 - t0),
-        "weight_used": stats["weight_used"] - w0,
-        "weight_share": (stats["weight_used"] - w0) / (WEIGHT_LIMIT * windows),
-        "http_429": stats["responses_429"],
-        "http_418": stats["responses_418"],
+        "weight_used": used,
+        "weight_share": used / (WEIGHT_LIMIT * windows),
+        "http_429": s1["responses_429"] - s0["responses_429"],
+        "http_418": s1["responses_418"] - s0["responses_418"],
     }
 
 

@@ -10,11 +10,10 @@ reference for the seed's way of working is ``bench/seed_baseline.py``.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -66,20 +65,6 @@ class Experiment:
 # ---------------------------------------------------------------------------------------------
 # the core in use, signals, profiles
 # ---------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def python_core() -> Iterator[None]:
-    """Run the block in this process on the pure-Python core (the reference for the native
-    one): what ``QRYPTIFY_NATIVE=0`` selects at import."""
-    from qryptify import native
-
-    saved = native.MODULE, native.CORE
-    native.MODULE, native.CORE = None, "python"
-    try:
-        yield
-    finally:
-        native.MODULE, native.CORE = saved
 
 
 def native_core() -> str:
@@ -161,10 +146,6 @@ def replay(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None
                 again = once(dsn)
             if fresh.totals["written"] != len(items) or again.totals["written"] != 0:
                 raise RuntimeError(f"replay wrote {fresh.totals}, then {again.totals}")
-            with database(ctx.pg, f"bench_pyreplay_{rid}_{rep}") as dsn, python_core():
-                slow = once(dsn)
-            if slow.totals["written"] != len(items):
-                raise RuntimeError(f"replay on the Python core wrote {slow.totals}")
             with database(ctx.pg, f"bench_seed_{rid}_{rep}") as dsn:
                 seed_s = seed_write(dsn, items[: scale.seed_rows])
             if ctx.profile == "replay" and rep == ctx.reps - 1:  # an extra run, not counted
@@ -176,10 +157,8 @@ def replay(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None
                 "copy_rows_per_s": len(items) / copy_s,
                 "replay_rows_per_s": fresh.rows / fresh.elapsed_s,
                 "noop_rows_per_s": again.rows / again.elapsed_s,
-                "python_replay_rows_per_s": slow.rows / slow.elapsed_s,
                 "seed_write_rows_per_s": scale.seed_rows / seed_s,
                 "consumer_cpu_us": _consumer_cpu_us(fresh.times.per_row_us(fresh.rows)),
-                "python_consumer_cpu_us": _consumer_cpu_us(slow.times.per_row_us(slow.rows)),
             }
             say(f"replay rep {rep + 1}: " + _brief(values))
             detail = {
@@ -227,7 +206,7 @@ class HistoryScale:
     sim_now: str = "2025-01-01T06:00:00Z"
     #: The seed-style baseline and our REST-only run cover the newest ``sample_days`` of the
     #: range (the seed is strictly sequential: its full-range time is projected by its rate).
-    sample_days: int = 30
+    sample_days: int = 14
 
 
 HISTORY_QUICK = HistoryScale(start_date="2024-12-30", sample_days=1)
@@ -367,54 +346,57 @@ def history(ctx: Context, result: ExperimentResult) -> Generator[Repetition, Non
 # ---------------------------------------------------------------------------------------------
 
 
-def backfill_scale(quick: bool) -> bf.BackfillScale:
+def weight_scale(quick: bool, windows: int) -> bf.BackfillScale:
     """The weight run: the exchange's windows are fixed minutes, so the steady state is
-    measured over whole windows (one in QUICK, two in the full run)."""
-    if quick:
-        return bf.BackfillScale(weight_seconds=65.0, warmup_s=5.0)
-    return bf.BackfillScale(weight_seconds=65.0 + 120.0, warmup_s=65.0)
+    measured over whole windows after a warm-up, one window per repetition."""
+    warmup = 5.0 if quick else 30.0
+    return bf.BackfillScale(weight_seconds=warmup + bf.WEIGHT_WINDOW_S * (windows + 1),
+                            warmup_s=warmup, max_windows=windows)  # fmt: skip
 
 
 def weight(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None, None]:
-    scale = backfill_scale(ctx.quick)
+    """One backfill per page limit (499 and 1500), side by side, each with its own simulator
+    (the limit is per client there); each whole limit window is one repetition, the two runs
+    measured in the same window."""
+    scale = weight_scale(ctx.quick, ctx.reps)
     result.scale = {"pairs": list(scale.weight_pairs), "start_date": scale.weight_start_date,
-                    "run_seconds": scale.weight_seconds, "warmup_s": scale.warmup_s,
-                    "weight_limit": bf.WEIGHT_LIMIT}  # fmt: skip
-    for rep in range(ctx.reps):
-        # Both page limits side by side, each with its own simulator (the limit is per client
-        # there); what they need of the two cores is small next to a weight-limited pace.
-        out: dict[str, Any] = {}
-        errors: list[BaseException] = []
+                    "warmup_s": scale.warmup_s, "weight_limit": bf.WEIGHT_LIMIT}  # fmt: skip
+    out: dict[str, Any] = {}
+    errors: list[BaseException] = []
 
-        def one(limit: int, rep: int, out: dict[str, Any], errors: list[BaseException]) -> None:
-            try:
-                with service_env(QRYPTIFY_REST__KLINES_LIMIT=str(limit)):
-                    out[str(limit)] = bf.measure(
-                        ctx.kafka, ctx.workdir / f"weight-{limit}-{rep}", "weight", scale
-                    )
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                errors.append(exc)
+    def one(limit: int) -> None:
+        try:
+            with service_env(QRYPTIFY_REST__KLINES_LIMIT=str(limit)):
+                out[str(limit)] = bf.measure(
+                    ctx.kafka, ctx.workdir / f"weight-{limit}", "weight", scale
+                )
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
 
-        threads = [threading.Thread(target=one, args=(n, rep, out, errors)) for n in (499, 1500)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        w = out["499"]
+    threads = [threading.Thread(target=one, args=(n,)) for n in (499, 1500)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    windows = zip(out["499"]["per_window"], out["1500"]["per_window"], strict=False)
+    for rep, (w, w1500) in enumerate(list(windows)[: ctx.reps]):
         values = {
             "share_pct": 100 * w["weight_share"],
             "candles_per_min": w["candles_per_s"] * 60,
-            "candles_per_min_1500": out["1500"]["candles_per_s"] * 60,
+            "candles_per_min_1500": w1500["candles_per_s"] * 60,
             "http_429_418": float(w["http_429"] + w["http_418"]),
         }
-        say(f"weight rep {rep + 1}: " + _brief(values))
-        yield Repetition(values, {"runs": out})
+        say(f"weight window {rep + 1}: " + _brief(values))
+        yield Repetition(values, {"499": w, "1500": w1500}, load=w["load"])
+    result.raw["runs"] = {k: {n: v for n, v in r.items() if n != "per_window"}
+                          for k, r in out.items()}  # fmt: skip
     result.notes.append(
-        "steady state over whole 60 s limit windows after the warm-up; page limit 499 (weight "
-        "2) is the backfiller's default: 249.5 candles per weight vs 150 at limit 1500 "
-        "(weight 10), the same code with rest.klines_limit=1500"
+        f"each repetition is one whole 60 s limit window after a {scale.warmup_s:g} s warm-up, "
+        "the two page limits measured in the same window; page limit 499 (weight 2) is the "
+        "backfiller's default: 249.5 candles per weight vs 150 at limit 1500 (weight 10), the "
+        "same code with rest.klines_limit=1500"
     )
 
 
@@ -451,34 +433,27 @@ def archive(ctx: Context, result: ExperimentResult) -> Generator[Repetition, Non
         for rep in range(ctx.reps):
             a = bf.measure(ctx.kafka, ctx.workdir / f"archive-{rep}", "archive", scale, sim)
             ceiling = bf.librdkafka_ceiling(ctx.kafka, int(a["candles"]))
-            with service_env(QRYPTIFY_NATIVE="0"):
-                ap = bf.measure(ctx.kafka, ctx.workdir / f"archive-py-{rep}", "archive", scale,
-                                sim)  # fmt: skip
-            runs.append({"archive": a, "archive_python_core": ap})
+            runs.append(a)
             values = {
                 "archive_candles_per_s": a["candles_per_s"],
                 "ceiling_msgs_per_s": ceiling,
-                "python_archive_candles_per_s": ap["candles_per_s"],
                 "backfiller_cpu_us_per_candle": 1e6 * a["backfiller_cpu_s"] / a["candles"],
             }
             say(f"archive rep {rep + 1}: " + _brief(values))
-            yield Repetition(values, {"archive": a, "archive_python_core": ap})
+            yield Repetition(values, a)
         if ctx.profile == "archive":  # one extra run under the profiler, not counted
             path = RESULTS / "profile-archive.txt"
             with profiled_services(backfiller=path):
                 bf.measure(ctx.kafka, ctx.workdir / "archive-profile", "archive", scale, sim)
             say(f"profile written: {path}")
         result.raw["files_served_before_timing"] = built
-    cpu = {
-        name: spread(1e6 * r[key]["backfiller_cpu_s"] / r[key]["candles"] for r in runs).median
-        for name, key in (("active", "archive"), ("Python", "archive_python_core"))
-    }
+    cpu = spread(1e6 * r["backfiller_cpu_s"] / r["candles"] for r in runs).median
     result.notes.append(
         "candles ÷ the backfiller's own run time (process start to the last Kafka ack, "
         "exchangeInfo and the REST tail included), the simulator's zips built before the first "
-        f"repetition; backfiller CPU per candle: {native_core()} core {cpu['active']:.1f} µs, "
-        f"Python core {cpu['Python']:.1f} µs; the reference produces as many kline records "
-        "with the product's producer settings and one delivery report per message"
+        f"repetition; backfiller CPU per candle: {cpu:.1f} µs on the {native_core()} core; the "
+        "reference produces as many kline records with the product's producer settings and one "
+        "delivery report per message"
     )
 
 

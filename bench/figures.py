@@ -67,11 +67,9 @@ FIGURES: tuple[Figure, ...] = (
            target=Target(">=", 0.6)),
     Figure("1b", "replay", "no-op replay (into the full table)", "noop_rows_per_s", "rows/s",
            "copy_rows_per_s", "raw COPY (text) of the same rows", target=Target(">=", 0.6)),
-    Figure("1c", "replay", "replay → empty DB, pure-Python core", "python_replay_rows_per_s",
-           "rows/s", "replay_rows_per_s", "active core"),
-    Figure("1d", "replay", "sink consumer thread CPU per row (poll + stage + handover)",
-           "consumer_cpu_us", "µs", "python_consumer_cpu_us", "pure-Python core"),
-    Figure("1e", "replay", "seed write path (executemany) → empty DB", "seed_write_rows_per_s",
+    Figure("1c", "replay", "sink consumer thread CPU per row (poll + stage + handover)",
+           "consumer_cpu_us", "µs", compare="none"),
+    Figure("1d", "replay", "seed write path (executemany) → empty DB", "seed_write_rows_per_s",
            "rows/s", "copy_rows_per_s", "raw COPY (text)"),
     # 2. Full history through the whole pipeline.
     Figure("2", "history", "full history {pairs} × 1m × {days} d ({rows_m}M rows) → DB, wall",
@@ -94,8 +92,6 @@ FIGURES: tuple[Figure, ...] = (
     Figure("4", "archive", "archive zip → Kafka ack ({candles_m}M candles, zips prebuilt)",
            "archive_candles_per_s", "candles/s", "ceiling_msgs_per_s",
            "librdkafka alone, per-message reports", target=Target(">=", 200_000.0, "ours")),
-    Figure("4b", "archive", "archive path, pure-Python core", "python_archive_candles_per_s",
-           "candles/s", "archive_candles_per_s", "active core"),
     # 5. Live: a close frame to its committed row.
     Figure("5", "live", "x:true → DB commit p50 ({pairs} pairs)", "db_p50_ms", "ms",
            "ack_p50_ms", "x:true → Kafka ack p50", compare="none",

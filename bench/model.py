@@ -40,6 +40,8 @@ class Repetition:
 
     values: dict[str, float]
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The load average while it ran, when the experiment read it itself (else: at its start).
+    load: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -58,7 +60,8 @@ class ExperimentResult:
     error: str | None = None
 
     def add(self, rep: Repetition, load: tuple[float, float, float]) -> None:
-        self.reps.append({"values": rep.values, "detail": rep.detail, "load": list(load)})
+        seen = load if rep.load is None else rep.load
+        self.reps.append({"values": rep.values, "detail": rep.detail, "load": list(seen)})
 
     def to_json(self) -> dict[str, Any]:
         return {
