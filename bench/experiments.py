@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,9 +123,7 @@ def replay(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None
     from qryptify.config import build_config
 
     scale = REPLAY_QUICK if ctx.quick else ReplayScale()
-    result.scale = {"rows": scale.rows, "rows_m": f"{scale.rows / 1e6:.1f}",
-                    "pairs": scale.pairs, "partitions": scale.partitions,
-                    "seed_write_rows": scale.seed_rows}  # fmt: skip
+    result.scale = asdict(scale) | {"rows_m": f"{scale.rows / 1e6:.1f}"}
     rid = run_id()
     kafka = kafka_config(ctx.kafka, f"bench-replay-{rid}", scale.partitions)
     steps: list[dict[str, tuple[float, float]]] = []
@@ -405,11 +403,12 @@ def weight(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None
 # ---------------------------------------------------------------------------------------------
 
 ARCHIVE_PAIRS = tuple(f"{s}/1m" for s in HISTORY_SYMBOLS[:6])
-#: 6 pairs × 1 year of 1m: 3.17M candles, all but two days from monthly zips.
+#: 6 pairs × 1m from 2023-05-01: 3.18M candles, 12 monthly zips per pair, then 2 daily zips
+#: and half a day of REST.
 ARCHIVE_FULL = bf.BackfillScale(pairs=ARCHIVE_PAIRS, start_date="2023-05-01",
-                                sim_now="2024-05-02T12:00:00Z")  # fmt: skip
+                                sim_now="2024-05-03T12:00:00Z")  # fmt: skip
 ARCHIVE_QUICK = bf.BackfillScale(pairs=ARCHIVE_PAIRS[:2], start_date="2024-03-01",
-                                 sim_now="2024-05-02T12:00:00Z")  # fmt: skip
+                                 sim_now="2024-05-03T12:00:00Z")  # fmt: skip
 #: MiB of built zips the simulator keeps: all of ARCHIVE_FULL's (~2 MB per monthly file).
 ARCHIVE_SIM_CACHE_MB = 512
 
@@ -475,8 +474,7 @@ LIVE_QUICK = LiveScale(pairs=100, seconds=15.0, warmup_s=5.0)
 
 def live(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None, None]:
     scale = LIVE_QUICK if ctx.quick else LiveScale()
-    result.scale = {"pairs": scale.pairs, "speed": scale.speed, "seconds": scale.seconds,
-                    "warmup_s": scale.warmup_s}  # fmt: skip
+    result.scale = asdict(scale)
     missing = total = 0
     for rep in range(ctx.reps):
         run = live_latency.measure(ctx.kafka, ctx.pg, ctx.workdir / f"live-{rep}",
@@ -503,9 +501,7 @@ def live(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None, 
 
 def service_resources(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None, None]:
     scale = resources.QUICK_SCALE if ctx.quick else resources.ResourceScale()
-    result.scale = {"pairs": scale.pairs, "backfill_sim_now": scale.sim_now,
-                    "backfill_start_date": scale.start_date, "live_seconds": scale.live_seconds,
-                    "live_speed": scale.live_speed}  # fmt: skip
+    result.scale = asdict(scale)
     for rep in range(ctx.reps):
         usage = resources.measure_services(ctx.kafka, ctx.pg, ctx.workdir, scale)
         values: dict[str, float] = {}
