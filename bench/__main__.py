@@ -227,7 +227,7 @@ def _versions(kafka: str, pg: str) -> dict[str, Any]:
 
 def _kafka_version() -> str:
     try:
-        from stack.config import KAFKA_VERSION
+        from stack.settings import KAFKA_VERSION
 
         return KAFKA_VERSION
     except ImportError:

@@ -33,12 +33,19 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.harness import Proc, Sim, delete_topics, kafka_config, run_id, service, simulator
+from bench.harness import (
+    Proc,
+    Sim,
+    delete_topics,
+    kafka_config,
+    run_id,
+    service,
+    simulator,
+    topic_end,
+)
 from qryptify.config import KafkaConfig
 from qryptify.kafka import (
-    TopicPartition,
     ensure_topics,
-    make_consumer,
     make_producer,
     produce_waiting,
 )
@@ -74,18 +81,6 @@ QUICK = BackfillScale(start_date="2024-06-01", weight_seconds=150.0)
 
 def say(message: str) -> None:
     print(f"backfill-bench: {message}", flush=True)
-
-
-def topic_size(kafka: KafkaConfig) -> int:
-    consumer = make_consumer(kafka, f"bench-size-{run_id()}")
-    try:
-        meta = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic]
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1]
-            for p in meta.partitions
-        )
-    finally:
-        consumer.close()
 
 
 def summary_of(log_text: str) -> dict[str, float]:
@@ -275,7 +270,7 @@ def _steady_state(proc: Proc, sim: Sim, kafka: KafkaConfig, scale: BackfillScale
     loads: list[tuple[float, float, float]] = []
     for k in range(windows + 1):
         time.sleep(max(0.0, first + k * WEIGHT_WINDOW_S - time.monotonic()))
-        readings.append((time.monotonic(), sim.stats(), topic_size(kafka)))
+        readings.append((time.monotonic(), sim.stats(), topic_end(kafka)))
         loads.append(os.getloadavg())
     proc.stop(120)
     per_window = [

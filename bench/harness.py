@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from qryptify import db
@@ -211,32 +210,12 @@ def spawn(name: str, module: str, args: Sequence[str], log: Path) -> Proc:
     return Proc(name, popen, log, Sampler(popen.pid))
 
 
-@dataclass
-class Sim:
-    """A simulator subprocess (its own core, like the real exchange is another machine)."""
-
-    proc: Proc
-    url: str
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://", 1)
-
-    def get(self, path: str, **params: Any) -> Any:
-        with httpx.Client(base_url=self.url, timeout=30) as http:
-            response = http.get(path, params=params)
-            response.raise_for_status()
-            return response.json()
-
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self.get("/sim/stats")
-        return stats
+class Sim(processes.SimProcess):
+    """The kit's simulator process (its own core, like the real exchange is another machine),
+    plus what the bench reads of it: its CPU time."""
 
     def cpu_s(self) -> float:
         return cpu_seconds(self.proc.pid)
-
-    def now_ms(self) -> int:
-        return int(self.get("/sim/clock")["now"])
 
 
 @contextlib.contextmanager
@@ -254,44 +233,17 @@ def simulator(
     workdir.mkdir(parents=True, exist_ok=True)
     symbol_file = workdir / f"{name}-symbols.yaml"
     symbol_file.write_text(symbols_to_yaml(symbols))
-    log = workdir / f"{name}.log"
-    proc = spawn(
-        name,
-        "sim",
-        [
-            "--symbols",
-            str(symbol_file),
-            "--start",
-            str(start),
-            "--speed",
-            str(speed),
-            "--weight-limit",
-            str(weight_limit),
-            "--weight-window-s",
-            str(weight_window_s),
-            "--ping-interval-s",
-            "0",
-            *extra,
-        ],
-        log,
+    sim = Sim(
+        workdir / f"{name}.log",
+        *("--symbols", str(symbol_file), "--start", str(start), "--speed", str(speed)),
+        *("--weight-limit", str(weight_limit), "--weight-window-s", str(weight_window_s)),
+        *("--ping-interval-s", "0", *extra),
+        timeout_s=60,
     )
     try:
-        url = _wait_listening(proc, 60.0)
-        yield Sim(proc, url)
+        yield sim
     finally:
-        proc.stop(30)
-
-
-def _wait_listening(proc: Proc, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for line in proc.text().splitlines():
-            if line.startswith("sim listening on "):
-                return line.removeprefix("sim listening on ").strip()
-        if not proc.alive():
-            raise RuntimeError(f"simulator exited: {proc.text()[-2000:]}")
-        time.sleep(0.05)
-    raise RuntimeError(f"simulator did not start in {timeout_s:.0f}s: {proc.text()[-2000:]}")
+        sim.stop()
 
 
 @contextlib.contextmanager
