@@ -540,6 +540,7 @@ SELECT {_MS.format("start_ts")}, {_MS.format("end_ts")}
 FROM empty_ranges
 WHERE symbol = %(symbol)s AND interval = %(interval)s
   AND end_ts > {_EPOCH.format("%(start)s")} AND start_ts < {_EPOCH.format("%(end)s")}
+ORDER BY start_ts
 """
 _SYNC_POINTER = f"""
 SELECT {_MS.format("last_closed_ts")}
@@ -558,7 +559,7 @@ def stored_holes(
     with conn.transaction():
         first, last = conn.execute(_STORED_SPAN, params).fetchone() or (None, None)
         jumps = candle_jumps(conn, symbol, interval, start_ms, end_ms)
-        empty = conn.execute(_EMPTY_WITHIN, params).fetchall()
+        empty = empty_ranges_within(conn, symbol, interval, start_ms, end_ms)
     return holes_from_jumps(
         interval,
         start_ms,
@@ -566,12 +567,21 @@ def stored_holes(
         None if first is None else int(first),
         None if last is None else int(last),
         jumps,
-        [(int(a), int(b)) for a, b in empty],
+        empty,
     )
+
+
+def empty_ranges_within(
+    conn: Connection, symbol: str, interval: str, start_ms: int, end_ms: int
+) -> list[tuple[int, int]]:
+    """Recorded empty ranges of the pair overlapping ``[start_ms, end_ms)``, as ``(start,
+    end)`` ms in start order: the exchange confirmed no candle there."""
+    params = {"symbol": symbol, "interval": interval, "start": start_ms, "end": end_ms}
+    return [(int(a), int(b)) for a, b in conn.execute(_EMPTY_WITHIN, params).fetchall()]
 
 
 def sync_pointer(conn: Connection, symbol: str, interval: str) -> int | None:
     """``sync_state.last_closed_ts`` of the pair (ms): everything the sink wrote is at or
     before it; None before its first write."""
     row = conn.execute(_SYNC_POINTER, {"symbol": symbol, "interval": interval}).fetchone()
-    return None if row is None else int(row[0])
+    return None if row is None or row[0] is None else int(row[0])

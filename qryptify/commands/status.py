@@ -80,18 +80,6 @@ WHERE symbol = %(symbol)s AND interval = %(interval)s
   AND ts >= TIMESTAMPTZ 'epoch' + %(start)s * INTERVAL '1 millisecond'
   AND ts < TIMESTAMPTZ 'epoch' + %(end)s * INTERVAL '1 millisecond'
 """
-_EMPTY = """
-SELECT (extract(epoch FROM start_ts) * 1000)::bigint, (extract(epoch FROM end_ts) * 1000)::bigint
-FROM empty_ranges
-WHERE symbol = %(symbol)s AND interval = %(interval)s
-  AND end_ts > TIMESTAMPTZ 'epoch' + %(start)s * INTERVAL '1 millisecond'
-  AND start_ts < TIMESTAMPTZ 'epoch' + %(end)s * INTERVAL '1 millisecond'
-ORDER BY start_ts
-"""
-_POINTER = """
-SELECT (extract(epoch FROM last_closed_ts) * 1000)::bigint
-FROM sync_state WHERE symbol = %(symbol)s AND interval = %(interval)s
-"""
 SCHEMA_TABLES = ("candlesticks", "sync_state", "empty_ranges")
 _SCHEMA_CHECK = """
 SELECT name, to_regclass(name) FROM unnest(%(tables)s::text[]) AS t(name)
@@ -433,8 +421,8 @@ def _read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: 
     inside = conn.execute(_IN_WINDOW, params).fetchone()
     first_inside, rows_inside = inside if inside is not None else (None, 0)
     found = db.candle_jumps(conn, pair.symbol, pair.interval, start, end)
-    empty = [(int(a), int(b)) for a, b in conn.execute(_EMPTY, params).fetchall()]
-    pointer = conn.execute(_POINTER, params).fetchone()
+    empty = db.empty_ranges_within(conn, pair.symbol, pair.interval, start, end)
+    pointer_ms = db.sync_pointer(conn, pair.symbol, pair.interval)
     return PairFacts(
         pair=pair,
         first_ms=first_ms,
@@ -444,7 +432,7 @@ def _read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: 
         first_in_window_ms=None if first_inside is None else int(first_inside),
         jumps=tuple(found),
         empty_ranges=tuple(empty),
-        pointer_ms=None if pointer is None or pointer[0] is None else int(pointer[0]),
+        pointer_ms=pointer_ms,
     )
 
 
