@@ -28,6 +28,7 @@ from prometheus_client import Counter
 from qryptify.binance.rest import BinanceRest
 from qryptify.binance.ws import KlineFrame, Malformed, parse_frame, plan_connections, stream_url
 from qryptify.config import Config
+from qryptify.dlq import DlqWriter, FrameLetter
 from qryptify.errors import IngestorError
 from qryptify.handoff import LIVE_START, PLAN, live_start, producer_resume_from
 from qryptify.kafka import Producer
@@ -40,7 +41,6 @@ from qryptify.retry import until_available
 from services.producer.acks import AckObserver, Acks, NotifyingTracker, TimedProducer
 from services.producer.clock import StreamClock
 from services.producer.connections import TICK_S, Conn, Connections, Group
-from services.producer.dlq import send_frame_to_dlq
 from services.producer.fills import DUPLICATES, PUBLISHED, RestFills
 from services.producer.futures import FuturesLive
 from services.producer.stats import RunStats
@@ -105,6 +105,7 @@ class ProducerRunner:
             on_message=self._on_message,
             on_connected=self.fills.after_connect,
         )
+        self.dlq = DlqWriter(producer, cfg.kafka.dlq_topic)
         self._malformed_seen: set[str] = set()
         self._poll_done = threading.Event()
 
@@ -303,14 +304,7 @@ class ProducerRunner:
                 raw[:200],
                 self.cfg.kafka.dlq_topic,
             )
-        send_frame_to_dlq(
-            self.producer,
-            self.cfg.kafka.dlq_topic,
-            raw,
-            kind=frame.kind,
-            reason=frame.reason,
-            stream=frame.stream,
-        )
+        self.dlq.post(FrameLetter(raw, frame.kind, frame.reason, frame.stream))
 
     # -- watchdog, offsets and clock ----------------------------------------------------------
     async def _watchdog_loop(self) -> None:

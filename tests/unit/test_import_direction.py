@@ -213,8 +213,8 @@ LAYERS: dict[str, int] = {
     "qryptify.binance.rest": 4, "qryptify.binance.ws": 3,
     "qryptify.kafka": 4, "qryptify.db": 4, "qryptify.service": 4, "qryptify.health_report": 4,
     "qryptify.sink.batch": 4, "qryptify.binance.archive": 4,
-    "qryptify.publish": 5, "qryptify.cli": 5, "qryptify.sink.loop": 5, "qryptify.planning": 5,
-    "qryptify.offsets": 6,
+    "qryptify.publish": 5, "qryptify.cli": 5, "qryptify.dlq": 5, "qryptify.planning": 5,
+    "qryptify.offsets": 6, "qryptify.sink.loop": 6,
     "qryptify.archive_ledger": 7,
     "qryptify.audit": 8,
     # the optional futures data (qryptify/futures/)
