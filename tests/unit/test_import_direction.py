@@ -210,7 +210,7 @@ LAYERS: dict[str, int] = {
     "qryptify.pairs": 1, "qryptify.retry": 1,
     "qryptify.kline": 2, "qryptify.config": 2, "qryptify.handoff": 2,
     "qryptify.avro": 3, "qryptify.logs": 3, "qryptify.gaps": 3, "qryptify.sink.rows": 3,
-    "qryptify.binance.rest": 4, "qryptify.binance.ws": 3,
+    "qryptify.binance.rest": 4, "qryptify.binance.ws": 3, "qryptify.binance.frames": 4,
     "qryptify.kafka": 4, "qryptify.db": 4, "qryptify.service": 4, "qryptify.health_report": 4,
     "qryptify.sink.batch": 4, "qryptify.binance.archive": 4,
     "qryptify.publish": 5, "qryptify.cli": 5, "qryptify.dlq": 5, "qryptify.planning": 5,
