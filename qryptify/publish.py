@@ -174,8 +174,25 @@ class KlinePublisher:
             return
         mark = Mark.now()
         pair = self._pair(events[0])
+        for event in events:
+            if (event.symbol, event.interval) != (pair.symbol, pair.interval):
+                raise ValueError(f"publish_batch: {event.key} in a batch of {pair.key}")
         position = max(event_position(e) for e in events)
-        slot = self.tracker.sent(pair, position, len(events))
+        self._produce(pair, position, [self._encode(e) for e in events], mark)
+
+    def publish_value(self, symbol: str, interval: str, open_time: int, value: bytes) -> None:
+        """Queue one Kline already encoded as its topic value (the live producer's closes,
+        ``qryptify.binance.frames``); tracked and reported exactly like ``publish``."""
+        mark = Mark.now()
+        ident = (symbol, interval)
+        pair = self._pairs.get(ident)
+        if pair is None:
+            pair = self._pairs[ident] = Pair(symbol, interval)
+        self._produce(pair, open_time, [value], mark)
+
+    def _produce(self, pair: Pair, position: int, values: Sequence[bytes], mark: Mark) -> None:
+        """One ``produce`` per value, each reporting to the batch's slot."""
+        slot = self.tracker.sent(pair, position, len(values))
         tracker = self.tracker
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -189,10 +206,7 @@ class KlinePublisher:
         producer = self.producer
         # The record timestamp stays the producer's wall time: a candle's (or a simulator's)
         # time may be far in the past or future, which brokers reject (timestamp.after.max.ms).
-        for event in events:
-            if (event.symbol, event.interval) != (pair.symbol, pair.interval):
-                raise ValueError(f"publish_batch: {event.key} in a batch of {pair.key}")
-            value = self._encode(event)
+        for value in values:
             produce_waiting(
                 producer,
                 self.topic,
@@ -201,7 +215,7 @@ class KlinePublisher:
                 value=value,
                 on_delivery=on_delivery,
             )
-        self.published += len(events)
+        self.published += len(values)
         self.times.since("produce", mark)
 
     def publish_encoded(self, pair: Pair, position: int, values: Sequence[bytes]) -> None:

@@ -4,7 +4,8 @@ Sequencing only; every decision is made by the pure modules (``qryptify.binance.
 ``stream``, ``watchdog``, ``rotation``). Tasks on one asyncio loop:
 
 * the connections (``connections``): one slot per planned group of streams, reconnecting and
-  rotating; every frame read comes back here (``_on_message``: parse, book, publish or DLQ);
+  rotating; the frames read come back here in batches (``_on_messages``: decided in one call,
+  ``qryptify.binance.frames``, then book, publish or DLQ frame by frame);
 * the REST fetches (``fills``): a gap fill after every connect, and the watchdog's;
 * the committer: acknowledged frontiers → the offsets topic (service ``producer``);
 * the exchange-clock sync (``/fapi/v1/time``).
@@ -25,8 +26,9 @@ from typing import cast
 
 from prometheus_client import Counter
 
+from qryptify.binance.frames import Close, kline_frames
 from qryptify.binance.rest import BinanceRest
-from qryptify.binance.ws import KlineFrame, Malformed, parse_frame, plan_connections, stream_url
+from qryptify.binance.ws import Frame, KlineFrame, Malformed, plan_connections, stream_url
 from qryptify.config import Config
 from qryptify.dlq import DlqWriter, FrameLetter
 from qryptify.errors import IngestorError
@@ -95,14 +97,12 @@ class ProducerRunner:
         self.publisher.tracker = NotifyingTracker(self.acks.report)
         self.stats = RunStats()
         self.book = LiveBook({})
-        self.fills = RestFills(
-            cfg.ws, rest, clock, self.book, self.stats, lambda kline: self._publish(kline, None)
-        )
+        self.fills = RestFills(cfg.ws, rest, clock, self.book, self.stats, self._publish_rest)
         self.connections = Connections(
             cfg.ws,
             clock,
             self.stats,
-            on_message=self._on_message,
+            on_messages=self._on_messages,
             on_connected=self.fills.after_connect,
         )
         self.dlq = DlqWriter(producer, cfg.kafka.dlq_topic)
@@ -247,16 +247,37 @@ class ProducerRunner:
             )
 
     # -- frames --------------------------------------------------------------------------------
-    def _on_message(self, conn: Conn, message: str | bytes) -> None:
+    def _on_messages(self, conn: Conn, messages: list[str | bytes]) -> None:
+        """A batch of frames read together (``connections``): decided in one call (the
+        compiled core when active), then acted on frame by frame, in order."""
         frame_s = time.perf_counter()
         conn.last_wall = time.monotonic()
-        self.stats.frames += 1
-        frame = parse_frame(
-            message,
-            time.time_ns() // 1_000_000,
-            closed_only=not self.cfg.ws.check_open_frames,
-        )
-        if isinstance(frame, KlineFrame):
+        self.stats.frames += len(messages)
+        ingested_at = time.time_ns() // 1_000_000
+        closed_only = not self.cfg.ws.check_open_frames
+        codec = self.publisher.codec
+        try:
+            verdicts = kline_frames(messages, ingested_at, codec, closed_only=closed_only)
+        except Exception:
+            logger.exception(
+                "connection %d: frame batch failed; the Python path takes it", conn.cid
+            )
+            verdicts = kline_frames(
+                messages, ingested_at, codec, closed_only=closed_only, native_ok=False
+            )
+        for message, frame in zip(messages, verdicts, strict=True):
+            try:
+                self._on_frame(conn, message, frame, frame_s)
+            except IngestorError:
+                raise
+            except Exception:
+                # Never let one frame take the stream down; the watchdog refetches.
+                logger.exception("connection %d: frame handling failed", conn.cid)
+
+    def _on_frame(
+        self, conn: Conn, message: str | bytes, frame: Frame | Close, frame_s: float
+    ) -> None:
+        if type(frame) is Close or type(frame) is KlineFrame:
             self.clock.observe_event(frame.event_time)
             conn.last_ex = frame.event_time
             if not conn.delivered:
@@ -267,9 +288,10 @@ class ProducerRunner:
         verdict = self.book.on_frame(frame)
         if verdict is Verdict.OPEN:  # the common case: most frames are open snapshots
             FRAMES_OPEN.inc()
-        elif verdict is Verdict.PUBLISH and isinstance(frame, KlineFrame) and frame.kline:
+        elif verdict is Verdict.PUBLISH and type(frame) is Close:
             FRAMES_CLOSED.inc()
-            self._publish(frame.kline, frame_s)
+            self.acks.sending(frame.symbol, frame.interval, frame.open_time, frame_s)
+            self.publisher.publish_value(frame.symbol, frame.interval, frame.open_time, frame.value)
             self.stats.published_ws += 1
             PUBLISHED_WS.inc()
         elif verdict is Verdict.DUPLICATE:
@@ -283,9 +305,7 @@ class ProducerRunner:
         else:
             FRAMES.labels("foreign").inc()
 
-    def _publish(self, kline: Kline, frame_s: float | None) -> None:
-        if frame_s is not None:
-            self.acks.sending(kline.symbol, kline.interval, kline.open_time, frame_s)
+    def _publish_rest(self, kline: Kline) -> None:
         self.publisher.publish(kline)
 
     def _malformed(self, frame: Malformed, message: str | bytes) -> None:
