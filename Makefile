@@ -43,7 +43,7 @@ TEST_ENV := $(if $(HAVE_CARGO),export QRYPTIFY_EXPECT_NATIVE=1 &&) eval "$$($(PY
 # Tests of code with a native twin, run again on the pure-Python path by `make test`.
 PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/unit/qryptify/test_sink_poison.py \
 	tests/unit/qryptify/test_archive.py tests/unit/qryptify/test_rest.py tests/integration/test_sink_loop.py tests/integration/test_sink_poison.py \
-	tests/integration/test_sink_dlq.py tests/integration/test_replay.py
+	tests/integration/test_sink_dlq.py tests/integration/test_replay.py tests/unit/services/producer/test_frames.py
 
 .PHONY: help install up down logs restart ps stack-test-up stack-test-down stack-test-wipe \
 	lint fmt test test-unit test-integration test-e2e demo demo-down demo-logs status replay tap reset-db \
