@@ -41,6 +41,21 @@ from sim.symbols import generated_symbols
 SIM_START = "2026-01-01T00:00:00Z"
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (utime + stime) per thread name of ``pid`` (librdkafka's ``rdk:*`` threads,
+    the Kafka poll thread, the event loop's ``MainThread`` as ``python``…), summed by name."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        ticks = os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def measure(
     bootstrap: str,
     workdir: Path,
@@ -74,9 +89,9 @@ def measure(
             load = os.getloadavg()
             frames0 = sim.stats().get("ws_frames_sent", 0)
             closes0 = topic_end(kafka)
-            cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+            cpu0, wall0, threads0 = cpu_seconds(proc.pid), time.monotonic(), thread_cpu(proc.pid)
             time.sleep(seconds)
-            cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+            cpu1, wall1, threads1 = cpu_seconds(proc.pid), time.monotonic(), thread_cpu(proc.pid)
             closes1 = topic_end(kafka)
             frames1 = sim.stats().get("ws_frames_sent", 0)
             proc.stop()
@@ -97,6 +112,10 @@ def measure(
         "frames_per_s": ratio(float(frames), wall),
         "cores_per_10k_closes_per_s": cores_per_10k(cpu, float(closes)),
         "cpu_us_per_frame": ratio(cpu * 1e6, float(frames)),
+        "cpu_us_per_close_by_thread": {
+            name: ratio((spent - threads0.get(name, 0.0)) * 1e6, float(closes))
+            for name, spent in sorted(threads1.items())
+        },
     }
 
 
@@ -139,6 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"closes/s ({run['cores']:.2f} cores at {run['closes_per_s']:,.0f} closes/s, "
             f"{run['frames_per_s']:,.0f} frames/s, {run['cpu_us_per_frame']:.1f} µs CPU/frame); "
             f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}"
+        )
+        by_thread = run["cpu_us_per_close_by_thread"]
+        print(
+            "  µs CPU per close by thread: "
+            + ", ".join(
+                f"{name} {us:.1f}"
+                for name, us in sorted(by_thread.items(), key=lambda i: -i[1])
+                if us >= 0.5
+            )
         )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ producer never holds a stream up for a bad frame) and logs a failed delivery.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,16 +74,8 @@ class DlqWriter:
                 failures.append(str(err))
 
         for letter in letters:
-            key, value, headers = letter.bounded()
             try:
-                produce_waiting(
-                    self.producer,
-                    self.topic,
-                    key=key,
-                    value=value,
-                    headers=headers,
-                    on_delivery=delivered,
-                )
+                self._produce(letter, delivered)
             except KafkaException as exc:
                 # Refused locally (size, config): retry the batch later, never crash on it.
                 raise DlqUnavailable(f"cannot produce to {self.topic}: {exc}") from None
@@ -100,6 +92,9 @@ class DlqWriter:
             if err is not None:
                 logger.error("DLQ delivery failed: %s", err)
 
+        self._produce(letter, on_delivery)
+
+    def _produce(self, letter: DeadLetter, on_delivery: Callable[[Any, Any], None]) -> None:
         key, value, headers = letter.bounded()
         produce_waiting(
             self.producer,
