@@ -36,6 +36,8 @@ from bench.harness import (
 )
 from bench.stats import cores_per_10k, ratio
 from qryptify import native
+from qryptify.avro import KlineCodec
+from qryptify.binance.frames import kline_frames
 from sim.symbols import generated_symbols
 
 SIM_START = "2026-01-01T00:00:00Z"
@@ -119,6 +121,35 @@ def measure(
     }
 
 
+def decide_cost(frames: int = 20_000, batch: int = 50) -> dict[str, float]:
+    """µs of CPU per frame for ``kline_frames`` on exchange-shaped frames, open snapshots and
+    closes apart, on the compiled core and on the Python twin (in this process, no I/O)."""
+    codec = KlineCodec()
+    out: dict[str, float] = {}
+    for closed in (False, True):
+        raws: list[str | bytes] = [_frame(T0_MS + 60_000 * i, closed) for i in range(batch)]
+        for core, native_ok in (("native", True), ("python", False)):
+            if native_ok and native.MODULE is None:
+                continue
+            started = time.process_time()
+            for _ in range(frames // batch):
+                kline_frames(raws, T0_MS, codec, native_ok=native_ok)
+            spent = time.process_time() - started
+            out[f"{'close' if closed else 'open'}_{core}_us"] = spent * 1e6 / frames
+    return out
+
+
+T0_MS = 1_767_225_600_000  # 2026-01-01
+
+
+def _frame(open_time: int, closed: bool) -> str:
+    k = {"t": open_time, "T": open_time + 59_999, "s": "BTCUSDT", "i": "1m", "f": 100, "L": 200,
+         "o": "87500.10", "c": "87510.00", "h": "87520.50", "l": "87490.00", "v": "12.345",
+         "n": 101, "x": closed, "q": "1080000.1", "V": "6.1", "Q": "534000", "B": "0"}  # fmt: skip
+    data = {"e": "kline", "E": open_time + 1_000, "s": "BTCUSDT", "k": k}
+    return json.dumps({"stream": "btcusdt@kline_1m", "data": data}, separators=(",", ":"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--kafka", default="127.0.0.1:19092")
@@ -132,7 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-load", type=float, default=1.5 * (os.cpu_count() or 1))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qryptify-bench-pcpu"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--decide-only", action="store_true", help="only the in-process µs per frame, both cores"
+    )
     args = parser.parse_args(argv)
+    cost = decide_cost()
+    print(
+        "kline_frames, µs CPU per frame: "
+        + ", ".join(f"{name.removesuffix('_us')} {us:.2f}" for name, us in cost.items())
+    )
+    if args.decide_only:
+        return 0
     runs: list[dict[str, Any]] = []
     for rep in range(args.reps):
         load1 = os.getloadavg()[0]
@@ -170,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"decide_us_per_frame": cost, "runs": runs}, indent=2) + "\n"
+        )
     return 0
 
 
