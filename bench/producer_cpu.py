@@ -28,6 +28,7 @@ from bench.harness import (
     cpu_seconds,
     delete_topics,
     kafka_config,
+    profiled_services,
     run_id,
     service,
     simulator,
@@ -68,6 +69,7 @@ def measure(
     seconds: float,
     sim_port: int,
     metrics_port: int,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     rid = run_id()
     kafka = kafka_config(bootstrap, f"bench-pcpu-{rid}")
@@ -86,7 +88,9 @@ def measure(
                 pairs=names, kafka=kafka, dsn="postgresql://unused/none", sim_url=sim.url
             )
             doc["metrics"] = {"port": metrics_port}
-            proc = service("producer", write_config(workdir / "producer.yaml", doc), workdir)
+            config = write_config(workdir / "producer.yaml", doc)
+            with profiled_services(**({"producer": profile} if profile else {})):
+                proc = service("producer", config, workdir)
             time.sleep(warmup_s)
             load = os.getloadavg()
             frames0 = sim.stats().get("ws_frames_sent", 0)
@@ -163,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-load", type=float, default=1.5 * (os.cpu_count() or 1))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qryptify-bench-pcpu"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", type=Path, help="pyinstrument text report of the producer")
     parser.add_argument(
         "--decide-only", action="store_true", help="only the in-process µs per frame, both cores"
     )
@@ -191,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seconds=args.seconds,
             sim_port=args.sim_port,
             metrics_port=args.metrics_port,
+            profile=args.profile,
         )
         runs.append(run)
         la = run["load_average"]

@@ -282,7 +282,8 @@ enum Verdict<'a> {
     Python,
 }
 
-/// Per frame: ``kline_frame(stream, E, t, False, None)`` for an open candle's snapshot,
+/// Per frame: ``kline_frame(stream, E, t, False, None)`` for an open candle's snapshot (with
+/// `validate_open`, only one that passes the closed candle's rules too),
 /// ``close(stream, E, symbol, interval, t, value)`` for a valid closed candle (value = `prefix`
 /// + symbol + interval + the row + `tail`), else ``decide(frame)``.
 #[pyfunction]
@@ -291,6 +292,7 @@ fn ws_kline_frames<'py>(
     frames: &Bound<'py, PyList>,
     prefix: &[u8],
     tail: &[u8],
+    validate_open: bool,
     kline_frame: &Bound<'py, PyAny>,
     close: &Bound<'py, PyAny>,
     decide: &Bound<'py, PyAny>,
@@ -305,7 +307,9 @@ fn ws_kline_frames<'py>(
         } else {
             None
         };
-        match text.map_or(Verdict::Python, |d| decide_frame(d, prefix, tail)) {
+        match text.map_or(Verdict::Python, |d| {
+            decide_frame(d, prefix, tail, validate_open)
+        }) {
             Verdict::Python => out.append(decide.call1((item,))?)?,
             Verdict::Open(f, event_time, open_time) => {
                 let args = (ascii(py, f.stream), event_time, open_time, false, py.None());
@@ -332,7 +336,7 @@ fn ascii<'py>(py: Python<'py>, s: &[u8]) -> Bound<'py, PyString> {
     PyString::new(py, std::str::from_utf8(s).unwrap_or_default())
 }
 
-fn decide_frame<'a>(d: &'a [u8], prefix: &[u8], tail: &[u8]) -> Verdict<'a> {
+fn decide_frame<'a>(d: &'a [u8], prefix: &[u8], tail: &[u8], validate_open: bool) -> Verdict<'a> {
     if !d.is_ascii() {
         return Verdict::Python;
     }
@@ -344,6 +348,7 @@ fn decide_frame<'a>(d: &'a [u8], prefix: &[u8], tail: &[u8]) -> Verdict<'a> {
     };
     if !f.closed {
         return match small_int(f.open_time) {
+            Some(_) if validate_open && valid_close(&f).is_none() => Verdict::Python,
             Some(open_time) => Verdict::Open(f, event_time, open_time),
             None => Verdict::Python,
         };

@@ -256,16 +256,25 @@ class ProducerRunner:
         ingested_at = time.time_ns() // 1_000_000
         closed_only = not self.cfg.ws.check_open_frames
         codec = self.publisher.codec
+        verdicts: list[Frame | Close | None]
         try:
-            verdicts = kline_frames(messages, ingested_at, codec, closed_only=closed_only)
+            verdicts = list(kline_frames(messages, ingested_at, codec, closed_only=closed_only))
         except Exception:
-            logger.exception(
-                "connection %d: frame batch failed; the Python path takes it", conn.cid
-            )
-            verdicts = kline_frames(
-                messages, ingested_at, codec, closed_only=closed_only, native_ok=False
-            )
+            # One frame the decision cannot take must not cost the batch: frame by frame, as
+            # the Python path, each failure logged (the watchdog refetches).
+            logger.exception("connection %d: frame batch failed; deciding frame by frame", conn.cid)
+            verdicts = []
+            for message in messages:
+                try:
+                    verdicts += kline_frames(
+                        [message], ingested_at, codec, closed_only=closed_only, native_ok=False
+                    )
+                except Exception:
+                    logger.exception("connection %d: frame handling failed", conn.cid)
+                    verdicts.append(None)
         for message, frame in zip(messages, verdicts, strict=True):
+            if frame is None:
+                continue
             try:
                 self._on_frame(conn, message, frame, frame_s)
             except IngestorError:

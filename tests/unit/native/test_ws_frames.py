@@ -117,23 +117,23 @@ def damaged_frames(draw: st.DrawFn) -> str | bytes:
     return bytes(body)
 
 
-def _verdicts(raws: list[str | bytes], native_ok: bool) -> list[Any]:
-    return kline_frames(raws, INGESTED, CODEC, native_ok=native_ok)
+def _verdicts(raws: list[str | bytes], native_ok: bool, closed_only: bool = True) -> list[Any]:
+    return kline_frames(raws, INGESTED, CODEC, closed_only=closed_only, native_ok=native_ok)
 
 
-@given(st.lists(frames(), max_size=8))
-def test_native_frames_equal_the_python_twin(raws: list[str | bytes]) -> None:
-    assert _verdicts(raws, True) == _verdicts(raws, False)
+@given(st.lists(frames(), max_size=8), st.booleans())
+def test_native_frames_equal_the_python_twin(raws: list[str | bytes], closed_only: bool) -> None:
+    assert _verdicts(raws, True, closed_only) == _verdicts(raws, False, closed_only)
 
 
-@given(st.lists(damaged_frames(), max_size=6))
-def test_native_frames_on_damaged_frames(raws: list[str | bytes]) -> None:
-    assert _verdicts(raws, True) == _verdicts(raws, False)
+@given(st.lists(damaged_frames(), max_size=6), st.booleans())
+def test_native_frames_on_damaged_frames(raws: list[str | bytes], closed_only: bool) -> None:
+    assert _verdicts(raws, True, closed_only) == _verdicts(raws, False, closed_only)
 
 
-@given(st.lists(st.binary(max_size=200) | st.text(max_size=200), max_size=6))
-def test_native_frames_on_arbitrary_frames(raws: list[str | bytes]) -> None:
-    assert _verdicts(raws, True) == _verdicts(raws, False)
+@given(st.lists(st.binary(max_size=200) | st.text(max_size=200), max_size=6), st.booleans())
+def test_native_frames_on_arbitrary_frames(raws: list[str | bytes], closed_only: bool) -> None:
+    assert _verdicts(raws, True, closed_only) == _verdicts(raws, False, closed_only)
 
 
 def _frame(closed: bool, **changes: Any) -> str:
@@ -157,15 +157,22 @@ def test_exchange_shaped_frames_are_decided_natively_and_the_rest_by_the_python_
         return "python"
 
     bad = _frame(True, h="1.4")  # high below open: invalid, the Python path names it
-    raws = [_frame(False), _frame(True), "not json", bad]
-    found = native.MODULE.ws_kline_frames(raws, encoder.prefix, tail, KlineFrame, Close, decide)
-    assert asked == ["not json", bad]
+    bad_open = _frame(False, h="1.4")
+    raws = [_frame(False), _frame(True), "not json", bad, bad_open]
+    found = native.MODULE.ws_kline_frames(
+        raws, encoder.prefix, tail, True, KlineFrame, Close, decide
+    )
+    assert asked == ["not json", bad, bad_open]
     assert found[0] == KlineFrame("btcusdt@kline_1m", T0 + 60_000, T0, False, None)
     assert isinstance(found[1], Close) and found[1].open_time == T0
     # The value decodes to the candle the frame carried (the codec is the reference).
     decoded = CODEC.decode(found[1].value)
     assert (decoded.open, decoded.close, decoded.source) == ("1.5", "1.25", "ws")  # type: ignore[union-attr]
     verdict = _verdicts([bad], True)[0]
+    assert isinstance(verdict, ws.Malformed) and verdict.kind == ws.INVALID_KLINE
+    # Open snapshots are checked in full only when asked (ws.check_open_frames).
+    assert _verdicts([bad_open], True, closed_only=True)[0] == found[0]
+    verdict = _verdicts([bad_open], True, closed_only=False)[0]
     assert isinstance(verdict, ws.Malformed) and verdict.kind == ws.INVALID_KLINE
 
 
