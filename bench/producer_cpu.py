@@ -126,20 +126,22 @@ def measure(
 
 
 def decide_cost(frames: int = 20_000, batch: int = 50) -> dict[str, float]:
-    """µs of CPU per frame for ``kline_frames`` on exchange-shaped frames, open snapshots and
-    closes apart, on the compiled core and on the Python twin (in this process, no I/O)."""
+    """µs of CPU per frame for ``kline_frames`` on exchange-shaped frames — open snapshots
+    checked in full (``ws.check_open_frames``, the default) or by shape only, and closes — on
+    the compiled core and on the Python twin (in this process, no I/O)."""
     codec = KlineCodec()
     out: dict[str, float] = {}
-    for closed in (False, True):
+    cases = (("open_checked", False, False), ("open_shape", False, True), ("close", True, True))
+    for name, closed, closed_only in cases:
         raws: list[str | bytes] = [_frame(T0_MS + 60_000 * i, closed) for i in range(batch)]
         for core, native_ok in (("native", True), ("python", False)):
             if native_ok and native.MODULE is None:
                 continue
             started = time.process_time()
             for _ in range(frames // batch):
-                kline_frames(raws, T0_MS, codec, native_ok=native_ok)
+                kline_frames(raws, T0_MS, codec, closed_only=closed_only, native_ok=native_ok)
             spent = time.process_time() - started
-            out[f"{'close' if closed else 'open'}_{core}_us"] = spent * 1e6 / frames
+            out[f"{name}_{core}_us"] = spent * 1e6 / frames
     return out
 
 

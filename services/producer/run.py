@@ -272,20 +272,30 @@ class ProducerRunner:
                 except Exception:
                     logger.exception("connection %d: frame handling failed", conn.cid)
                     verdicts.append(None)
+        closes: list[tuple[str, str, int, bytes]] = []
         for message, frame in zip(messages, verdicts, strict=True):
             if frame is None:
                 continue
             try:
-                self._on_frame(conn, message, frame, frame_s)
+                self._on_frame(conn, message, frame, frame_s, closes)
             except IngestorError:
                 raise
             except Exception:
                 # Never let one frame take the stream down; the watchdog refetches.
                 logger.exception("connection %d: frame handling failed", conn.cid)
+        if closes:
+            self.publisher.publish_values(closes)
 
     def _on_frame(
-        self, conn: Conn, message: str | bytes, frame: Frame | Close, frame_s: float
+        self,
+        conn: Conn,
+        message: str | bytes,
+        frame: Frame | Close,
+        frame_s: float,
+        closes: list[tuple[str, str, int, bytes]],
     ) -> None:
+        """One frame's verdict acted on; a new close joins ``closes`` (published after the
+        batch, in order)."""
         if type(frame) is Close or type(frame) is KlineFrame:
             self.clock.observe_event(frame.event_time)
             conn.last_ex = frame.event_time
@@ -300,7 +310,7 @@ class ProducerRunner:
         elif verdict is Verdict.PUBLISH and type(frame) is Close:
             FRAMES_CLOSED.inc()
             self.acks.sending(frame.symbol, frame.interval, frame.open_time, frame_s)
-            self.publisher.publish_value(frame.symbol, frame.interval, frame.open_time, frame.value)
+            closes.append((frame.symbol, frame.interval, frame.open_time, frame.value))
             self.stats.published_ws += 1
             PUBLISHED_WS.inc()
         elif verdict is Verdict.DUPLICATE:
