@@ -12,7 +12,8 @@ REST pages fetch them. Plain data in, plain data out; "now" is the exchange's ti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from qryptify.binance.archive import DAILY_INTERVALS, ArchiveFile
@@ -32,6 +33,8 @@ from qryptify.pairs import (
     next_open,
     open_times,
 )
+
+logger = logging.getLogger(__name__)
 
 #: When archive files appear after their period ends (data.binance.vision: dailies at about
 #: 08:30-08:40 UTC the next day, monthlies early in the following month).
@@ -283,6 +286,31 @@ def page_events(
             pair.interval, page.start_ms, page.end_ms, (k.open_time for k in closed)
         )
     ]
+    return closed, empty
+
+
+async def confirmed_page_events(
+    pair: Pair,
+    page: Page,
+    ask: Callable[[], Awaitable[Sequence[Kline]]],
+    exchange_now_ms: int,
+    limit: int,
+) -> tuple[list[Kline], list[EmptyRange]]:
+    """``page_events`` of one REST page (``ask`` fetches it), the empty ranges confirmed.
+
+    One answer without candles is not the exchange's confirmation yet (a replica behind, a
+    truncated page): the page is asked again; only slots absent from both answers are
+    recorded empty, and candles only the second answer had are kept. The trade klines'
+    backfiller and the price kinds' REST paging (``qryptify.futures.sources``) both use it."""
+    closed, empty = page_events(pair, page, await ask(), exchange_now_ms, limit)
+    if empty:
+        seen = {k.open_time for k in closed}
+        again, _ = page_events(pair, page, await ask(), exchange_now_ms, limit)
+        extra = [k for k in again if k.open_time not in seen]
+        if extra:
+            logger.warning("%s: a second answer held %d candles the first lacked", pair, len(extra))
+            closed = sorted([*closed, *extra], key=lambda k: k.open_time)
+            empty = page_events(pair, page, closed, exchange_now_ms, limit)[1]
     return closed, empty
 
 

@@ -228,45 +228,33 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         core=native.CORE,
         unlisted=unlisted,
     )
-    funding, prices = _futures(cfg, dsn)
-    found = judge(report) + futures_status.breaches(funding or [], prices or [], args.max_gaps)
+    futures = _futures(cfg, dsn)
+    found = judge(report) + futures_status.breaches(futures or [], args.max_gaps)
     report = dataclasses.replace(report, breaches=tuple(found))
     if args.json:
         body = to_json(report)
-        if funding is not None or prices is not None:
-            body["futures"] = {
-                "funding": futures_status.to_json(funding or []),
-                "price_klines": futures_status.prices_to_json(prices or []),
-            }
+        if futures is not None:
+            body["futures"] = futures_status.to_json(futures)
         print(json.dumps(body, indent=2))
     else:
         print(render_text(report))
-        if funding is not None:
-            print(futures_status.render(funding))
-        if prices is not None:
-            print(futures_status.render_prices(prices))
+        if futures is not None:
+            print(futures_status.render(futures))
     return 0 if report.healthy else EXIT_UNHEALTHY
 
 
-def _futures(
-    cfg: Config, dsn: str
-) -> tuple[list[futures_status.FundingCoverage] | None, list[futures_status.PriceCoverage] | None]:
-    """Coverage per futures kind that is on (None for what is off)."""
+def _futures(cfg: Config, dsn: str) -> list[futures_status.Coverage] | None:
+    """Coverage per series of every futures kind that is on (None when all are off)."""
     kinds = enabled_kinds(cfg)
     if not cfg.futures.funding_rates and not kinds:
-        return None, None
+        return None
+    symbols = [p.symbol for p in cfg.pairs] if cfg.futures.funding_rates else []
     try:
         with db.connect(dsn, autocommit=True) as conn:
-            funding = (
-                futures_status.funding_coverage(conn, [p.symbol for p in cfg.pairs])
-                if cfg.futures.funding_rates
-                else None
-            )
-            prices = futures_status.price_coverage(conn, kinds, cfg.pairs) if kinds else None
-            return funding, prices
+            return futures_status.coverage(conn, symbols, kinds, cfg.pairs)
     except Exception as exc:  # reported by the main section already if the DB is down
         logger.debug("futures coverage failed: %s", exc)
-        return ([] if cfg.futures.funding_rates else None), ([] if kinds else None)
+        return []
 
 
 def _resolve_now(args: argparse.Namespace, cfg: Config) -> tuple[int, str]:

@@ -68,8 +68,8 @@ from qryptify.planning import (
     PairRange,
     RestUnit,
     Unit,
+    confirmed_page_events,
     fallback_units,
-    page_events,
     pair_range,
     plan_pages,
     plan_units,
@@ -768,20 +768,9 @@ class Backfiller:
 
     async def _fetch_rest(self, pair: Pair, unit: RestUnit, now: int) -> UnitResult:
         page = unit.page
-        closed, empty = page_events(pair, page, await self._page(pair, page), now, self.limit)
-        if empty:
-            # One answer without candles is not the exchange's confirmation yet (a replica
-            # behind, a truncated page): ask again; only slots absent from both answers are
-            # recorded empty, candles only the second had are kept.
-            seen = {k.open_time for k in closed}
-            again, _ = page_events(pair, page, await self._page(pair, page), now, self.limit)
-            extra = [k for k in again if k.open_time not in seen]
-            if extra:
-                logger.warning(
-                    "%s: a second answer held %d candles the first lacked", pair, len(extra)
-                )
-                closed = sorted([*closed, *extra], key=lambda k: k.open_time)
-                empty = page_events(pair, page, closed, now, self.limit)[1]
+        closed, empty = await confirmed_page_events(
+            pair, page, lambda: self._page(pair, page), now, self.limit
+        )
         # Invalid candles are not published, but their slots are not empty either.
         return UnitResult(klines=valid_klines(pair, closed), empty=empty)
 

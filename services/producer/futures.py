@@ -41,7 +41,7 @@ from qryptify.config import Config
 from qryptify.dlq import DlqWriter, FrameLetter
 from qryptify.errors import ExchangeError, MalformedPayload
 from qryptify.futures.live import CandleWatch, FundingWatch, mark_stream_url, parse_mark_frame
-from qryptify.futures.price import PriceKind, PriceKline, enabled_kinds
+from qryptify.futures.price import PriceEmptyRange, PriceKind, PriceKline, enabled_kinds
 from qryptify.futures.records import FuturesRecord
 from qryptify.futures.sources import FundingSource, closed_price_klines
 from qryptify.futures.topic import FundingOffsets, publish_records
@@ -74,6 +74,11 @@ REST_FILLS = Counter(
 )
 ROTATIONS = Counter(
     "qryptify_producer_futures_rotations_total", "markPrice connections replaced before the cut"
+)
+EMPTY_RANGES = Counter(
+    "qryptify_producer_futures_empty_ranges_total",
+    "Price-kline ranges REST confirmed empty, sent to Kafka",
+    ["kind"],
 )
 REST_ERRORS = Counter(
     "qryptify_producer_futures_rest_errors_total", "Failed futures REST fetches (retried later)"
@@ -358,13 +363,21 @@ class FuturesLive:
         # still open (REST returns it with partial values).
         now = self.rest.clock.now_ms() - self.cfg.ws.watchdog_grace_ms
         start = next_open(interval, self.candles.published[series])
-        rows, _pages = await closed_price_klines(self.rest, pk, pair, start, now, self.page_limit)
-        if not rows:
+        found = await closed_price_klines(self.rest, pk, pair, start, now, self.page_limit)
+        position = found.position()  # past confirmed-empty slots too (a maintenance window)
+        if position is None:
             return None
-        await self._publish(rows)
-        last_open = rows[-1].open_time
-        await asyncio.to_thread(self._commit, pk, pair, last_open)
-        return last_open
+        await self._publish(found.records())
+        for e in found.empty:
+            logger.warning(
+                "futures: %s %s: exchange has no candles in [%d, %d): recorded as empty range",
+                kind,
+                pair,
+                e.range.start_time,
+                e.range.end_time,
+            )
+        await asyncio.to_thread(self._commit, pk, pair, position)
+        return position
 
     def _commit_funding(self, symbol: str, funding_time: int) -> None:
         self.funding_offsets.commit("producer.funding", symbol, funding_time)
@@ -381,4 +394,7 @@ class FuturesLive:
         )
         self.published += len(batch)
         for row in batch:
-            PUBLISHED.labels(row.kind if isinstance(row, PriceKline) else "funding").inc()
+            if isinstance(row, PriceEmptyRange):
+                EMPTY_RANGES.labels(row.kind).inc()
+            else:
+                PUBLISHED.labels(row.kind if isinstance(row, PriceKline) else "funding").inc()
