@@ -172,8 +172,8 @@ tap: install ## print the decoded stream (ARGS='--pair BTCUSDT/1m --from-beginni
 reset-db: install ## drop and re-create the tables (asks; ARGS=-f to skip)
 	@$(PY) -m qryptify reset-db --config "$(CONFIG)" $(ARGS)
 
-bench: install ## measure throughput on the simulator (QUICK=1 for a short run)
-	$(PY) -m bench $(if $(QUICK),--quick) $(ARGS)
+bench: install ## every figure beside its reference and target → bench/results/*.json, README.md, docs/performance.md (QUICK=1: minutes)
+	$(PY) -m bench $(if $(QUICK),--quick) --markdown README.md --markdown docs/performance.md $(ARGS)
 
 chaos: install ## seeded fault-injection run + checker on its own stack (QUICK=1: ~3 min; BROKERS=3; ARGS='--seed N')
 	$(PY) -m chaos $(if $(QUICK),--quick) --brokers $(BROKERS) $(ARGS)

@@ -12,13 +12,14 @@ import httpx
 from psycopg import sql
 
 from qryptify import db
-from qryptify.config import KafkaConfig
 from qryptify.futures.price import TABLES
-from qryptify.kafka import TopicPartition, make_consumer
 from qryptify.metrics import Health
 from services.backfiller.__main__ import build as build_backfiller
 from services.backfiller.run import Backfiller
 from tests.e2e.backfill_support import BackfillEnv
+from tests.e2e.backfill_support import (
+    group_caught_up as group_caught_up,  # the futures tests' import
+)
 from tests.integration.conftest import unique
 from tests.support.processes import PYTHON, ROOT, wait_until
 
@@ -40,20 +41,6 @@ def futures_env(env: BackfillEnv, *, prices: bool = False, funding: bool = True)
 def backfiller(env: BackfillEnv) -> Backfiller:
     """The backfiller as its service entry point builds it (the funding pass included)."""
     return build_backfiller(env.config(), threading.Event(), Health())
-
-
-def group_caught_up(kafka: KafkaConfig, topic: str, group: str) -> bool:
-    consumer = make_consumer(kafka, group)
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p) for p in meta.partitions]
-        for tp in consumer.committed(parts, timeout=10):
-            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
-            if high > 0 and tp.offset < high:
-                return False
-        return True
-    finally:
-        consumer.close()
 
 
 @dataclass

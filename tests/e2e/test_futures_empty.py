@@ -11,20 +11,17 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from psycopg import sql
 
 from qryptify import db
-from qryptify.config import KafkaConfig
 from qryptify.futures.price import EMPTY_TABLES, TABLES
 from qryptify.health_report import EXIT_UNHEALTHY
 from qryptify.pairs import HOUR_MS, MINUTE_MS
-from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv
+from tests.e2e.backfill_support import BackfillEnv
 from tests.e2e.futures_support import (
     backfiller,
     cli,
@@ -45,17 +42,9 @@ KINDS = ("mark", "index", "premium")
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
     windows = [{"symbol": "BTCUSDT", "start": a, "end": b} for a, b in (ARCHIVED, TAIL)]
-    sim = simulator(start_ms=SIM_NOW, speed=FROZEN, faults={"empty_ranges": windows})
-    environment = BackfillEnv(sim, kafka_cfg, db_dsn, tmp_path, PAIRS, start_date=START)
-    yield environment
-    environment.cleanup()
+    return backfill_env(PAIRS, start_date=START, faults={"empty_ranges": windows})
 
 
 def _status(env: BackfillEnv) -> subprocess.CompletedProcess[str]:

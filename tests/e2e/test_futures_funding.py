@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from qryptify import db
-from qryptify.config import KafkaConfig
 from qryptify.pairs import HOUR_MS
-from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv
+from tests.e2e.backfill_support import BackfillEnv
 from tests.e2e.futures_support import (
     backfiller,
     cli,
@@ -44,28 +41,13 @@ KINDS = ("mark", "index", "premium")
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(
-        start_ms=SIM_NOW,
-        speed=FROZEN,
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(
+        PAIRS,
+        start_date=START,
         funding_changes=(("ETHUSDT", TO_4H, 4), ("ETHUSDT", TO_1H, 1)),
         faults={"archive_missing": [MISSING, MISSING_PRICES]},
     )
-    environment = BackfillEnv(
-        sim,
-        kafka_cfg,
-        db_dsn,
-        tmp_path,
-        PAIRS,
-        start_date=START,
-    )
-    yield environment
-    environment.cleanup()
 
 
 def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:

@@ -8,13 +8,11 @@ backfill is non-empty for every series. Waits are hang guards only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from qryptify import db
-from qryptify.config import KafkaConfig
 from qryptify.futures.price import EMPTY_TABLES
 from qryptify.pairs import HOUR_MS
 from sim.server import SimulatorThread
@@ -42,30 +40,23 @@ SPEED = 600.0  # 10 sim minutes per wall second
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(
+        PAIRS,
+        start_date=START,
         start_ms=SIM_START,
         speed=SPEED,
         funding_changes=(("ETHUSDT", TO_1H, 1),),
         faults={"empty_ranges": [{"symbol": "BNBUSDT", "start": MAINTENANCE[0],
                                   "end": MAINTENANCE[1]}]},
+        ws={
+            "watchdog_grace_ms": 120_000,  # 2 sim minutes: 0.2 s wall
+            "watchdog_retry_ms": 120_000,
+            "stale_after_s": 5,
+            "rotate_after_s": 1800,  # 30 sim minutes (3 s wall): the connections rotate often
+        },
+        extra={"rest": {"time_sync_every_s": 0.5}},
     )  # fmt: skip
-    environment = BackfillEnv(sim, kafka_cfg, db_dsn, tmp_path, PAIRS, start_date=START)
-    environment.extra["ws"] = {
-        "endpoint": f"{sim.ws_url}/market/stream",
-        "watchdog_grace_ms": 120_000,  # 2 sim minutes: 0.2 s wall
-        "watchdog_retry_ms": 120_000,
-        "stale_after_s": 5,
-        "rotate_after_s": 1800,  # 30 sim minutes (3 s wall): the connections rotate often
-    }
-    environment.extra["rest"] = {"time_sync_every_s": 0.5}
-    yield environment
-    environment.cleanup()
 
 
 def test_live_futures_through_a_funding_change_and_ws_drops(env: BackfillEnv) -> None:
