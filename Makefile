@@ -43,6 +43,7 @@ TEST_ENV := $(if $(HAVE_CARGO),export QRYPTIFY_EXPECT_NATIVE=1 &&) eval "$$($(PY
 # Tests of code with a native twin, run again on the pure-Python path by `make test`.
 PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/unit/qryptify/test_sink_poison.py \
 	tests/unit/qryptify/test_archive.py tests/unit/qryptify/test_rest.py tests/unit/services/backfiller \
+	tests/unit/services/producer/test_frames.py \
 	tests/integration/test_sink_loop.py tests/integration/test_sink_poison.py \
 	tests/integration/test_sink_dlq.py tests/integration/test_replay.py
 

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 mod archive;
 mod rest;
 mod ts;
+mod ws;
 
 use ts::{month_close, push_int, push_ts_text};
 
@@ -436,5 +437,6 @@ fn qryptify_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ts_texts, m)?)?;
     archive::register(m)?;
     rest::register(m)?;
+    ws::register(m)?;
     Ok(())
 }

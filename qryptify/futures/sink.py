@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from qryptify import db
 from qryptify.avro import AvroCodec
+from qryptify.dlq import DlqWriter
 from qryptify.errors import InvalidFuturesRecord, InvalidKline, UndecodableRecord
 from qryptify.futures import records as futures_records
 from qryptify.futures.funding import FundingRate
@@ -31,7 +32,6 @@ from qryptify.futures.store import write_futures
 from qryptify.metrics import Health
 from qryptify.retry import backoff
 from qryptify.sink.batch import DlqEntry, RawRecord, offsets_to_commit
-from qryptify.sink.loop import DlqWriter
 
 logger = logging.getLogger(__name__)
 

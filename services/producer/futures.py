@@ -38,6 +38,7 @@ from qryptify.binance.rest import BinanceRest
 from qryptify.binance.weights import best_page_limit
 from qryptify.binance.ws import connect_options, plan_connections
 from qryptify.config import Config
+from qryptify.dlq import DlqWriter, FrameLetter
 from qryptify.errors import ExchangeError, MalformedPayload
 from qryptify.futures.live import CandleWatch, FundingWatch, mark_stream_url, parse_mark_frame
 from qryptify.futures.price import PriceEmptyRange, PriceKind, PriceKline, enabled_kinds
@@ -47,7 +48,6 @@ from qryptify.futures.topic import FundingOffsets, publish_records
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, last_closed_open, next_open
 from qryptify.retry import backoff
-from services.producer.dlq import send_frame_to_dlq
 from services.producer.rotation import Handover, RotationPolicy
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class FuturesLive:
         self.cfg = cfg
         self.rest = rest
         self.producer = producer
+        self.dlq = DlqWriter(producer, cfg.kafka.dlq_topic)
         self.offsets = offsets
         self.funding_offsets = FundingOffsets(cfg.kafka, producer)
         self.codec = codec or AvroCodec()
@@ -297,14 +298,8 @@ class FuturesLive:
                 reason,
                 self.cfg.kafka.dlq_topic,
             )
-        send_frame_to_dlq(
-            self.producer,
-            self.cfg.kafka.dlq_topic,
-            raw.encode() if isinstance(raw, str) else bytes(raw),
-            kind="markPrice",
-            reason=reason,
-            stream=_stream_named(raw),
-        )
+        raw_bytes = raw.encode() if isinstance(raw, str) else bytes(raw)
+        self.dlq.post(FrameLetter(raw_bytes, "markPrice", reason, _stream_named(raw)))
 
     # -- watchdog and fetches ------------------------------------------------------------------
     async def _watchdog_loop(self) -> None:

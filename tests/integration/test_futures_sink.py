@@ -12,6 +12,7 @@ from dataclasses import replace
 from qryptify import db
 from qryptify.avro import AvroCodec
 from qryptify.config import Config, build_config
+from qryptify.dlq import DlqWriter
 from qryptify.errors import DatabaseUnavailable
 from qryptify.futures.funding import FundingRate
 from qryptify.futures.price import PriceKline
@@ -19,7 +20,6 @@ from qryptify.futures.records import encode
 from qryptify.futures.sink import FuturesSink
 from qryptify.futures.topic import publish_records, topic_spec
 from qryptify.kafka import TopicPartition, ensure_topics, make_consumer, make_producer
-from qryptify.sink.loop import DlqWriter
 from tests.integration.conftest import unique
 from tests.support.processes import wait_until
 
