@@ -42,7 +42,9 @@ HAVE_DOCKER := docker info >/dev/null 2>&1
 TEST_ENV := $(if $(HAVE_CARGO),export QRYPTIFY_EXPECT_NATIVE=1 &&) eval "$$($(PY) -m stack env --profile test)" &&
 # Tests of code with a native twin, run again on the pure-Python path by `make test`.
 PYTHON_PATH_TESTS := tests/unit/qryptify/test_sink_batch.py tests/unit/qryptify/test_sink_poison.py \
-	tests/unit/qryptify/test_archive.py tests/unit/qryptify/test_rest.py tests/integration/test_sink_loop.py tests/integration/test_sink_poison.py \
+	tests/unit/qryptify/test_archive.py tests/unit/qryptify/test_rest.py tests/unit/services/backfiller \
+	tests/unit/services/producer/test_frames.py \
+	tests/integration/test_sink_loop.py tests/integration/test_sink_poison.py \
 	tests/integration/test_sink_dlq.py tests/integration/test_replay.py
 
 .PHONY: help install up down logs restart ps stack-test-up stack-test-down stack-test-wipe \
@@ -172,8 +174,8 @@ tap: install ## print the decoded stream (ARGS='--pair BTCUSDT/1m --from-beginni
 reset-db: install ## drop and re-create the tables (asks; ARGS=-f to skip)
 	@$(PY) -m qryptify reset-db --config "$(CONFIG)" $(ARGS)
 
-bench: install ## measure throughput on the simulator (QUICK=1 for a short run)
-	$(PY) -m bench $(if $(QUICK),--quick) $(ARGS)
+bench: install ## every figure beside its reference and target → bench/results/*.json, README.md, docs/performance.md (QUICK=1: minutes)
+	$(PY) -m bench $(if $(QUICK),--quick) --markdown README.md --markdown docs/performance.md $(ARGS)
 
 chaos: install ## seeded fault-injection run + checker on its own stack (QUICK=1: ~3 min; BROKERS=3; ARGS='--seed N')
 	$(PY) -m chaos $(if $(QUICK),--quick) --brokers $(BROKERS) $(ARGS)

@@ -19,8 +19,10 @@ summary line parsed. Run alone::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,12 +30,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
-from bench.harness import Proc, Sim, delete_topics, kafka_config, run_id, service, simulator
+from bench.harness import (
+    Proc,
+    Sim,
+    delete_topics,
+    kafka_config,
+    run_id,
+    service,
+    simulator,
+    topic_end,
+)
 from qryptify.config import KafkaConfig
-from qryptify.kafka import TopicPartition, ensure_topics, make_consumer
-from sim.symbols import DEFAULT_SYMBOLS
+from qryptify.kafka import (
+    ensure_topics,
+    make_producer,
+    produce_waiting,
+)
+from qryptify.pairs import align_open, parse_pair
+from qryptify.planning import archive_min_candles, plan_archive
+from sim.symbols import DEFAULT_SYMBOLS, parse_time_ms
 
 MODES = ("rest", "archive", "weight")
 WEIGHT_LIMIT = 2400
@@ -54,6 +72,8 @@ class BackfillScale:
     weight_start_date: str = "2023-07-01"
     weight_seconds: float = 245.0
     warmup_s: float = 65.0
+    #: At most this many whole windows are measured (0: as many as end by ``weight_seconds``).
+    max_windows: int = 0
 
 
 QUICK = BackfillScale(start_date="2024-06-01", weight_seconds=150.0)
@@ -61,18 +81,6 @@ QUICK = BackfillScale(start_date="2024-06-01", weight_seconds=150.0)
 
 def say(message: str) -> None:
     print(f"backfill-bench: {message}", flush=True)
-
-
-def topic_size(kafka: KafkaConfig) -> int:
-    consumer = make_consumer(kafka, f"bench-size-{run_id()}")
-    try:
-        meta = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic]
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1]
-            for p in meta.partitions
-        )
-    finally:
-        consumer.close()
 
 
 def summary_of(log_text: str) -> dict[str, float]:
@@ -90,23 +98,39 @@ def summary_of(log_text: str) -> dict[str, float]:
     return out
 
 
-def measure(kafka_bootstrap: str, workdir: Path, mode: str, scale: BackfillScale) -> dict[str, Any]:
-    """One run of ``mode``; returns the figures and the raw counters."""
+def backfill_simulator(
+    workdir: Path, mode: str, scale: BackfillScale, extra: Sequence[str] = ()
+) -> contextlib.AbstractContextManager[Sim]:
+    """The simulator a run of ``mode`` backfills from: its clock frozen at ``sim_now``."""
+    return simulator(
+        workdir,
+        DEFAULT_SYMBOLS,
+        start=scale.sim_now,
+        speed=FROZEN,
+        weight_limit=WEIGHT_LIMIT if mode == "weight" else 1_000_000_000,
+        extra=extra,
+        name=f"sim-{mode}",
+    )
+
+
+def measure(
+    kafka_bootstrap: str,
+    workdir: Path,
+    mode: str,
+    scale: BackfillScale,
+    sim: Sim | None = None,
+) -> dict[str, Any]:
+    """One run of ``mode`` (against ``sim`` when given, else a simulator of its own); returns
+    the figures and the raw counters."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     workdir.mkdir(parents=True, exist_ok=True)
     limited = mode == "weight"
     kafka = kafka_config(kafka_bootstrap, f"bench-backfill-{mode}-{run_id()}", 6)
     ensure_topics(kafka)
+    own = backfill_simulator(workdir, mode, scale) if sim is None else contextlib.nullcontext(sim)
     try:
-        with simulator(
-            workdir,
-            DEFAULT_SYMBOLS,
-            start=scale.sim_now,
-            speed=FROZEN,
-            weight_limit=WEIGHT_LIMIT if limited else 1_000_000_000,
-            name=f"sim-{mode}",
-        ) as sim:
+        with own as sim:
             config = workdir / f"backfiller-{mode}.yaml"
             config.write_text(
                 yaml.safe_dump(
@@ -155,6 +179,64 @@ def measure(kafka_bootstrap: str, workdir: Path, mode: str, scale: BackfillScale
         delete_topics(kafka)
 
 
+def archive_files(scale: BackfillScale) -> list[str]:
+    """URL paths of every archive zip (and CHECKSUM) the backfiller's plan takes for ``scale``:
+    what to have the simulator build before a timed run."""
+    pairs = [parse_pair(p) for p in scale.pairs]
+    start = parse_time_ms(scale.start_date)
+    now = parse_time_ms(scale.sim_now)
+    min_candles = archive_min_candles(499, None)
+    paths: list[str] = []
+    for pair in pairs:
+        for _a, _b, file in plan_archive(pair, start, align_open(pair.interval, now), now,
+                                         min_candles=min_candles):  # fmt: skip
+            if file is not None:
+                paths += [f"/{file.path}", f"/{file.path}.CHECKSUM"]
+    return paths
+
+
+def prebuild_archive(sim: Sim, scale: BackfillScale) -> int:
+    """Have the simulator build (and cache) every zip of ``scale`` now, before any clock
+    starts: the archive figure times the download, not the exchange making the file."""
+    paths = archive_files(scale)
+    with httpx.Client(base_url=sim.url, timeout=120) as http:
+        for path in paths:
+            http.get(path).raise_for_status()
+    return len(paths)
+
+
+def librdkafka_ceiling(kafka_bootstrap: str, count: int, pairs: int = 8) -> float:
+    """Messages/s librdkafka alone reaches here with the product's producer settings
+    (idempotent, acks=all, compressed) and one delivery report per message, for ``count``
+    kline records: the reference the archive path is held against."""
+    from bench.replay_vs_copy import klines
+    from qryptify.avro import KlineCodec
+
+    codec = KlineCodec()
+    sample = [(k.key.encode(), codec.encode(k)) for k in klines(min(count, 100_000), pairs)]
+    kafka = kafka_config(kafka_bootstrap, f"bench-ceiling-{run_id()}", 6)
+    acked = [0]
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is None:
+            acked[0] += 1
+
+    producer = make_producer(kafka)
+    try:
+        started = time.perf_counter()
+        for i in range(count):
+            key, value = sample[i % len(sample)]
+            produce_waiting(producer, kafka.topic, key=key, value=value, on_delivery=on_delivery)
+        if producer.flush(300) != 0:
+            raise RuntimeError("librdkafka did not deliver every message in 300 s")
+        elapsed = time.perf_counter() - started
+    finally:
+        delete_topics(kafka)
+    if acked[0] != count:
+        raise RuntimeError(f"{acked[0]:,} of {count:,} messages acknowledged")
+    return count / elapsed
+
+
 #: The simulator's weight windows: fixed, WEIGHT_WINDOW_S long, on CLOCK_MONOTONIC (sim/limits.py),
 #: which every process of this machine shares.
 WEIGHT_WINDOW_S = 60.0
@@ -178,25 +260,43 @@ def whole_windows(
 
 
 def _steady_state(proc: Proc, sim: Sim, kafka: KafkaConfig, scale: BackfillScale) -> dict[str, Any]:
-    """Run for about ``weight_seconds``; measure whole limit windows from ``warmup_s`` on."""
+    """Run for about ``weight_seconds``; measure whole limit windows from ``warmup_s`` on, each
+    window on its own (``per_window``) and all of them together."""
     started = time.monotonic()
     time.sleep(scale.warmup_s)
     first, windows = whole_windows(time.monotonic(), started + scale.weight_seconds)
-    time.sleep(max(0.0, first - time.monotonic()))
-    t0, w0, c0 = time.monotonic(), sim.stats()["weight_used"], topic_size(kafka)
-    time.sleep(max(0.0, first + windows * WEIGHT_WINDOW_S - time.monotonic()))
-    t1, stats, c1 = time.monotonic(), sim.stats(), topic_size(kafka)
+    windows = min(windows, scale.max_windows or windows)
+    readings: list[tuple[float, dict[str, Any], int]] = []
+    loads: list[tuple[float, float, float]] = []
+    for k in range(windows + 1):
+        time.sleep(max(0.0, first + k * WEIGHT_WINDOW_S - time.monotonic()))
+        readings.append((time.monotonic(), sim.stats(), topic_end(kafka)))
+        loads.append(os.getloadavg())
     proc.stop(120)
+    per_window = [
+        window_figures(a, b) | {"load": load}
+        for a, b, load in zip(readings, readings[1:], loads[1:], strict=False)
+    ]
+    whole = window_figures(readings[0], readings[-1], windows)
+    return whole | {"seconds": readings[-1][0] - started, "windows": windows,
+                    "per_window": per_window}  # fmt: skip
+
+
+def window_figures(
+    a: tuple[float, dict[str, Any], int], b: tuple[float, dict[str, Any], int], windows: int = 1
+) -> dict[str, Any]:
+    """What happened between two readings (time, simulator stats, topic size) ``windows``
+    limit windows apart."""
+    (t0, s0, c0), (t1, s1, c1) = a, b
+    used = s1["weight_used"] - s0["weight_used"]
     return {
-        "seconds": t1 - started,
         "steady_seconds": t1 - t0,
-        "windows": windows,
         "candles": c1 - c0,
         "candles_per_s": (c1 - c0) / (t1 - t0),
-        "weight_used": stats["weight_used"] - w0,
-        "weight_share": (stats["weight_used"] - w0) / (WEIGHT_LIMIT * windows),
-        "http_429": stats["responses_429"],
-        "http_418": stats["responses_418"],
+        "weight_used": used,
+        "weight_share": used / (WEIGHT_LIMIT * windows),
+        "http_429": s1["responses_429"] - s0["responses_429"],
+        "http_418": s1["responses_418"] - s0["responses_418"],
     }
 
 

@@ -1,6 +1,8 @@
-"""What the ``make bench`` figures share: the simulator and the services as subprocesses (with
-their CPU and memory read from /proc), configs, topics and databases made per measurement.
+"""What the ``make bench`` experiments share: the simulator and the services as subprocesses
+(with their CPU and memory read from /proc), configs, topics and databases made per measurement.
 
+Processes are started and waited for with the shared test kit (``tests.support.processes``);
+what is the bench's own is measuring them: a /proc sampler and ``wait4`` for exact CPU time.
 Every process started here is stopped by whoever started it (context managers), by its pid.
 """
 
@@ -11,16 +13,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from qryptify import db
@@ -28,9 +28,8 @@ from qryptify.config import KafkaConfig
 from qryptify.kafka import TopicPartition, ensure_topics, make_consumer
 from sim.bars import SymbolSpec
 from sim.symbols import symbols_to_yaml
+from tests.support import processes
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -202,46 +201,21 @@ def service_env(**values: str) -> Iterator[None]:
         _local.env = saved
 
 
-def spawn(name: str, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Proc:
+def spawn(name: str, module: str, args: Sequence[str], log: Path) -> Proc:
+    """``python -m module args…`` (the kit's spawn), with this thread's ``service_env`` and
+    a /proc sampler."""
     log.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, str] = getattr(_local, "env", {})
-    with log.open("wb") as handle:
-        popen = subprocess.Popen(
-            list(args),
-            cwd=REPO,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **extra, **(env or {})},
-        )
+    popen = processes.spawn(module, args, log, env={**os.environ, "PYTHONUNBUFFERED": "1", **extra})
     return Proc(name, popen, log, Sampler(popen.pid))
 
 
-@dataclass
-class Sim:
-    """A simulator subprocess (its own core, like the real exchange is another machine)."""
-
-    proc: Proc
-    url: str
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://", 1)
-
-    def get(self, path: str, **params: Any) -> Any:
-        with httpx.Client(base_url=self.url, timeout=30) as http:
-            response = http.get(path, params=params)
-            response.raise_for_status()
-            return response.json()
-
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self.get("/sim/stats")
-        return stats
+class Sim(processes.SimProcess):
+    """The kit's simulator process (its own core, like the real exchange is another machine),
+    plus what the bench reads of it: its CPU time."""
 
     def cpu_s(self) -> float:
         return cpu_seconds(self.proc.pid)
-
-    def now_ms(self) -> int:
-        return int(self.get("/sim/clock")["now"])
 
 
 @contextlib.contextmanager
@@ -259,46 +233,17 @@ def simulator(
     workdir.mkdir(parents=True, exist_ok=True)
     symbol_file = workdir / f"{name}-symbols.yaml"
     symbol_file.write_text(symbols_to_yaml(symbols))
-    log = workdir / f"{name}.log"
-    proc = spawn(
-        name,
-        [
-            PYTHON,
-            "-m",
-            "sim",
-            "--symbols",
-            str(symbol_file),
-            "--start",
-            str(start),
-            "--speed",
-            str(speed),
-            "--weight-limit",
-            str(weight_limit),
-            "--weight-window-s",
-            str(weight_window_s),
-            "--ping-interval-s",
-            "0",
-            *extra,
-        ],
-        log,
+    sim = Sim(
+        workdir / f"{name}.log",
+        *("--symbols", str(symbol_file), "--start", str(start), "--speed", str(speed)),
+        *("--weight-limit", str(weight_limit), "--weight-window-s", str(weight_window_s)),
+        *("--ping-interval-s", "0", *extra),
+        timeout_s=60,
     )
     try:
-        url = _wait_listening(proc, 60.0)
-        yield Sim(proc, url)
+        yield sim
     finally:
-        proc.stop(30)
-
-
-def _wait_listening(proc: Proc, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for line in proc.text().splitlines():
-            if line.startswith("sim listening on "):
-                return line.removeprefix("sim listening on ").strip()
-        if not proc.alive():
-            raise RuntimeError(f"simulator exited: {proc.text()[-2000:]}")
-        time.sleep(0.05)
-    raise RuntimeError(f"simulator did not start in {timeout_s:.0f}s: {proc.text()[-2000:]}")
+        sim.stop()
 
 
 @contextlib.contextmanager
@@ -317,16 +262,12 @@ def profiled_services(**outputs: Path) -> Iterator[None]:
 def service(name: str, config: Path, workdir: Path, tag: str = "") -> Proc:
     """``python -m services.<name> --config config`` with its output in ``workdir``."""
     profile: Path | None = getattr(_local, "profile", {}).get(name)
-    runner = [PYTHON]
-    if profile is not None:
-        profile.parent.mkdir(parents=True, exist_ok=True)
-        runner += ["-m", "pyinstrument", "-r", "text", "--no-color", "-o", str(profile)]
-        runner += ["-i", "0.002"]
-    return spawn(
-        name,
-        [*runner, "-m", f"services.{name}", "--config", str(config)],
-        workdir / f"{name}{tag}.log",
-    )
+    args = ["-m", f"services.{name}", "--config", str(config)]
+    if profile is None:
+        return spawn(name, f"services.{name}", args[2:], workdir / f"{name}{tag}.log")
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    profiler = ["-r", "text", "--no-color", "-o", str(profile), "-i", "0.002"]
+    return spawn(name, "pyinstrument", [*profiler, *args], workdir / f"{name}{tag}.log")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,14 +382,10 @@ def group_lag(kafka: KafkaConfig, group: str) -> int:
         consumer.close()
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str, every_s: float = 0.25) -> float:
-    """Poll ``predicate()`` until true; returns the monotonic time it became true."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(every_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """The kit's ``wait_until``; returns the monotonic time the predicate held."""
+    processes.wait_until(predicate, timeout_s, what)
+    return time.monotonic()
 
 
 def summary_values(log_text: str, marker: str = "backfill summary:") -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""The records a ``make bench`` figure fills in: table rows, the figure's result, the run's
-context. Plain data; the orchestrator (``bench.__main__``) renders and writes them."""
+"""The records a ``make bench`` experiment fills in: its repetitions' values, its result, the
+run's context. Plain data; ``bench.__main__`` writes them and ``bench.figures`` renders them."""
 
 from __future__ import annotations
 
@@ -34,56 +34,43 @@ def load_average() -> tuple[float, float, float]:
 
 
 @dataclass
-class Row:
-    """One line of the table: our measurement, its reference from the same run, the ratio."""
+class Repetition:
+    """One repetition of an experiment: the named values the figures read (ours and the
+    references measured beside them), and whatever else is worth keeping in the JSON."""
 
-    metric: str
-    ours: Spread
-    unit: str = ""
-    reference: Spread | None = None
-    reference_label: str = ""
-    ratio: Spread | None = None
-    target: str = ""
-    met: bool | None = None
-    #: The reference's unit when it differs from ``unit``.
-    reference_unit: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "unit": self.unit,
-            "ours": self.ours.to_json(),
-            "reference_label": self.reference_label or None,
-            "reference": self.reference.to_json() if self.reference else None,
-            "reference_unit": self.reference_unit or self.unit,
-            "ratio": self.ratio.to_json() if self.ratio else None,
-            "target": self.target or None,
-            "met": self.met,
-        }
+    values: dict[str, float]
+    detail: dict[str, Any] = field(default_factory=dict)
+    #: The load average while it ran, when the experiment read it itself (else: at its start).
+    load: tuple[float, float, float] | None = None
 
 
 @dataclass
-class FigureResult:
+class ExperimentResult:
+    """What one experiment measured: its scale, its repetitions (each with the load average
+    at its start), notes for the table, and its status."""
+
     key: str
-    number: str
     title: str
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     scale: dict[str, Any] = field(default_factory=dict)
+    reps: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     status: str = "ok"  # ok | pending | failed | refused (load average above --max-load)
     error: str | None = None
 
+    def add(self, rep: Repetition, load: tuple[float, float, float]) -> None:
+        seen = load if rep.load is None else rep.load
+        self.reps.append({"values": rep.values, "detail": rep.detail, "load": list(seen)})
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "figure": self.number,
             "title": self.title,
             "status": self.status,
             "error": self.error,
             "seconds": round(self.seconds, 1),
             "scale": self.scale,
-            "rows": [r.to_json() for r in self.rows],
+            "reps": self.reps,
             "notes": self.notes,
             "raw": self.raw,
         }

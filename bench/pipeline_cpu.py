@@ -16,17 +16,32 @@ the compiled core is built, so raw binary COPY is measured too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import replay_vs_copy as rvc
-from bench.figures import python_core
 from bench.harness import database, kafka_config, run_id
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def python_core() -> Iterator[None]:
+    """Run the block in this process on the pure-Python core (the reference for the native
+    one): what ``QRYPTIFY_NATIVE=0`` selects at import."""
+    from qryptify import native
+
+    saved = native.MODULE, native.CORE
+    native.MODULE, native.CORE = None, "python"
+    try:
+        yield
+    finally:
+        native.MODULE, native.CORE = saved
 
 
 def _stat(pid: int) -> list[str]:

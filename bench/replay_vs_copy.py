@@ -18,9 +18,11 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.harness import database
 from qryptify import db
 from qryptify.avro import KlineCodec
 from qryptify.commands.replay import ReplayResult, replay
@@ -77,23 +79,31 @@ def _ts(ms: int) -> str:
 
 
 def raw_copy(dsn: str, items: list[Kline]) -> float:
+    """Seconds a raw COPY (text) of ``items`` into the empty table at ``dsn`` takes."""
     text = "".join(
         f"{_ts(k.open_time)}\t{k.symbol}\t{k.interval}\t{k.open}\t{k.high}\t{k.low}\t{k.close}\t"
         f"{k.volume}\t{_ts(k.close_time)}\t{k.quote_volume}\t{k.trades}\t{k.taker_buy_base}\t"
         f"{k.taker_buy_quote}\n"
         for k in items
     ).encode()
+    return copy_text(dsn, [text], len(items))
+
+
+def copy_text(dsn: str, chunks: Sequence[bytes], rows: int) -> float:
+    """Seconds ``COPY candlesticks FROM STDIN`` of ``chunks`` (COPY text, already in memory)
+    takes, commit included; checks that the table then holds ``rows`` rows."""
     with db.connect(dsn) as conn:
         started = time.perf_counter()
         with (
             conn.cursor() as cur,
             cur.copy(f"COPY candlesticks ({', '.join(db.CANDLE_COLUMNS)}) FROM STDIN") as copy,
         ):
-            copy.write(text)
+            for chunk in chunks:
+                copy.write(chunk)
         conn.commit()
         elapsed = time.perf_counter() - started
         row = conn.execute("SELECT count(*) FROM candlesticks").fetchone()
-    assert row is not None and row[0] == len(items), row
+    assert row is not None and row[0] == rows, (row, rows)
     return elapsed
 
 
@@ -140,6 +150,28 @@ def raw_copy_binary(dsn: str, items: list[Kline]) -> float:
         row = conn.execute("SELECT count(*) FROM candlesticks").fetchone()
     assert row is not None and row[0] == len(items), row
     return elapsed
+
+
+def copy_floor_s(admin_dsn: str, source_dsn: str, workdir: Path) -> float:
+    """The floor of a pipeline that wrote the table at ``source_dsn``: seconds a raw COPY of
+    exactly its rows (exported as COPY text, read into memory before the clock starts) takes
+    into an empty table of a fresh database."""
+    path = workdir / "floor.copy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ", ".join(db.CANDLE_COLUMNS)
+    with db.connect(source_dsn) as conn, path.open("wb") as out:
+        with conn.cursor() as cur, cur.copy(f"COPY candlesticks ({columns}) TO STDOUT") as copy:
+            for data in copy:
+                out.write(data)
+        row = conn.execute("SELECT count(*) FROM candlesticks").fetchone()
+    rows = 0 if row is None else int(row[0])
+    try:
+        with path.open("rb") as handle:
+            chunks = list(iter(lambda: handle.read(8 << 20), b""))
+        with database(admin_dsn, f"bench_floor_{uuid.uuid4().hex[:8]}") as dsn:
+            return copy_text(dsn, chunks, rows)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def main() -> int:

@@ -71,9 +71,9 @@ class ServiceUsage:
 class ResourceScale:
     pairs: int = 1000
     #: The backfill: from ``start_date`` (midnight) up to the simulator's clock ``sim_now``.
-    sim_now: str = "2024-07-10T12:00:00Z"
+    sim_now: str = "2024-07-10T06:00:00Z"
     start_date: str = "2024-07-10"
-    live_seconds: float = 40.0
+    live_seconds: float = 30.0
     live_speed: float = 60.0
 
 
@@ -132,7 +132,7 @@ def measure_services(
             cfg = write_config(workdir / "sink.yaml", doc)
             proc = service("sink", cfg, workdir)
             started = time.monotonic()
-            caught_up = wait_for(lambda: group_lag(kafka, group) == 0, 1800, "the sink", 0.5)
+            caught_up = wait_for(lambda: group_lag(kafka, group) == 0, 1800, "the sink")
             usage = proc.stop()
             rows = table_rows(dsn)
             cpu = usage.cpu_between(0.0, caught_up - proc.sampler.started)

@@ -1,6 +1,7 @@
-"""The chaos run's edges: its own Kafka + PostgreSQL stack, the simulator and the services as
-processes it can kill -9, and the observers (a topic reader and a sampler) that feed the pure
-checks of ``chaos.check``. Sequenced by ``chaos.run``.
+"""The chaos run's edges: its own Kafka + PostgreSQL stack, the services as processes it can
+kill -9, and the observers (a topic reader and a sampler) that feed the pure checks of
+``chaos.check``. Sequenced by ``chaos.run``. Processes are started, waited for and stopped with
+the test kit (``tests.support.processes``: spawn, terminate, the simulator process).
 
 Every process started here is stopped here, by its own pid.
 """
@@ -13,16 +14,14 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import psycopg
 import yaml
 
@@ -44,13 +43,13 @@ from qryptify.config import KafkaConfig
 from qryptify.kafka import KafkaException, TopicPartition, headers_dict, make_consumer
 from qryptify.kline import EmptyRange, Kline
 from qryptify.sink.batch import Record, split_batch
-from stack.config import CONTROLLER_OFFSET, StackSettings, resolve_settings
-from stack.procs import program_states
+from stack.settings import CONTROLLER_OFFSET, StackSettings, resolve_settings
+from stack.supervisor import program_states
+from tests.support.processes import clean_env, run_module, spawn, terminate
 
 logger = logging.getLogger("chaos")
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
 #: librdkafka's logical "beginning of the partition".
 OFFSET_BEGINNING = -2
 
@@ -74,15 +73,6 @@ QUIET: dict[str, Any] = {"logger": quiet_logger(), "error_cb": _ignore}
 
 def say(message: str) -> None:
     print(f"chaos {time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without any QRYPTIFY_* override (a developer's shell may
-    point the services elsewhere), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QRYPTIFY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
 
 
 # -- the stack ------------------------------------------------------------------------------
@@ -164,16 +154,15 @@ class ChaosStack:
         )
 
     def _stack(self, *args: str, timeout_s: float = 600.0) -> subprocess.CompletedProcess[str]:
-        cmd = [PYTHON, "-m", "stack", *args, "--profile", "default"]
-        cmd += ["--config", str(self.config_path)]
-        return subprocess.run(
-            cmd,
-            cwd=REPO,
+        return run_module(
+            "stack",
+            *args,
+            "--profile",
+            "default",
+            "--config",
+            str(self.config_path),
+            timeout_s=timeout_s,
             env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
         )
 
     def up(self) -> None:
@@ -206,16 +195,6 @@ class ChaosStack:
         return self.stack_dir / "logs"
 
 
-def kafka_ready(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    from confluent_kafka.admin import AdminClient
-
-    try:
-        AdminClient({"bootstrap.servers": bootstrap, **QUIET}).list_topics(timeout=timeout_s)
-    except KafkaException:
-        return False
-    return True
-
-
 def partition_leader(bootstrap: str, topic: str, partition: int = 0) -> int:
     """The broker leading ``topic``'s ``partition`` (its node id)."""
     from confluent_kafka.admin import AdminClient
@@ -239,93 +218,6 @@ def fully_in_sync(bootstrap: str, topic: str, brokers: int) -> bool:
     if len(meta.brokers) < brokers or found is None or found.error is not None:
         return False
     return all(sorted(p.isrs) == sorted(p.replicas) for p in found.partitions.values())
-
-
-def postgres_ready(dsn: str) -> bool:
-    try:
-        with psycopg.connect(dsn, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error:
-        return False
-    return True
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
-
-
-# -- the simulator --------------------------------------------------------------------------
-
-
-@dataclass
-class SimProcess:
-    """``python -m sim`` as a subprocess, driven over its control endpoints."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    @classmethod
-    def start(cls, args: Sequence[str], log: Path, timeout_s: float = 60.0) -> SimProcess:
-        with log.open("ab") as handle:
-            proc = subprocess.Popen(
-                [PYTHON, "-m", "sim", *args],
-                cwd=REPO,
-                env=clean_env(),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in log.read_text(errors="replace").splitlines():
-                if line.startswith("sim listening on "):
-                    return cls(proc, line.removeprefix("sim listening on ").strip(), log)
-            if proc.poll() is not None:
-                raise RuntimeError(f"the simulator exited:\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        proc.kill()
-        raise RuntimeError("the simulator did not start listening")
-
-    @property
-    def ws_url(self) -> str:
-        return "ws://" + self.url.split("://", 1)[1]
-
-    def _client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30.0)
-
-    def set_faults(self, patch: Mapping[str, Any]) -> None:
-        with self._client() as client:
-            client.post("/sim/faults", json=dict(patch)).raise_for_status()
-
-    def stats(self) -> dict[str, Any]:
-        with self._client() as client:
-            body: dict[str, Any] = client.get("/sim/stats").json()
-            return body
-
-    def set_speed(self, speed: float) -> int:
-        with self._client() as client:
-            response = client.post("/sim/clock", json={"speed": speed})
-            response.raise_for_status()
-            return int(response.json()["now"])
-
-    def now_ms(self) -> int:
-        with self._client() as client:
-            return int(client.get("/sim/clock").json()["now"])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # -- the services ---------------------------------------------------------------------------
@@ -385,15 +277,14 @@ class Fleet:
         run = self.state[name]
         with self.log_path(name).open("ab") as handle:
             handle.write(f"=== chaos: start #{run.starts + 1} at {self.now_s():.1f}s\n".encode())
-            handle.flush()
-            run.proc = subprocess.Popen(
-                [PYTHON, "-m", spec.module, "--config", str(self.config)],
-                cwd=REPO,
-                env=clean_env(spec.env),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        run.proc = spawn(
+            spec.module,
+            ["--config", str(self.config)],
+            self.log_path(name),
+            env=clean_env(spec.env),
+            append=True,
+            new_session=True,
+        )
         run.started = time.monotonic()
         run.expected_exit = False
         run.restart_at = None
@@ -465,23 +356,13 @@ class Fleet:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        codes: dict[str, int | None] = {}
         with self._lock:
             procs = {n: r.proc for n, r in self.state.items() if r.proc is not None}
             for run in self.state.values():
                 run.expected_exit = True
-            for proc in procs.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            for name, proc in procs.items():
-                try:
-                    codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                    codes[name] = None
-                self._record_exit(name, self.state[name], codes[name])
+            codes = dict(zip(procs, terminate(list(procs.values()), timeout_s), strict=True))
+            for name, code in codes.items():
+                self._record_exit(name, self.state[name], code)
                 self.state[name].proc = None
         return codes
 

@@ -79,16 +79,12 @@ from chaos.io import (
     Fleet,
     Sampler,
     ServiceSpec,
-    SimProcess,
     TopicReader,
     fully_in_sync,
     high_watermarks,
-    kafka_ready,
     partition_leader,
-    postgres_ready,
     read_dlq,
     say,
-    wait_for,
 )
 from qryptify import db
 from qryptify.avro import KlineCodec
@@ -98,7 +94,11 @@ from qryptify.kline import Kline
 from qryptify.pairs import Pair, align_open, ceil_open, close_time
 from sim.check import CheckReport, PairReport, compare_db_with_truth, fetch_truth, format_report
 from sim.symbols import parse_time_ms
+from stack.kafka import wait_kafka
+from stack.postgres import check_dsn
 from stack.procs import port_open
+from stack.supervisor import alive_check
+from tests.support.processes import SimProcess, clean_env, poll_until
 
 SPEED = 60.0
 PARTITIONS = 6
@@ -223,11 +223,11 @@ class Controller:
         if what == "end":
             patch = sim_patch(f, on=False)
             if patch:
-                self.sim.set_faults(patch)
+                self.sim.set_faults(**patch)
             return
         say(f"inject {f.describe()}")
         if f.kind in SIM_WINDOWS:
-            self.sim.set_faults(sim_patch(f, on=True))
+            self.sim.set_faults(**sim_patch(f, on=True))
             self.done.counts[f.kind] += 1
         elif f.kind in (KILL, TAKEOVER):
             assert f.target is not None  # noqa: S101 - the planner always names one
@@ -259,15 +259,13 @@ class Controller:
                 sig = signal.SIGKILL if name == "kafka" else signal.SIGQUIT
                 self.stack.signal(name, sig)
                 time.sleep(2)
-                ok = wait_for(
-                    (lambda: kafka_ready(self.stack.bootstrap))
-                    if name == "kafka"
-                    else (lambda: postgres_ready(self.stack.admin_dsn())),
-                    240,
-                    1.0,
-                )
-                if not ok:
-                    raise RuntimeError(f"{name} did not come back")
+                # Back means ready as the stack defines it (stack.kafka, stack.postgres).
+                settings = self.stack.settings()
+                if name == "kafka":
+                    alive = alive_check(settings, name)
+                    wait_kafka(settings.bootstrap, settings.kafka_port, alive, 240)
+                else:
+                    check_dsn(settings.effective_dsn, 240)
         except Exception as exc:  # noqa: BLE001 - recorded and reported
             self._infra_failed(f, f"{name} {f.mode}", exc)
             return
@@ -307,10 +305,10 @@ class Controller:
                 what = f"{f.mode} (node {node_id})"
                 # Back means: a new process, listening, and every partition in sync again (a
                 # check right after the kill would still see the dead node's registration).
-                if not wait_for(lambda: stack.restarted(program, pid), 240, 0.5):
+                if not poll_until(lambda: stack.restarted(program, pid), 240, 0.5):
                     raise RuntimeError(f"{program} was not restarted")
                 node_port = stack.kafka_port + node_id - 1
-                if not wait_for(lambda: port_open(node_port), 240, 0.5):
+                if not poll_until(lambda: port_open(node_port), 240, 0.5):
                     raise RuntimeError(f"{program} does not listen on {node_port}")
                 self._wait_in_sync(f"after {what}")
         except Exception as exc:  # noqa: BLE001 - recorded and reported
@@ -319,7 +317,7 @@ class Controller:
         self._infra_done(f, f"kafka {what}", started, "cluster back in sync")
 
     def _wait_in_sync(self, when: str) -> None:
-        if not wait_for(
+        if not poll_until(
             lambda: fully_in_sync(self.stack.bootstrap, self.kafka.topic, self.stack.brokers),
             240,
             1.0,
@@ -501,12 +499,13 @@ def run(args: argparse.Namespace) -> int:
         symbols.write_text(yaml.safe_dump({"symbols": symbol_docs(shape.symbols, history_ms)}))
         sim_faults = run_dir / "sim-faults.json"
         sim_faults.write_text(json.dumps(data.start_faults(seed)))
-        sim = SimProcess.start(
-            ["--port", "0", "--speed", str(SPEED), "--start", SIM_START, "--symbols",
-             str(symbols), "--faults", str(sim_faults), "--seed", str(seed)],
+        sim = SimProcess(
             run_dir / "sim.log",
+            "--speed", str(SPEED), "--start", SIM_START, "--symbols", str(symbols), "--faults",
+            str(sim_faults), "--seed", str(seed),
+            env=clean_env(), append=True, new_session=True, timeout_s=60,
         )  # fmt: skip
-        cleanup.callback(sim.stop)
+        cleanup.callback(sim.stop, 20)
         group = f"{base}-sink"
         config = run_dir / "config.yaml"
         service_config(config, pairs, sim, kafka, dsn, group, shape.history_start,
@@ -530,8 +529,8 @@ def run(args: argparse.Namespace) -> int:
         reader.start()
         sampler.start()
         t0 = time.monotonic()
-        phase_ms = sim.now_ms()
-        sim.set_faults(data.live_patch(phase_ms, SPEED))
+        phase_ms = sim.clock_ms()
+        sim.set_faults(**data.live_patch(phase_ms, SPEED))
         live_empty, corrected = data.live_times(phase_ms, SPEED)
         details["live_empty_range"] = live_empty
         details["corrected"] = corrected
@@ -581,12 +580,12 @@ def finish(
     verdicts: list[Verdict] = []
     # Quiescence: faults off, every service up; the exchange clock keeps running (a real
     # exchange never stops), and the checked window ends where the fault phase ended.
-    window_end = sim.now_ms()
+    window_end = sim.clock_ms()
     sim.set_faults(
-        {"rest_429_next": 0, "rest_5xx_next": 0}
+        **{"rest_429_next": 0, "rest_5xx_next": 0}
         | {k: v for f in faults if f.kind in SIM_WINDOWS for k, v in sim_patch(f, on=False).items()}
     )
-    fleet_up = wait_for(lambda: fleet.all_up_since(5), 120)
+    fleet_up = poll_until(lambda: fleet.all_up_since(5), 120, 0.5)
     details["stale_replacements"] = (
         fleet.log_path("producer").read_text(errors="replace").count("silent for")
     )
@@ -608,13 +607,13 @@ def finish(
     say(f"quiescence after {quiesce_s:.0f}s: {'converged' if converged else 'NOT converged'}")
     (run_dir / "db-vs-truth.txt").write_text(format_report(report_db, details=20) + "\n")
     codes = fleet.stop_all(60)
-    stopped_ms = sim.now_ms()
+    stopped_ms = sim.clock_ms()
     # Rows written after the window (the pipeline kept running): none may be extra or wrong;
     # the tail may miss what was in flight at the stop.
     tail = compare_window(dsn, sim.url, pairs, window_end, stopped_ms, aligned_start=True)
     (run_dir / "db-vs-truth-tail.txt").write_text(format_report(tail, details=20) + "\n")
     marks = high_watermarks(kafka, kafka.topic, PARTITIONS)
-    wait_for(lambda: reader.caught_up(marks), 120)
+    poll_until(lambda: reader.caught_up(marks), 120, 0.5)
     sampler.sample()  # one last look with everything stopped
     sampler.stop()
     reader.stop()
@@ -629,7 +628,7 @@ def finish(
     sampler.audit.finish(reader.index, sink_dlq)
     # The topic itself against the truth (invariants 1 and 8): every candle closed by now.
     truth: dict[tuple[str, str], dict[int, int]] = {}
-    audit_ms = sim.now_ms()
+    audit_ms = sim.clock_ms()
     with httpx.Client(base_url=sim.url, timeout=120) as client:
         for pair in pairs:
             rows = fetch_truth(client, pair, history_ms, audit_ms)

@@ -46,13 +46,14 @@ def server_offset_ms(sent_ms: int, received_ms: int, server_ms: int) -> int:
 
 
 class ExchangeClock:
-    """Local monotonic time plus the offset last measured against ``/fapi/v1/time``.
-
-    Monotonic, so a local clock step cannot make a candle look closed early.
+    """Local monotonic time (``MonotonicClock`` unless told otherwise) plus the offset last
+    measured against ``/fapi/v1/time``, so a step of the local wall clock (NTP, an operator)
+    cannot make a candle look closed early. Readings never go backwards, even when a new
+    measurement lowers the offset.
     """
 
     def __init__(self, local: Clock | None = None) -> None:
-        self._local = local or SystemClock()
+        self._local = local or MonotonicClock()
         self._lock = threading.Lock()
         self._offset_ms = 0
         self._synced = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from qryptify.errors import DatabaseUnavailable
-from qryptify.gaps import missing_runs
+from qryptify.gaps import Range, holes_from_jumps, missing_runs
 from qryptify.kline import EmptyRange, Kline
 from qryptify.pairs import interval_ms
 from qryptify.redaction import redact_message
@@ -121,7 +121,9 @@ LEGACY_MIGRATIONS_TABLE = "schema_migrations"
 #: it); ``reset-db`` drops exactly these.
 PROJECT_TABLES = (
     "candlesticks", "sync_state", "empty_ranges", "funding_rates", "futures_sync_state",
-    "mark_price_klines", "index_price_klines", "premium_index_klines", MIGRATIONS_TABLE,
+    "mark_price_klines", "index_price_klines", "premium_index_klines",
+    "mark_price_empty_ranges", "index_price_empty_ranges", "premium_index_empty_ranges",
+    MIGRATIONS_TABLE,
 )  # fmt: skip
 _MIGRATION_LOCK = 4242001
 # No CASCADE: an object of other code depending on these tables stops the drop, named.
@@ -274,48 +276,6 @@ ON CONFLICT (symbol, interval) DO UPDATE SET
     updated_at = now()
 WHERE EXCLUDED.last_closed_ts > sync_state.last_closed_ts
 """
-_EMPTY_RANGES = f"""
-INSERT INTO empty_ranges (symbol, interval, start_ts, end_ts, confirmed_at)
-SELECT s, i, {_EPOCH.format("a")}, {_EPOCH.format("b")}, {_EPOCH.format("c")}
-FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])
-     AS u(s, i, a, b, c)
-ON CONFLICT (symbol, interval, start_ts) DO UPDATE SET
-    end_ts = GREATEST(empty_ranges.end_ts, EXCLUDED.end_ts)
-WHERE EXCLUDED.end_ts > empty_ranges.end_ts
-"""
-
-# An exchange-confirmed empty range deletes the candles stored in its span (a corrected archive
-# file no longer has them; DESIGN invariant 8: nothing is kept that the exchange does not have).
-_DELETE_EMPTIED = f"""
-DELETE FROM candlesticks c
-USING unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)
-WHERE c.symbol = u.s AND c.interval = u.i
-  AND c.ts >= {_EPOCH.format("u.a")} AND c.ts < {_EPOCH.format("u.b")}
-"""
-
-# Recorded empty ranges of the batch's pairs that overlap its span and now hold a candle: the
-# exchange has since published candles there (a corrected file filled them).
-_FILLED_EMPTY = f"""
-SELECT e.symbol, e.interval, (extract(epoch FROM e.start_ts) * 1000)::bigint,
-       (extract(epoch FROM e.end_ts) * 1000)::bigint,
-       (extract(epoch FROM e.confirmed_at) * 1000)::bigint,
-       ARRAY(SELECT (extract(epoch FROM c.ts) * 1000)::bigint FROM candlesticks c
-             WHERE c.symbol = e.symbol AND c.interval = e.interval
-               AND c.ts >= e.start_ts AND c.ts < e.end_ts ORDER BY c.ts)
-FROM empty_ranges e
-JOIN unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)
-  ON e.symbol = u.s AND e.interval = u.i
- AND e.start_ts <= {_EPOCH.format("u.b")} AND e.end_ts > {_EPOCH.format("u.a")}
-WHERE EXISTS (
-    SELECT 1 FROM candlesticks c
-    WHERE c.symbol = e.symbol AND c.interval = e.interval
-      AND c.ts >= e.start_ts AND c.ts < e.end_ts
-)
-"""
-_DROP_EMPTY = f"""
-DELETE FROM empty_ranges
-WHERE symbol = %s AND interval = %s AND start_ts = {_EPOCH.format("%s")}
-"""
 
 
 def write_batch(
@@ -364,13 +324,7 @@ def write_rows(
         if empty_ranges:
             # Before the rows: a row of this batch inside a range came after it (the batch
             # dropped the ones before it), so it must survive the delete.
-            spans = (
-                [r.symbol for r in empty_ranges],
-                [r.interval for r in empty_ranges],
-                [r.start_time for r in empty_ranges],
-                [r.end_time for r in empty_ranges],
-            )
-            deleted = max(conn.execute(_DELETE_EMPTIED, spans).rowcount, 0)
+            deleted = delete_emptied(conn, empty_ranges)
         if batch.rows:
             pairs = list(batch.spans)
             firsts = [span[0] for span in batch.spans.values()]
@@ -384,9 +338,9 @@ def write_rows(
             else:
                 written = _upsert(conn, text, binary)
             conn.execute(_SYNC_STATE, ([s for s, _ in pairs], [i for _, i in pairs], lasts))
-        _record_empty(conn, empty_ranges)
+        record_empty(conn, empty_ranges)
         if batch.rows:
-            _trim_filled_ranges(conn, batch)
+            trim_filled_ranges(conn, batch.spans)
         if before_commit is not None:
             before_commit()
         done, done_cpu = time.perf_counter(), time.thread_time()
@@ -405,12 +359,67 @@ def write_rows(
     )
 
 
-def _trim_filled_ranges(conn: Connection, batch: CandleBatch) -> None:
-    """Recorded empty ranges that now hold candles keep only their still-empty parts (a
-    later candle wins over an earlier empty range, as a later value wins over an earlier one)."""
-    spans = batch.spans
+# The empty-range statements name their tables: ``candlesticks`` / ``empty_ranges`` for the
+# klines, a price kind's kline table and its empty-range table (``qryptify.futures.store``) for
+# the futures series, which keep the same rules. Table names come from fixed mappings.
+
+
+def delete_emptied(
+    conn: Connection, ranges: Sequence[EmptyRange], candles: str = "candlesticks"
+) -> int:
+    """Delete the candles stored inside exchange-confirmed empty ranges (a corrected archive
+    file no longer has them; DESIGN invariant 8: nothing is kept that the exchange does not
+    have). Returns how many."""
+    if not ranges:
+        return 0
+    cur = conn.execute(
+        sql.SQL(
+            "DELETE FROM {0} c"
+            " USING unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)"
+            " WHERE c.symbol = u.s AND c.interval = u.i"
+            " AND c.ts >= TIMESTAMPTZ 'epoch' + u.a * INTERVAL '1 millisecond'"
+            " AND c.ts < TIMESTAMPTZ 'epoch' + u.b * INTERVAL '1 millisecond'"
+        ).format(sql.Identifier(candles)),
+        _spans(ranges),
+    )
+    return max(cur.rowcount, 0)
+
+
+def _spans(ranges: Sequence[EmptyRange]) -> tuple[list[str], list[str], list[int], list[int]]:
+    """The ranges as the statements' four arrays: symbols, intervals, starts, ends."""
+    return (
+        [r.symbol for r in ranges],
+        [r.interval for r in ranges],
+        [r.start_time for r in ranges],
+        [r.end_time for r in ranges],
+    )
+
+
+def trim_filled_ranges(
+    conn: Connection,
+    spans: Mapping[tuple[str, str], tuple[int, int]],
+    candles: str = "candlesticks",
+    empty: str = "empty_ranges",
+) -> None:
+    """Recorded empty ranges of the ``spans`` (per (symbol, interval): the first and last open
+    time just written) that now hold candles keep only their still-empty parts (a later candle
+    wins over an earlier empty range, as a later value wins over an earlier one)."""
     found = conn.execute(
-        _FILLED_EMPTY,
+        sql.SQL(
+            "SELECT e.symbol, e.interval, (extract(epoch FROM e.start_ts) * 1000)::bigint,"
+            " (extract(epoch FROM e.end_ts) * 1000)::bigint,"
+            " (extract(epoch FROM e.confirmed_at) * 1000)::bigint,"
+            " ARRAY(SELECT (extract(epoch FROM c.ts) * 1000)::bigint FROM {0} c"
+            " WHERE c.symbol = e.symbol AND c.interval = e.interval"
+            " AND c.ts >= e.start_ts AND c.ts < e.end_ts ORDER BY c.ts)"
+            " FROM {1} e"
+            " JOIN unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(s, i, a, b)"
+            " ON e.symbol = u.s AND e.interval = u.i"
+            " AND e.start_ts <= TIMESTAMPTZ 'epoch' + u.b * INTERVAL '1 millisecond'"
+            " AND e.end_ts > TIMESTAMPTZ 'epoch' + u.a * INTERVAL '1 millisecond'"
+            " WHERE EXISTS (SELECT 1 FROM {0} c WHERE c.symbol = e.symbol"
+            " AND c.interval = e.interval AND c.ts >= e.start_ts AND c.ts < e.end_ts)"
+        ).format(sql.Identifier(candles), sql.Identifier(empty)),
         (
             [s for s, _ in spans],
             [i for _, i in spans],
@@ -420,25 +429,39 @@ def _trim_filled_ranges(conn: Connection, batch: CandleBatch) -> None:
     ).fetchall()
     pieces: list[EmptyRange] = []
     for symbol, interval, start, end, confirmed, stored in found:
-        conn.execute(_DROP_EMPTY, (symbol, interval, start))
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {0} WHERE symbol = %s AND interval = %s"
+                " AND start_ts = TIMESTAMPTZ 'epoch' + %s * INTERVAL '1 millisecond'"
+            ).format(sql.Identifier(empty)),
+            (symbol, interval, start),
+        )
         pieces += [
             EmptyRange(symbol, interval, a, b, confirmed)
             for a, b in missing_runs(interval, start, end, stored)
         ]
-    _record_empty(conn, pieces)
+    record_empty(conn, pieces, empty)
 
 
-def _record_empty(conn: Connection, ranges: Sequence[EmptyRange]) -> None:
+def record_empty(
+    conn: Connection, ranges: Sequence[EmptyRange], table: str = "empty_ranges"
+) -> None:
+    """Upsert exchange-confirmed empty ranges: one row per (symbol, interval, start), the
+    widest end kept (a repeated range is a no-op)."""
     if ranges:
         conn.execute(
-            _EMPTY_RANGES,
-            (
-                [r.symbol for r in ranges],
-                [r.interval for r in ranges],
-                [r.start_time for r in ranges],
-                [r.end_time for r in ranges],
-                [r.confirmed_at for r in ranges],
-            ),
+            sql.SQL(
+                "INSERT INTO {0} (symbol, interval, start_ts, end_ts, confirmed_at)"
+                " SELECT s, i, TIMESTAMPTZ 'epoch' + a * INTERVAL '1 millisecond',"
+                " TIMESTAMPTZ 'epoch' + b * INTERVAL '1 millisecond',"
+                " TIMESTAMPTZ 'epoch' + c * INTERVAL '1 millisecond'"
+                " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])"
+                " AS u(s, i, a, b, c)"
+                " ON CONFLICT (symbol, interval, start_ts) DO UPDATE SET"
+                " end_ts = GREATEST({0}.end_ts, EXCLUDED.end_ts)"
+                " WHERE EXCLUDED.end_ts > {0}.end_ts"
+            ).format(sql.Identifier(table)),
+            (*_spans(ranges), [r.confirmed_at for r in ranges]),
         )
 
 
@@ -530,3 +553,62 @@ def candle_jumps(
         conn.execute("SET LOCAL TIME ZONE 'UTC'")  # calendar months of UTC
         rows = conn.execute(_CANDLE_JUMPS, params | {"step": step}).fetchall()
     return [(int(a), int(b)) for a, b in rows]
+
+
+_MS = "(extract(epoch FROM {}) * 1000)::bigint"
+_STORED_SPAN = f"""
+SELECT {_MS.format("min(ts)")}, {_MS.format("max(ts)")}
+FROM candlesticks
+WHERE symbol = %(symbol)s AND interval = %(interval)s
+  AND ts >= {_EPOCH.format("%(start)s")} AND ts < {_EPOCH.format("%(end)s")}
+"""
+_EMPTY_WITHIN = f"""
+SELECT {_MS.format("start_ts")}, {_MS.format("end_ts")}
+FROM empty_ranges
+WHERE symbol = %(symbol)s AND interval = %(interval)s
+  AND end_ts > {_EPOCH.format("%(start)s")} AND start_ts < {_EPOCH.format("%(end)s")}
+ORDER BY start_ts
+"""
+_SYNC_POINTER = f"""
+SELECT {_MS.format("last_closed_ts")}
+FROM sync_state WHERE symbol = %(symbol)s AND interval = %(interval)s
+"""
+
+
+def stored_holes(
+    conn: Connection, symbol: str, interval: str, start_ms: int, end_ms: int
+) -> list[Range]:
+    """Holes of the pair in ``candlesticks`` over ``[start_ms, end_ms)``, minus recorded empty
+    ranges. The jumps are found server-side (``candle_jumps``); only their ends travel."""
+    if end_ms <= start_ms:
+        return []
+    params = {"symbol": symbol, "interval": interval, "start": start_ms, "end": end_ms}
+    with conn.transaction():
+        first, last = conn.execute(_STORED_SPAN, params).fetchone() or (None, None)
+        jumps = candle_jumps(conn, symbol, interval, start_ms, end_ms)
+        empty = empty_ranges_within(conn, symbol, interval, start_ms, end_ms)
+    return holes_from_jumps(
+        interval,
+        start_ms,
+        end_ms,
+        None if first is None else int(first),
+        None if last is None else int(last),
+        jumps,
+        empty,
+    )
+
+
+def empty_ranges_within(
+    conn: Connection, symbol: str, interval: str, start_ms: int, end_ms: int
+) -> list[tuple[int, int]]:
+    """Recorded empty ranges of the pair overlapping ``[start_ms, end_ms)``, as ``(start,
+    end)`` ms in start order: the exchange confirmed no candle there."""
+    params = {"symbol": symbol, "interval": interval, "start": start_ms, "end": end_ms}
+    return [(int(a), int(b)) for a, b in conn.execute(_EMPTY_WITHIN, params).fetchall()]
+
+
+def sync_pointer(conn: Connection, symbol: str, interval: str) -> int | None:
+    """``sync_state.last_closed_ts`` of the pair (ms): everything the sink wrote is at or
+    before it; None before its first write."""
+    row = conn.execute(_SYNC_POINTER, {"symbol": symbol, "interval": interval}).fetchone()
+    return None if row is None or row[0] is None else int(row[0])

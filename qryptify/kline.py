@@ -188,7 +188,10 @@ def validate_kline(k: Kline) -> Kline:
         validate_interval(k.interval)
     except PairError as exc:
         raise InvalidKline(str(exc)) from None
-    expected_close = close_time(k.interval, k.open_time)
+    try:
+        expected_close = close_time(k.interval, k.open_time)
+    except (ValueError, OverflowError, OSError):  # a calendar month beyond datetime's range
+        raise InvalidKline(f"{k.key} {k.open_time}: open_time out of range") from None
     if k.close_time != expected_close:
         raise InvalidKline(
             f"{k.key} {k.open_time}: close_time {k.close_time} != open_time + interval - 1 "

@@ -12,8 +12,10 @@ REST pages fetch them. Plain data in, plain data out; "now" is the exchange's ti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from qryptify.binance.archive import DAILY_INTERVALS, ArchiveFile
 from qryptify.gaps import missing_runs
@@ -32,6 +34,10 @@ from qryptify.pairs import (
     next_open,
     open_times,
 )
+
+logger = logging.getLogger(__name__)
+
+A = TypeVar("A")
 
 #: When archive files appear after their period ends (data.binance.vision: dailies at about
 #: 08:30-08:40 UTC the next day, monthlies early in the following month).
@@ -275,15 +281,80 @@ def page_events(
     """One REST answer for ``page``: its closed candles, and the ranges the exchange thereby
     confirms empty (only when the answer could hold every slot of the page)."""
     closed = closed_klines(klines, exchange_now_ms)
+    return closed, confirmed_empty(
+        pair, page, [k.open_time for k in closed], exchange_now_ms, limit
+    )
+
+
+def confirmed_empty(
+    pair: Pair, page: Page, open_times: Iterable[int], exchange_now_ms: int, limit: int
+) -> list[EmptyRange]:
+    """The ranges an answer for ``page`` holding closed candles at ``open_times`` confirms
+    empty: none unless the answer could hold every slot of the page."""
     if page.slots > limit:
-        return closed, []
-    empty = [
+        return []
+    return [
         EmptyRange(pair.symbol, pair.interval, a, b, exchange_now_ms)
-        for a, b in missing_runs(
-            pair.interval, page.start_ms, page.end_ms, (k.open_time for k in closed)
-        )
+        for a, b in missing_runs(pair.interval, page.start_ms, page.end_ms, open_times)
     ]
-    return closed, empty
+
+
+async def confirmed_answer(
+    pair: Pair,
+    page: Page,
+    ask: Callable[[], Awaitable[A]],
+    open_times: Callable[[A], Sequence[int]],
+    with_missing: Callable[[A, A], A],
+    exchange_now_ms: int,
+    limit: int,
+) -> tuple[A, list[EmptyRange]]:
+    """One REST page's closed candles (``ask`` fetches them, in any form ``open_times``
+    reads: Klines or topic values) and the empty ranges confirmed.
+
+    One answer without candles is not the exchange's confirmation yet (a replica behind, a
+    truncated page): the page is asked again; only slots absent from both answers are
+    recorded empty, and candles only the second answer had are kept (``with_missing(first,
+    second)``: the first plus the second's candles it lacks, ascending)."""
+    answer = await ask()
+    empty = confirmed_empty(pair, page, open_times(answer), exchange_now_ms, limit)
+    if empty:
+        before = len(open_times(answer))
+        answer = with_missing(answer, await ask())
+        extra = len(open_times(answer)) - before
+        if extra:
+            logger.warning("%s: a second answer held %d candles the first lacked", pair, extra)
+            empty = confirmed_empty(pair, page, open_times(answer), exchange_now_ms, limit)
+    return answer, empty
+
+
+async def confirmed_page_events(
+    pair: Pair,
+    page: Page,
+    ask: Callable[[], Awaitable[Sequence[Kline]]],
+    exchange_now_ms: int,
+    limit: int,
+) -> tuple[list[Kline], list[EmptyRange]]:
+    """``page_events`` of one REST page (``ask`` fetches it), the empty ranges confirmed
+    (``confirmed_answer``). The price kinds' REST paging (``qryptify.futures.sources``) uses
+    it; the trade klines' backfiller asks ``confirmed_answer`` for topic values."""
+
+    async def closed() -> list[Kline]:
+        return closed_klines(await ask(), exchange_now_ms)
+
+    def with_missing(first: list[Kline], second: list[Kline]) -> list[Kline]:
+        seen = {k.open_time for k in first}
+        extra = [k for k in second if k.open_time not in seen]
+        return sorted([*first, *extra], key=lambda k: k.open_time) if extra else first
+
+    return await confirmed_answer(
+        pair,
+        page,
+        closed,
+        lambda klines: [k.open_time for k in klines],
+        with_missing,
+        exchange_now_ms,
+        limit,
+    )
 
 
 def ranges_to_units(interval: str, ranges: Sequence[tuple[int, int]], limit: int) -> list[RestUnit]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from sim.faults import FaultError, load_faults
 from sim.funding import parse_funding_changes
 from sim.server import SimConfig, run_simulator
+from sim.state import ARCHIVE_CACHE_BYTES
 from sim.symbols import DEFAULT_SYMBOLS, load_symbols, parse_time_ms
 
 
@@ -35,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         "--funding-changes",
         default=None,
         help='funding interval changes, JSON [["ETHUSDT", "2024-06-15", 4], …]',
+    )
+    p.add_argument(
+        "--archive-cache-mb",
+        type=int,
+        default=ARCHIVE_CACHE_BYTES >> 20,
+        help="built archive zips kept in memory, MiB",
     )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -63,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=load_faults(args.faults),
             seed=args.seed,
             funding_changes=parse_funding_changes(args.funding_changes),
+            archive_cache_bytes=args.archive_cache_mb << 20,
         )
     except (FaultError, ValueError, OSError) as exc:
         print(f"qryptify-sim: {exc}", file=sys.stderr)

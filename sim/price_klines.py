@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from sim.archive import archive_ready_ms, build_zip, corrupt, not_found_xml, parse_archive_path
+from sim.archive import build_zip, corrupt, parse_archive_path
 from sim.bars import KlineColumns, SymbolSpec
 from sim.funding import _e8
 from sim.grid import INTERVALS, close_time
@@ -85,7 +85,7 @@ def add_price_kline_routes(app: web.Application, state: SimState) -> None:
         param = KINDS[kind][2]
 
         async def handle(request: web.Request) -> web.Response:
-            from sim.rest import BinanceError, _int_param
+            from sim.rest import BinanceError, _int_param, _page_limit
 
             start = _int_param(request, "startTime")
             end = _int_param(request, "endTime")
@@ -96,11 +96,7 @@ def add_price_kline_routes(app: web.Application, state: SimState) -> None:
             interval = request.query.get("interval", "")
             if interval not in INTERVALS:
                 raise BinanceError(-1120, "Invalid interval.")
-            limit = 500 if limit is None else limit
-            if not 1 <= limit <= 1500:
-                raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
-            if start is not None and end is not None and start > end:
-                raise BinanceError(-1023, "Start time is greater than end time.")
+            limit = _page_limit(start, end, limit)
             now = state.clock.now_ms()
             avail = state.availability(spec)
 
@@ -119,16 +115,10 @@ def add_price_kline_routes(app: web.Application, state: SimState) -> None:
         key = request.path.lstrip("/")
         file = parse_archive_path(request.path.replace(f"/{dataset}/", "/klines/", 1))
 
-        def missing() -> web.Response:
-            state.stats.archive_not_found += 1
-            return web.Response(text=not_found_xml(key), status=404, content_type="application/xml")
+        from sim.rest import _archive_not_found, _archive_unpublished
 
-        if kind is None or file is None or file.symbol not in state.symbols:
-            return missing()
-        if state.clock.now_ms() < archive_ready_ms(file) or state.faults.is_archive_missing(
-            file.zip_name
-        ):
-            return missing()
+        if kind is None or file is None or _archive_unpublished(state, file):
+            return _archive_not_found(state, key)
         spec = state.symbols[file.symbol]
         avail = state.availability(spec)
 
@@ -140,7 +130,7 @@ def add_price_kline_routes(app: web.Application, state: SimState) -> None:
 
         lines = await asyncio.get_running_loop().run_in_executor(None, make)
         if not lines:
-            return missing()
+            return _archive_not_found(state, key)
         built = build_zip(file, lines)
         state.stats.archive_files_served += 1
         if file.checksum:

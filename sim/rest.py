@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from sim.archive import (
+    ArchiveFile,
     BuiltArchive,
     archive_ready_ms,
     build_zip,
@@ -257,6 +258,17 @@ def _symbol_and_interval(state: SimState, request: web.Request) -> tuple[SymbolS
     return spec, interval
 
 
+def _page_limit(start: int | None, end: int | None, limit: int | None) -> int:
+    """The page size of a klines request (500 when not sent, 1..1500), after the time-range
+    check: the rules every klines endpoint applies once symbol and interval are valid."""
+    limit = 500 if limit is None else limit
+    if not 1 <= limit <= 1500:
+        raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
+    if start is not None and end is not None and start > end:
+        raise BinanceError(-1023, "Start time is greater than end time.")
+    return limit
+
+
 async def handle_klines(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     start = _int_param(request, "startTime")
@@ -264,12 +276,7 @@ async def handle_klines(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit")
     spec, interval = _symbol_and_interval(state, request)
     state.stats.klines_requests += 1
-    if limit is None:
-        limit = 500
-    if not 1 <= limit <= 1500:
-        raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
-    if start is not None and end is not None and start > end:
-        raise BinanceError(-1023, "Start time is greater than end time.")
+    limit = _page_limit(start, end, limit)
     now = state.clock.now_ms()
     avail = state.availability(spec)
 
@@ -287,6 +294,22 @@ async def handle_klines(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------------------------------
 
 
+def _archive_unpublished(state: SimState, file: ArchiveFile) -> bool:
+    """No such file on the archive: an unknown symbol, a period not yet published, or one the
+    fault plan leaves out."""
+    return (
+        file.symbol not in state.symbols
+        or state.clock.now_ms() < archive_ready_ms(file)
+        or state.faults.is_archive_missing(file.zip_name)
+    )
+
+
+def _archive_not_found(state: SimState, key: str) -> web.Response:
+    """The bucket's 404 (an XML NoSuchKey body), counted."""
+    state.stats.archive_not_found += 1
+    return web.Response(text=not_found_xml(key), status=404, content_type="application/xml")
+
+
 async def handle_archive(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     file = parse_archive_path(request.path)
@@ -297,16 +320,8 @@ async def handle_archive(request: web.Request) -> web.Response:
     else:
         state.stats.archive_zip_requests += 1
 
-    def missing() -> web.Response:
-        state.stats.archive_not_found += 1
-        return web.Response(text=not_found_xml(key), status=404, content_type="application/xml")
-
-    if file is None or file.symbol not in state.symbols:
-        return missing()
-    if state.clock.now_ms() < archive_ready_ms(file) or state.faults.is_archive_missing(
-        file.zip_name
-    ):
-        return missing()
+    if file is None or _archive_unpublished(state, file):
+        return _archive_not_found(state, key)
     spec = state.symbols[file.symbol]
     avail = state.availability(spec)
     cache_key = (file.zip_name, avail)
@@ -321,7 +336,7 @@ async def handle_archive(request: web.Request) -> web.Response:
         None, state.archives.get_or_make, cache_key, make
     )
     if built is _NO_FILE:
-        return missing()
+        return _archive_not_found(state, key)
     state.stats.archive_files_served += 1
     if file.checksum:
         return web.Response(

@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # only the annotation: a connection holds the state, not the 
 PERPETUAL_DELIVERY_MS = 4133404800000  # 2100-12-25 08:00 UTC, the perpetuals' sentinel
 
 
+#: Built archive zips kept by default (monthly 1m zips are ~2 MB).
+ARCHIVE_CACHE_BYTES = 64 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """Everything the simulator is started with (all overridable by ``SimulatorThread(**kw)``)."""
@@ -56,12 +60,16 @@ class SimConfig:
     seed: int = 7
     #: Funding interval changes, (symbol, from ms, hours): see sim/funding.py.
     funding_changes: tuple[tuple[str, int, int], ...] = ()
+    #: Bytes of built archive zips kept (the bench prebuilds ~150 MB of them before timing).
+    archive_cache_bytes: int = ARCHIVE_CACHE_BYTES
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
             raise ValueError(f"speed must be > 0, got {self.speed}")
         if not self.symbols:
             raise ValueError("at least one symbol is needed")
+        if self.archive_cache_bytes < 0:
+            raise ValueError(f"archive cache must be ≥ 0 bytes, got {self.archive_cache_bytes}")
 
 
 @dataclass(slots=True)
@@ -93,9 +101,6 @@ class Stats:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-ARCHIVE_CACHE_BYTES = 64 << 20
-
-
 def _archive_weight(built: BuiltArchive) -> int:
     return len(built.zip_bytes) + 300
 
@@ -123,7 +128,7 @@ class SimState:
         # Built zips (a file is immutable once published): the CHECKSUM and the zip, and
         # retries, cost one build. Bounded in bytes (monthly 1m zips are ~2 MB).
         self.archives: LruCache[tuple[str, Availability], BuiltArchive] = LruCache(
-            4096, _archive_weight, ARCHIVE_CACHE_BYTES
+            4096, _archive_weight, config.archive_cache_bytes
         )
         self.connections: set[Connection] = set()
         #: Archive request path → requests (GET /sim/archive-requests).

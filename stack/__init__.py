@@ -1,7 +1,8 @@
 """Native stack: Apache Kafka (KRaft, from Maven Central jars) + PostgreSQL (Debian packages)
 + the project's services, under a real process supervisor (supervisord).
 
-Run ``.venv/bin/python -m stack --help``. Pure parts live in :mod:`stack.config`.
+Run ``.venv/bin/python -m stack --help``. Components: :mod:`stack.settings`, :mod:`stack.kafka`,
+:mod:`stack.postgres`, :mod:`stack.supervisor`; the commands in :mod:`stack.cli`.
 """
 
 from __future__ import annotations

@@ -1,295 +1,72 @@
-"""`python -m stack`: the native Kafka + PostgreSQL (+ services) stack under supervisord."""
+"""`python -m stack`: the commands. Each one resolves the settings and drives the components
+(``stack.kafka``, ``stack.postgres``, ``stack.supervisor``) in order."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from stack import install
-from stack.config import (
-    APP_PROGRAMS,
-    PROFILES,
+from stack.install import InstallError, ensure_java, file_lock, say, write_if_changed
+from stack.kafka import ensure_kafka, prepare_kafka, wait_kafka
+from stack.postgres import (
+    ALT_PG_ROOT,
     PgLayout,
-    ProgramSpec,
+    check_dsn,
+    ensure_postgres,
+    pg_layout,
+    prepare_postgres,
+    setup_postgres,
+)
+from stack.procs import (
+    NotReady,
+    StackError,
+    check_ports_free,
+    kill_processes,
+    stack_processes,
+)
+from stack.settings import (
+    PROFILES,
     StackConfigError,
     StackSettings,
     env_exports,
-    infra_programs,
-    kafka_java_command,
-    kafka_server_properties,
-    new_cluster_id,
-    parse_services,
-    postgres_run_script,
-    resolve_settings,
+    settings_from,
     stack_hash,
-    supervisord_conf,
 )
-from stack.install import InstallError, file_lock, say, write_if_changed
-from stack.procs import (
+from stack.supervisor import (
+    APP_PROGRAMS,
     RUNNING_STATES,
-    StackError,
-    kill_processes,
-    port_in_use,
+    alive_check,
+    all_alive,
+    app_program_specs,
+    apply_changes,
+    infra_programs,
+    parse_services,
     program_state,
-    program_states,
-    restart_program,
+    services_file,
     shutdown_supervisord,
-    stack_processes,
     start_program,
     start_supervisord,
-    stop_program,
+    supervisord_conf,
     supervisord_pid,
-    update_programs,
+    wait_services,
+    wanted_services,
 )
-from stack.ready import NotReady, check_dsn, setup_postgres, wait_kafka
-from stack.startup import StartWatch, last_lines
-
-REPO = Path(__file__).resolve().parents[1]
-ALT_PG_ROOT = Path("/var/lib/qryptify")
 
 
-# --------------------------------------------------------------------------------------------
-# settings
-# --------------------------------------------------------------------------------------------
-
-
-def load_yaml(path: Path) -> Mapping[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise StackConfigError(f"--config: cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise StackConfigError(f"--config: {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise StackConfigError(f"--config: {path} must hold a mapping at the top level")
-    return data
-
-
-def settings_from(args: argparse.Namespace) -> StackSettings:
-    env: Mapping[str, str] = os.environ
-    explicit = getattr(args, "config", None)
-    config_path: Path | None = None
-    if explicit:
-        config_path = Path(explicit).expanduser().resolve()
-        if not config_path.exists():
-            raise StackConfigError(f"--config: {explicit} does not exist")
-    elif env.get("QRYPTIFY_CONFIG"):
-        config_path = Path(env["QRYPTIFY_CONFIG"]).expanduser().resolve()
-    elif (REPO / "config.yaml").exists():
-        config_path = REPO / "config.yaml"
-    config = None
-    if config_path is not None and config_path.exists():
-        config = load_yaml(config_path)
-    brokers = getattr(args, "brokers", None)
-    if brokers:
-        env = {**env, "QRYPTIFY_KAFKA_BROKERS": str(brokers)}
-    return resolve_settings(
-        profile=args.profile, repo=REPO, config=config, config_path=config_path, env=env
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# PostgreSQL layout + initdb
-# --------------------------------------------------------------------------------------------
-
-
-def postgres_can_reach(path: Path) -> bool:
-    proc = subprocess.run(
-        ["test", "-x", str(path)], user="postgres", group="postgres", extra_groups=[], check=False
-    )
-    return proc.returncode == 0
-
-
-def pg_layout(settings: StackSettings, bin_dir: Path) -> PgLayout:
-    base = settings.stack_dir
-    data = base / "pg-data"
-    alt = ALT_PG_ROOT / stack_hash(settings.stack_dir)
-    if data.is_symlink() or not postgres_can_reach(base):
-        # e.g. a clone under /root (mode 0700): the postgres user cannot traverse it. Keep the
-        # cluster in a place it can reach; the stack dir gets a symlink for humans.
-        base = alt
-        base.mkdir(parents=True, exist_ok=True)
-        base.chmod(0o755)
-        if not data.is_symlink():
-            if data.exists():
-                raise StackError(f"{data} exists but the postgres user cannot reach it")
-            data.symlink_to(alt / "pg-data")
-        data = alt / "pg-data"
-    run = base / "pg-run"
-    socket_dir = run
-    if len(str(run / f".s.PGSQL.{settings.pg_port}.lock")) > 100:
-        socket_dir = Path("/tmp") / f"qryptify-pg-{stack_hash(settings.stack_dir)}"  # noqa: S108
-    version_file = data / "PG_VERSION"
-    if version_file.exists():
-        version = version_file.read_text().strip()
-        wanted = install.find_pg_bin(version)
-        if wanted is None or wanted.parent.name != version:
-            raise StackError(
-                f"{data} was created by PostgreSQL {version}, which is not installed "
-                f"(found {bin_dir.parent.name}); install postgresql-{version} or wipe the stack"
-            )
-        bin_dir = wanted
-    return PgLayout(
-        bin_dir=bin_dir,
-        data_dir=data,
-        socket_dir=socket_dir,
-        run_script=run / "postgres.sh",
-        timescaledb=install.has_timescaledb(bin_dir),
-    )
-
-
-def _chown_postgres(path: Path, mode: int) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.chown(path, "postgres", "postgres")
-    path.chmod(mode)
-
-
-def prepare_postgres(settings: StackSettings, pg: PgLayout) -> bool:
-    """initdb once; (re)write the run script. True when the script changed."""
-    _chown_postgres(pg.run_script.parent, 0o700)
-    _chown_postgres(pg.socket_dir, 0o700)
-    changed = write_if_changed(pg.run_script, postgres_run_script(settings, pg), 0o755)
-    if (pg.data_dir / "PG_VERSION").exists():
-        return changed
-    if pg.data_dir.exists() and any(pg.data_dir.iterdir()):
-        say(f"{pg.data_dir} holds a half-initialised cluster; starting it over")
-        shutil.rmtree(pg.data_dir)
-    _chown_postgres(pg.data_dir, 0o700)
-    started = time.monotonic()
-    pwfile = pg.run_script.parent / ".initdb-pw"
-    pwfile.write_text(settings.dsn.password + "\n" if settings.dsn.user == "postgres" else "x\n")
-    shutil.chown(pwfile, "postgres", "postgres")
-    pwfile.chmod(0o600)
-    try:
-        proc = subprocess.run(
-            [
-                str(pg.initdb),
-                "-D",
-                str(pg.data_dir),
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                f"--pwfile={pwfile}",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-            user="postgres",
-            group="postgres",
-            extra_groups=[],
-            cwd=pg.data_dir.parent,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    finally:
-        pwfile.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        raise StackError(f"initdb failed: {(proc.stdout + proc.stderr).strip()[-800:]}")
-    say(f"postgres: initdb {pg.data_dir} in {time.monotonic() - started:.1f}s")
-    return changed
-
-
-# --------------------------------------------------------------------------------------------
-# Kafka format
-# --------------------------------------------------------------------------------------------
-
-
-def prepare_kafka(settings: StackSettings, java: str) -> bool:
-    """Format each node's storage once (one cluster id for all); (re)write its
-    server.properties. True when a node's properties changed."""
-    changed = False
-    nodes = settings.kafka_nodes
-    cluster_file = settings.stack_dir / "kafka" / "cluster.id"
-    for node in nodes:
-        node.properties.parent.mkdir(parents=True, exist_ok=True)
-        changed |= write_if_changed(node.properties, kafka_server_properties(settings, node))
-    for node in nodes:
-        if (node.data / "meta.properties").exists():
-            continue
-        node.data.mkdir(parents=True, exist_ok=True)
-        cluster_file.parent.mkdir(parents=True, exist_ok=True)
-        if cluster_file.exists():
-            cluster_id = cluster_file.read_text().strip()
-        else:
-            cluster_id = new_cluster_id()
-            cluster_file.write_text(cluster_id + "\n")
-        started = time.monotonic()
-        # One node: a dynamic quorum of itself; three: the static voters in its properties.
-        standalone = ["--standalone"] if len(nodes) == 1 else []
-        cmd = kafka_java_command(
-            settings,
-            java,
-            ["kafka.tools.StorageTool", "format", *standalone, "-t", cluster_id, "-c",
-             str(node.properties)],
-        )  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise StackError(f"kafka storage format failed: {(proc.stdout + proc.stderr)[-800:]}")
-        say(
-            f"{node.name}: formatted {node.data} (cluster {cluster_id}) in "
-            f"{time.monotonic() - started:.1f}s"
-        )
-    return changed
-
-
-# --------------------------------------------------------------------------------------------
-# programs
-# --------------------------------------------------------------------------------------------
-
-
-def _services_file(settings: StackSettings) -> Path:
-    return settings.stack_dir / "services.json"
-
-
-def wanted_services(settings: StackSettings, requested: list[str], running: bool) -> list[str]:
-    """Requested services plus those a still-running stack already has (up never removes)."""
-    previous: list[str] = []
-    if running:
-        with contextlib.suppress(OSError, ValueError):
-            previous = [
-                s for s in json.loads(_services_file(settings).read_text()) if s in APP_PROGRAMS
-            ]
-    return list(dict.fromkeys(previous + requested))
-
-
-def app_program_specs(
-    settings: StackSettings, names: Sequence[str]
-) -> tuple[list[ProgramSpec], list[str]]:
-    python = str(REPO / ".venv" / "bin" / "python")
-    if not Path(python).exists():
-        python = sys.executable
-    config = settings.config_path or (REPO / "config.yaml")
-    specs, missing = [], []
-    for name in names:
-        spec = APP_PROGRAMS[name](settings, python, config, os.environ)
-        if spec.module_file is not None and not spec.module_file.exists():
-            missing.append(name)
-            continue
-        specs.append(spec)
-    return specs, missing
-
-
-# --------------------------------------------------------------------------------------------
-# commands
-# --------------------------------------------------------------------------------------------
+def install_all(settings: StackSettings) -> tuple[str, Path]:
+    """Everything the stack needs on this machine; fast when it is all there."""
+    java = ensure_java()
+    ensure_kafka(settings)
+    pg_bin = ensure_postgres()
+    return java, pg_bin
 
 
 class Timer:
@@ -300,29 +77,10 @@ class Timer:
         return f"{time.monotonic() - self.start:.1f}s"
 
 
-def _alive_check(settings: StackSettings, name: str) -> Any:
-    def check() -> None:
-        state = program_state(settings, name)
-        if state == "FATAL":
-            raise NotReady(f"{name} is {state} (it kept exiting at start)")
-
-    return check
-
-
-def _all_alive(settings: StackSettings, names: Sequence[str]) -> Any:
-    checks = [_alive_check(settings, name) for name in names]
-
-    def check() -> None:
-        for one in checks:
-            one()
-
-    return check
-
-
 def cmd_install(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     timer = Timer()
-    java, pg_bin = install.install_all(settings)
+    java, pg_bin = install_all(settings)
     say(
         f"installed: java {java}, kafka {settings.kafka_version} in {settings.kafka_libs}, "
         f"postgres {pg_bin} ({timer})"
@@ -339,7 +97,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(settings.stack_dir / ".lock"):
         timer = Timer()
-        java, pg_bin = install.install_all(settings)
+        java, pg_bin = install_all(settings)
         if time.monotonic() - timer.start > 1:
             say(f"install finished in {timer}")
         pg = pg_layout(settings, pg_bin)
@@ -349,15 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             if leftovers:
                 say(f"stopping {len(leftovers)} processes left by a dead supervisord: {leftovers}")
                 kill_processes(leftovers)
-            ports = [(node.name, node.port) for node in settings.kafka_nodes]
-            ports += [(f"{node.name} controller", node.controller_port)
-                      for node in settings.kafka_nodes]  # fmt: skip
-            for component, port in (*ports, ("postgres", settings.pg_port)):
-                if port_in_use(port):
-                    raise StackError(
-                        f"{component}: port 127.0.0.1:{port} is already in use by another "
-                        f"process (another stack or a system service?)"
-                    )
+            check_ports_free(settings.ports)
         changed = {
             "kafka": prepare_kafka(settings, java),
             "postgres": prepare_postgres(settings, pg),
@@ -369,56 +119,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         programs = list(infra_programs(settings, java, pg).values()) + app_specs
         conf = supervisord_conf(settings, programs)
         write_if_changed(settings.supervisord_conf, conf, 0o600)
-        write_if_changed(_services_file(settings), json.dumps([s.name for s in app_specs]) + "\n")
+        write_if_changed(services_file(settings), json.dumps([s.name for s in app_specs]) + "\n")
         if pid is None:
             pid = start_supervisord(settings)
             say(f"supervisord started (pid {pid}, socket {settings.supervisor_socket})")
         else:
-            update_programs(settings)
-            kafka_names = [node.name for node in settings.kafka_nodes]
-            for name, did_change in changed.items():
-                for program in kafka_names if name == "kafka" else [name]:
-                    if did_change and program_state(settings, program) in RUNNING_STATES:
-                        say(f"{program}: configuration changed; restarting it")
-                        restart_program(settings, program)
-            for name in (*kafka_names, "postgres"):
-                if program_state(settings, name) not in RUNNING_STATES:
-                    say(f"{name} was {program_state(settings, name)}; starting it")
-                    start_program(settings, name)
-        ready_from = Timer()
-        errors: dict[str, str] = {}
-
-        def run_kafka() -> None:
-            try:
-                wait_kafka(
-                    settings.bootstrap,
-                    settings.kafka_port,
-                    _all_alive(settings, [node.name for node in settings.kafka_nodes]),
-                    args.timeout,
-                )
-                say(f"kafka ready in {ready_from} ({settings.bootstrap})")
-            except Exception as exc:
-                errors["kafka"] = str(exc)
-
-        def run_postgres() -> None:
-            try:
-                setup_postgres(
-                    str(pg.socket_dir),
-                    settings.pg_port,
-                    settings.dsn,
-                    _alive_check(settings, "postgres"),
-                    args.timeout,
-                )
-                check_dsn(settings.effective_dsn, 30)
-                say(f"postgres ready in {ready_from} ({settings.effective_dsn.redacted()})")
-            except Exception as exc:
-                errors["postgres"] = str(exc)
-
-        threads = [threading.Thread(target=run_kafka), threading.Thread(target=run_postgres)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+            apply_changes(settings, changed)
+        errors = wait_infra(settings, pg, args.timeout)
         if errors:
             for name, error in sorted(errors.items()):
                 print(
@@ -435,41 +142,44 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def wait_services(
-    settings: StackSettings, specs: Sequence[ProgramSpec], hold_s: float, timeout_s: float
-) -> bool:
-    """Wait until every service has stayed running ``hold_s`` seconds. A service that keeps
-    exiting is stopped (no crash loop) and its last log lines are printed: False."""
-    watch = StartWatch(tuple(spec.name for spec in specs), hold_s=hold_s)
-    deadline = time.monotonic() + max(timeout_s, hold_s + 5)
-    up: set[str] = set()
-    failed: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        # Every program is judged (up or failed), so all failing ones are reported at once.
-        up, failed = watch.observe(program_states(settings))
-        if len(up) + len(failed) == len(specs):
-            break
-        time.sleep(0.5)
-    else:
-        for spec in specs:
-            if spec.name not in up and spec.name not in failed:
-                failed[spec.name] = f"not running steadily after {timeout_s:.0f}s"
-    for spec in specs:
-        if spec.name in up:
-            say(f"{spec.name}: up (stayed running {hold_s:.0f}s; log {spec.log_file})")
-    for name, reason in sorted(failed.items()):
-        stop_program(settings, name)
-        log = settings.log_file(name)
-        print(
-            f"stack up: {name} FAILED: {reason}; stopped it. Last lines of {log}:", file=sys.stderr
-        )
+def wait_infra(settings: StackSettings, pg: PgLayout, timeout: float) -> dict[str, str]:
+    """Kafka and PostgreSQL ready, side by side (PostgreSQL provisioned on the way); what
+    failed, by component (empty: both answer)."""
+    ready_from = Timer()
+    errors: dict[str, str] = {}
+
+    def run_kafka() -> None:
         try:
-            with log.open(encoding="utf-8", errors="replace") as lines:
-                for line in last_lines(lines, 20):
-                    print(f"  | {line}", file=sys.stderr)
-        except OSError as exc:
-            print(f"  (cannot read it: {exc.strerror})", file=sys.stderr)
-    return not failed
+            wait_kafka(
+                settings.bootstrap,
+                settings.kafka_port,
+                all_alive(settings, [node.name for node in settings.kafka_nodes]),
+                timeout,
+            )
+            say(f"kafka ready in {ready_from} ({settings.bootstrap})")
+        except Exception as exc:
+            errors["kafka"] = str(exc)
+
+    def run_postgres() -> None:
+        try:
+            setup_postgres(
+                str(pg.socket_dir),
+                settings.pg_port,
+                settings.dsn,
+                alive_check(settings, "postgres"),
+                timeout,
+            )
+            check_dsn(settings.effective_dsn, 30)
+            say(f"postgres ready in {ready_from} ({settings.effective_dsn.redacted()})")
+        except Exception as exc:
+            errors["postgres"] = str(exc)
+
+    threads = [threading.Thread(target=run_kafka), threading.Thread(target=run_postgres)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 def stop_stack(settings: StackSettings) -> list[int]:
@@ -484,7 +194,7 @@ def stop_stack(settings: StackSettings) -> list[int]:
         stubborn = kill_processes(leftovers)
         if stubborn:
             say(f"had to SIGKILL {stubborn}")
-    _services_file(settings).unlink(missing_ok=True)
+    services_file(settings).unlink(missing_ok=True)
     return leftovers
 
 
@@ -556,7 +266,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
     try:
         node = next((n for n in settings.kafka_nodes if n.name == args.name), None)
         if node is not None:
-            wait_kafka(settings.bootstrap, node.port, _alive_check(settings, node.name), 180)
+            wait_kafka(settings.bootstrap, node.port, alive_check(settings, node.name), 180)
             say(f"{node.name} ready in {timer}")
         elif args.name == "postgres":
             check_dsn(settings.effective_dsn, 60)
@@ -595,11 +305,6 @@ def cmd_env(args: argparse.Namespace) -> int:
     for key, value in env_exports(settings):
         print(f"export {key}={shlex.quote(value)}")
     return 0
-
-
-# --------------------------------------------------------------------------------------------
-# main
-# --------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

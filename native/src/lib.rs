@@ -16,6 +16,7 @@ mod copybin;
 mod rest;
 mod staged;
 mod ts;
+mod ws;
 
 use staged::{NewRow, StagedRows};
 
@@ -588,5 +589,6 @@ fn qryptify_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     archive::register(m)?;
     copybin::register(m)?;
     rest::register(m)?;
+    ws::register(m)?;
     Ok(())
 }

@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import re
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import httpx
 
 from qryptify import native
-from qryptify.avro import EncodedKlines, KlineEncoder
+from qryptify.avro import EncodedKlines, KlineCodec, kline_encoder
 from qryptify.binance.bounded import get_bounded
 from qryptify.binance.weights import WeightBudget, best_page_limit, klines_weight
 from qryptify.clock import Clock, ExchangeClock, MonotonicClock
@@ -43,7 +44,7 @@ from qryptify.errors import (
     MalformedPayload,
     RateLimited,
 )
-from qryptify.kline import Kline, closed_klines, nested_deeper_than
+from qryptify.kline import Kline, closed_at, closed_klines, nested_deeper_than
 from qryptify.pairs import Pair, next_open
 from qryptify.retry import backoff
 
@@ -186,40 +187,74 @@ def parse_klines(pair: Pair, body: object, ingested_at: int) -> list[Kline]:
     return klines
 
 
+KLINES_PATH = "/fapi/v1/klines"
+#: An exchange clock no close time reaches: the compiled core then keeps every candle.
+_NO_CLOCK = 2**63 - 1
+
+
+def json_body(path: str, body: bytes) -> Any:
+    """A REST answer's body → its JSON value; ``MalformedPayload`` naming ``path`` when it is
+    not JSON or nested absurdly deep (the one check for every endpoint and both cores)."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        text = body.decode("utf-8", "replace")[:80]
+        raise MalformedPayload("rest", f"GET {path}: body is not JSON: {text!r}") from None
+    if nested_deeper_than(decoded):
+        raise MalformedPayload("rest", f"GET {path}: JSON nested too deeply")
+    return decoded
+
+
+def check_within(pair: Pair, open_times: Sequence[int], start_ms: int, end_ms: int) -> None:
+    """Every candle of a page asked for ``[start_ms, end_ms]`` (open times, ascending) lies
+    in it, the still-open one included; ``MalformedPayload`` names the first that does not."""
+    outside = [t for t in open_times[:1] if t < start_ms]
+    outside += [t for t in open_times[bisect_right(open_times, end_ms) :][:1]]
+    if outside:
+        raise MalformedPayload("rest", f"{pair} kline {outside[0]} outside [{start_ms}, {end_ms}]")
+
+
 def page_values(
     pair: Pair,
     body: bytes,
     ingested_at: int,
     exchange_now_ms: int,
-    encoder: KlineEncoder,
+    codec: KlineCodec,
     *,
+    within: tuple[int, int] | None = None,
     native_ok: bool = True,
 ) -> EncodedKlines:
     """A raw ``/fapi/v1/klines`` body → the topic values of its candles closed by the exchange
     clock (``close_time < exchange_now_ms``, as ``page_events`` decides), ascending.
 
-    The same candles and errors as ``json.loads`` + ``parse_klines`` + ``encoder.encode``;
-    a page of plain rows runs in the compiled core when it is active (``native_ok=False``:
+    The same candles and errors as ``BinanceRest.klines`` (``json_body`` + ``parse_klines`` +
+    ``check_within`` on every candle, open ones included, when ``within`` is given) followed
+    by the closed filter and ``codec.encode``; a page of plain rows runs in the compiled
+    core when it is active and the codec has its fast Kline encoder (``native_ok=False``:
     never, for tests comparing the two; tests/unit/native/test_rest_page.py)."""
-    if native.MODULE is not None and native_ok:
+    rows: EncodedKlines | None = None
+    encoder = kline_encoder(codec)
+    if encoder is not None and native.MODULE is not None and native_ok:
         head, tail = encoder.row_frame(pair.symbol, pair.interval, "rest", ingested_at)
-        found = native.MODULE.rest_page_values(body, head, tail, exchange_now_ms)
+        found = native.MODULE.rest_page_values(body, head, tail, _NO_CLOCK)
         if found is not None:
-            return EncodedKlines(pair.symbol, pair.interval, *found)
-    try:
-        decoded = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        raise MalformedPayload("rest", f"klines body is not JSON: {body[:80]!r}") from None
-    if nested_deeper_than(decoded):
-        raise MalformedPayload("rest", "klines body: JSON nested too deeply")
-    closed = closed_klines(parse_klines(pair, decoded, ingested_at), exchange_now_ms)
-    return EncodedKlines(
-        pair.symbol,
-        pair.interval,
-        [k.open_time for k in closed],
-        [k.close_time for k in closed],
-        [encoder.encode(k) for k in closed],
-    )
+            rows = EncodedKlines(pair.symbol, pair.interval, *found)
+    if rows is None:
+        klines = parse_klines(pair, json_body(KLINES_PATH, body), ingested_at)
+        rows = EncodedKlines(
+            pair.symbol,
+            pair.interval,
+            [k.open_time for k in klines],
+            [k.close_time for k in klines],
+            [codec.encode(k) for k in klines],
+        )
+    if within is not None:
+        check_within(pair, rows.open_times, *within)
+    if rows.close_times and not closed_at(max(rows.close_times), exchange_now_ms):
+        rows = rows.pick(
+            [i for i, t in enumerate(rows.close_times) if closed_at(t, exchange_now_ms)]
+        )
+    return rows
 
 
 _DEC = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
@@ -357,6 +392,40 @@ class BinanceRest:
         ``closed_klines_between`` or filter with ``Kline.is_closed(clock.now_ms())``.
         """
         limit = self.page_limit if limit is None else limit
+        body = json_body(KLINES_PATH, await self._klines_body(pair, start_ms, end_ms, limit))
+        klines = parse_klines(pair, body, self.clock.now_ms())
+        self.stats.klines_requests += 1
+        self.stats.klines_rows += len(klines)
+        check_within(pair, [k.open_time for k in klines], start_ms, end_ms)
+        return klines
+
+    async def klines_values(
+        self,
+        pair: Pair,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        *,
+        codec: KlineCodec,
+        exchange_now_ms: int,
+    ) -> EncodedKlines:
+        """``klines`` without a Kline per candle: the page's candles closed by
+        ``exchange_now_ms``, as topic values straight from the raw body (``page_values``: the
+        compiled core when it is active). The same requests, checks and errors."""
+        body = await self._klines_body(pair, start_ms, end_ms, limit)
+        rows = page_values(
+            pair,
+            body,
+            self.clock.now_ms(),
+            exchange_now_ms,
+            codec,
+            within=(start_ms, end_ms),
+        )
+        self.stats.klines_requests += 1
+        self.stats.klines_rows += len(rows)
+        return rows
+
+    async def _klines_body(self, pair: Pair, start_ms: int, end_ms: int, limit: int) -> bytes:
         params = {
             "symbol": pair.symbol,
             "interval": pair.interval,
@@ -364,22 +433,13 @@ class BinanceRest:
             "endTime": end_ms,
             "limit": limit,
         }
-        body = await self._get("/fapi/v1/klines", params, weight=klines_weight(limit))
-        klines = parse_klines(pair, body, self.clock.now_ms())
-        self.stats.klines_requests += 1
-        self.stats.klines_rows += len(klines)
-        for k in klines:
-            if not start_ms <= k.open_time <= end_ms:
-                raise MalformedPayload(
-                    "rest", f"{pair} kline {k.open_time} outside [{start_ms}, {end_ms}]"
-                )
-        return klines
+        return await self._get_raw(KLINES_PATH, params, weight=klines_weight(limit))
 
     async def latest_klines(self, pair: Pair, limit: int = 1) -> list[Kline]:
         """The most recent ``limit`` candles (no start or end time): for a contract that
         stopped trading, its last candles. May include the still-open candle."""
         params = {"symbol": pair.symbol, "interval": pair.interval, "limit": limit}
-        body = await self._get("/fapi/v1/klines", params, weight=klines_weight(limit))
+        body = await self._get(KLINES_PATH, params, weight=klines_weight(limit))
         self.stats.klines_requests += 1
         return parse_klines(pair, body, self.clock.now_ms())
 
@@ -407,6 +467,10 @@ class BinanceRest:
 
     # -- transport -------------------------------------------------------------------------
     async def _get(self, path: str, params: Mapping[str, Any], weight: int) -> Any:
+        """``_get_raw``'s body as JSON (``json_body``)."""
+        return json_body(path, await self._get_raw(path, params, weight))
+
+    async def _get_raw(self, path: str, params: Mapping[str, Any], weight: int) -> bytes:
         """``_send`` with up to ``rest.retry_attempts`` tries while the exchange is unavailable
         (429/418 are waited out inside ``_send`` by the budget and not retried again here)."""
         maximum_s = self.cfg.retry_max_wait_s
@@ -452,8 +516,9 @@ class BinanceRest:
             return self.budget.on_418(now, retry_after_s=retry_after)
         return self.budget.blocked_until()
 
-    async def _send(self, path: str, params: Mapping[str, Any], weight: int) -> Any:
-        """One request, re-sent after 429/418 once the budget allows; 5xx etc. raise."""
+    async def _send(self, path: str, params: Mapping[str, Any], weight: int) -> bytes:
+        """One request, re-sent after 429/418 once the budget allows; 5xx etc. raise. Returns
+        the body as sent (``json_body`` decodes it)."""
         for _ in range(MAX_RATE_LIMITED_ANSWERS):
             # A request waits for a connection HERE, before the budget check, never inside
             # httpx's pool after it: a 429/418 pause then holds every request not yet sent.
@@ -498,15 +563,7 @@ class BinanceRest:
                 continue
             if status >= 400:
                 raise _error_for(path, resp)
-            try:
-                body = resp.json()
-            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-                raise MalformedPayload(
-                    "rest", f"GET {path}: body is not JSON: {resp.text[:80]!r}"
-                ) from None
-            if nested_deeper_than(body):
-                raise MalformedPayload("rest", f"GET {path}: JSON nested too deeply")
-            return body
+            return resp.content
         now = self._budget_clock.now_ms()
         if self.budget.is_banned(now):
             raise IpBanned(self.clock.now_ms() + self.budget.blocked_until() - now)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from qryptify import db, native
 from qryptify.config import Config
+from qryptify.dlq import DlqWriter
 from qryptify.errors import IngestorError, NoDataYet
 from qryptify.futures.sink import FuturesSink
 from qryptify.kafka import (
@@ -32,7 +33,7 @@ from qryptify.kafka import (
 from qryptify.redaction import redact_message
 from qryptify.service import install_stop_handlers
 from qryptify.sink.batch import FlushPolicy
-from qryptify.sink.loop import DlqWriter, FlushReport, LoopSettings, OffsetCommits, SinkLoop
+from qryptify.sink.loop import FlushReport, LoopSettings, OffsetCommits, SinkLoop
 from qryptify.sink.timing import StepTimes, sink_step_times
 
 #: Replays are bulk loads: bigger transactions than the live sink's default.

@@ -80,18 +80,6 @@ WHERE symbol = %(symbol)s AND interval = %(interval)s
   AND ts >= TIMESTAMPTZ 'epoch' + %(start)s * INTERVAL '1 millisecond'
   AND ts < TIMESTAMPTZ 'epoch' + %(end)s * INTERVAL '1 millisecond'
 """
-_EMPTY = """
-SELECT (extract(epoch FROM start_ts) * 1000)::bigint, (extract(epoch FROM end_ts) * 1000)::bigint
-FROM empty_ranges
-WHERE symbol = %(symbol)s AND interval = %(interval)s
-  AND end_ts > TIMESTAMPTZ 'epoch' + %(start)s * INTERVAL '1 millisecond'
-  AND start_ts < TIMESTAMPTZ 'epoch' + %(end)s * INTERVAL '1 millisecond'
-ORDER BY start_ts
-"""
-_POINTER = """
-SELECT (extract(epoch FROM last_closed_ts) * 1000)::bigint
-FROM sync_state WHERE symbol = %(symbol)s AND interval = %(interval)s
-"""
 SCHEMA_TABLES = ("candlesticks", "sync_state", "empty_ranges")
 _SCHEMA_CHECK = """
 SELECT name, to_regclass(name) FROM unnest(%(tables)s::text[]) AS t(name)
@@ -228,45 +216,33 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         core=native.CORE,
         unlisted=unlisted,
     )
-    funding, prices = _futures(cfg, dsn)
-    found = judge(report) + futures_status.breaches(funding or [], prices or [], args.max_gaps)
+    futures = _futures(cfg, dsn)
+    found = judge(report) + futures_status.breaches(futures or [], args.max_gaps)
     report = dataclasses.replace(report, breaches=tuple(found))
     if args.json:
         body = to_json(report)
-        if funding is not None or prices is not None:
-            body["futures"] = {
-                "funding": futures_status.to_json(funding or []),
-                "price_klines": futures_status.prices_to_json(prices or []),
-            }
+        if futures is not None:
+            body["futures"] = futures_status.to_json(futures)
         print(json.dumps(body, indent=2))
     else:
         print(render_text(report))
-        if funding is not None:
-            print(futures_status.render(funding))
-        if prices is not None:
-            print(futures_status.render_prices(prices))
+        if futures is not None:
+            print(futures_status.render(futures))
     return 0 if report.healthy else EXIT_UNHEALTHY
 
 
-def _futures(
-    cfg: Config, dsn: str
-) -> tuple[list[futures_status.FundingCoverage] | None, list[futures_status.PriceCoverage] | None]:
-    """Coverage per futures kind that is on (None for what is off)."""
+def _futures(cfg: Config, dsn: str) -> list[futures_status.Coverage] | None:
+    """Coverage per series of every futures kind that is on (None when all are off)."""
     kinds = enabled_kinds(cfg)
     if not cfg.futures.funding_rates and not kinds:
-        return None, None
+        return None
+    symbols = [p.symbol for p in cfg.pairs] if cfg.futures.funding_rates else []
     try:
         with db.connect(dsn, autocommit=True) as conn:
-            funding = (
-                futures_status.funding_coverage(conn, [p.symbol for p in cfg.pairs])
-                if cfg.futures.funding_rates
-                else None
-            )
-            prices = futures_status.price_coverage(conn, kinds, cfg.pairs) if kinds else None
-            return funding, prices
+            return futures_status.coverage(conn, symbols, kinds, cfg.pairs)
     except Exception as exc:  # reported by the main section already if the DB is down
         logger.debug("futures coverage failed: %s", exc)
-        return ([] if cfg.futures.funding_rates else None), ([] if kinds else None)
+        return []
 
 
 def _resolve_now(args: argparse.Namespace, cfg: Config) -> tuple[int, str]:
@@ -445,8 +421,8 @@ def _read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: 
     inside = conn.execute(_IN_WINDOW, params).fetchone()
     first_inside, rows_inside = inside if inside is not None else (None, 0)
     found = db.candle_jumps(conn, pair.symbol, pair.interval, start, end)
-    empty = [(int(a), int(b)) for a, b in conn.execute(_EMPTY, params).fetchall()]
-    pointer = conn.execute(_POINTER, params).fetchone()
+    empty = db.empty_ranges_within(conn, pair.symbol, pair.interval, start, end)
+    pointer_ms = db.sync_pointer(conn, pair.symbol, pair.interval)
     return PairFacts(
         pair=pair,
         first_ms=first_ms,
@@ -456,7 +432,7 @@ def _read_pair(conn: db.Connection, pair: Pair, backfill_start_ms: int, now_ms: 
         first_in_window_ms=None if first_inside is None else int(first_inside),
         jumps=tuple(found),
         empty_ranges=tuple(empty),
-        pointer_ms=None if pointer is None or pointer[0] is None else int(pointer[0]),
+        pointer_ms=pointer_ms,
     )
 
 

@@ -25,7 +25,7 @@ from qryptify.config import Config
 from qryptify.errors import ConfigError, IngestorError, PairError, UndecodableRecord
 from qryptify.futures import tap as futures_tap
 from qryptify.futures.funding import FundingRate
-from qryptify.futures.price import PriceKline
+from qryptify.futures.price import PriceEmptyRange, PriceKline
 from qryptify.futures.records import FuturesRecord
 from qryptify.kafka import KafkaError, TopicPartition, make_consumer, topic_partitions
 from qryptify.kline import EmptyRange, Event, Kline
@@ -90,7 +90,7 @@ def iso_ms(ms: int) -> str:
 
 
 def event_fields(event: Event | FuturesRecord, partition: int, offset: int) -> dict[str, Any]:
-    if isinstance(event, FundingRate | PriceKline):
+    if isinstance(event, FundingRate | PriceKline | PriceEmptyRange):
         return futures_tap.fields(event, partition, offset)
     if isinstance(event, Kline):
         fields: dict[str, Any] = {"type": "kline"}
@@ -104,7 +104,7 @@ def event_fields(event: Event | FuturesRecord, partition: int, offset: int) -> d
 
 
 def format_table(event: Event | FuturesRecord, partition: int, offset: int) -> str:
-    if isinstance(event, FundingRate | PriceKline):
+    if isinstance(event, FundingRate | PriceKline | PriceEmptyRange):
         return futures_tap.table_line(event, partition, offset)
     where = f"{partition}@{offset}"
     if isinstance(event, Kline):

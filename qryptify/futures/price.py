@@ -22,8 +22,14 @@ from qryptify.binance.archive import (
     parse_csv,
 )
 from qryptify.binance.rest import parse_klines
-from qryptify.errors import InvalidFuturesRecord, PairError, UndecodableRecord
-from qryptify.kline import SOURCES, Kline, Source
+from qryptify.errors import (
+    InvalidEmptyRange,
+    InvalidFuturesRecord,
+    InvalidKline,
+    PairError,
+    UndecodableRecord,
+)
+from qryptify.kline import SOURCES, EmptyRange, Kline, Source
 from qryptify.pairs import (
     DAY_MS,
     Pair,
@@ -33,8 +39,10 @@ from qryptify.pairs import (
     validate_interval,
     validate_symbol,
 )
+from qryptify.sink.batch import check_empty_range
 
 PRICE_KLINE = f"{NAMESPACE}.PriceKline"
+PRICE_EMPTY_RANGE = f"{NAMESPACE}.PriceEmptyRange"
 
 
 class FuturesConfigLike(Protocol):
@@ -68,6 +76,12 @@ TABLES: dict[PriceKind, str] = {
     "index": "index_price_klines",
     "premium": "premium_index_klines",
 }
+#: kind → the table of its exchange-confirmed empty ranges (the layout of ``empty_ranges``)
+EMPTY_TABLES: dict[PriceKind, str] = {
+    "mark": "mark_price_empty_ranges",
+    "index": "index_price_empty_ranges",
+    "premium": "premium_index_empty_ranges",
+}
 MIN_MS = 1_262_304_000_000
 MAX_MS = 7_258_118_400_000
 _DECIMAL_RE = re.compile(r"-?[0-9]{1,30}(?:\.[0-9]{1,30})?")
@@ -93,6 +107,27 @@ class PriceKline:
     @property
     def key(self) -> str:
         return f"{self.symbol}|{self.kind}|{self.interval}"
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEmptyRange:
+    """The trade klines' ``EmptyRange`` (open times the exchange confirmed have no candle) of
+    one price kind's series: the same record with the kind, keyed like the series' candles."""
+
+    kind: PriceKind
+    range: EmptyRange
+
+    @property
+    def key(self) -> str:
+        return f"{self.range.symbol}|{self.kind}|{self.range.interval}"
+
+
+def validate_price_empty_range(e: PriceEmptyRange) -> PriceEmptyRange:
+    """Return ``e`` or raise InvalidEmptyRange naming the field (the kline topic's rules)."""
+    if e.kind not in PRICE_KINDS:
+        raise InvalidEmptyRange(f"price empty range: unknown kind {e.kind!r:.10}")
+    check_empty_range(e.range)
+    return e
 
 
 def validate_price_kline(k: PriceKline) -> PriceKline:
@@ -200,6 +235,23 @@ def price_kline_from_avro(record: dict[str, Any]) -> PriceKline:
         return PriceKline(**{field: record[field] for field in _FIELDS})
     except (KeyError, TypeError) as exc:
         raise UndecodableRecord(f"{PRICE_KLINE} fields do not fit: {exc}") from None
+
+
+_RANGE_FIELDS = EmptyRange.__slots__
+
+
+def encode_price_empty_range(codec: AvroCodec, e: PriceEmptyRange) -> bytes:
+    record = {name: getattr(e.range, name) for name in _RANGE_FIELDS}
+    return codec.encode(PRICE_EMPTY_RANGE, {"kind": e.kind, **record})
+
+
+def price_empty_range_from_avro(record: dict[str, Any]) -> PriceEmptyRange:
+    try:
+        return PriceEmptyRange(
+            record["kind"], EmptyRange(**{field: record[field] for field in _RANGE_FIELDS})
+        )
+    except (KeyError, TypeError, InvalidKline) as exc:
+        raise UndecodableRecord(f"{PRICE_EMPTY_RANGE} fields do not fit: {exc}") from None
 
 
 def enabled_kinds(cfg: FuturesConfigLike) -> list[PriceKind]:

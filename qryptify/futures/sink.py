@@ -1,5 +1,6 @@
 """The futures sink path: consume the futures topic, write ``funding_rates``, the price kline
-tables and the per-kind pointer in one transaction, then (and only then) commit the offsets.
+tables, their exchange-confirmed empty ranges and the per-kind pointer in one transaction,
+then (and only then) commit the offsets.
 
 ``stage`` is the pure middle (records → rows, DLQ entries, offsets); ``FuturesSink`` is the
 I/O loop the sink service runs beside the klines loop when ``futures.funding_rates`` is on.
@@ -15,22 +16,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from qryptify import db
 from qryptify.avro import AvroCodec
-from qryptify.errors import InvalidFuturesRecord, UndecodableRecord
+from qryptify.dlq import DlqWriter
+from qryptify.errors import InvalidFuturesRecord, InvalidKline, UndecodableRecord
 from qryptify.futures import records as futures_records
 from qryptify.futures.funding import FundingRate
-from qryptify.futures.price import PriceKline
+from qryptify.futures.price import PriceEmptyRange, PriceKline
 from qryptify.futures.store import write_futures
 from qryptify.metrics import Health
 from qryptify.retry import backoff
 from qryptify.sink.batch import DlqEntry, RawRecord, offsets_to_commit
-from qryptify.sink.loop import DlqWriter
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,19 @@ class FuturesBatch:
     prices: list[PriceKline]  # one per (kind, symbol, interval, open time): likewise
     dlq: list[DlqEntry]
     offsets: dict[tuple[str, int], int]  # next offset to read, per partition
+    #: one per (kind, symbol, interval, start): the widest; the batch's candles of the series
+    #: inside one that came before it are dropped (the klines' rule, ``qryptify.sink.batch``)
+    empty: list[PriceEmptyRange] = field(default_factory=list)
 
 
 def stage(records: Sequence[RawRecord], codec: AvroCodec) -> FuturesBatch:
     """Decode and check one batch. Never raises for bad input: every record becomes a row or
     a DLQ entry, and every one is covered by the offsets."""
     rows: dict[tuple[str, int], FundingRate] = {}
-    prices: dict[tuple[str, str, str, int], PriceKline] = {}
+    prices: dict[tuple[str, str, str, int], tuple[int, PriceKline]] = {}
+    empty: dict[tuple[str, str, str, int], PriceEmptyRange] = {}
     dlq: list[DlqEntry] = []
-    for r in records:
+    for n, r in enumerate(records):
         value = r.value()
         try:
             if value is None:
@@ -60,10 +65,25 @@ def stage(records: Sequence[RawRecord], codec: AvroCodec) -> FuturesBatch:
                 raise UndecodableRecord(f"record key {key!r:.60} is not {f.key!r}")
             # Records arrive in offset order: the last one per key wins.
             if isinstance(f, PriceKline):
-                prices[(f.kind, f.symbol, f.interval, f.open_time)] = f
+                prices[(f.kind, f.symbol, f.interval, f.open_time)] = (n, f)
+            elif isinstance(f, PriceEmptyRange):
+                e = f.range
+                ident = (f.kind, e.symbol, e.interval, e.start_time)
+                have = empty.get(ident)
+                if have is None or e.end_time >= have.range.end_time:
+                    empty[ident] = f
+                # Candles of the series inside it that came before it: the exchange has since
+                # confirmed those open times empty.
+                doomed = [
+                    slot
+                    for slot, (m, _) in prices.items()
+                    if slot[:3] == ident[:3] and e.start_time <= slot[3] < e.end_time and m < n
+                ]
+                for slot in doomed:
+                    del prices[slot]
             else:
                 rows[(f.symbol, f.funding_time)] = f
-        except (UndecodableRecord, InvalidFuturesRecord, ValueError) as exc:
+        except (UndecodableRecord, InvalidFuturesRecord, InvalidKline, ValueError) as exc:
             dlq.append(
                 DlqEntry(
                     topic=r.topic() or "",
@@ -75,7 +95,13 @@ def stage(records: Sequence[RawRecord], codec: AvroCodec) -> FuturesBatch:
                     error_class=type(exc).__name__,
                 )
             )
-    return FuturesBatch(list(rows.values()), list(prices.values()), dlq, offsets_to_commit(records))
+    return FuturesBatch(
+        list(rows.values()),
+        [k for _, k in prices.values()],
+        dlq,
+        offsets_to_commit(records),
+        list(empty.values()),
+    )
 
 
 class FuturesSink:
@@ -168,7 +194,7 @@ class FuturesSink:
             try:
                 if self._conn is None:
                     self._conn = self.connect()
-                self.written += write_futures(self._conn, batch.funding, batch.prices)
+                self.written += write_futures(self._conn, batch.funding, batch.prices, batch.empty)
                 break
             except Exception as exc:
                 if not db.is_database_error(exc):
@@ -199,7 +225,7 @@ class FuturesSink:
             # records again and rewrites them as no-ops.
             logger.warning("futures offset commit failed (records will be redelivered): %s", exc)
             return True
-        self.records += len(batch.funding) + len(batch.prices) + len(batch.dlq)
+        self.records += len(batch.funding) + len(batch.prices) + len(batch.empty) + len(batch.dlq)
         for (_topic, partition), offset in batch.offsets.items():
             self.positions[partition] = max(self.positions.get(partition, 0), offset)
         return True

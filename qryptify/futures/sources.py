@@ -1,4 +1,5 @@
-"""Reading funding rates and price klines from the exchange: archive months, REST pages.
+"""Reading funding rates and price klines from the exchange: archive months, REST pages (and,
+for the price kinds, the ranges those pages confirm empty).
 
 REST ``/fapi/v1/fundingRate`` goes through the one ``BinanceRest`` (its weight budget, 429/418
 handling and retries) at weight 1, and besides through ``FiveMinuteWindow``: the endpoint has
@@ -14,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qryptify.binance.archive import ArchiveClient
-from qryptify.binance.rest import BinanceRest
+from qryptify.binance.rest import BinanceRest, parse_klines
 from qryptify.binance.weights import klines_weight
 from qryptify.futures.funding import FundingArchiveFile, FundingRate, parse_archive_csv, parse_rest
-from qryptify.futures.price import REST, PriceKind, PriceKline
-from qryptify.futures.price import parse_rest as parse_price_rest
-from qryptify.kline import closed_at
+from qryptify.futures.price import REST, PriceEmptyRange, PriceKind, PriceKline, from_kline
+from qryptify.kline import Kline
 from qryptify.pairs import Pair, last_closed_open, next_open
+from qryptify.planning import Page, confirmed_page_events, plan_pages
+from qryptify.publish import event_position
 
 FUNDING_PATH = "/fapi/v1/fundingRate"
 #: Weight counted against the shared per-minute budget (the documentation names only the
@@ -112,6 +114,32 @@ class FundingSource:
         return out
 
 
+@dataclass(slots=True)
+class PriceFetch:
+    """What REST paging of one price series found: its closed candles and the ranges the
+    exchange confirmed empty (both ascending), and the pages it took."""
+
+    klines: list[PriceKline] = field(default_factory=list)
+    empty: list[PriceEmptyRange] = field(default_factory=list)
+    pages: int = 0
+
+    def records(self) -> list[PriceKline | PriceEmptyRange]:
+        """Candles and empty ranges in time order (a range after a candle of the same time),
+        as the klines are published (``services/backfiller``)."""
+        timed: list[tuple[int, int, PriceKline | PriceEmptyRange]] = [
+            (k.open_time, 0, k) for k in self.klines
+        ]
+        timed += [(e.range.start_time, 1, e) for e in self.empty]
+        timed.sort(key=lambda item: item[:2])
+        return [record for _, _, record in timed]
+
+    def position(self) -> int | None:
+        """The open time a resume continues after: the newest candle or the last slot of the
+        newest empty range (``publish.event_position``), None when nothing was found."""
+        found = [k.open_time for k in self.klines] + [event_position(e.range) for e in self.empty]
+        return max(found, default=None)
+
+
 async def closed_price_klines(
     rest: BinanceRest,
     kind: PriceKind,
@@ -119,29 +147,35 @@ async def closed_price_klines(
     start_ms: int,
     now_ms: int,
     page_limit: int,
-) -> tuple[list[PriceKline], int]:
-    """Every candle of the kind opening at or after ``start_ms`` and closed at ``now_ms``
-    (``close_time < now_ms``), page after page of REST under the shared budget (the klines'
-    weight by limit). Returns the candles and the pages fetched."""
+    end_ms: int | None = None,
+) -> PriceFetch:
+    """Every candle of the kind opening in ``[start_ms, end_ms)`` (to the newest candle
+    closed at ``now_ms`` when ``end_ms`` is None; ``close_time < now_ms``), page after page of
+    REST under the shared budget (the klines' weight by limit), and the ranges the exchange
+    confirms empty. Pages are the klines' (``planning.plan_pages``: at most ``page_limit``
+    slots each, so a short answer proves what it left out), confirmed as theirs
+    (``planning.confirmed_page_events``: an answer leaving slots out is asked twice)."""
     path, param = REST[kind]
-    last_closed = last_closed_open(pair.interval, now_ms)
-    out: list[PriceKline] = []
-    cursor = start_ms
-    pages = 0
-    while cursor <= last_closed:
+    stop = next_open(pair.interval, last_closed_open(pair.interval, now_ms))
+    if end_ms is not None:
+        stop = min(stop, end_ms)
+    found = PriceFetch()
+    for page in plan_pages(pair.interval, start_ms, stop, page_limit):
         params = {
             param: pair.symbol,
             "interval": pair.interval,
-            "startTime": cursor,
-            "endTime": last_closed,
+            "startTime": page.start_ms,
+            "endTime": page.last_ms,
             "limit": page_limit,
         }
-        body = await rest._get(path, params, weight=klines_weight(page_limit))
-        pages += 1
-        page = parse_price_rest(kind, pair, body, rest.clock.now_ms())
-        closed = [k for k in page if k.open_time >= cursor and closed_at(k.close_time, now_ms)]
-        out += closed
-        if len(page) < page_limit or not closed:
-            break
-        cursor = next_open(pair.interval, closed[-1].open_time)
-    return out, pages
+
+        async def ask(params: dict[str, object] = params, page: Page = page) -> list[Kline]:
+            body = await rest._get(path, params, weight=klines_weight(page_limit))
+            found.pages += 1
+            rows = parse_klines(pair, body, rest.clock.now_ms())
+            return [k for k in rows if page.start_ms <= k.open_time <= page.last_ms]
+
+        closed, empty = await confirmed_page_events(pair, page, ask, now_ms, page_limit)
+        found.klines += [from_kline(kind, k) for k in closed]
+        found.empty += [PriceEmptyRange(kind, e) for e in empty]
+    return found

@@ -1,5 +1,6 @@
-"""The futures tables' database edge: idempotent upserts of funding rates and price klines and
-the per-kind sync pointer, in one transaction. SQL is parameterised (arrays through unnest);
+"""The futures tables' database edge: idempotent upserts of funding rates and price klines, the
+price kinds' exchange-confirmed empty ranges (the klines' rules, ``qryptify.db``) and the
+per-kind sync pointer, in one transaction. SQL is parameterised (arrays through unnest);
 table names come from the fixed ``TABLES`` mapping, composed with ``psycopg.sql``."""
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from datetime import UTC, datetime
 
 from psycopg import sql
 
+from qryptify import db
 from qryptify.db import Connection
 from qryptify.futures.funding import KIND, FundingRate
-from qryptify.futures.price import TABLES, PriceKline
+from qryptify.futures.price import EMPTY_TABLES, TABLES, PriceEmptyRange, PriceKind, PriceKline
 
 #: COALESCE keeps what only one source knows (REST's mark price, the archive's interval), so
 #: any order of the two records for one funding leaves the same row; the WHERE makes a
@@ -74,15 +76,29 @@ def write_funding(conn: Connection, rows: Sequence[FundingRate]) -> int:
 
 
 def write_futures(
-    conn: Connection, funding: Sequence[FundingRate], prices: Sequence[PriceKline]
+    conn: Connection,
+    funding: Sequence[FundingRate],
+    prices: Sequence[PriceKline],
+    empty: Sequence[PriceEmptyRange] = (),
 ) -> int:
-    """Funding rates and price klines (at most one per key) in one transaction, each kind's
-    pointer advanced per symbol and interval. Returns the rows inserted or changed."""
+    """Funding rates, price klines (at most one per key) and the price kinds' confirmed empty
+    ranges in one transaction, each kind's pointer advanced per symbol and interval. Returns
+    the rows inserted or changed.
+
+    Per kind, as for the klines (``db.write_rows``): the candles stored inside the batch's
+    empty ranges are deleted first (the batch dropped its own candles that came before a
+    range, so the ones left came after it), then the candles are upserted, the ranges
+    recorded, and recorded ranges that now hold a candle trimmed to their still-empty parts."""
     with conn.transaction():
         changed = write_funding(conn, funding)
-        by_kind: dict[str, list[PriceKline]] = {}
+        by_kind: dict[PriceKind, list[PriceKline]] = {}
         for k in prices:
             by_kind.setdefault(k.kind, []).append(k)
+        ranges: dict[PriceKind, list[PriceEmptyRange]] = {}
+        for e in empty:
+            ranges.setdefault(e.kind, []).append(e)
+        for kind, spans in ranges.items():
+            db.delete_emptied(conn, [e.range for e in spans], TABLES[kind])
         newest: dict[tuple[str, str, str], int] = {}
         for kind, rows in by_kind.items():
             # The same rules as candlesticks: a repeated candle is a no-op, a differing one
@@ -100,7 +116,7 @@ def write_futures(
                     " WHERE ({0}.open, {0}.high, {0}.low, {0}.close, {0}.close_time, {0}.samples)"
                     " IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low,"
                     " EXCLUDED.close, EXCLUDED.close_time, EXCLUDED.samples)"
-                ).format(sql.Identifier(TABLES[kind])),  # type: ignore[index]
+                ).format(sql.Identifier(TABLES[kind])),
                 (
                     [_dt(k.open_time) for k in rows],
                     [k.symbol for k in rows],
@@ -114,10 +130,18 @@ def write_futures(
                 ),
             )
             changed += cur.rowcount
+            written: dict[tuple[str, str], tuple[int, int]] = {}
             for k in rows:
                 ident = (k.kind, k.symbol, k.interval)
                 if k.open_time > newest.get(ident, -1):
                     newest[ident] = k.open_time
+                first, last = written.get((k.symbol, k.interval), (k.open_time, k.open_time))
+                written[(k.symbol, k.interval)] = (min(first, k.open_time), max(last, k.open_time))
+            if kind in ranges:
+                db.record_empty(conn, [e.range for e in ranges.pop(kind)], EMPTY_TABLES[kind])
+            db.trim_filled_ranges(conn, written, TABLES[kind], EMPTY_TABLES[kind])
+        for kind, spans in ranges.items():  # kinds with ranges and no candles in the batch
+            db.record_empty(conn, [e.range for e in spans], EMPTY_TABLES[kind])
         if newest:
             conn.execute(
                 ADVANCE_SYNC,

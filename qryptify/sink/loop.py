@@ -46,14 +46,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from qryptify import db
 from qryptify.avro import KlineCodec
 from qryptify.clock import Clock, MonotonicClock
-from qryptify.errors import DlqUnavailable, KafkaFatal, is_retryable
+from qryptify.dlq import DlqWriter
+from qryptify.errors import KafkaFatal, is_retryable
 from qryptify.kafka import (
     Consumer,
     KafkaError,
     KafkaException,
-    Producer,
     TopicPartition,
-    produce_waiting,
 )
 from qryptify.kline import EmptyRange
 from qryptify.metrics import Health
@@ -161,45 +160,6 @@ class OffsetCommits:
             self.reports.append(
                 (None if error is None else str(error), tp.topic, tp.partition, tp.offset)
             )
-
-
-class DlqWriter:
-    """Produces DLQ records and waits for their delivery (before any offset commit)."""
-
-    def __init__(self, producer: Producer, topic: str, timeout_s: float = 30.0) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.timeout_s = timeout_s
-
-    def send(self, entries: Sequence[DlqEntry]) -> None:
-        failures: list[str] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        for entry in entries:
-            key, value, headers = entry.bounded()
-            try:
-                produce_waiting(
-                    self.producer,
-                    self.topic,
-                    key=key,
-                    value=value,
-                    headers=headers,
-                    on_delivery=delivered,
-                )
-            except KafkaException as exc:
-                # Refused locally (size, config): retry the batch later, never crash on it.
-                raise DlqUnavailable(f"cannot produce to {self.topic}: {exc}") from None
-        remaining = self.producer.flush(self.timeout_s)
-        if remaining or failures:
-            raise DlqUnavailable(
-                f"{remaining} undelivered, errors: {'; '.join(failures[:3]) or 'timeout'}"
-            )
-
-    def close(self) -> None:
-        self.producer.flush(self.timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

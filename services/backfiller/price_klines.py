@@ -7,14 +7,17 @@ newest closed candle by the exchange's clock. Runs after each kline pass on the 
 Resume: a source offset per kind and pair on the offsets topic (service
 ``backfiller.<kind>``), committed only after Kafka acknowledged the records.
 
-Candles the exchange does not have (maintenance) are simply absent: nothing is fabricated, and
-``qryptify status`` counts them as gaps (no empty-range events for these kinds yet)."""
+Candles the exchange does not have (maintenance) are never fabricated: as for the trade klines,
+the slots an archive file lacks are asked from REST, and the slots REST pages confirm empty
+(asked twice, ``planning.confirmed_page_events``) are published as ``PriceEmptyRange`` records
+in time order with the candles; ``qryptify status`` does not count them as gaps."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
@@ -33,8 +36,9 @@ from qryptify.futures.price import (
     month_files,
     parse_archive,
 )
-from qryptify.futures.sources import closed_price_klines
+from qryptify.futures.sources import PriceFetch, closed_price_klines
 from qryptify.futures.topic import publish_records
+from qryptify.gaps import missing_runs
 from qryptify.kline import closed_at
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, ceil_open, next_open
@@ -65,6 +69,7 @@ class PriceKlineBackfill:
         self.published = 0
         self.archive_files = 0
         self.rest_pages = 0
+        self.empty_ranges = 0
 
     @staticmethod
     def service(kind: PriceKind) -> str:
@@ -86,16 +91,34 @@ class PriceKlineBackfill:
                 last = positions.get(pair)
                 if last is not None:
                     begin = max(begin, next_open(pair.interval, last))
-                rows = await self._collect(kind, pair, begin, now)
-                if not rows:
+                found = await self._collect(kind, pair, begin, now)
+                if info is not None and not info.trading and info.settles_at is None:
+                    # Not trading, no settlement: no empty range after its last candle.
+                    newest = max((k.open_time for k in found.klines), default=begin)
+                    found.empty = [e for e in found.empty if e.range.end_time <= newest]
+                position = found.position()
+                if position is None:
                     continue
                 await asyncio.to_thread(
-                    publish_records, self.producer, self.cfg.futures.topic, self.codec, rows
+                    publish_records,
+                    self.producer,
+                    self.cfg.futures.topic,
+                    self.codec,
+                    found.records(),
                 )
-                positions[pair] = rows[-1].open_time
-                await asyncio.to_thread(self._commit, kind, pair, rows[-1].open_time)
-                self.published += len(rows)
-                logger.info("%s %s: %d candles published", kind, pair, len(rows))
+                positions[pair] = position
+                await asyncio.to_thread(self._commit, kind, pair, position)
+                self.published += len(found.klines)
+                self.empty_ranges += len(found.empty)
+                logger.info("%s %s: %d candles published", kind, pair, len(found.klines))
+                for e in found.empty:
+                    logger.warning(
+                        "%s %s: exchange has no candles in [%s, %s): recorded as empty range",
+                        kind,
+                        pair,
+                        datetime.fromtimestamp(e.range.start_time / 1000, UTC).isoformat(),
+                        datetime.fromtimestamp(e.range.end_time / 1000, UTC).isoformat(),
+                    )
 
     def _commit(self, kind: PriceKind, pair: Pair, last_open: int) -> None:
         self.offsets.commit(self.service(kind), pair, last_open)
@@ -113,8 +136,8 @@ class PriceKlineBackfill:
             logger.warning("%s archive %s: %s; the next step instead", kind, file, exc)
             return None
 
-    async def _collect(self, kind: PriceKind, pair: Pair, begin: int, now: int) -> list[PriceKline]:
-        out: list[PriceKline] = []
+    async def _collect(self, kind: PriceKind, pair: Pair, begin: int, now: int) -> PriceFetch:
+        found = PriceFetch()
         cursor = begin
         # Whole months while published, then whole days (intervals up to 1d), then REST: a
         # missing or corrupt file ends that step for this series.
@@ -124,8 +147,25 @@ class PriceKlineBackfill:
                 if rows is None:
                     break
                 self.archive_files += 1
-                out += [k for k in rows if k.open_time >= cursor and closed_at(k.close_time, now)]
+                kept = [k for k in rows if k.open_time >= cursor and closed_at(k.close_time, now)]
+                found.klines += kept
+                # Slots the file lacks are asked from REST, as for the trade klines' files.
+                opens = [k.open_time for k in kept]
+                for a, b in missing_runs(
+                    pair.interval, max(cursor, file.start_ms), file.end_ms, opens
+                ):
+                    self._add(found, await self._rest(kind, pair, a, now, b))
                 cursor = max(cursor, file.end_ms)
-        tail, pages = await closed_price_klines(self.rest, kind, pair, cursor, now, self.page_limit)
-        self.rest_pages += pages
-        return out + tail
+        self._add(found, await self._rest(kind, pair, cursor, now))
+        found.klines.sort(key=lambda k: k.open_time)
+        return found
+
+    async def _rest(
+        self, kind: PriceKind, pair: Pair, start: int, now: int, end: int | None = None
+    ) -> PriceFetch:
+        return await closed_price_klines(self.rest, kind, pair, start, now, self.page_limit, end)
+
+    def _add(self, found: PriceFetch, part: PriceFetch) -> None:
+        found.klines += part.klines
+        found.empty += part.empty
+        self.rest_pages += part.pages

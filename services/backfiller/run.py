@@ -14,35 +14,31 @@ Every archive file it publishes from goes into the archive ledger (``qryptify.ar
 once Kafka acknowledged the file's candles. Between passes, when ``backfill.audit_every_s``
 have gone by since the last audit (of any process: the time is in the ledger), it audits them
 (``qryptify.audit``): re-uploaded files are re-ingested and their changes published.
+
+Beside this module: ``fetch`` (units → results, a few ahead), ``units`` (what a unit produced,
+validated and merged in publish order), ``progress`` (per-pair state, bar / log lines),
+``report`` (the summary line).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import sys
 import threading
 import time
-from bisect import bisect_left
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
-from tqdm import tqdm
 
 from qryptify import db
 from qryptify.archive_ledger import ArchiveLedger, IngestedFile
 from qryptify.audit import ArchiveAudit
-from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveClient
 from qryptify.binance.rest import (
     BinanceRest,
     ExchangeInfo,
-    SymbolInfo,
     UnlistedPairs,
     is_unlisted_rejection,
 )
@@ -52,304 +48,46 @@ from qryptify.errors import (
     ConfigError,
     DatabaseUnavailable,
     ExchangeError,
-    ExchangeUnavailable,
-    InvalidKline,
-    RateLimited,
+    IngestorError,
+    is_retryable,
 )
-from qryptify.gaps import Range, day_shortfalls, holes_below, holes_from_jumps, missing_runs
+from qryptify.gaps import Range, holes_below
 from qryptify.handoff import LIVE_START, PLAN, plan_falls_short, planned_through
-from qryptify.kline import EmptyRange, Event, Kline, closed_at
+from qryptify.kline import Kline
 from qryptify.metrics import Health
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens, next_open
 from qryptify.planning import (
-    ArchiveUnit,
-    Page,
-    PairRange,
     RestUnit,
     Unit,
-    fallback_units,
-    page_events,
     pair_range,
     plan_pages,
     plan_units,
     ranges_to_units,
 )
-from qryptify.publish import KlinePublisher, event_position
+from qryptify.publish import KlinePublisher
 from qryptify.retry import backoff, sleep_unless_stopped, until_available
-from qryptify.sink.batch import Record, check_kline, split_batch
+from services.backfiller.fetch import UnitFetcher
 from services.backfiller.futures import FuturesPasses
+from services.backfiller.progress import PairState, Progress
+from services.backfiller.report import Summary
+from services.backfiller.units import UnitResult
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "backfiller"
 PUBLISH_CHUNK = 5_000  # events published between yields to the event loop
-#: Candles of a unit kept for the recheck (``backfill.recheck_recent`` is at most this).
-RECENT_KEPT = 1_500
 COMMIT_EVERY_S = 0.5
-PROGRESS_EVERY_S = 10.0
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 CANDLES = Counter(
     "qryptify_backfill_candles_total", "Closed candles published", ["symbol", "interval", "source"]
 )
 EMPTY = Counter("qryptify_backfill_empty_ranges_total", "Exchange-confirmed empty ranges")
-INVALID = Counter(
-    "qryptify_backfill_invalid_candles_total",
-    "Candles the exchange sent that fail the kline rules (not published, not recorded empty)",
-    ["source"],
-)
-ARCHIVE_FILES = Counter("qryptify_backfill_archive_files_total", "Archive files", ["outcome"])
 WEIGHT = Gauge("qryptify_backfill_weight_used", "Request weight counted in the last minute")
-BEHIND = Gauge(
-    "qryptify_backfill_candles_remaining",
-    "Candles left in the current pass",
-    ["symbol", "interval"],
-)
-
-
-@dataclass(slots=True)
-class UnitResult:
-    """What one unit produced: REST ``klines`` ascending by open time, archive rows already
-    encoded (``archive``, each block ascending), confirmed empty ranges."""
-
-    klines: list[Kline] = field(default_factory=list)
-    empty: list[EmptyRange] = field(default_factory=list)
-    archive: list[EncodedKlines] = field(default_factory=list)
-    files: list[IngestedFile] = field(default_factory=list)  # archive files the rows came from
-
-    def extend(self, other: UnitResult) -> None:
-        self.klines.extend(other.klines)
-        self.empty.extend(other.empty)
-        self.archive.extend(other.archive)
-        self.files.extend(other.files)
-
-    @property
-    def candles(self) -> int:
-        return len(self.klines) + sum(len(block) for block in self.archive)
-
-    def events(self) -> list[Event]:
-        """The REST klines and empty ranges in open-time order (archive blocks aside)."""
-        if not self.empty:
-            return list(self.klines)  # already in open-time order
-        merged: list[tuple[int, Event]] = [(k.open_time, k) for k in self.klines]
-        merged += [(r.start_time, r) for r in self.empty]
-        merged.sort(key=lambda item: item[0])
-        return [event for _, event in merged]
-
-    def encoded(self, codec: KlineCodec) -> tuple[list[int], list[bytes], list[Kline | bytes]]:
-        """Everything to publish, in publish order: ``(positions, values, last candles)``, the
-        last candles (at most RECENT_KEPT, newest last) as Klines or their encoded values.
-
-        Archive rows and REST klines are merged by open time, empty ranges by start time after
-        the candles of the same time (the order ``events`` gives, archive rows included)."""
-        if not self.klines and not self.empty and len(self.archive) == 1:
-            block = self.archive[0]  # the common case: one archive file, nothing to merge
-            return block.open_times, block.values, list(block.values[-RECENT_KEPT:])
-        if not self.archive:
-            events = self.events()
-            values = [codec.encode(e) for e in events]
-            recent: list[Kline | bytes] = [k for k in self.klines[-RECENT_KEPT:]]
-            return [event_position(e) for e in events], values, recent
-        items: list[tuple[int, int, int, bytes, Kline | bytes | None]] = []
-        for block in self.archive:
-            items += [(t, 0, t, v, v) for t, v in zip(block.open_times, block.values, strict=True)]
-        items += [(k.open_time, 0, k.open_time, codec.encode(k), k) for k in self.klines]
-        items += [(r.start_time, 1, event_position(r), codec.encode(r), None) for r in self.empty]
-        items.sort(key=lambda item: (item[0], item[1]))
-        candles = [item[4] for item in items if item[4] is not None]
-        return [i[2] for i in items], [i[3] for i in items], candles[-RECENT_KEPT:]
-
-
-@dataclass(slots=True)
-class PairState:
-    pair: Pair
-    info: SymbolInfo | None = None
-    range: PairRange | None = None
-    position: int | None = None  # newest open time published by this process (or resumed)
-    total: int = 0  # candles expected in this pass
-    done: int = 0  # grid slots handled in this pass (candles + confirmed empty)
-    recent: OrderedDict[int, Kline] = field(default_factory=OrderedDict)
-    failed: str | None = None
-    last_end_ms: int | None = None  # stopped contract without a settlement date: end of data
-
-
-@dataclass(slots=True)
-class Summary:
-    candles: int = 0
-    archive_candles: int = 0
-    empty_ranges: int = 0
-    gap_holes: int = 0
-    corrections: int = 0
-    requests: int = 0
-    klines_requests: int = 0
-    weight: int = 0
-    rate_limited: int = 0
-    banned: int = 0
-    retries: int = 0
-    archive_downloaded: int = 0
-    archive_cached: int = 0
-    archive_missing: int = 0
-    archive_corrupt: int = 0
-    archive_corrections: int = 0  # cached files whose published checksum had changed
-    audits: int = 0
-    audit_files_reingested: int = 0
-    audit_candles_corrected: int = 0
-    seconds: float = 0.0
-    failed_pairs: list[str] = field(default_factory=list)
-    unlisted_pairs: list[str] = field(default_factory=list)
-    #: The publisher's seconds per step (wall, CPU): qryptify.publish.PUBLISH_STEPS.
-    publish_times: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def line(self) -> str:
-        """One line of ``key=value`` pairs (machine-readable too)."""
-        rate = self.candles / self.seconds if self.seconds > 0 else 0.0
-        fields = {
-            "candles": self.candles,
-            "archive_candles": self.archive_candles,
-            "empty_ranges": self.empty_ranges,
-            "gap_holes": self.gap_holes,
-            "corrections": self.corrections,
-            "requests": self.requests,
-            "klines_requests": self.klines_requests,
-            "retries": self.retries,
-            "http_429": self.rate_limited,
-            "http_418": self.banned,
-            "weight": self.weight,
-            "archive_downloaded": self.archive_downloaded,
-            "archive_cached": self.archive_cached,
-            "archive_missing": self.archive_missing,
-            "archive_corrupt": self.archive_corrupt,
-            "archive_corrections": self.archive_corrections,
-            "audits": self.audits,
-            "audit_files_reingested": self.audit_files_reingested,
-            "audit_candles_corrected": self.audit_candles_corrected,
-            "seconds": f"{self.seconds:.1f}",
-            "candles_per_s": f"{rate:.0f}",
-        }
-        for step, (wall, cpu) in self.publish_times.items():
-            fields[f"publish_{step}_wall_s"] = f"{wall:.3f}"
-            fields[f"publish_{step}_cpu_s"] = f"{cpu:.3f}"
-        text = " ".join(f"{k}={v}" for k, v in fields.items())
-        if self.failed_pairs:
-            text += f" failed={','.join(self.failed_pairs)}"
-        if self.unlisted_pairs:
-            text += f" unlisted={','.join(self.unlisted_pairs)}"
-        return f"backfill summary: {text}"
-
-
-async def ordered_map(
-    items: Sequence[T], fetch: Callable[[T], Awaitable[R]], window: int
-) -> AsyncIterator[R]:
-    """``fetch`` every item with at most ``window`` running, yielding results in item order."""
-    it = iter(items)
-    running: deque[asyncio.Task[R]] = deque(
-        asyncio.ensure_future(fetch(item)) for item in itertools.islice(it, max(1, window))
-    )
-    try:
-        while running:
-            result = await running.popleft()
-            for item in itertools.islice(it, 1):
-                running.append(asyncio.ensure_future(fetch(item)))
-            yield result
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-
-
-class Progress:
-    """A tqdm bar on a terminal; otherwise one log line per pair every few seconds."""
-
-    def __init__(self, states: Sequence[PairState], every_s: float = PROGRESS_EVERY_S) -> None:
-        self.states = states
-        self.every_s = every_s
-        self.started = time.monotonic()
-        self._last_log = self.started
-        self._bar: tqdm[Any] | None = None
-        if sys.stderr.isatty():
-            total = sum(s.total for s in states)
-            self._bar = tqdm(total=total, unit="candle", unit_scale=True, desc="backfill")
-
-    def advance(self, state: PairState, slots: int) -> None:
-        state.done += slots
-        BEHIND.labels(state.pair.symbol, state.pair.interval).set(max(0, state.total - state.done))
-        if self._bar is not None:
-            self._bar.update(slots)
-            return
-        now = time.monotonic()
-        if now - self._last_log >= self.every_s:
-            self._last_log = now
-            self.log()
-
-    def log(self) -> None:
-        elapsed = max(1e-6, time.monotonic() - self.started)
-        for s in self.states:
-            if s.total == 0:
-                continue
-            rate = s.done / elapsed
-            eta = (s.total - s.done) / rate if rate > 0 else float("inf")
-            logger.info(
-                "progress %s: %d/%d candles (%.0f%%), %.0f/s, ETA %s",
-                s.pair,
-                s.done,
-                s.total,
-                100.0 * s.done / s.total,
-                rate,
-                "-" if eta == float("inf") else f"{eta:.0f}s",
-            )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _ms(value: datetime) -> int:
-    return round(value.timestamp() * 1000)
 
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def db_holes(conn: db.Connection, pair: Pair, start_ms: int, end_ms: int) -> list[Range]:
-    """Holes of ``pair`` in ``candlesticks`` over ``[start_ms, end_ms)``, minus recorded empty
-    ranges. The jumps are found server-side (``db.candle_jumps``); only their ends travel."""
-    if end_ms <= start_ms:
-        return []
-    key = (pair.symbol, pair.interval, _dt(start_ms), _dt(end_ms))
-    with conn.transaction():
-        first, last = conn.execute(
-            "SELECT min(ts), max(ts) FROM candlesticks"
-            " WHERE symbol = %s AND interval = %s AND ts >= %s AND ts < %s",
-            key,
-        ).fetchone() or (None, None)
-        jumps = db.candle_jumps(conn, pair.symbol, pair.interval, start_ms, end_ms)
-        empty = conn.execute(
-            "SELECT start_ts, end_ts FROM empty_ranges"
-            " WHERE symbol = %s AND interval = %s AND end_ts > %s AND start_ts < %s",
-            (pair.symbol, pair.interval, _dt(start_ms), _dt(end_ms)),
-        ).fetchall()
-    return holes_from_jumps(
-        pair.interval,
-        start_ms,
-        end_ms,
-        None if first is None else _ms(first),
-        None if last is None else _ms(last),
-        jumps,
-        [(_ms(a), _ms(b)) for a, b in empty],
-    )
-
-
-def sink_progress(conn: db.Connection, pair: Pair) -> int | None:
-    """``sync_state.last_closed_ts`` of the pair: everything the sink wrote is at or before."""
-    row = conn.execute(
-        "SELECT last_closed_ts FROM sync_state WHERE symbol = %s AND interval = %s",
-        (pair.symbol, pair.interval),
-    ).fetchone()
-    return None if row is None else _ms(row[0])
 
 
 class Backfiller:
@@ -389,9 +127,8 @@ class Backfiller:
         self.unlisted = UnlistedPairs()
         self.summary = Summary()
         self.limit = rest.page_limit
-        self.prefetch = 4
+        self.fetcher = UnitFetcher(rest, archive, publisher.codec, limit=self.limit)
         self._pairs_sem = asyncio.Semaphore(cfg.backfill.concurrency)
-        self._archive_sem = asyncio.Semaphore(2)
         self._started = time.monotonic()
         self.passes = 0
         self._progress = Progress([])
@@ -407,7 +144,7 @@ class Backfiller:
 
     async def run_async(self) -> Summary:
         self._pairs_sem = asyncio.Semaphore(self.cfg.backfill.concurrency)
-        self._archive_sem = asyncio.Semaphore(2)
+        self.fetcher = UnitFetcher(self.rest, self.archive, self.publisher.codec, limit=self.limit)
         self._started = time.monotonic()
         committer = asyncio.create_task(self._commit_loop())
         try:
@@ -467,11 +204,14 @@ class Backfiller:
                 if self.futures is not None and not self.stop.is_set():
                     infos = {p.symbol: s.info for p, s in self.states.items() if s.info}
                     await self._guarded(self.futures.run_pass(infos))
-            except (ExchangeUnavailable, RateLimited) as exc:
-                # The exchange went away mid-pass (after the per-request retries): stay up and
-                # run the pass again later; it resumes from the acknowledged positions.
+            except IngestorError as exc:
+                if not is_retryable(exc):
+                    raise
+                # The exchange (or the database) went away mid-pass, after the per-request
+                # retries: stay up and run the pass again later; it resumes from the
+                # acknowledged positions.
                 delay = next(outage_delays)
-                self.health.set(False, f"exchange unavailable: {exc}")
+                self.health.set(False, f"unavailable: {exc}")
                 logger.warning("pass interrupted, retrying in %.0fs: %s", delay, exc)
                 await sleep_unless_stopped(delay, self.stop)
                 continue
@@ -701,13 +441,19 @@ class Backfiller:
                 rng = state.range
                 if rng is None or rng.empty:
                     continue
-                written = sink_progress(conn, state.pair)
+                written = db.sync_pointer(conn, state.pair.symbol, state.pair.interval)
                 if written is None:
                     continue
                 upper = next_open(state.pair.interval, written)
                 if state.position is not None:
                     upper = min(upper, next_open(state.pair.interval, state.position))
-                holes = db_holes(conn, state.pair, rng.start_ms, min(upper, rng.end_ms))
+                holes = db.stored_holes(
+                    conn,
+                    state.pair.symbol,
+                    state.pair.interval,
+                    rng.start_ms,
+                    min(upper, rng.end_ms),
+                )
                 if holes:
                     missing = sum(count_opens(state.pair.interval, a, b) for a, b in holes)
                     logger.warning(
@@ -731,9 +477,7 @@ class Backfiller:
             try:
                 if recheck:
                     await self._recheck(state, recheck, now)
-                async for result in ordered_map(
-                    units, lambda u: self._fetch_unit(state.pair, u, now), self.prefetch
-                ):
+                async for result in self.fetcher.results(state.pair, units, now):
                     await self._publish(state, result)
             except (ExchangeError, ArchiveError) as exc:
                 if is_unlisted_rejection(exc):
@@ -747,9 +491,14 @@ class Backfiller:
 
     async def _recheck(self, state: PairState, units: list[RestUnit], now: int) -> None:
         changed: list[Kline] = []
+        codec = self.publisher.codec
         for unit in units:
-            result = await self._fetch_rest(state.pair, unit, now)
-            for k in result.klines:
+            result = await self.fetcher.fetch_rest(state.pair, unit, now)
+            # A few candles per pair: compared as Klines with what this process published.
+            fetched = [codec.decode(v) for block in result.rest for v in block.values]
+            for k in fetched:
+                if not isinstance(k, Kline):
+                    continue
                 seen = state.recent.get(k.open_time)
                 if seen is None or not seen.same_values(k):
                     changed.append(k)
@@ -759,102 +508,6 @@ class Backfiller:
             for k in changed:
                 self.publisher.publish(k)
                 self._remember(state, k)
-
-    # -- fetching --------------------------------------------------------------------------
-    async def _fetch_unit(self, pair: Pair, unit: Unit, now: int) -> UnitResult:
-        if isinstance(unit, RestUnit):
-            return await self._fetch_rest(pair, unit, now)
-        return await self._fetch_archive(pair, unit, now)
-
-    async def _fetch_rest(self, pair: Pair, unit: RestUnit, now: int) -> UnitResult:
-        page = unit.page
-        closed, empty = page_events(pair, page, await self._page(pair, page), now, self.limit)
-        if empty:
-            # One answer without candles is not the exchange's confirmation yet (a replica
-            # behind, a truncated page): ask again; only slots absent from both answers are
-            # recorded empty, candles only the second had are kept.
-            seen = {k.open_time for k in closed}
-            again, _ = page_events(pair, page, await self._page(pair, page), now, self.limit)
-            extra = [k for k in again if k.open_time not in seen]
-            if extra:
-                logger.warning(
-                    "%s: a second answer held %d candles the first lacked", pair, len(extra)
-                )
-                closed = sorted([*closed, *extra], key=lambda k: k.open_time)
-                empty = page_events(pair, page, closed, now, self.limit)[1]
-        # Invalid candles are not published, but their slots are not empty either.
-        return UnitResult(klines=valid_klines(pair, closed), empty=empty)
-
-    async def _page(self, pair: Pair, page: Page) -> list[Kline]:
-        return await self.rest.klines(pair, page.start_ms, page.last_ms, self.limit)
-
-    async def _fetch_archive(self, pair: Pair, unit: ArchiveUnit, now: int) -> UnitResult:
-        assert self.archive is not None  # noqa: S101 - archive units are planned only with it
-        rows: EncodedKlines | None
-        async with self._archive_sem:
-            reuploads = self.archive.stats.corrections
-            try:
-                rows = await self.archive.fetch_encoded(unit.file, now, self.publisher.codec)
-            except ArchiveError as exc:
-                logger.warning("archive %s unusable (%s): filling from REST", unit.file, exc)
-                ARCHIVE_FILES.labels("corrupt").inc()
-                rows = None
-                corrupt = True
-            else:
-                corrupt = False
-            if self.archive.stats.corrections > reuploads:  # the cached copy was stale
-                ARCHIVE_FILES.labels("reuploaded").inc()
-        if rows is None:
-            if not corrupt:
-                logger.info("archive %s not published: filling from daily files / REST", unit.file)
-                ARCHIVE_FILES.labels("missing").inc()
-            replacement = fallback_units(pair, unit, now, limit=self.limit)
-            merged = UnitResult()
-            async for part in ordered_map(
-                replacement, lambda u: self._fetch_unit(pair, u, now), self.prefetch
-            ):
-                merged.extend(part)
-            return merged
-        ARCHIVE_FILES.labels("used").inc()
-        sha = self.archive.used.get(unit.file.path)
-        # Rows in [unit.start_ms, unit.end_ms) that closed before `now`; open times ascend.
-        opens = rows.open_times
-        rows = rows.take(bisect_left(opens, unit.start_ms), bisect_left(opens, unit.end_ms))
-        if rows.close_times and not closed_at(max(rows.close_times), now):
-            rows = rows.pick([i for i, t in enumerate(rows.close_times) if closed_at(t, now)])
-        rows = valid_rows(rows, self.publisher.codec, unit.file)
-        result = UnitResult(archive=[rows])
-        if sha is not None:
-            result.files.append(IngestedFile(unit.file, unit.start_ms, unit.end_ms, sha))
-        opens = rows.open_times
-        for day, expected, found in day_shortfalls(
-            pair.interval, unit.start_ms, unit.end_ms, opens
-        ):
-            logger.info(
-                "archive %s: %s has %d rows, %d expected",
-                unit.file,
-                _dt(day).date().isoformat(),
-                found,
-                expected,
-            )
-        holes = missing_runs(pair.interval, unit.start_ms, unit.end_ms, opens)
-        if holes:
-            missing = sum(count_opens(pair.interval, a, b) for a, b in holes)
-            logger.info(
-                "archive %s: %d of %d expected candles missing in %d ranges; asking REST",
-                unit.file,
-                missing,
-                count_opens(pair.interval, unit.start_ms, unit.end_ms),
-                len(holes),
-            )
-            async for part in ordered_map(
-                ranges_to_units(pair.interval, holes, self.limit),
-                lambda u: self._fetch_unit(pair, u, now),
-                self.prefetch,
-            ):
-                result.extend(part)
-            result.klines.sort(key=lambda k: k.open_time)  # REST fills; merged when published
-        return result
 
     # -- publishing ------------------------------------------------------------------------
     async def _publish(self, state: PairState, result: UnitResult) -> None:
@@ -866,9 +519,7 @@ class Backfiller:
             self.publisher.publish_encoded(pair, max(chunk), values[i : i + PUBLISH_CHUNK])
             self.publisher.producer.poll(0)
             await asyncio.sleep(0)
-        archive_n = sum(len(block) for block in result.archive)
-        rest_n = sum(1 for k in result.klines if k.source != "archive")
-        archive_n += len(result.klines) - rest_n
+        archive_n, rest_n = result.archive_candles, result.rest_candles
         if archive_n:
             CANDLES.labels(pair.symbol, pair.interval, "archive").inc(archive_n)
         if rest_n:
@@ -884,8 +535,8 @@ class Backfiller:
                 _dt(r.start_time).isoformat(),
                 _dt(r.end_time).isoformat(),
             )
-        for candle in recent[-max(1, self.cfg.backfill.recheck_recent) :]:
-            k = candle if isinstance(candle, Kline) else codec.decode(candle)
+        for value in recent[-max(1, self.cfg.backfill.recheck_recent) :]:
+            k = codec.decode(value)
             if isinstance(k, Kline):
                 self._remember(state, k)
         slots = result.candles + sum(
@@ -965,30 +616,3 @@ class Backfiller:
         s.failed_pairs = [str(st.pair) for st in self.states.values() if st.failed]
         times = self.publisher.times
         s.publish_times = {step: (times.wall[step], times.cpu[step]) for step in times.steps}
-
-
-def valid_klines(pair: Pair, klines: Sequence[Kline]) -> list[Kline]:
-    """REST candles that pass the rules the sink applies (``check_kline``), as the WebSocket
-    path validates before publishing; the others are counted and logged, never published."""
-    good: list[Kline] = []
-    for k in klines:
-        try:
-            good.append(check_kline(k))
-        except InvalidKline as exc:
-            INVALID.labels("rest").inc()
-            logger.warning("%s: invalid REST candle not published: %s", pair, exc)
-    return good
-
-
-def valid_rows(rows: EncodedKlines, codec: KlineCodec, file: object) -> EncodedKlines:
-    """Archive rows (already encoded) that pass the sink's verdicts (``split_batch``: the same
-    rules, fast path included); the others are counted, logged and left out."""
-    key = f"{rows.symbol}|{rows.interval}".encode()
-    verdict = split_batch([Record("", 0, i, key, v) for i, v in enumerate(rows.values)], codec)
-    if not verdict.dlq:
-        return rows
-    bad = {entry.offset for entry in verdict.dlq}
-    INVALID.labels("archive").inc(len(bad))
-    for entry in verdict.dlq[:3]:
-        logger.warning("archive %s: invalid row not published: %s", file, entry.reason)
-    return rows.pick([i for i in range(len(rows)) if i not in bad])

@@ -38,16 +38,16 @@ from qryptify.binance.rest import BinanceRest
 from qryptify.binance.weights import best_page_limit
 from qryptify.binance.ws import connect_options, plan_connections
 from qryptify.config import Config
+from qryptify.dlq import DlqWriter, FrameLetter
 from qryptify.errors import ExchangeError, MalformedPayload
 from qryptify.futures.live import CandleWatch, FundingWatch, mark_stream_url, parse_mark_frame
-from qryptify.futures.price import PriceKind, PriceKline, enabled_kinds
+from qryptify.futures.price import PriceEmptyRange, PriceKind, PriceKline, enabled_kinds
 from qryptify.futures.records import FuturesRecord
 from qryptify.futures.sources import FundingSource, closed_price_klines
 from qryptify.futures.topic import FundingOffsets, publish_records
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, last_closed_open, next_open
 from qryptify.retry import backoff
-from services.producer.dlq import send_frame_to_dlq
 from services.producer.rotation import Handover, RotationPolicy
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,11 @@ REST_FILLS = Counter(
 )
 ROTATIONS = Counter(
     "qryptify_producer_futures_rotations_total", "markPrice connections replaced before the cut"
+)
+EMPTY_RANGES = Counter(
+    "qryptify_producer_futures_empty_ranges_total",
+    "Price-kline ranges REST confirmed empty, sent to Kafka",
+    ["kind"],
 )
 REST_ERRORS = Counter(
     "qryptify_producer_futures_rest_errors_total", "Failed futures REST fetches (retried later)"
@@ -103,6 +108,7 @@ class FuturesLive:
         self.cfg = cfg
         self.rest = rest
         self.producer = producer
+        self.dlq = DlqWriter(producer, cfg.kafka.dlq_topic)
         self.offsets = offsets
         self.funding_offsets = FundingOffsets(cfg.kafka, producer)
         self.codec = codec or AvroCodec()
@@ -292,14 +298,8 @@ class FuturesLive:
                 reason,
                 self.cfg.kafka.dlq_topic,
             )
-        send_frame_to_dlq(
-            self.producer,
-            self.cfg.kafka.dlq_topic,
-            raw.encode() if isinstance(raw, str) else bytes(raw),
-            kind="markPrice",
-            reason=reason,
-            stream=_stream_named(raw),
-        )
+        raw_bytes = raw.encode() if isinstance(raw, str) else bytes(raw)
+        self.dlq.post(FrameLetter(raw_bytes, "markPrice", reason, _stream_named(raw)))
 
     # -- watchdog and fetches ------------------------------------------------------------------
     async def _watchdog_loop(self) -> None:
@@ -363,13 +363,21 @@ class FuturesLive:
         # still open (REST returns it with partial values).
         now = self.rest.clock.now_ms() - self.cfg.ws.watchdog_grace_ms
         start = next_open(interval, self.candles.published[series])
-        rows, _pages = await closed_price_klines(self.rest, pk, pair, start, now, self.page_limit)
-        if not rows:
+        found = await closed_price_klines(self.rest, pk, pair, start, now, self.page_limit)
+        position = found.position()  # past confirmed-empty slots too (a maintenance window)
+        if position is None:
             return None
-        await self._publish(rows)
-        last_open = rows[-1].open_time
-        await asyncio.to_thread(self._commit, pk, pair, last_open)
-        return last_open
+        await self._publish(found.records())
+        for e in found.empty:
+            logger.warning(
+                "futures: %s %s: exchange has no candles in [%d, %d): recorded as empty range",
+                kind,
+                pair,
+                e.range.start_time,
+                e.range.end_time,
+            )
+        await asyncio.to_thread(self._commit, pk, pair, position)
+        return position
 
     def _commit_funding(self, symbol: str, funding_time: int) -> None:
         self.funding_offsets.commit("producer.funding", symbol, funding_time)
@@ -386,4 +394,7 @@ class FuturesLive:
         )
         self.published += len(batch)
         for row in batch:
-            PUBLISHED.labels(row.kind if isinstance(row, PriceKline) else "funding").inc()
+            if isinstance(row, PriceEmptyRange):
+                EMPTY_RANGES.labels(row.kind).inc()
+            else:
+                PUBLISHED.labels(row.kind if isinstance(row, PriceKline) else "funding").inc()

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from qryptify.binance.frames import Close
 from qryptify.binance.ws import ControlReply, Frame, KlineFrame, Malformed
 from qryptify.errors import InvalidKline
 from qryptify.kline import Kline, closed_at, validate_kline
@@ -113,19 +114,25 @@ class LiveBook:
     # -- deciding -------------------------------------------------------------------------
     def offer(self, kline: Kline) -> Verdict:
         """A closed candle from any source: PUBLISH (now marked sent) or DUPLICATE."""
-        book = self._by_key.get((kline.symbol, kline.interval))
+        return self.offer_candle(kline.symbol, kline.interval, kline.open_time)
+
+    def offer_candle(self, symbol: str, interval: str, open_time: int) -> Verdict:
+        """``offer`` by the candle's key."""
+        book = self._by_key.get((symbol, interval))
         if book is None:
             return Verdict.FOREIGN
-        if book.is_known(kline.open_time):
+        if book.is_known(open_time):
             self.stats.duplicates += 1
             return Verdict.DUPLICATE
-        book.sent.add(kline.open_time)
-        book.newest = max(book.newest, kline.open_time)
+        book.sent.add(open_time)
+        book.newest = max(book.newest, open_time)
         self.stats.published += 1
         return Verdict.PUBLISH
 
-    def on_frame(self, frame: Frame) -> Verdict:
+    def on_frame(self, frame: Frame | Close) -> Verdict:
         """Classify a parsed WS frame; closed candles go through ``offer``."""
+        if type(frame) is Close:
+            return self.offer_candle(frame.symbol, frame.interval, frame.open_time)
         if isinstance(frame, Malformed):
             return Verdict.MALFORMED
         if isinstance(frame, ControlReply):

@@ -9,13 +9,14 @@ import threading
 
 from qryptify import db
 from qryptify.config import Config
+from qryptify.dlq import DlqWriter
 from qryptify.errors import IngestorError
 from qryptify.futures.sink import FuturesSink
 from qryptify.futures.topic import topic_spec
 from qryptify.kafka import ensure_topics, make_consumer, make_producer, topic_specs
 from qryptify.metrics import Health
 from qryptify.sink.batch import FlushPolicy
-from qryptify.sink.loop import DlqWriter, FaultHook, LoopSettings, OffsetCommits, SinkLoop
+from qryptify.sink.loop import FaultHook, LoopSettings, OffsetCommits, SinkLoop
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,6 @@ No assertion here is about timing; waits are hang guards scaled by
 from __future__ import annotations
 
 import functools
-import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ from sim.check import PairReport, compare_db_with_truth, format_report
 from sim.symbols import parse_time_ms
 from tests.integration.conftest import unique
 from tests.support.processes import TIMEOUT_FACTOR as FACTOR
-from tests.support.processes import Service, spawn, wait_until
+from tests.support.processes import Service, spawn
 
 #: The simulator's clock: started here and (nearly) frozen, so "closed" stays put during a test.
 SIM_NOW = parse_time_ms("2024-07-10T12:34:30Z")
@@ -47,55 +45,6 @@ class Sim(Protocol):
     def url(self) -> str: ...
 
     def now_ms(self) -> int: ...
-
-
-class SimProcess:
-    """``python -m sim`` in its own process (its own core, not the test's GIL)."""
-
-    def __init__(self, log: Path, *args: str) -> None:
-        self.log = log
-        self.proc = spawn("sim", ["--port", "0", *args], log)
-        self._url = ""
-
-        def listening() -> bool:
-            for line in log.read_text(errors="replace").splitlines():
-                if line.startswith("sim listening on "):
-                    self._url = line.removeprefix("sim listening on ").strip()
-                    return True
-            return self.proc.poll() is not None
-
-        wait_until(listening, 30, "the simulator to listen")
-        if not self._url:
-            raise AssertionError(f"simulator did not start:\n{log.read_text()[-2000:]}")
-        self.http = httpx.Client(base_url=self._url, timeout=30)
-
-    @property
-    def url(self) -> str:
-        return self._url
-
-    def now_ms(self) -> int:
-        return int(self.http.get("/fapi/v1/time").json()["serverTime"])
-
-    def stats(self) -> dict[str, int]:
-        body: dict[str, int] = self.http.get("/sim/stats").json()
-        return body
-
-    def faults(self) -> dict[str, Any]:
-        body: dict[str, Any] = self.http.get("/sim/faults").json()
-        return body
-
-    def set_faults(self, **patch: Any) -> None:
-        self.http.post("/sim/faults", json=patch).raise_for_status()
-
-    def stop(self) -> None:
-        self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @dataclass
@@ -179,18 +128,7 @@ class BackfillEnv:
             consumer.close()
 
     def sink_caught_up(self) -> bool:
-        consumer = make_consumer(self.kafka, self.sink_group)
-        try:
-            meta = consumer.list_topics(self.kafka.topic, timeout=10).topics[self.kafka.topic]
-            parts = [TopicPartition(self.kafka.topic, p) for p in meta.partitions]
-            committed = consumer.committed(parts, timeout=10)
-            for tp in committed:
-                high = consumer.get_watermark_offsets(tp, timeout=10)[1]
-                if high > 0 and tp.offset < high:
-                    return False
-            return True
-        finally:
-            consumer.close()
+        return group_caught_up(self.kafka, self.kafka.topic, self.sink_group)
 
     def check(self, pairs: Sequence[str] | None = None) -> list[PairReport]:
         """Row-by-row comparison per pair over ``[start_date, last closed candle]``."""
@@ -205,6 +143,21 @@ class BackfillEnv:
             print(format_report(report, details=3))
             reports.extend(report.pairs)
         return reports
+
+
+def group_caught_up(kafka: KafkaConfig, topic: str, group: str) -> bool:
+    """``group`` has committed every record on ``topic`` (up to the high watermarks)."""
+    consumer = make_consumer(kafka, group)
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p) for p in meta.partitions]
+        for tp in consumer.committed(parts, timeout=10):
+            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            if high > 0 and tp.offset < high:
+                return False
+        return True
+    finally:
+        consumer.close()
 
 
 def read_topic(kafka: KafkaConfig, topic: str | None = None) -> list[tuple[int, int, Event]]:

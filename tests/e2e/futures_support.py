@@ -3,29 +3,33 @@ sink's progress, and the funding table compared with the simulator's truth."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
 from psycopg import sql
 
 from qryptify import db
-from qryptify.config import KafkaConfig
 from qryptify.futures.price import TABLES
-from qryptify.kafka import TopicPartition, make_consumer
 from qryptify.metrics import Health
 from services.backfiller.__main__ import build as build_backfiller
 from services.backfiller.run import Backfiller
 from tests.e2e.backfill_support import BackfillEnv
+from tests.e2e.backfill_support import (
+    group_caught_up as group_caught_up,  # the futures tests' import
+)
 from tests.integration.conftest import unique
+from tests.support.processes import PYTHON, ROOT, wait_until
 
 
-def futures_env(env: BackfillEnv, *, prices: bool = False) -> str:
-    """Turn on funding rates (and with ``prices`` the three price kline kinds) on a fresh
-    futures topic; return its name."""
+def futures_env(env: BackfillEnv, *, prices: bool = False, funding: bool = True) -> str:
+    """Turn on funding rates (unless ``funding`` is False; with ``prices`` the three price
+    kline kinds) on a fresh futures topic; return its name."""
     topic = unique("test") + ".futures"
     env.extra["futures"] = {
-        "funding_rates": True,
+        "funding_rates": funding,
         "mark_price": prices,
         "index_price": prices,
         "premium_index": prices,
@@ -37,20 +41,6 @@ def futures_env(env: BackfillEnv, *, prices: bool = False) -> str:
 def backfiller(env: BackfillEnv) -> Backfiller:
     """The backfiller as its service entry point builds it (the funding pass included)."""
     return build_backfiller(env.config(), threading.Event(), Health())
-
-
-def group_caught_up(kafka: KafkaConfig, topic: str, group: str) -> bool:
-    consumer = make_consumer(kafka, group)
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p) for p in meta.partitions]
-        for tp in consumer.committed(parts, timeout=10):
-            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
-            if high > 0 and tp.offset < high:
-                return False
-        return True
-    finally:
-        consumer.close()
 
 
 @dataclass
@@ -151,3 +141,47 @@ def compare_prices(
             report.wrong.append(f"{t[0]}: {tuple(got)} != {want}")
     report.extra = sorted(have)
     return report
+
+
+def status_rows(stdout: str) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """``qryptify status``'s futures block: per (kind, series), (rows, gaps, empty)."""
+    block = stdout.split("futures: funding rates, mark / index / premium-index klines", 1)[1]
+    rows = [line.split() for line in block.splitlines()[2:] if line.strip()]
+    # kind series rows first(date time) last(date time) gaps empty pointer…
+    return {(v[0], v[1]): (int(v[2]), int(v[7]), int(v[8])) for v in rows}
+
+
+def run_cli(env: BackfillEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m qryptify --config <env's config> ARGS`` as an operator runs it."""
+    return subprocess.run(
+        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def cli(env: BackfillEnv, *args: str) -> str:
+    """``run_cli`` that must succeed; its standard output."""
+    done = run_cli(env, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def wait_written(env: BackfillEnv, topic: str) -> None:
+    """Until the sink committed everything of the klines topic and of the futures ``topic``."""
+    wait_until(env.sink_caught_up, 120, "the sink to write the klines")
+    group = f"{env.sink_group}.futures"
+    wait_until(lambda: group_caught_up(env.kafka, topic, group), 120, "the futures path")
+
+
+def compare_all_prices(
+    env: BackfillEnv, kinds: Sequence[str], start: int, end: int
+) -> list[PriceReport]:
+    """``compare_prices`` for every kind and configured pair (printed), kind by kind."""
+    reports = [
+        compare_prices(env.dsn, env.sim.url, kind, pair, start, end)
+        for kind in kinds
+        for pair in env.pairs
+    ]
+    for p in reports:
+        print(p.kind, p.pair, p.truth, p.counts, p.missing[:3], p.extra[:3], p.wrong[:2])
+    return reports

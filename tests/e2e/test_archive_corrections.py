@@ -7,24 +7,21 @@ else."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import REGISTRY
 
 from qryptify import db
-from qryptify.config import KafkaConfig
 from qryptify.kline import Event, Kline
 from qryptify.pairs import DAY_MS, HOUR_MS, Pair, align_open
 from sim.check import compare_db_with_truth, format_report
 from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, read_topic
-from tests.integration.conftest import fresh_topics, unique
+from tests.e2e.backfill_support import BackfillEnv, read_topic
+from tests.integration.conftest import fresh_database, fresh_topics
 from tests.support.processes import PYTHON, ROOT, wait_until
 from tests.support.processes import TIMEOUT_FACTOR as FACTOR
 
@@ -43,24 +40,11 @@ HALF = (MAY + 4 * DAY_MS + 30 * 60_000, MAY + 4 * DAY_MS + HOUR_MS)
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(
-        start_ms=SIM_NOW,
-        speed=FROZEN,
-        faults={
-            "empty_ranges": [{"symbol": "BTCUSDT", "start": MAINTENANCE[0], "end": MAINTENANCE[1]}]
-        },
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    maintenance = {"symbol": "BTCUSDT", "start": MAINTENANCE[0], "end": MAINTENANCE[1]}
+    return backfill_env(
+        ("BTCUSDT/1h",), start_date="2024-05-01", faults={"empty_ranges": [maintenance]}
     )
-    environment = BackfillEnv(
-        sim, kafka_cfg, db_dsn, tmp_path, ("BTCUSDT/1h",), start_date="2024-05-01"
-    )
-    yield environment
-    environment.cleanup()
 
 
 def run_qryptify(env: BackfillEnv, *args: str, check: bool = True) -> str:
@@ -113,16 +97,6 @@ def backfill(env: BackfillEnv) -> dict[str, int]:
     return {"downloaded": stats.downloaded, "cached": stats.cached, "fixes": stats.corrections}
 
 
-@contextlib.contextmanager
-def fresh_database(admin_dsn: str) -> Iterator[str]:
-    name = unique("fresh").replace("-", "_")
-    db.create_database(admin_dsn, name)
-    try:
-        yield admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        db.drop_database(admin_dsn, name)
-
-
 def test_a_reuploaded_month_reaches_the_database_and_survives_a_restart(
     env: BackfillEnv, pg_admin_dsn: str
 ) -> None:
@@ -168,7 +142,7 @@ def test_a_reuploaded_month_reaches_the_database_and_survives_a_restart(
     assert "archive audit: last " in run_qryptify(env, "status", check=False)
 
     # the topic is the system of record: a replay into a fresh database gives the same
-    with fresh_database(pg_admin_dsn) as fresh:
+    with fresh_database(pg_admin_dsn, "fresh", migrated=False) as fresh:
         run_qryptify(env, "replay", "--dsn", fresh, "--no-progress")
         replayed = compare_db_with_truth(
             fresh, sim.url, [Pair("BTCUSDT", "1h")], MAY, align_open("1h", sim.now_ms())
@@ -260,7 +234,7 @@ def test_a_fresh_pipeline_on_a_stale_warm_cache_gets_the_reuploaded_file(
     )  # fmt: skip
     kafka = fresh_topics(kafka_bootstrap, "second")
     (env.tmp / "second").mkdir()
-    with fresh_database(pg_admin_dsn) as dsn:
+    with fresh_database(pg_admin_dsn, "fresh", migrated=False) as dsn:
         second = BackfillEnv(
             sim, kafka, dsn, env.tmp / "second", env.pairs, start_date=env.start_date,
             extra={"archive": {"cache_dir": str(env.tmp / "archive-cache")}},

@@ -5,17 +5,14 @@ compared row by row with the truth after the real sink wrote them."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from qryptify.config import KafkaConfig
 from qryptify.kline import Kline
 from qryptify.pairs import DAY_MS
-from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, read_topic
+from tests.e2e.backfill_support import BackfillEnv, read_topic
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -26,30 +23,15 @@ CORRUPT_DAY = "BTCUSDT-1m-2024-07-05.zip"
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(
-        start_ms=SIM_NOW,
-        speed=FROZEN,
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(
+        ("BTCUSDT/1m", "ETHUSDT/5m"),
+        start_date="2024-05-01",
         faults={
             "archive_missing": [MISSING_MONTH, MISSING_DAY],
             "archive_corrupt": [CORRUPT_DAY],
         },
     )
-    environment = BackfillEnv(
-        sim,
-        kafka_cfg,
-        db_dsn,
-        tmp_path,
-        ("BTCUSDT/1m", "ETHUSDT/5m"),
-        start_date="2024-05-01",
-    )
-    yield environment
-    environment.cleanup()
 
 
 def test_missing_and_corrupt_archive_files_are_filled_from_rest(env: BackfillEnv) -> None:

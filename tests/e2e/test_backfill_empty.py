@@ -9,19 +9,16 @@ shows the gap finder at work: it refetches exactly the holes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from qryptify import db
-from qryptify.config import KafkaConfig
 from qryptify.kline import EmptyRange
 from qryptify.pairs import HOUR_MS, MINUTE_MS
-from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, RecordingTransport, read_topic
+from tests.e2e.backfill_support import BackfillEnv, RecordingTransport, read_topic
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -32,20 +29,12 @@ PAIRS = ("BTCUSDT/1m", "BTCUSDT/1h", "ETHUSDT/1m")
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(
-        start_ms=SIM_NOW,
-        speed=FROZEN,
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(
+        PAIRS,
+        start_date="2024-07-01",
         faults={"empty_ranges": [{"symbol": "BTCUSDT", "start": GAP_START, "end": GAP_END}]},
     )
-    environment = BackfillEnv(sim, kafka_cfg, db_dsn, tmp_path, PAIRS, start_date="2024-07-01")
-    yield environment
-    environment.cleanup()
 
 
 def dt(ms: int) -> datetime:

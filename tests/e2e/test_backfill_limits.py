@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from qryptify.config import KafkaConfig
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, RecordingTransport, SimProcess
+from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, RecordingTransport
 from tests.support.processes import TIMEOUT_FACTOR as FACTOR
-from tests.support.processes import wait_until
+from tests.support.processes import SimProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 

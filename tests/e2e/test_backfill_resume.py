@@ -5,19 +5,16 @@ in the middle of a run and a restart that neither skips nor re-publishes acknowl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from qryptify.config import KafkaConfig
 from qryptify.kafka import make_producer
 from qryptify.kline import EmptyRange, Kline
 from qryptify.offsets import SourceOffsetStore
 from qryptify.pairs import Pair, align_open, count_opens
-from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, read_topic, summary_values
+from tests.e2e.backfill_support import SIM_NOW, BackfillEnv, read_topic, summary_values
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -37,16 +34,8 @@ START = "2024-04-01"
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(start_ms=SIM_NOW, speed=FROZEN)
-    environment = BackfillEnv(sim, kafka_cfg, db_dsn, tmp_path, PAIRS, start_date=START)
-    yield environment
-    environment.cleanup()
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(PAIRS, start_date=START)
 
 
 def expected_candles() -> int:

@@ -1,6 +1,7 @@
 """``make chaos QUICK=1`` inside ``make test``: the whole pipeline under every kind of fault, on
-its own Kafka + PostgreSQL (ports 39192 / 35532, ``.stack-chaos-quick``), so the shared test
-stack is never restarted. The run checks itself (chaos/run.py) and exits non-zero on any
+its own Kafka + PostgreSQL (ports 39192 / 35532 unless ``QRYPTIFY_CHAOS_KAFKA_PORT`` /
+``QRYPTIFY_CHAOS_PG_PORT`` choose others; ``.stack-chaos-quick``), so the shared test stack is
+never restarted. The run checks itself (chaos/run.py) and exits non-zero on any
 violation; this test runs it and shows its report when it fails.
 """
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import clean_env
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +27,8 @@ LIMIT_S = 900
 
 
 def test_quick_chaos_run_converges_with_no_violation() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QRYPTIFY_")}
+    # The run's own ports pass through; every other QRYPTIFY_* override is left behind.
+    env = clean_env({k: v for k, v in os.environ.items() if k.startswith("QRYPTIFY_CHAOS_")})
     proc = subprocess.Popen(
         [sys.executable, "-m", "chaos", "--quick", "--seed", str(SEED)],
         cwd=ROOT,

@@ -6,28 +6,28 @@ compared row by row with the truth; then status, tap, reset + replay, and a seco
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from qryptify import db
-from qryptify.config import KafkaConfig
 from qryptify.pairs import HOUR_MS
-from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv
+from tests.e2e.backfill_support import BackfillEnv
 from tests.e2e.futures_support import (
     backfiller,
+    cli,
+    compare_all_prices,
     compare_funding,
     compare_prices,
     futures_env,
-    group_caught_up,
+    run_cli,
+    status_rows,
+    wait_written,
 )
-from tests.support.processes import PYTHON, ROOT, wait_until
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -41,28 +41,13 @@ KINDS = ("mark", "index", "premium")
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(
-        start_ms=SIM_NOW,
-        speed=FROZEN,
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(
+        PAIRS,
+        start_date=START,
         funding_changes=(("ETHUSDT", TO_4H, 4), ("ETHUSDT", TO_1H, 1)),
         faults={"archive_missing": [MISSING, MISSING_PRICES]},
     )
-    environment = BackfillEnv(
-        sim,
-        kafka_cfg,
-        db_dsn,
-        tmp_path,
-        PAIRS,
-        start_date=START,
-    )
-    yield environment
-    environment.cleanup()
 
 
 def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
@@ -71,9 +56,7 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
     run = backfiller(env)
     assert run.run() == 0
     assert run.futures is not None and run.futures.prices is not None
-    wait_until(env.sink_caught_up, 120, "the sink to write the klines")
-    group = f"{env.sink_group}.futures"
-    wait_until(lambda: group_caught_up(env.kafka, topic, group), 120, "the futures path")
+    wait_written(env, topic)
 
     start = parse_time_ms(START)
     end = env.sim.now_ms() + 1
@@ -86,13 +69,7 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
         "ETHUSDT": (0, 0, 0),
         "BNBUSDT": (0, 0, 0),
     }
-    prices = [
-        compare_prices(env.dsn, env.sim.url, kind, pair, start, end)
-        for kind in KINDS
-        for pair in PAIRS
-    ]
-    for p in prices:
-        print(p.kind, p.pair, p.truth, p.counts, p.missing[:3], p.extra[:3], p.wrong[:2])
+    prices = compare_all_prices(env, KINDS, start, end)
     assert [(p.kind, p.pair, p.counts) for p in prices] == [
         (kind, pair, (0, 0, 0)) for kind in KINDS for pair in PAIRS
     ]
@@ -135,37 +112,23 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
     _check_readme_query(env)
 
     # `qryptify status` shows the funding coverage per symbol (rows, no gaps, the pointer).
-    status = subprocess.run(
-        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), "status"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    status = run_cli(env, "status")
     print(status.stdout, status.stderr[-2000:])
-    after = status.stdout.split("futures: funding rates", 1)[1]
-    funding_block, price_block = after.split("futures: mark / index / premium-index klines")
-    table = {line.split()[0]: line.split() for line in funding_block.splitlines()[2:] if line}
-    assert {s: (int(v[1]), int(v[6])) for s, v in table.items()} == {
-        s: (r.truth, 0) for s, r in reports.items()
-    }
-    # Per kind and pair: rows, no gaps.
-    kinds = [line.split() for line in price_block.splitlines()[2:] if line.strip()]
-    assert {(v[0], v[1]): (int(v[2]), int(v[7])) for v in kinds} == {
-        (p.kind, p.pair): (p.truth, 0) for p in prices
+    # One block: per symbol (funding) and per kind and pair: rows, no gaps, nothing empty.
+    assert status_rows(status.stdout) == {
+        **{("funding", s): (r.truth, 0, 0) for s, r in reports.items()},
+        **{(p.kind, p.pair): (p.truth, 0, 0) for p in prices},
     }
 
-    as_json = subprocess.run(
-        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), "status", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    as_json = run_cli(env, "status", "--json")
     futures_json = json.loads(as_json.stdout)["futures"]
-    assert {f["symbol"]: (f["rows"], f["gaps"]) for f in futures_json["funding"]} == {
-        s: (r.truth, 0) for s, r in reports.items()
-    }
-    assert {(k["kind"], k["pair"]): k["rows"] for k in futures_json["price_klines"]} == {
-        (p.kind, p.pair): p.truth for p in prices
+    assert {(f["kind"], f["series"]): (f["rows"], f["gaps"]) for f in futures_json} == {
+        **{("funding", s): (r.truth, 0) for s, r in reports.items()},
+        **{(p.kind, p.pair): (p.truth, 0) for p in prices},
     }
 
     # `qryptify tap --futures` shows every funding record of the topic, decoded.
-    tap = _cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end", "--format", "json")
+    tap = cli(env, "tap", "--futures", "--from-beginning", "--exit-at-end", "--format", "json")
     tapped = [json.loads(line) for line in tap.splitlines() if line.startswith("{")]
     assert Counter((r["type"], r["symbol"]) for r in tapped if r["type"] == "funding") == {
         ("funding", s): r.truth for s, r in reports.items()
@@ -176,10 +139,10 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
 
     # reset-db empties the futures tables too; replay rebuilds them from the topic.
     assert env.services[0].stop() == 0
-    _cli(env, "reset-db", "-f")
+    cli(env, "reset-db", "-f")
     with db.connect(env.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM funding_rates").fetchone() == (0,)
-    _cli(env, "replay", "--no-progress")
+    cli(env, "replay", "--no-progress")
     replayed = {s: compare_funding(env.dsn, env.sim.url, s, start, end) for s in reports}
     assert {s: (r.counts, r.with_mark, r.with_hours) for s, r in replayed.items()} == {
         s: ((0, 0, 0), r.with_mark, r.with_hours) for s, r in reports.items()
@@ -232,15 +195,6 @@ def _check_readme_query(env: BackfillEnv) -> None:
         assert payment == pytest.approx(-0.5 * price * rate)
         total += payment
         assert cumulative == pytest.approx(total)
-
-
-def _cli(env: BackfillEnv, *args: str) -> str:
-    done = subprocess.run(
-        [PYTHON, "-m", "qryptify", "--config", str(env.config_path()), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def _truth_times(env: BackfillEnv, symbol: str, start: int, end: int) -> list[int]:

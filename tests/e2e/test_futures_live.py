@@ -8,13 +8,12 @@ backfill is non-empty for every series. Waits are hang guards only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from qryptify import db
-from qryptify.config import KafkaConfig
+from qryptify.futures.price import EMPTY_TABLES
 from qryptify.pairs import HOUR_MS
 from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
@@ -33,30 +32,31 @@ pytestmark = pytest.mark.e2e
 START = "2024-06-01"  # the June archive files, then REST
 SIM_START = parse_time_ms("2024-07-10T12:34:30Z")
 TO_1H = SIM_START + 2 * HOUR_MS  # ETHUSDT: 8 h → 1 h during the live window
+# BNBUSDT's maintenance hour during the live window (after the drops): no candle of any kind.
+MAINTENANCE = (parse_time_ms("2024-07-10T17:00:00Z"), parse_time_ms("2024-07-10T18:00:00Z"))
 PAIRS = ("BTCUSDT/15m", "ETHUSDT/1h", "BNBUSDT/30m")
 KINDS = ("mark", "index", "premium")
 SPEED = 600.0  # 10 sim minutes per wall second
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(start_ms=SIM_START, speed=SPEED, funding_changes=(("ETHUSDT", TO_1H, 1),))
-    environment = BackfillEnv(sim, kafka_cfg, db_dsn, tmp_path, PAIRS, start_date=START)
-    environment.extra["ws"] = {
-        "endpoint": f"{sim.ws_url}/market/stream",
-        "watchdog_grace_ms": 120_000,  # 2 sim minutes: 0.2 s wall
-        "watchdog_retry_ms": 120_000,
-        "stale_after_s": 5,
-        "rotate_after_s": 1800,  # 30 sim minutes (3 s wall): the connections rotate often
-    }
-    environment.extra["rest"] = {"time_sync_every_s": 0.5}
-    yield environment
-    environment.cleanup()
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(
+        PAIRS,
+        start_date=START,
+        start_ms=SIM_START,
+        speed=SPEED,
+        funding_changes=(("ETHUSDT", TO_1H, 1),),
+        faults={"empty_ranges": [{"symbol": "BNBUSDT", "start": MAINTENANCE[0],
+                                  "end": MAINTENANCE[1]}]},
+        ws={
+            "watchdog_grace_ms": 120_000,  # 2 sim minutes: 0.2 s wall
+            "watchdog_retry_ms": 120_000,
+            "stale_after_s": 5,
+            "rotate_after_s": 1800,  # 30 sim minutes (3 s wall): the connections rotate often
+        },
+        extra={"rest": {"time_sync_every_s": 0.5}},
+    )  # fmt: skip
 
 
 def test_live_futures_through_a_funding_change_and_ws_drops(env: BackfillEnv) -> None:
@@ -78,7 +78,7 @@ def test_live_futures_through_a_funding_change_and_ws_drops(env: BackfillEnv) ->
     wait_until(lambda: sim.now_ms() >= backfilled_to + 2 * HOUR_MS, 120, "2 sim hours live")
     sim.set_faults(ws_drop_every_s=2.5)  # every connection, the markPrice one included
     wait_until(lambda: sim.now_ms() >= backfilled_to + 4 * HOUR_MS, 120, "2 sim hours of drops")
-    sim.reset_faults()
+    sim.set_faults(ws_drop_every_s=0.0)  # the drops end; the maintenance hour stays
     wait_until(lambda: sim.now_ms() >= backfilled_to + 7 * HOUR_MS, 120, "3 more sim hours")
     stopped_at = sim.now_ms()
     assert producer.stop() == 0
@@ -128,5 +128,40 @@ def test_live_futures_through_a_funding_change_and_ws_drops(env: BackfillEnv) ->
             ).fetchone()
             for table in ("mark_price_klines", "index_price_klines", "premium_index_klines")
         }
+        # What the live REST paging confirmed empty: BNBUSDT's maintenance hour, slot by slot
+        # as the watchdog found them, and nothing else (dropped streams, candles fetched right
+        # after they close are not a confirmation).
+        empty = {
+            kind: conn.execute(
+                f"SELECT symbol, interval, (extract(epoch FROM start_ts) * 1000)::bigint,"  # noqa: S608 - fixed names
+                f" (extract(epoch FROM end_ts) * 1000)::bigint FROM {table} ORDER BY 3"
+            ).fetchall()
+            for kind, table in EMPTY_TABLES.items()
+        }
+        inside = [
+            conn.execute(
+                f"SELECT count(*) FROM {table} WHERE symbol = 'BNBUSDT'"  # noqa: S608 - fixed names
+                " AND ts >= to_timestamp(%s / 1000.0) AND ts < to_timestamp(%s / 1000.0)",
+                MAINTENANCE,
+            ).fetchone()
+            for table in ("mark_price_klines", "index_price_klines", "premium_index_klines")
+        ]
     assert live_funding.get("ETHUSDT", 0) >= 3
     assert live_candles == {t: (3,) for t in live_candles}
+    print("confirmed empty:", empty)
+    for kind, rows in empty.items():
+        assert {(r[0], r[1]) for r in rows} == {("BNBUSDT", "30m")}, kind
+        assert merged([(int(r[2]), int(r[3])) for r in rows]) == [MAINTENANCE], kind
+    assert inside == [(0,)] * 3
+    assert "recorded as empty range" in log
+
+
+def merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent or overlapping ranges joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out

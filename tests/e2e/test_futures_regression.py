@@ -20,7 +20,7 @@ from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
 from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, read_topic
 from tests.e2e.futures_support import backfiller, futures_env, group_caught_up
-from tests.integration.conftest import unique
+from tests.integration.conftest import fresh_database, unique
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -45,13 +45,8 @@ def sim(simulator: Callable[..., SimulatorThread]) -> SimulatorThread:
 
 @pytest.fixture
 def second_db(pg_admin_dsn: str) -> Iterator[str]:
-    name = unique("test").replace("-", "_")
-    db.create_database(pg_admin_dsn, name)
-    dsn = pg_admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    with db.connect(dsn) as conn:
-        db.migrate(conn)
-    yield dsn
-    db.drop_database(pg_admin_dsn, name)
+    with fresh_database(pg_admin_dsn) as dsn:
+        yield dsn
 
 
 def _run(env: BackfillEnv, futures_topic: str | None) -> None:

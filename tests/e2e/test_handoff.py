@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from qryptify.config import KafkaConfig
 from qryptify.handoff import LIVE_START, PLAN
 from qryptify.health_report import arrival_budget_ms
 from qryptify.kafka import make_producer
@@ -30,7 +28,7 @@ from qryptify.pairs import MINUTE_MS, Pair
 from sim.check import compare_db_with_truth, format_report
 from sim.server import SimulatorThread
 from sim.symbols import parse_time_ms
-from tests.e2e.backfill_support import FROZEN, BackfillEnv, read_topic
+from tests.e2e.backfill_support import BackfillEnv, read_topic
 from tests.support.processes import Service, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -43,32 +41,14 @@ BUDGET_MS = arrival_budget_ms(GRACE_MS, RETRY_MS, SINK_MS)
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(start_ms=EDGE - 1000, speed=FROZEN)
-    environment = BackfillEnv(
-        sim,
-        kafka_cfg,
-        db_dsn,
-        tmp_path,
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(
         PAIRS,
         start_date="2024-07-09",
-        extra={
-            "rest": {"time_sync_every_s": 0.5},
-            "ws": {
-                "endpoint": f"{sim.ws_url}/market/stream",
-                "watchdog_grace_ms": GRACE_MS,
-                "watchdog_retry_ms": RETRY_MS,
-            },
-            "sink": {"max_latency_ms": SINK_MS},
-        },
+        start_ms=EDGE - 1000,
+        ws={"watchdog_grace_ms": GRACE_MS, "watchdog_retry_ms": RETRY_MS},
+        extra={"rest": {"time_sync_every_s": 0.5}, "sink": {"max_latency_ms": SINK_MS}},
     )
-    yield environment
-    environment.cleanup()
 
 
 def exchange(env: BackfillEnv) -> SimulatorThread:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from qryptify.config import KafkaConfig
-from sim.server import SimulatorThread
-from tests.e2e.backfill_support import FROZEN, SIM_NOW, BackfillEnv, RecordingTransport
+from tests.e2e.backfill_support import BackfillEnv, RecordingTransport
 from tests.support.processes import PYTHON, ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -23,16 +20,8 @@ GOOD = ("BTCUSDT/1h", "ETHUSDT/15m")
 
 
 @pytest.fixture
-def env(
-    simulator: Callable[..., SimulatorThread],
-    kafka_cfg: KafkaConfig,
-    db_dsn: str,
-    tmp_path: Path,
-) -> Iterator[BackfillEnv]:
-    sim = simulator(start_ms=SIM_NOW, speed=FROZEN)
-    environment = BackfillEnv(sim, kafka_cfg, db_dsn, tmp_path, PAIRS, start_date="2024-07-01")
-    yield environment
-    environment.cleanup()
+def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
+    return backfill_env(PAIRS, start_date="2024-07-01")
 
 
 def test_unlisted_symbol_is_reported_and_the_good_pairs_complete(env: BackfillEnv) -> None:

@@ -75,16 +75,27 @@ def kafka_cfg(kafka_bootstrap: str) -> KafkaConfig:
     return fresh_topics(kafka_bootstrap)
 
 
+@contextlib.contextmanager
+def fresh_database(admin_dsn: str, prefix: str = "test", *, migrated: bool = True) -> Iterator[str]:
+    """A new database with a unique name (migrated unless told otherwise), its DSN; dropped
+    on leaving."""
+    name = unique(prefix).replace("-", "_")
+    db.create_database(admin_dsn, name)
+    try:
+        dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+        if migrated:
+            with db.connect(dsn) as conn:
+                db.migrate(conn)
+        yield dsn
+    finally:
+        db.drop_database(admin_dsn, name)
+
+
 @pytest.fixture
 def db_dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A fresh, migrated database for this test; dropped afterwards."""
-    name = unique("test").replace("-", "_")
-    db.create_database(pg_admin_dsn, name)
-    dsn = pg_admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    with db.connect(dsn) as conn:
-        db.migrate(conn)
-    yield dsn
-    db.drop_database(pg_admin_dsn, name)
+    with fresh_database(pg_admin_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture

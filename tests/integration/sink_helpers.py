@@ -17,11 +17,12 @@ import yaml
 from qryptify import db
 from qryptify.avro import KlineCodec
 from qryptify.config import Config, KafkaConfig
+from qryptify.dlq import DlqWriter
 from qryptify.kafka import TopicPartition, make_consumer, make_producer, produce_waiting
 from qryptify.kline import Event, Kline
 from qryptify.pairs import interval_ms
 from qryptify.sink.batch import FlushPolicy
-from qryptify.sink.loop import DlqWriter, LoopSettings, OffsetCommits, SinkLoop
+from qryptify.sink.loop import LoopSettings, OffsetCommits, SinkLoop
 from tests.conftest import T0, make_kline
 from tests.support.processes import TIMEOUT_FACTOR, spawn
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from qryptify import db
 from qryptify.gaps import holes_from_jumps, jumps
+from qryptify.kline import EmptyRange
 from tests.conftest import T0, make_kline
 
 M = 60_000
@@ -38,3 +39,24 @@ def test_month_jumps_follow_the_calendar(db_dsn: str) -> None:
     with db.connect(db_dsn) as conn:
         db.write_batch(conn, [make_kline("BNBUSDT", "1M", t) for t in (JAN, FEB, APR)])
         assert db.candle_jumps(conn, "BNBUSDT", "1M", JAN, MAY) == [(FEB, APR)]
+
+
+def test_the_gap_finder_reads_holes_minus_empty_ranges_and_the_sink_pointer(db_dsn: str) -> None:
+    # Stored 0,1,4,5,9 of [0, 12); the exchange confirmed [6, 8) empty.
+    stored = [T0 + i * M for i in (0, 1, 4, 5, 9)]
+    with db.connect(db_dsn) as conn:
+        assert db.sync_pointer(conn, "SOLUSDT", "1m") is None  # nothing written yet
+        assert db.stored_holes(conn, "SOLUSDT", "1m", T0, T0 + 12 * M) == [(T0, T0 + 12 * M)]
+        db.write_batch(
+            conn,
+            [make_kline("SOLUSDT", "1m", t) for t in stored],
+            [EmptyRange("SOLUSDT", "1m", T0 + 6 * M, T0 + 8 * M, T0 + 20 * M)],
+        )
+        holes = db.stored_holes(conn, "SOLUSDT", "1m", T0, T0 + 12 * M)
+        assert holes == [
+            (T0 + 2 * M, T0 + 4 * M),
+            (T0 + 8 * M, T0 + 9 * M),
+            (T0 + 10 * M, T0 + 12 * M),
+        ]
+        assert db.stored_holes(conn, "SOLUSDT", "1m", T0 + 4 * M, T0 + 4 * M) == []
+        assert db.sync_pointer(conn, "SOLUSDT", "1m") == T0 + 9 * M

@@ -10,9 +10,10 @@ import psycopg
 
 from qryptify import db
 from qryptify.config import Config
+from qryptify.dlq import DlqWriter
 from qryptify.kafka import make_consumer, make_producer
 from qryptify.sink.batch import FlushPolicy
-from qryptify.sink.loop import DlqWriter, LoopSettings, SinkLoop
+from qryptify.sink.loop import LoopSettings, SinkLoop
 from tests.integration.sink_helpers import (
     LoopThread,
     caught_up,

@@ -12,6 +12,7 @@ from dataclasses import replace
 from qryptify import db
 from qryptify.avro import AvroCodec
 from qryptify.config import Config, build_config
+from qryptify.dlq import DlqWriter
 from qryptify.errors import DatabaseUnavailable
 from qryptify.futures.funding import FundingRate
 from qryptify.futures.price import PriceKline
@@ -19,7 +20,6 @@ from qryptify.futures.records import encode
 from qryptify.futures.sink import FuturesSink
 from qryptify.futures.topic import publish_records, topic_spec
 from qryptify.kafka import TopicPartition, ensure_topics, make_consumer, make_producer
-from qryptify.sink.loop import DlqWriter
 from tests.integration.conftest import unique
 from tests.support.processes import wait_until
 
@@ -126,3 +126,62 @@ def test_futures_path_survives_a_database_outage(app_config: Config, db_dsn: str
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def _mark_rows(dsn: str) -> tuple[list[int], list[tuple[int, int]]]:
+    with db.connect(dsn) as conn:
+        candles = conn.execute(
+            "SELECT (extract(epoch FROM ts) * 1000)::bigint FROM mark_price_klines ORDER BY 1"
+        ).fetchall()
+        ranges = conn.execute(
+            "SELECT (extract(epoch FROM start_ts) * 1000)::bigint,"
+            " (extract(epoch FROM end_ts) * 1000)::bigint FROM mark_price_empty_ranges ORDER BY 1"
+        ).fetchall()
+    return [int(t) for (t,) in candles], [(int(a), int(b)) for a, b in ranges]
+
+
+def test_price_empty_ranges_follow_the_klines_rules(db_dsn: str) -> None:
+    """write_futures with PriceEmptyRange records, on the real database: the candles stored in
+    a range are deleted, the range recorded once (a repeated batch changes nothing), a candle
+    written into a recorded range trims it, and the other kinds' tables are not touched."""
+    from qryptify.futures.price import PriceEmptyRange
+    from qryptify.futures.store import write_futures
+    from qryptify.kline import EmptyRange
+
+    gone = PriceEmptyRange("mark", EmptyRange("BTCUSDT", "1h", JUN + 2 * H, JUN + 5 * H, JUN))
+    index = PriceEmptyRange("index", EmptyRange("BTCUSDT", "1h", JUN, JUN + H, JUN))
+    with db.connect(db_dsn) as conn:
+        write_futures(conn, [], _prices(6))
+        write_futures(conn, [], [], [gone, index])
+    assert _mark_rows(db_dsn) == ([JUN, JUN + H, JUN + 5 * H], [(JUN + 2 * H, JUN + 5 * H)])
+    with db.connect(db_dsn) as conn:
+        assert write_futures(conn, [], [], [gone, index]) == 0  # repeated: a no-op
+        idx = conn.execute("SELECT count(*) FROM index_price_empty_ranges").fetchone()
+        trade = conn.execute("SELECT count(*) FROM empty_ranges").fetchone()
+    assert (idx, trade) == ((1,), (0,))
+    assert _mark_rows(db_dsn) == ([JUN, JUN + H, JUN + 5 * H], [(JUN + 2 * H, JUN + 5 * H)])
+    # The exchange publishes a candle inside the range after all: it wins, the range is trimmed.
+    with db.connect(db_dsn) as conn:
+        write_futures(conn, [], [_prices(6)[3]])
+    assert _mark_rows(db_dsn) == (
+        [JUN, JUN + H, JUN + 3 * H, JUN + 5 * H],
+        [(JUN + 2 * H, JUN + 3 * H), (JUN + 4 * H, JUN + 5 * H)],
+    )
+
+
+def test_funding_gaps_in_status_allow_the_exchanges_millisecond_offsets(db_dsn: str) -> None:
+    """Real funding times sit a few ms off the hour: 8 h and 7 ms apart is no gap, 16 h is."""
+    from qryptify.futures.status import coverage
+    from qryptify.futures.store import write_funding
+
+    times = [JUN + 7, JUN + 8 * H + 3, JUN + 16 * H + 10, JUN + 32 * H + 1]
+    rows = [FundingRate("BTCUSDT", t, "0.0001", None, 8, "rest", JUN) for t in times]
+    with db.connect(db_dsn) as conn:
+        write_funding(conn, rows)
+        [funding] = coverage(conn, ["BTCUSDT"], [], [])
+    assert (funding.kind, funding.series, funding.rows, funding.gaps) == (
+        "funding",
+        "BTCUSDT",
+        4,
+        1,
+    )

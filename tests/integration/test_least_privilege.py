@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 
 from qryptify.config import Config
-from stack.config import Dsn
-from stack.ready import provision
+from stack.postgres import provision
+from stack.settings import Dsn
 from tests.integration.conftest import PrivatePostgres
 from tests.integration.sink_helpers import write_config
 from tests.support.processes import run_module

@@ -14,7 +14,7 @@ from qryptify import db
 from qryptify.config import Config
 from qryptify.kline import EmptyRange
 from tests.conftest import T0
-from tests.integration.conftest import unique
+from tests.integration.conftest import fresh_database, unique
 from tests.integration.sink_helpers import (
     expected_rows,
     produce,
@@ -32,10 +32,8 @@ PAIRS = [("BTCUSDT", "1m"), ("ETHUSDT", "5m"), ("DOGEUSDT", "1h")]
 @pytest.fixture
 def empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A database that does not even have the schema yet (replay migrates it)."""
-    name = unique("replay").replace("-", "_")
-    db.create_database(pg_admin_dsn, name)
-    yield pg_admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    db.drop_database(pg_admin_dsn, name)
+    with fresh_database(pg_admin_dsn, "replay", migrated=False) as dsn:
+        yield dsn
 
 
 def counts(out: str) -> dict[str, int]:

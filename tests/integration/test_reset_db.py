@@ -139,8 +139,10 @@ def test_lists_what_it_drops_before_asking(db_dsn: str, run: Run) -> None:
     listing = proc.stdout.index("drops only the project's tables")
     assert listing < proc.stdout.index("Type the database name")
     assert (
-        "candlesticks, empty_ranges, funding_rates, futures_sync_state, index_price_klines, "
-        "mark_price_klines, premium_index_klines, qryptify_schema_migrations, sync_state"
+        "candlesticks, empty_ranges, funding_rates, futures_sync_state, "
+        "index_price_empty_ranges, index_price_klines, mark_price_empty_ranges, "
+        "mark_price_klines, premium_index_empty_ranges, premium_index_klines, "
+        "qryptify_schema_migrations, sync_state"
     ) in proc.stdout
     assert "never with CASCADE" in proc.stdout
 

@@ -254,6 +254,25 @@ class _FakeExchange:
         self.local.advance(int(seconds * 1000) + 1)
         await asyncio.sleep(0)
 
+    def fetch_klines(self, config: RestConfig, **options: Any) -> list[Kline]:
+        """One ``BinanceRest.klines`` call (BTCUSDT 1m, one hour) answered from the list."""
+        rest = BinanceRest(
+            config,
+            clock=self.clock,
+            transport=httpx.MockTransport(self.handler),
+            sleep=self.sleep,
+            budget_clock=self.local,
+            **options,
+        )
+
+        async def call() -> list[Kline]:
+            try:
+                return await rest.klines(Pair("BTCUSDT", "1m"), 1720656000000, 1720659540000)
+            finally:
+                await rest.aclose()
+
+        return asyncio.run(call())
+
 
 responses = st.builds(
     lambda status, body, retry, used: httpx.Response(
@@ -278,22 +297,9 @@ responses = st.builds(
 @example([httpx.Response(200, content=b"[" * 100_000 + b"]" * 100_000)])  # found: RecursionError
 def test_rest_client_gives_klines_or_an_exchange_error(answers: list[httpx.Response]) -> None:
     fake = _FakeExchange(list(answers))
-    rest = BinanceRest(
-        RestConfig(endpoint="http://exchange.test", retry_attempts=2, retry_max_wait_s=1),
-        budget=WeightBudget(limit=2400, safety_margin=0.02),
-        clock=fake.clock,
-        transport=httpx.MockTransport(fake.handler),
-        sleep=fake.sleep,
-        budget_clock=fake.local,
-    )
-
-    async def call() -> list[Kline]:
-        try:
-            return await rest.klines(Pair("BTCUSDT", "1m"), 1720656000000, 1720659540000)
-        finally:
-            await rest.aclose()
-
-    klines = typed_or_value(lambda: asyncio.run(call()), ExchangeError)
+    config = RestConfig(endpoint="http://exchange.test", retry_attempts=2, retry_max_wait_s=1)
+    budget = WeightBudget(limit=2400, safety_margin=0.02)
+    klines = typed_or_value(lambda: fake.fetch_klines(config, budget=budget), ExchangeError)
     assert klines is None or all(isinstance(k, Kline) for k in klines)
 
 
@@ -546,19 +552,5 @@ def test_found_parse_frame_reports_absurd_nesting_as_malformed(raw: str | bytes)
 
 def test_found_rest_client_reports_absurd_nesting_as_malformed_payload() -> None:
     fake = _FakeExchange([httpx.Response(200, content=b"[" * 100_000 + b"]" * 100_000)])
-    rest = BinanceRest(
-        RestConfig(endpoint="http://exchange.test"),
-        clock=fake.clock,
-        transport=httpx.MockTransport(fake.handler),
-        sleep=fake.sleep,
-        budget_clock=fake.local,
-    )
-
-    async def call() -> list[Kline]:
-        try:
-            return await rest.klines(Pair("BTCUSDT", "1m"), 1720656000000, 1720659540000)
-        finally:
-            await rest.aclose()
-
     with pytest.raises(MalformedPayload, match="not JSON|nested"):
-        asyncio.run(call())
+        fake.fetch_klines(RestConfig(endpoint="http://exchange.test"))

@@ -10,28 +10,25 @@ from typing import Any
 
 import pytest
 
-from stack.config import (
-    APP_PROGRAMS,
+from stack.kafka import (
     READY_TOPIC,
-    Dsn,
-    PgLayout,
-    StackConfigError,
-    StackSettings,
-    env_exports,
-    infra_programs,
     kafka_java_command,
     kafka_pom,
     kafka_server_properties,
     new_cluster_id,
+)
+from stack.postgres import PgLayout, postgres_args, postgres_run_script
+from stack.settings import (
+    Dsn,
+    StackConfigError,
+    StackSettings,
+    env_exports,
     parse_bootstrap,
     parse_dsn,
-    parse_services,
-    postgres_args,
-    postgres_run_script,
     resolve_settings,
     socket_path,
-    supervisord_conf,
 )
+from stack.supervisor import APP_PROGRAMS, infra_programs, parse_services, supervisord_conf
 
 REPO = Path("/srv/qryptify")
 HOME_ENV = {"HOME": "/home/dev"}
@@ -382,7 +379,7 @@ def test_topics_get_three_replicas_and_min_isr_two_on_three_brokers() -> None:
 
 
 def test_demo_profile_has_its_own_stack_dir(tmp_path: Path) -> None:
-    from stack.config import default_stack_dir
+    from stack.settings import default_stack_dir
 
     assert default_stack_dir(tmp_path, "demo", {}) == tmp_path / ".stack-demo"
     assert default_stack_dir(tmp_path, "default", {}) == tmp_path / ".stack"
@@ -404,3 +401,18 @@ def test_demo_config_never_shares_the_real_pipelines_endpoints() -> None:
     )
     assert demo.sink.group_id != real.sink.group_id
     assert demo.metrics.port != real.metrics.port
+
+
+def test_ports_name_every_listener_of_the_stack() -> None:
+    one = settings_for("test")
+    assert one.ports == [("kafka", 19092), ("kafka controller", 19093), ("postgres", 15432)]
+    three = settings_for("default", env={"QRYPTIFY_KAFKA_BROKERS": "3"})
+    assert three.ports == [
+        ("kafka-1", 9092),
+        ("kafka-2", 9093),
+        ("kafka-3", 9094),
+        ("kafka-1 controller", 9192),
+        ("kafka-2 controller", 9193),
+        ("kafka-3 controller", 9194),
+        ("postgres", 5432),
+    ]

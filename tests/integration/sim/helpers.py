@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.support.processes import TIMEOUT_FACTOR as FACTOR
+
 Params = dict[str, str | int]
 
 START_MS = 1_725_148_800_000  # 2024-09-01T00:00:00Z: sim time at start (after DELISTUSDT settled)
-FACTOR = float(os.environ.get("QRYPTIFY_TEST_TIMEOUT_FACTOR", "1"))
 WAIT_S = 20.0 * FACTOR  # hang guard for anything that should happen within a few seconds
 
 #: The official REST example row (Kline-Candlestick-Data), verbatim.
@@ -151,6 +151,15 @@ async def _collect_on(
             raise AssertionError(f"gave up waiting after {len(frames)} frames")
         text = await asyncio.wait_for(ws.recv(), remaining)
         frames.append(text if raw else json.loads(text))
+
+
+#: A WS kline's fields in the order of a REST (and truth) row's first eleven columns.
+ROW_FIELDS = ("t", "o", "h", "l", "c", "v", "T", "q", "n", "V", "Q")
+
+
+def row_of(k: dict[str, Any]) -> list[Any]:
+    """A WS kline object as the first eleven columns of the REST row for the same candle."""
+    return [k[name] for name in ROW_FIELDS]
 
 
 def closes(frames: list[Any]) -> list[dict[str, Any]]:

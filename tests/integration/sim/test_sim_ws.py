@@ -22,6 +22,7 @@ from tests.integration.sim.helpers import (
     closes,
     collect,
     klines_of,
+    row_of,
 )
 
 
@@ -53,22 +54,7 @@ def test_combined_stream_frames_and_exactly_one_close_per_candle(
             "/sim/truth",
             params={"symbol": k["s"], "interval": "1m", "start": k["t"], "end": k["t"] + 1},
         ).json()
-        assert truth == [
-            [
-                k["t"],
-                k["o"],
-                k["h"],
-                k["l"],
-                k["c"],
-                k["v"],
-                k["T"],
-                k["q"],
-                k["n"],
-                k["V"],
-                k["Q"],
-                "0",
-            ]
-        ]
+        assert truth == [[*row_of(k), "0"]]
     # Updates while the candle forms, then its close.
     first = done[0]
     updates = [
@@ -251,19 +237,7 @@ def test_higher_interval_close_and_delisted_stream(
         "/fapi/v1/klines",
         params={"symbol": "XRPUSDT", "interval": "1h", "startTime": k["t"], "limit": 1},
     ).json()
-    assert rest[0][:11] == [
-        k["t"],
-        k["o"],
-        k["h"],
-        k["l"],
-        k["c"],
-        k["v"],
-        k["T"],
-        k["q"],
-        k["n"],
-        k["V"],
-        k["Q"],
-    ]
+    assert rest[0][:11] == row_of(k)
 
 
 def test_every_candle_closes_exactly_once_in_order_at_speed_3600() -> None:

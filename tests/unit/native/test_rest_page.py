@@ -77,31 +77,43 @@ def damaged_pages(draw: st.DrawFn) -> bytes:
     return bytes(body[:at] + draw(st.binary(min_size=1, max_size=3)) + body[at:])
 
 
-def _result(body: bytes, now_ms: int, native_ok: bool) -> Any:
+def _result(
+    body: bytes, now_ms: int, native_ok: bool, within: tuple[int, int] | None = None
+) -> Any:
     assert ENCODER is not None
     try:
-        rows = page_values(PAIR, body, INGESTED, now_ms, ENCODER, native_ok=native_ok)
+        rows = page_values(PAIR, body, INGESTED, now_ms, CODEC, within=within, native_ok=native_ok)
     except Exception as exc:  # noqa: BLE001 - any verdict, compared as a value
         return ("error", type(exc).__name__, str(exc))
     return rows.symbol, rows.interval, rows.open_times, rows.close_times, rows.values
 
 
 _now = st.sampled_from([T0, T0 + 60_000, T0 + 3 * 60_000 - 1, T0 + 3 * 60_000, T0 + 10**9])
+#: The range the page was asked for (None: not checked); the middle ones cut generated pages.
+_within = st.sampled_from(
+    [None, (T0, T0 + 10**9), (T0 + 60_000, T0 + 10**9), (T0 - 60_000, T0 + 2 * 60_000)]
+)
 
 
-@given(pages(), _now)
-def test_native_rest_page_equals_the_python_twin(body: bytes, now_ms: int) -> None:
-    assert _result(body, now_ms, True) == _result(body, now_ms, False)
+@given(pages(), _now, _within)
+def test_native_rest_page_equals_the_python_twin(
+    body: bytes, now_ms: int, within: tuple[int, int] | None
+) -> None:
+    assert _result(body, now_ms, True, within) == _result(body, now_ms, False, within)
 
 
-@given(damaged_pages(), _now)
-def test_native_rest_page_on_damaged_pages(body: bytes, now_ms: int) -> None:
-    assert _result(body, now_ms, True) == _result(body, now_ms, False)
+@given(damaged_pages(), _now, _within)
+def test_native_rest_page_on_damaged_pages(
+    body: bytes, now_ms: int, within: tuple[int, int] | None
+) -> None:
+    assert _result(body, now_ms, True, within) == _result(body, now_ms, False, within)
 
 
-@given(st.binary(max_size=300), _now)
-def test_native_rest_page_on_arbitrary_bytes(body: bytes, now_ms: int) -> None:
-    assert _result(body, now_ms, True) == _result(body, now_ms, False)
+@given(st.binary(max_size=300), _now, _within)
+def test_native_rest_page_on_arbitrary_bytes(
+    body: bytes, now_ms: int, within: tuple[int, int] | None
+) -> None:
+    assert _result(body, now_ms, True, within) == _result(body, now_ms, False, within)
 
 
 def _plain_page() -> bytes:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from qryptify import native
 from qryptify.avro import KlineCodec, kline_encoder
 from qryptify.binance.rest import (
     PERPETUAL_DELIVERY_MS,
@@ -21,7 +22,7 @@ from qryptify.binance.weights import WeightBudget
 from qryptify.clock import ExchangeClock, FixedClock
 from qryptify.config import RestConfig
 from qryptify.errors import ExchangeRejected, ExchangeUnavailable, MalformedPayload
-from qryptify.kline import Kline
+from qryptify.kline import Kline, closed_klines
 from qryptify.pairs import Pair
 
 T = TypeVar("T")
@@ -290,14 +291,13 @@ def test_json_body_helper_roundtrip() -> None:
 
 def test_page_values_keeps_closed_candles_encoded_as_the_codec_writes_them() -> None:
     codec = KlineCodec()
-    encoder = kline_encoder(codec)
-    assert encoder is not None
+    assert kline_encoder(codec) is not None  # the compiled core takes the page (when active)
     pair, t0 = Pair("BTCUSDT", "1m"), 1_704_067_200_000
     rows = [[t0 + 60_000 * i, "1", "2", "0.5", "1.5", "10", t0 + 60_000 * i + 59_999, "15", 3,
              "5", "7.5", "0"] for i in range(3)]  # fmt: skip
     now = t0 + 2 * 60_000 + 59_999  # the third candle is still open
     for native_ok in (True, False):
-        got = page_values(pair, json.dumps(rows).encode(), 7, now, encoder, native_ok=native_ok)
+        got = page_values(pair, json.dumps(rows).encode(), 7, now, codec, native_ok=native_ok)
         assert got.open_times == [t0, t0 + 60_000]
         assert got.values == [
             codec.encode(
@@ -321,7 +321,73 @@ def test_page_values_keeps_closed_candles_encoded_as_the_codec_writes_them() -> 
             )  # fmt: skip
             for t in (t0, t0 + 60_000)
         ]
-        with pytest.raises(MalformedPayload, match="klines body is not JSON"):
-            page_values(pair, b"[[1,", 7, now, encoder, native_ok=native_ok)
+        with pytest.raises(MalformedPayload, match="GET /fapi/v1/klines: body is not JSON"):
+            page_values(pair, b"[[1,", 7, now, codec, native_ok=native_ok)
         with pytest.raises(MalformedPayload, match="not ascending"):
-            page_values(pair, json.dumps(rows[::-1]).encode(), 7, now, encoder)
+            page_values(pair, json.dumps(rows[::-1]).encode(), 7, now, codec)
+
+
+def _verdict(call: Callable[[], Coroutine[Any, Any, list[bytes]]], h: Harness) -> Any:
+    try:
+        return h.run(call)
+    except MalformedPayload as exc:
+        return type(exc).__name__, str(exc)
+
+
+M = 60_000
+_OPEN = W0  # the harness's exchange clock is W0 + 1 s: the W0 candle is still open
+_PAGES = {
+    "not JSON": (b"<html>", (W0 - 3 * M, W0)),
+    "cut": (b"[[1,", (W0 - 3 * M, W0)),
+    "not ascending": (json.dumps([row(W0 - 2 * M), row(W0 - 3 * M)]).encode(), (W0 - 3 * M, W0)),
+    "open candle outside": (
+        json.dumps([row(W0 - 2 * M), row(W0 - M), row(_OPEN)]).encode(),
+        (W0 - 3 * M, W0 - M),
+    ),
+    "closed candle outside": (
+        json.dumps([row(W0 - 5 * M), row(W0 - 2 * M)]).encode(),
+        (W0 - 3 * M, W0),
+    ),
+    "open candle inside": (
+        json.dumps([row(W0 - 3 * M), row(W0 - 2 * M), row(W0 - M), row(_OPEN)]).encode(),
+        (W0 - 3 * M, W0),
+    ),
+}
+
+
+@pytest.mark.parametrize("core", ["active", "python"])
+@pytest.mark.parametrize("case", sorted(_PAGES))
+def test_klines_and_klines_values_give_one_verdict(core: str, case: str, monkeypatch: Any) -> None:
+    """The Kline path (recheck, the producer's gap fill) and the raw-page path (the
+    backfiller's REST units) accept and refuse the same pages with the same message, on the
+    compiled core and on the Python path; the open candle is checked against the range too."""
+    if core == "python":
+        monkeypatch.setattr(native, "MODULE", None)
+    body, (start, end) = _PAGES[case]
+    codec = KlineCodec()
+
+    def harness() -> Harness:
+        return Harness(lambda r: httpx.Response(200, content=body))
+
+    h = harness()
+
+    async def as_klines() -> list[bytes]:
+        page = await h.rest.klines(BTC1M, start, end, 499)
+        return [codec.encode(k) for k in closed_klines(page, h.clock.now_ms())]
+
+    g = harness()
+
+    async def as_values() -> list[bytes]:
+        rows = await g.rest.klines_values(
+            BTC1M, start, end, 499, codec=codec, exchange_now_ms=g.clock.now_ms()
+        )
+        return rows.values
+
+    expected = _verdict(as_klines, h)
+    assert _verdict(as_values, g) == expected
+    if case == "open candle inside":
+        assert len(expected) == 3  # the three closed candles
+    else:
+        assert expected[0] == "MalformedPayload"
+    if case == "not JSON":
+        assert expected[1].endswith("GET /fapi/v1/klines: body is not JSON: '<html>'")

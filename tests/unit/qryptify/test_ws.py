@@ -415,3 +415,13 @@ def test_connect_pacer_spaces_attempts_and_caps_the_window() -> None:
     assert pacer.delay(1000) == 0
     pacer.record(1000)
     assert pacer.delay(1050) == 50
+
+
+def test_a_monthly_candle_beyond_the_calendar_is_malformed_not_a_crash() -> None:
+    # 1M close times need calendar arithmetic, which ends at year 9999: such a frame is bad
+    # input for the DLQ (it used to raise ValueError out of parse_frame).
+    data = closed_example(t=10**19, T=10**19 + 1, i="1M")
+    frame = parse_frame(combined(data, f"{data['k']['s'].lower()}@kline_1M"), 0)
+    assert isinstance(frame, Malformed)
+    assert frame.kind == ws.INVALID_KLINE
+    assert "open_time out of range" in frame.reason

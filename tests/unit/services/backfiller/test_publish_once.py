@@ -140,7 +140,7 @@ def test_a_429_pause_holds_requests_already_waiting_for_a_connection() -> None:
 
 def test_invalid_archive_rows_are_left_out_before_publishing() -> None:
     from qryptify.avro import EncodedKlines, KlineCodec
-    from services.backfiller.run import valid_rows
+    from services.backfiller.units import valid_rows
     from tests.conftest import make_kline
 
     codec = KlineCodec()
@@ -153,6 +153,6 @@ def test_invalid_archive_rows_are_left_out_before_publishing() -> None:
         [k.close_time for k in klines],
         [codec.encode(k) for k in klines],
     )
-    kept = valid_rows(rows, codec, "BTCUSDT-1m-2024-01.zip")
+    kept = valid_rows(rows, codec, "archive", "BTCUSDT-1m-2024-01.zip")
     assert kept.open_times == [START + i * MINUTE_MS for i in (0, 1, 3, 4)]
     assert kept.values == [codec.encode(klines[i]) for i in (0, 1, 3, 4)]

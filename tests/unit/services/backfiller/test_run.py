@@ -16,13 +16,15 @@ from qryptify.archive_ledger import IngestedFile
 from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.binance.archive import ArchiveFile, ArchiveStats
 from qryptify.binance.rest import PERPETUAL_DELIVERY_MS, BinanceRest
+from qryptify.clock import ExchangeClock
 from qryptify.config import Config, build_config
-from qryptify.errors import DeliveryFailed
+from qryptify.errors import DeliveryFailed, MalformedPayload
 from qryptify.handoff import LIVE_START, PLAN
 from qryptify.kline import EmptyRange, Event, Kline
 from qryptify.pairs import MINUTE_MS, Pair, interval_ms
 from qryptify.publish import KlinePublisher
-from services.backfiller.run import Backfiller, ordered_map
+from services.backfiller.fetch import ordered_map
+from services.backfiller.run import Backfiller
 from sim.symbols import parse_time_ms
 
 START = parse_time_ms("2024-01-01")
@@ -155,12 +157,14 @@ def make(
     offsets: FakeOffsets | None = None,
     producer: FakeProducer | None = None,
     archive: bool = False,
+    rest: dict[str, Any] | None = None,
+    clock: ExchangeClock | None = None,
     **backfill: Any,
 ) -> tuple[Backfiller, FakeProducer, FakeOffsets]:
     cfg: Config = build_config(
         {
             "pairs": pairs,
-            "rest": {"endpoint": "http://exchange.test"},
+            "rest": {"endpoint": "http://exchange.test", **(rest or {})},
             "archive": {"enabled": archive, "endpoint": "http://archive.test"},
             "backfill": {"start_date": "2024-01-01", "exit_when_done": True, **backfill},
         }
@@ -169,7 +173,7 @@ def make(
     store = offsets or FakeOffsets()
     bf = Backfiller(
         cfg,
-        rest=BinanceRest(cfg.rest, transport=httpx.MockTransport(exchange.handler)),
+        rest=BinanceRest(cfg.rest, clock=clock, transport=httpx.MockTransport(exchange.handler)),
         publisher=KlinePublisher(cast(Any, producer), "klines"),
         offsets=cast(Any, store),
     )
@@ -480,3 +484,38 @@ def test_an_archive_file_enters_the_ledger_only_after_kafka_acknowledged_its_can
     # the second day is not published yet: REST, not in the ledger
     expected = [IngestedFile(day, START, START + 1440 * MINUTE_MS, "ab" * 32)]
     assert ledger.recorded == (expected if delivered else [])
+
+
+def _answer_first(ex: Exchange, path: str, answers: list[httpx.Response]) -> None:
+    """The exchange gives ``answers`` to the first requests for ``path``, then serves normally."""
+    serve = ex.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == path and answers:
+            ex.requests.append(request)
+            return answers.pop(0)
+        return serve(request)
+
+    ex.handler = handler  # type: ignore[method-assign]
+
+
+def test_a_pass_the_exchange_interrupts_runs_again_and_completes() -> None:
+    # The retry classifier (errors.is_retryable) says a 503 that outlasted the request's own
+    # tries is worth a new pass: the run stays up and still publishes every closed candle.
+    ex = Exchange()
+    _answer_first(ex, "/fapi/v1/time", [httpx.Response(503, json={"code": -1, "msg": "busy"})])
+    bf, producer, _ = make(ex, ["BTCUSDT/1m"], rest={"retry_attempts": 1})
+    assert bf.run() == 0
+    m1 = [e.open_time for e in events(producer) if isinstance(e, Kline)]
+    assert m1 == [START + i * MINUTE_MS for i in range(180)]
+    assert bf.passes == 1 and bf.summary.failed_pairs == []
+
+
+def test_an_error_not_worth_retrying_ends_the_run() -> None:
+    # A clock answer that is not what Binance sends will not improve by asking again.
+    ex = Exchange()
+    _answer_first(ex, "/fapi/v1/time", [httpx.Response(200, json={"serverTime": "soon"})])
+    bf, _, _ = make(ex, ["BTCUSDT/1m"])
+    with pytest.raises(MalformedPayload, match="/fapi/v1/time"):
+        bf.run()
+    assert bf.passes == 0

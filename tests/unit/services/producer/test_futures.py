@@ -289,3 +289,57 @@ def test_old_connection_lost_during_the_handover_hands_over_at_once() -> None:
     run_stream(h, scenario)
     assert h.log[:3] == ["open 1", "open 2", "close 1"]
     assert h.task.connects == 1 and len(h.conns) == 2  # no reconnect, no third connection
+
+
+class RecordingOffsets:
+    def __init__(self) -> None:
+        self.commits: list[tuple[str, str, int]] = []
+
+    def commit(self, service: str, pair: object, last_open: int) -> None:
+        self.commits.append((service, str(pair), last_open))
+
+    def flush(self) -> None:
+        pass
+
+
+def test_live_fetches_publish_confirmed_empty_ranges_and_move_past_them() -> None:
+    """A maintenance window of a price series seen live: the REST fill publishes the candles
+    and the exchange-confirmed empty range (the backfiller's paging, ``closed_price_klines``),
+    and the series' position moves past the window, also when it is still under way."""
+    from qryptify.avro import AvroCodec
+    from qryptify.futures import records
+    from qryptify.futures.price import PriceEmptyRange
+    from tests.unit.qryptify.test_futures_empty import JUN, FakeRest
+
+    hour = 3_600_000
+    grace = build_config({}).ws.watchdog_grace_ms
+    opens = [JUN + h * hour for h in range(10) if h not in (4, 5, 6)]
+    producer, offsets = RecordingProducer(), RecordingOffsets()
+    task = live(producer)
+    task.offsets = cast(SourceOffsetStore, offsets)
+    series = ("mark", "BTCUSDT", "1h")
+    before = sample("qryptify_producer_futures_empty_ranges_total", kind="mark")
+
+    def fetch(now: int) -> int:
+        task.rest = cast(BinanceRest, FakeRest(opens, now=now))
+        asyncio.run(task._run_job(series))  # the watchdog's / gap fill's job
+        return task.candles.published[series]
+
+    # The window is under way: 3h is the last candle, 4h and 5h closed without one.
+    task.candles.published[series] = JUN
+    assert fetch(JUN + 6 * hour + grace) == JUN + 5 * hour
+    # After it: the candles from 7h on, nothing more is empty.
+    assert fetch(JUN + 10 * hour + grace) == JUN + 9 * hour
+    codec = AvroCodec()
+    sent = [records.decode(codec, m["value"]) for m in producer.sent]
+    ranges = [
+        (r.range.start_time, r.range.end_time) for r in sent if isinstance(r, PriceEmptyRange)
+    ]
+    assert ranges == [(JUN + 4 * hour, JUN + 6 * hour), (JUN + 6 * hour, JUN + 7 * hour)]
+    candles = [r.open_time for r in sent if isinstance(r, PriceKline)]
+    assert candles == [t for t in opens if t > JUN]
+    assert offsets.commits == [
+        ("producer.mark", "BTCUSDT/1h", JUN + 5 * hour),
+        ("producer.mark", "BTCUSDT/1h", JUN + 9 * hour),
+    ]
+    assert sample("qryptify_producer_futures_empty_ranges_total", kind="mark") - before == 2

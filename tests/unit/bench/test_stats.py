@@ -119,7 +119,7 @@ def test_merge_counts() -> None:
 
 
 def test_markdown_splice_keeps_the_prose_around() -> None:
-    from bench.__main__ import BEGIN_MARK, END_MARK, splice
+    from bench.figures import BEGIN_MARK, END_MARK, splice
 
     first = splice("", "table v1")
     assert first == f"{BEGIN_MARK}\ntable v1\n{END_MARK}\n"
