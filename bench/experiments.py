@@ -179,8 +179,9 @@ def replay(ctx: Context, result: ExperimentResult) -> Generator[Repetition, None
         + ", ".join(f"{k} {w:.2f}/{c:.2f}" for k, (w, c) in medians.items()),
         "replay rates include the consumer-group join; raw COPY writes pre-formatted text (raw "
         "binary COPY: pre-formatted binary rows) into an empty table with its primary key; the "
-        "sink sends binary rows when the native core is built; the seed's executemany path is timed on the first "
-        f"{scale.seed_rows:,} rows (pages of 1,500, one COMMIT each, as the seed did)",
+        "sink sends binary rows when the native core is built; the seed's executemany path is "
+        f"timed on the first {scale.seed_rows:,} rows (pages of 1,500, one COMMIT each, as the "
+        "seed did)",
     ]
 
 
