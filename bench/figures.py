@@ -191,7 +191,7 @@ def load_text(experiment: Mapping[str, Any]) -> str:
 
 def table_rows(report: Mapping[str, Any], figures: Sequence[Figure] = FIGURES) -> list[list[str]]:
     """Every figure of the report's experiments as table cells, in ``figures`` order; a figure
-    whose experiment did not run (or failed) says so."""
+    whose experiment did not run (or failed) says so; one the file predates is left out."""
     experiments: Mapping[str, Any] = report.get("experiments", {})
     rows: list[list[str]] = []
     for figure in figures:
@@ -205,8 +205,20 @@ def table_rows(report: Mapping[str, Any], figures: Sequence[Figure] = FIGURES) -
             title = figure.title.format_map(_Scale(experiment.get("scale", {})))
             rows.append([figure.id, title, status, "", "", "", "", ""])
             continue
+        if _measured_later(figure, experiment):
+            continue
         rows.append(_cells(evaluate(figure, experiment), load_text(experiment)))
     return rows
+
+
+def _measured_later(figure: Figure, experiment: Mapping[str, Any]) -> bool:
+    """A result file written before this figure's reference was measured (its repetitions
+    lack the value): the figure is left out of that file's table, not shown as n/a."""
+    reps = experiment.get("reps") or []
+    return bool(reps) and all(
+        figure.reference is not None and figure.reference not in rep.get("values", {})
+        for rep in reps
+    )
 
 
 def _cells(e: Evaluated, load: str) -> list[str]:
