@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
@@ -138,6 +138,22 @@ class OffsetsTopicWriter:
 
         produce_waiting(self.producer, self.topic, key=key, value=value, on_delivery=on_delivery)
 
+    def latest_positions(
+        self, wanted: Callable[[bytes], bool], timeout_s: float
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """``(key, record)`` of the newest source-offset record of every key ``wanted`` accepts
+        (tombstones and undecodable records skipped, the latter logged)."""
+        for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
+            if value is None or not wanted(key):
+                continue  # another kind of record, or reset (tombstone)
+            try:
+                name, record = self.codec.decode(value)
+            except UndecodableRecord as exc:
+                logger.warning("offsets topic: %s: %s", key, exc)
+                continue
+            if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
+                yield key, record
+
     def flush(self, timeout_s: float = 30.0) -> int:
         remaining: int = self.producer.flush(timeout_s)
         if self._failed:
@@ -170,16 +186,14 @@ class SourceOffsetStore(OffsetsTopicWriter):
     ) -> dict[str, dict[Pair, int]]:
         """``load`` for several services in one read of the topic: service → pair → value."""
         found: dict[str, dict[Pair, int]] = {service: {} for service in services}
-        for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
+
+        def wanted(key: bytes) -> bool:
             parsed = parse_offset_key(key)
-            if parsed is None or parsed[0] not in found or value is None:
-                continue  # another service's, another kind of record, or reset (tombstone)
-            try:
-                name, record = self.codec.decode(value)
-            except UndecodableRecord as exc:
-                logger.warning("offsets topic: %s: %s", key, exc)
-                continue
-            if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
+            return parsed is not None and parsed[0] in found
+
+        for key, record in self.latest_positions(wanted, timeout_s):
+            parsed = parse_offset_key(key)
+            if parsed is not None:  # always, by ``wanted``
                 found[parsed[0]][parsed[1]] = int(record["last_open_time"])
         for service, positions in found.items():
             for pair, position in positions.items():

@@ -11,11 +11,11 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
 from qryptify.config import Config
-from qryptify.errors import FuturesPublishFailed, UndecodableRecord
+from qryptify.errors import FuturesPublishFailed
 from qryptify.futures.funding import KIND
 from qryptify.futures.records import FuturesRecord, encode
 from qryptify.kafka import produce_waiting
-from qryptify.offsets import OffsetsTopicWriter, read_latest
+from qryptify.offsets import OffsetsTopicWriter
 
 logger = logging.getLogger(__name__)
 KEY_SUFFIX = f"|{KIND}".encode()
@@ -65,16 +65,12 @@ class FundingOffsets(OffsetsTopicWriter):
     def load(self, service: str, timeout_s: float = 30.0) -> dict[str, int]:
         found: dict[str, int] = {}
         prefix = f"{service}|".encode()
-        for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
-            if value is None or not key.startswith(prefix) or not key.endswith(KEY_SUFFIX):
-                continue
-            try:
-                name, record = self.codec.decode(value)
-            except UndecodableRecord as exc:
-                logger.warning("offsets topic: %s: %s", key, exc)
-                continue
-            if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
-                found[str(record["symbol"])] = int(record["last_open_time"])
+
+        def wanted(key: bytes) -> bool:
+            return key.startswith(prefix) and key.endswith(KEY_SUFFIX)
+
+        for _key, record in self.latest_positions(wanted, timeout_s):
+            found[str(record["symbol"])] = int(record["last_open_time"])
         return found
 
     def commit(self, service: str, symbol: str, funding_time: int) -> None:

@@ -284,7 +284,15 @@ class ProducerRunner:
                 # Never let one frame take the stream down; the watchdog refetches.
                 logger.exception("connection %d: frame handling failed", conn.cid)
         if closes:
-            self.publisher.publish_values(closes)
+            try:
+                self.publisher.publish_values(closes)
+            except Exception:
+                # A close librdkafka refused gets no delivery report, so it would stay "sent"
+                # and hold its pair's frontier forever: forget the batch's closes, so the gap
+                # fill fetches them again (one already queued comes twice; the sink is idempotent).
+                for symbol, interval, open_time, _value in closes:
+                    self.book.on_failed(Pair(symbol, interval), open_time)
+                raise
 
     def _on_frame(
         self,

@@ -10,6 +10,8 @@ import json
 import threading
 from typing import Any, cast
 
+import pytest
+
 from qryptify.avro import KlineCodec
 from qryptify.config import build_config
 from qryptify.kline import Kline
@@ -108,6 +110,38 @@ def test_a_batch_publishes_each_new_close_once_and_dead_letters_the_malformed() 
     assert dict(dead[0][3])["qryptify.reason"].startswith(b"not_json: not JSON")
     assert (runner.stats.frames, runner.stats.published_ws, runner.stats.duplicates) == (5, 2, 1)
     assert runner.stats.malformed == 1
+
+
+class RefusingProducer(RecordingProducer):
+    """librdkafka refuses the second kline it is handed (as ``produce`` raising does)."""
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        if sum(1 for p in self.produced if p[0] == topic) == 1:
+            raise RuntimeError("refused")
+        super().produce(topic, **kwargs)
+
+
+def test_a_refused_publish_leaves_no_close_marked_sent() -> None:
+    cfg = build_config({"pairs": [str(BTC)]})
+    producer = RefusingProducer()
+    runner = ProducerRunner(
+        cfg,
+        threading.Event(),
+        Health(),
+        producer=cast(Any, producer),
+        rest=cast(Any, None),
+        clock=StreamClock(),
+        offsets=cast(Any, None),
+    )
+    runner.book = LiveBook({BTC: T0 - MINUTE_MS})
+    batch: list[str | bytes] = [frame(T0, True), frame(T0 + MINUTE_MS, True)]
+    with pytest.raises(RuntimeError, match="refused"):
+        runner._on_messages(cast(Any, Conn()), batch)
+
+    # Neither close is remembered as sent: the second never reached Kafka, and the gap fill
+    # must be free to fetch both again (it offers them to the book as new).
+    assert runner.book.book(BTC).sent == set()
+    assert runner.book.missing_closed(BTC, T0 + 10 * MINUTE_MS) == T0
 
 
 def vars_of(k: Kline) -> list[Any]:
