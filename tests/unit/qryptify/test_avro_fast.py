@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,11 +66,25 @@ def test_fast_reader_rejects_what_fastavro_rejects(k: Kline, data: st.DataObject
     try:
         ours = CODEC.decode(mangled)
     except UndecodableRecord as exc:
-        # Stricter than fastavro only on varints: fastavro wraps longs past 64 bits and reads
-        # varints past 10 bytes.
-        assert expected is None or "long out of range" in str(exc) or "varint" in str(exc)
+        # Stricter than fastavro only on varints (fastavro wraps longs past 64 bits and reads
+        # varints past 10 bytes) and on negative enum indexes (fastavro indexes the symbol
+        # list with them, Python-style: -1 reads as the last symbol).
+        stricter = ("long out of range", "varint", "enum index -")
+        assert expected is None or any(s in str(exc) for s in stricter)
     else:
         assert ours == expected  # never accepts what fastavro rejects, never reads otherwise
+
+
+def test_a_negative_enum_index_is_undecodable_where_fastavro_wraps_it() -> None:
+    good = CODEC.encode(Kline("BTCUSDT", "1m", 0, 59_999, "1", "1", "1", "1", "0", "0", 0, "0",
+                              "0", "rest", 0))  # fmt: skip
+    # The source enum is the second-to-last field; its index 0 (rest) is the byte 0x00 just
+    # before ingested_at's single varint byte 0x00. zigzag(-1) is 0x01.
+    assert good[-2:] == b"\x00\x00"
+    mangled = good[:-2] + b"\x01\x00"
+    assert cast(Kline, GENERIC.decode(mangled)).source == "archive"  # fastavro: symbols[-1]
+    with pytest.raises(UndecodableRecord, match="enum index -1"):
+        CODEC.decode(mangled)
 
 
 def test_trailing_bytes_and_bad_enum_are_undecodable() -> None:
