@@ -15,6 +15,7 @@ from qryptify import db
 from qryptify.futures.price import TABLES
 from qryptify.metrics import Health
 from services.backfiller.__main__ import build as build_backfiller
+from services.backfiller.price_klines import PriceKlineBackfill
 from services.backfiller.run import Backfiller
 from tests.e2e.backfill_support import BackfillEnv
 from tests.e2e.backfill_support import (
@@ -164,6 +165,19 @@ def cli(env: BackfillEnv, *args: str) -> str:
     done = run_cli(env, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def backfill_with_sink(env: BackfillEnv, *, funding: bool = True) -> PriceKlineBackfill:
+    """All price kinds (and funding unless told not) on a fresh futures topic; the sink
+    started, one backfiller run that must succeed, and everything it published written.
+    Returns the finished price-kline pass (its counters)."""
+    topic = futures_env(env, prices=True, funding=funding)
+    env.start("services.sink")
+    run = backfiller(env)
+    assert run.run() == 0
+    assert run.futures is not None and run.futures.prices is not None
+    wait_written(env, topic)
+    return run.futures.prices
 
 
 def wait_written(env: BackfillEnv, topic: str) -> None:

@@ -23,13 +23,12 @@ from qryptify.pairs import HOUR_MS, MINUTE_MS
 from sim.symbols import parse_time_ms
 from tests.e2e.backfill_support import BackfillEnv
 from tests.e2e.futures_support import (
+    backfill_with_sink,
     backfiller,
     cli,
     compare_all_prices,
-    futures_env,
     run_cli,
     status_rows,
-    wait_written,
 )
 
 pytestmark = pytest.mark.e2e
@@ -68,12 +67,7 @@ def _empty_rows(dsn: str) -> dict[str, list[tuple[str, str, int, int]]]:
 
 
 def test_confirmed_empty_price_ranges_are_recorded_and_not_gaps(env: BackfillEnv) -> None:
-    topic = futures_env(env, prices=True, funding=False)
-    env.start("services.sink")
-    run = backfiller(env)
-    assert run.run() == 0
-    assert run.futures is not None and run.futures.prices is not None
-    wait_written(env, topic)
+    prices_pass = backfill_with_sink(env, funding=False)
 
     start = parse_time_ms(START)
     end = env.sim.now_ms() + 1
@@ -100,7 +94,7 @@ def test_confirmed_empty_price_ranges_are_recorded_and_not_gaps(env: BackfillEnv
         ("BTCUSDT", interval, a, b) for interval in ("15m", "1h") for a, b in (ARCHIVED, TAIL)
     ]
     assert _empty_rows(env.dsn) == {kind: expected for kind in KINDS}
-    assert run.futures.prices.empty_ranges == 3 * 2 * 2
+    assert prices_pass.empty_ranges == 3 * 2 * 2
     # The trade klines recorded the same windows through the same mechanism.
     with db.connect(env.dsn) as conn:
         trade = conn.execute(

@@ -17,15 +17,14 @@ from qryptify.pairs import HOUR_MS
 from sim.symbols import parse_time_ms
 from tests.e2e.backfill_support import BackfillEnv
 from tests.e2e.futures_support import (
+    backfill_with_sink,
     backfiller,
     cli,
     compare_all_prices,
     compare_funding,
     compare_prices,
-    futures_env,
     run_cli,
     status_rows,
-    wait_written,
 )
 from tests.support.processes import ROOT
 
@@ -51,12 +50,7 @@ def env(backfill_env: Callable[..., BackfillEnv]) -> BackfillEnv:
 
 
 def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
-    topic = futures_env(env, prices=True)
-    env.start("services.sink")
-    run = backfiller(env)
-    assert run.run() == 0
-    assert run.futures is not None and run.futures.prices is not None
-    wait_written(env, topic)
+    prices_pass = backfill_with_sink(env)
 
     start = parse_time_ms(START)
     end = env.sim.now_ms() + 1
@@ -76,9 +70,9 @@ def test_all_futures_kinds_match_the_truth(env: BackfillEnv) -> None:
     assert all(p.truth > 0 for p in prices)
     # Per kind: archive months April..June and days July 1..9 for BTC and BNB; April only for
     # ETH (its May file is missing), then its daily files from May 1 to July 9; REST after.
-    assert run.futures.prices.archive_files == 3 * ((3 + 9) * 2 + 1 + 31 + 30 + 9)
+    assert prices_pass.archive_files == 3 * ((3 + 9) * 2 + 1 + 31 + 30 + 9)
     # REST for July 10 of the 1h and 4h series (the 1d series' July 10 candle is still open).
-    assert run.futures.prices.rest_pages == 3 * 2
+    assert prices_pass.rest_pages == 3 * 2
 
     # 8 h from April to mid-June, then 4 h, then 1 h: the schedule came from the data.
     with db.connect(env.dsn) as conn:

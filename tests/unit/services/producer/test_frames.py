@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 from qryptify.avro import KlineCodec
-from qryptify.config import build_config
+from qryptify.config import Config, build_config
 from qryptify.kline import Kline
 from qryptify.metrics import Health
 from qryptify.pairs import MINUTE_MS, Pair
@@ -44,6 +44,21 @@ class Conn:
     first_frame_wall = 0.0
 
 
+def runner_on(cfg: Config, producer: RecordingProducer) -> ProducerRunner:
+    """A runner whose book has BTC/1m published up to the candle before T0; no sockets."""
+    runner = ProducerRunner(
+        cfg,
+        threading.Event(),
+        Health(),
+        producer=cast(Any, producer),
+        rest=cast(Any, None),
+        clock=StreamClock(),
+        offsets=cast(Any, None),
+    )
+    runner.book = LiveBook({BTC: T0 - MINUTE_MS})
+    return runner
+
+
 def frame(open_time: int, closed: bool, close: str = "1.25") -> str:
     k = {"t": open_time, "T": open_time + MINUTE_MS - 1, "s": "BTCUSDT", "i": "1m", "f": 1,
          "L": 9, "o": "1.5", "c": close, "h": "2", "l": "1", "v": "10", "n": 3, "x": closed,
@@ -55,16 +70,7 @@ def frame(open_time: int, closed: bool, close: str = "1.25") -> str:
 def test_a_batch_publishes_each_new_close_once_and_dead_letters_the_malformed() -> None:
     cfg = build_config({"pairs": [str(BTC)]})
     producer = RecordingProducer()
-    runner = ProducerRunner(
-        cfg,
-        threading.Event(),
-        Health(),
-        producer=cast(Any, producer),
-        rest=cast(Any, None),
-        clock=StreamClock(),
-        offsets=cast(Any, None),
-    )
-    runner.book = LiveBook({BTC: T0 - MINUTE_MS})
+    runner = runner_on(cfg, producer)
     batch: list[str | bytes] = [
         frame(T0 + MINUTE_MS, False),
         frame(T0, True),
@@ -122,18 +128,8 @@ class RefusingProducer(RecordingProducer):
 
 
 def test_a_refused_publish_leaves_no_close_marked_sent() -> None:
-    cfg = build_config({"pairs": [str(BTC)]})
     producer = RefusingProducer()
-    runner = ProducerRunner(
-        cfg,
-        threading.Event(),
-        Health(),
-        producer=cast(Any, producer),
-        rest=cast(Any, None),
-        clock=StreamClock(),
-        offsets=cast(Any, None),
-    )
-    runner.book = LiveBook({BTC: T0 - MINUTE_MS})
+    runner = runner_on(build_config({"pairs": [str(BTC)]}), producer)
     batch: list[str | bytes] = [frame(T0, True), frame(T0 + MINUTE_MS, True)]
     with pytest.raises(RuntimeError, match="refused"):
         runner._on_messages(cast(Any, Conn()), batch)
