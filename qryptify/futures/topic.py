@@ -3,7 +3,6 @@ source offsets (the resume points of the funding series) on the offsets topic.""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -17,7 +16,6 @@ from qryptify.futures.records import FuturesRecord, encode
 from qryptify.kafka import produce_waiting
 from qryptify.offsets import OffsetsTopicWriter
 
-logger = logging.getLogger(__name__)
 KEY_SUFFIX = f"|{KIND}".encode()
 
 
