@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from qryptify.avro import SOURCE_OFFSET, AvroCodec
 from qryptify.config import KafkaConfig
@@ -108,6 +108,9 @@ def read_latest(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> dict[b
     return found
 
 
+_Key = TypeVar("_Key")
+
+
 class OffsetsTopicWriter:
     """Writes Avro records to the compacted ``kafka.offsets_topic``; ``flush`` raises if any
     write failed. The source offsets and the archive ledger share it."""
@@ -139,20 +142,24 @@ class OffsetsTopicWriter:
         produce_waiting(self.producer, self.topic, key=key, value=value, on_delivery=on_delivery)
 
     def latest_positions(
-        self, wanted: Callable[[bytes], bool], timeout_s: float
-    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
-        """``(key, record)`` of the newest source-offset record of every key ``wanted`` accepts
-        (tombstones and undecodable records skipped, the latter logged)."""
+        self, wanted: Callable[[bytes], _Key | None], timeout_s: float
+    ) -> Iterator[tuple[_Key, dict[str, Any]]]:
+        """``(wanted(key), record)`` of the newest source-offset record of every key that
+        ``wanted`` maps to something other than None (tombstones and undecodable records
+        skipped, the latter logged)."""
         for key, value in read_latest(self.cfg, self.topic, timeout_s).items():
-            if value is None or not wanted(key):
-                continue  # another kind of record, or reset (tombstone)
+            if value is None:
+                continue  # reset (tombstone)
+            parsed = wanted(key)
+            if parsed is None:
+                continue  # another kind of record
             try:
                 name, record = self.codec.decode(value)
             except UndecodableRecord as exc:
                 logger.warning("offsets topic: %s: %s", key, exc)
                 continue
             if name == SOURCE_OFFSET and isinstance(record.get("last_open_time"), int):
-                yield key, record
+                yield parsed, record
 
     def flush(self, timeout_s: float = 30.0) -> int:
         remaining: int = self.producer.flush(timeout_s)
@@ -187,14 +194,12 @@ class SourceOffsetStore(OffsetsTopicWriter):
         """``load`` for several services in one read of the topic: service → pair → value."""
         found: dict[str, dict[Pair, int]] = {service: {} for service in services}
 
-        def wanted(key: bytes) -> bool:
+        def wanted(key: bytes) -> tuple[str, Pair] | None:
             parsed = parse_offset_key(key)
-            return parsed is not None and parsed[0] in found
+            return parsed if parsed is not None and parsed[0] in found else None
 
-        for key, record in self.latest_positions(wanted, timeout_s):
-            parsed = parse_offset_key(key)
-            if parsed is not None:  # always, by ``wanted``
-                found[parsed[0]][parsed[1]] = int(record["last_open_time"])
+        for (service, pair), record in self.latest_positions(wanted, timeout_s):
+            found[service][pair] = int(record["last_open_time"])
         for service, positions in found.items():
             for pair, position in positions.items():
                 self._committed[(service, pair)] = position

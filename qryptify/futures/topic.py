@@ -64,8 +64,8 @@ class FundingOffsets(OffsetsTopicWriter):
         found: dict[str, int] = {}
         prefix = f"{service}|".encode()
 
-        def wanted(key: bytes) -> bool:
-            return key.startswith(prefix) and key.endswith(KEY_SUFFIX)
+        def wanted(key: bytes) -> bytes | None:
+            return key if key.startswith(prefix) and key.endswith(KEY_SUFFIX) else None
 
         for _key, record in self.latest_positions(wanted, timeout_s):
             found[str(record["symbol"])] = int(record["last_open_time"])
