@@ -36,20 +36,9 @@ from qryptify.sink.batch import FlushPolicy
 from qryptify.sink.loop import FlushReport, LoopSettings, OffsetCommits, SinkLoop
 from qryptify.sink.timing import StepTimes, sink_step_times
 
-#: Replays are bulk loads: bigger transactions than the live sink's default.
+#: Replays are bulk loads: at least this many records per transaction, even where the
+#: sink is configured with smaller batches.
 REPLAY_BATCH_SIZE = 20_000
-#: A replay reads as fast as the database writes: librdkafka must fetch ahead of it. The
-#: sink's small prefetch (2,000 records / 2 MB per partition, for its memory) starved it:
-#: measured on 1M klines, 6 partitions, load 2.5-3.5: 77k rows/s with the sink's settings,
-#: 158k with these (the consumer waited in poll 9.2 µs per row, then 3.3). Bounded per
-#: partition: 10,000 records / 8 MB queued (~20 MB with librdkafka's per-record overhead).
-REPLAY_PREFETCH = {
-    "queued.min.messages": 10_000,
-    "queued.max.messages.kbytes": 8_192,
-    "max.partition.fetch.bytes": 4 * 1024 * 1024,
-}
-
-
 #: A fresh replay's consumer group starts so (``qryptify tap`` refuses these groups).
 REPLAY_GROUP_PREFIX = "qryptify-replay-"
 
@@ -140,7 +129,7 @@ def replay(
         cfg.kafka,
         group_id,
         on_commit=commits.record,
-        **{"enable.partition.eof": True, **REPLAY_PREFETCH},
+        **{"enable.partition.eof": True},
     )
     topic = cfg.kafka.topic
     try:
