@@ -60,6 +60,15 @@ def test_flush_policy_by_size_by_age_and_when_idle() -> None:
         FlushPolicy(0, 10)
 
 
+def test_flush_policy_asks_for_at_most_one_poll_chunk_per_call() -> None:
+    policy = FlushPolicy(batch_size=20_000, max_latency_ms=200, poll_chunk=500)
+    assert policy.room(0) == 500
+    assert policy.room(19_800) == 200  # what the batch still has room for
+    assert policy.room(25_000) == 1
+    with pytest.raises(ValueError, match="poll_chunk"):
+        FlushPolicy(10, 10, poll_chunk=0)
+
+
 def test_staged_batch_tracks_the_oldest_record_and_drops_partitions() -> None:
     a, b, c = (make_kline(open_time=T0 + i * 60_000) for i in range(3))
     batch = StagedBatch(CODEC)
