@@ -7,6 +7,7 @@ rest and maps outcomes to exit codes: 0 clean stop, 1 unexpected failure, 2 bad 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -30,6 +31,9 @@ EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 #: Command-line tools: nothing to work on yet (no topic, no rows).
 EXIT_NO_DATA = 4
+#: Allocations (net of frees) between two collections of the youngest generation (Python's
+#: default: 700).
+GC_YOUNG_THRESHOLD = 50_000
 
 
 class Runner(Protocol):
@@ -54,6 +58,16 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def settle_garbage_collector() -> None:
+    """Move everything alive after start-up (modules, config, clients) out of the collector's
+    reach, and let the youngest generation grow before a collection: the bulk paths allocate
+    and drop millions of short-lived containers, and each full collection walked every
+    long-lived object again (13 % of the backfiller's samples on the full-history run)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def service_main(
@@ -85,6 +99,7 @@ def service_main(
             logger.warning("metrics endpoint not started: %s", exc)
     try:
         runner = build(cfg, stop, health)
+        settle_garbage_collector()
         return runner.run()
     except ConfigError as exc:
         logger.error("%s", exc)
