@@ -60,6 +60,8 @@ class KlineStager(Protocol):
 
     def fast_rows(self, items: list[tuple[bytes | None, bytes]]) -> list[object]: ...
 
+    def fast_misses(self, key: bytes, values: list[bytes], start: int) -> list[int]: ...
+
 
 def _load() -> tuple[ModuleType | None, str]:
     if os.environ.get("QRYPTIFY_NATIVE", "").strip() == "0":

@@ -566,6 +566,31 @@ impl KlineStager {
         }
         Ok(out)
     }
+
+    /// The indices from `start` of `values` (bodies keyed `key`) that the fast path does not
+    /// take: only these need the Python exact path's verdict (``rejected_values``).
+    fn fast_misses(
+        &self,
+        key: &[u8],
+        values: &Bound<'_, PyList>,
+        start: usize,
+    ) -> PyResult<Vec<usize>> {
+        let pair = self.pairs.get(key);
+        let mut misses = Vec::new();
+        for (i, value) in values.iter().enumerate().skip(start) {
+            let taken = match (pair, value.downcast::<PyBytes>()) {
+                (Some(p), Ok(b)) => {
+                    let d = b.as_bytes();
+                    d.starts_with(&self.prefix) && stage_fast(d, p).is_some()
+                }
+                _ => false,
+            };
+            if !taken {
+                misses.push(i);
+            }
+        }
+        Ok(misses)
+    }
 }
 
 /// Twin of ``qryptify.sink.rows.ts_text`` for a batch of times (tests).

@@ -895,6 +895,23 @@ def split_batch(
     return staged.split()
 
 
+def rejected_values(key: bytes, values: Sequence[bytes], codec: KlineCodec) -> list[DlqEntry]:
+    """The sink's DLQ verdicts on ``values`` keyed ``key`` (offsets: their indices), as
+    ``split_batch`` gives them. The compiled core's fast path takes most candles whole, and
+    what it takes the exact path accepts: only its misses are staged as records (the
+    backfiller checks every archive and REST candle before publishing)."""
+    staged = StagedBatch(codec)
+    native = staged._native  # noqa: SLF001 - the stager this batch would use
+    if native is None or not values:
+        return split_batch([Record("", 0, i, key, v) for i, v in enumerate(values)], codec).dlq
+    # The first through the exact path, which teaches the stager a valid pair.
+    staged.add([Record("", 0, 0, key, values[0])], 0)
+    misses = native.fast_misses(key, values if isinstance(values, list) else list(values), 1)
+    if misses:
+        staged.add([Record("", 0, i, key, values[i]) for i in misses], 0)
+    return staged.split().dlq
+
+
 W = TypeVar("W")
 
 

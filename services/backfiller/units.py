@@ -13,7 +13,7 @@ from qryptify.archive_ledger import IngestedFile
 from qryptify.avro import EncodedKlines, KlineCodec
 from qryptify.kline import EmptyRange
 from qryptify.publish import event_position
-from qryptify.sink.batch import Record, split_batch
+from qryptify.sink.batch import rejected_values
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +95,11 @@ def valid_rows(rows: EncodedKlines, codec: KlineCodec, source: str, where: objec
     ``check_kline``, fast path included), as the WebSocket path validates before publishing;
     the others are counted, logged and left out (never published, never recorded empty)."""
     key = f"{rows.symbol}|{rows.interval}".encode()
-    verdict = split_batch([Record("", 0, i, key, v) for i, v in enumerate(rows.values)], codec)
-    if not verdict.dlq:
+    dlq = rejected_values(key, rows.values, codec)
+    if not dlq:
         return rows
-    bad = {entry.offset for entry in verdict.dlq}
+    bad = {entry.offset for entry in dlq}
     INVALID.labels(source).inc(len(bad))
-    for entry in verdict.dlq[:3]:
+    for entry in dlq[:3]:
         logger.warning("%s %s: invalid candle not published: %s", source, where, entry.reason)
     return rows.pick([i for i in range(len(rows)) if i not in bad])
