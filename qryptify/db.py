@@ -330,13 +330,10 @@ def write_rows(
             firsts = [span[0] for span in batch.spans.values()]
             lasts = [span[1] for span in batch.spans.values()]
             text = batch.copy_text()
-            # PostgreSQL reads binary rows with less CPU than text (no float or timestamp
-            # parsing); without the compiled core the text goes as it is.
-            binary = copy_binary(text)
-            if _insert_new(conn, text, pairs, firsts, lasts, binary):
+            if _insert_new(conn, text, pairs, firsts, lasts):
                 written = len(batch)
             else:
-                written = _upsert(conn, text, binary)
+                written = _upsert(conn, text)
             conn.execute(_SYNC_STATE, ([s for s, _ in pairs], [i for _, i in pairs], lasts))
         record_empty(conn, empty_ranges)
         if batch.rows:
@@ -465,19 +462,55 @@ def record_empty(
         )
 
 
-def _copy_rows(cur: Any, *, stage: bool, text: bytes, binary: bytes | None) -> None:
-    """COPY the candle rows into candlesticks or the staging table: ``binary`` (the rows of
-    ``text`` in binary COPY format) if given, else ``text``."""
-    if binary is None:
+#: Text per binary conversion while copying: about 1,000 rows, small enough that PostgreSQL
+#: parses one piece while the next is converted.
+COPY_PIECE_BYTES = 128 * 1024
+
+
+def copy_pieces(text: bytes, size: int) -> list[bytes]:
+    """``text`` cut after a newline about every ``size`` bytes (whole COPY lines)."""
+    pieces: list[bytes] = []
+    start = 0
+    while len(text) - start > size:
+        end = text.find(b"\n", start + size - 1)
+        if end < 0:
+            break
+        pieces.append(text[start : end + 1])
+        start = end + 1
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def _copy_rows(cur: Any, *, stage: bool, text: bytes) -> None:
+    """COPY the candle rows into candlesticks or the staging table.
+
+    PostgreSQL reads binary rows with less CPU than text (no float or timestamp parsing), so
+    with the compiled core the lines go as binary, converted piece by piece while the server
+    parses the previous piece. From the first piece the core does not take (a line that is
+    not exactly what the sink stages) the rest goes by a second, text COPY in the same
+    transaction, for PostgreSQL to judge; without the core, all of it does."""
+    pieces = copy_pieces(text, COPY_PIECE_BYTES)
+    first = copy_binary(pieces[0]) if pieces else None
+    rest = 0
+    if first is not None:
+        rest = len(pieces)
+        statement = cur.copy(_COPY_STAGE_BINARY) if stage else cur.copy(_COPY_CANDLES_BINARY)
+        with statement as copy:
+            copy.write(BINARY_HEADER)
+            copy.write(first)
+            for i in range(1, len(pieces)):
+                rows = copy_binary(pieces[i])
+                if rows is None:
+                    rest = i
+                    break
+                copy.write(rows)
+            copy.write(BINARY_TRAILER)
+    if rest < len(pieces):
         statement = cur.copy(_COPY_STAGE) if stage else cur.copy(_COPY_CANDLES)
         with statement as copy:
-            copy.write(text)
-        return
-    statement = cur.copy(_COPY_STAGE_BINARY) if stage else cur.copy(_COPY_CANDLES_BINARY)
-    with statement as copy:
-        copy.write(BINARY_HEADER)
-        copy.write(binary)
-        copy.write(BINARY_TRAILER)
+            for piece in pieces[rest:]:
+                copy.write(piece)
 
 
 def _insert_new(
@@ -486,7 +519,6 @@ def _insert_new(
     pairs: list[tuple[str, str]],
     firsts: list[int],
     lasts: list[int],
-    binary: bytes | None = None,
 ) -> bool:
     """COPY straight into candlesticks when nothing stored overlaps; False when it may."""
     row = conn.execute(
@@ -496,17 +528,17 @@ def _insert_new(
         return False
     try:
         with conn.transaction(), conn.cursor() as cur:
-            _copy_rows(cur, stage=False, text=text, binary=binary)
+            _copy_rows(cur, stage=False, text=text)
     except psycopg.errors.UniqueViolation:
         logger.debug("a row appeared between the overlap check and COPY; upserting instead")
         return False
     return True
 
 
-def _upsert(conn: Connection, text: bytes, binary: bytes | None = None) -> int:
+def _upsert(conn: Connection, text: bytes) -> int:
     conn.execute(_CREATE_STAGE)
     with conn.cursor() as cur:
-        _copy_rows(cur, stage=True, text=text, binary=binary)
+        _copy_rows(cur, stage=True, text=text)
         cur.execute(_UPSERT)
         return max(cur.rowcount, 0)
 

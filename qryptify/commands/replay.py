@@ -31,7 +31,7 @@ from qryptify.kafka import (
     topic_partitions,
 )
 from qryptify.redaction import redact_message
-from qryptify.service import install_stop_handlers
+from qryptify.service import install_stop_handlers, settle_garbage_collector
 from qryptify.sink.batch import FlushPolicy
 from qryptify.sink.loop import FlushReport, LoopSettings, OffsetCommits, SinkLoop
 from qryptify.sink.timing import StepTimes, sink_step_times
@@ -178,6 +178,7 @@ def replay(
         commits=commits,
     )
     futures = _futures_replay(cfg, dsn, group_id, stop, follow)
+    settle_garbage_collector()
     started = time.monotonic()
     try:
         loop.run()

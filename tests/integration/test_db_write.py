@@ -160,3 +160,43 @@ def test_binary_copy_stores_exactly_what_text_copy_stores(
             )
     assert len(stored[0]) == len(ks)
     assert stored[0] == stored[1]
+
+
+def test_a_piece_the_core_does_not_take_goes_by_text_copy_with_the_rest(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Binary COPY piece by piece; from the first piece the core refuses, the rest goes by a
+    text COPY in the same transaction: every row stored once, as the all-text path stores it."""
+    if native.MODULE is None:
+        pytest.skip(f"binary COPY needs the native core: {native.CORE}")
+    ks = [make_kline("BTCUSDT", "1m", T0 + i * 60_000, open=f"{i}.5", high=f"{i + 1}",
+                     low=f"{i}", close=f"{i}.25", trades=i) for i in range(300)]  # fmt: skip
+    batch = CandleBatch.from_klines(ks)
+    monkeypatch.setattr(db, "COPY_PIECE_BYTES", 2_000)
+    pieces = db.copy_pieces(batch.copy_text(), 2_000)
+    assert len(pieces) > 5
+    converted: list[int] = []
+
+    def refusing_the_third(text: bytes) -> bytes | None:
+        index = pieces.index(text)
+        if index == 2:
+            return None
+        converted.append(index)
+        return copy_binary(text)
+
+    stored = []
+    for patch in (refusing_the_third, lambda text: None):
+        with db.connect(db_dsn) as conn:
+            conn.execute("TRUNCATE candlesticks")
+            conn.commit()
+            monkeypatch.setattr(db, "copy_binary", patch)
+            db.write_rows(conn, batch)
+            stored.append(
+                conn.execute(
+                    "SELECT ts, symbol, float8send(open), float8send(close), number_of_trades"
+                    " FROM candlesticks ORDER BY ts"
+                ).fetchall()
+            )
+    assert converted == [0, 1]  # the pieces after the refused one were not converted
+    assert len(stored[0]) == len(ks)
+    assert stored[0] == stored[1]
