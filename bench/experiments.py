@@ -520,9 +520,10 @@ def service_resources(ctx: Context, result: ExperimentResult) -> Generator[Repet
         say(f"resources rep {rep + 1}: " + _brief(values))
         yield Repetition(values, {k: v.to_json() for k, v in usage.items()})
     result.notes.append(
-        "peak RSS = the process's VmHWM (/proc, sampled every 0.1 s); CPU = utime + stime from "
-        "wait4() (the sink's: up to the moment its group had no lag); the producer parses every "
-        "WebSocket frame, x:false updates included, to publish the closes"
+        "peak RSS = the process's VmHWM (/proc, sampled every 0.1 s) over its whole life; CPU = "
+        "utime + stime from wait4() (the sink's: up to the moment its group had no lag; the "
+        "producer's: over a window after its start-up, whose CPU is in startup_cpu_s); the "
+        "producer parses every WebSocket frame, x:false updates included, to publish the closes"
     )
 
 
