@@ -351,6 +351,57 @@ def table_rows(dsn: str) -> int:
     return 0 if row is None else int(row[0])
 
 
+class LastRowWatch:
+    """When the newest candle of every pair is in the table: ``sync_state`` (a row per pair,
+    written in the transaction of its rows) polled every ``every_s`` in a thread, from
+    ``start()`` on. A pair's rows are committed in the order they were published, so its last
+    candle in the table means all of them are (the caller counts the rows afterwards)."""
+
+    def __init__(self, dsn: str, pairs: int, last_open_ms: int, every_s: float = 0.02) -> None:
+        self.dsn = dsn
+        self.pairs = pairs
+        self.last_open_ms = last_open_ms
+        self.every_s = every_s
+        self.at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="last-row-watch", daemon=True)
+
+    def start(self) -> LastRowWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> float | None:
+        """The monotonic time the last rows landed (None if not seen)."""
+        self._stop.set()
+        self._thread.join(10)
+        return self.at
+
+    def _run(self) -> None:
+        query = (
+            "SELECT count(*) FROM sync_state"
+            " WHERE last_closed_ts >= TIMESTAMPTZ 'epoch' + %s * INTERVAL '1 millisecond'"
+        )
+        conn: db.Connection | None = None
+        while not self._stop.wait(self.every_s):
+            try:
+                if conn is None:
+                    conn = db.connect(self.dsn, autocommit=True)
+                row = conn.execute(query, (self.last_open_ms,)).fetchone()
+            except Exception as exc:
+                if not db.is_database_error(exc):
+                    raise
+                # Not migrated yet: sync_state appears with the sink's first connect.
+                if conn is not None:
+                    conn.close()
+                conn = None
+                continue
+            if row is not None and int(row[0]) >= self.pairs:
+                self.at = time.monotonic()
+                break
+        if conn is not None:
+            conn.close()
+
+
 def topic_end(kafka: KafkaConfig, topic: str | None = None) -> int:
     """Sum of the high watermarks of ``topic`` (records ever written to it)."""
     name = topic or kafka.topic
