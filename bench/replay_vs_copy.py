@@ -174,11 +174,8 @@ def copy_floor_s(admin_dsn: str, source_dsn: str, workdir: Path) -> float:
         path.unlink(missing_ok=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--pairs", type=int, default=50)
-    parser.add_argument("--partitions", type=int, default=6)
+def stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--kafka`` and ``--pg`` of a standalone bench script: the running test stack's."""
     parser.add_argument(
         "--kafka", default=os.environ.get("QRYPTIFY_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     )
@@ -188,6 +185,14 @@ def main() -> int:
             "QRYPTIFY_TEST_PG_DSN", "postgresql://postgres:postgres@127.0.0.1:15432/postgres"
         ),
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--partitions", type=int, default=6)
+    stack_arguments(parser)
     parser.add_argument("--profile", metavar="HTML", nargs="?", const="bench/replay-profile.html")
     args = parser.parse_args()
 

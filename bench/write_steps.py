@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 import time
 import uuid
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import replay_vs_copy as rvc
 from bench.harness import base_doc, database, delete_topics, kafka_config
 from bench.model import load_average
 from bench.replay_vs_copy import klines, produce
@@ -55,15 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pairs", type=int, default=50)
-    parser.add_argument(
-        "--kafka", default=os.environ.get("QRYPTIFY_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
-    )
-    parser.add_argument(
-        "--pg",
-        default=os.environ.get(
-            "QRYPTIFY_TEST_PG_DSN", "postgresql://postgres:postgres@127.0.0.1:15432/postgres"
-        ),
-    )
+    rvc.stack_arguments(parser)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 

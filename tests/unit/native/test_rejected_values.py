@@ -15,7 +15,7 @@ from qryptify.avro import KlineCodec
 from qryptify.sink import batch as batch_module
 from qryptify.sink.batch import DlqEntry, Record, StagedBatch, rejected_values, split_batch
 from tests.conftest import T0, make_kline
-from tests.unit.native.test_sink_staging import _any_kline, valid_klines
+from tests.unit.native.test_sink_staging import _any_kline, damaged, valid_klines
 
 CODEC = KlineCodec()
 KEY = b"BTCUSDT|1m"
@@ -33,15 +33,8 @@ def pair_values(draw: st.DrawFn) -> list[bytes]:
     klines = draw(st.lists(valid_klines() | _any_kline, min_size=1, max_size=30))
     values: list[bytes] = []
     for k in klines:
-        value = CODEC.encode(k)
-        damage = draw(st.sampled_from(["none", "none", "none", "cut", "flip", "append"]))
-        if damage == "cut":
-            value = value[: draw(st.integers(0, len(value)))]
-        elif damage == "flip":
-            i = draw(st.integers(0, len(value) - 1))
-            value = value[:i] + bytes([draw(st.integers(0, 255))]) + value[i + 1 :]
-        elif damage == "append":
-            value += draw(st.binary(min_size=1, max_size=6))
+        value = damaged(draw, CODEC.encode(k))
+        assert value is not None
         values.append(value)
     if draw(st.booleans()):  # the common case: a valid candle of the pair first
         values.insert(0, CODEC.encode(make_kline("BTCUSDT", "1m", T0)))

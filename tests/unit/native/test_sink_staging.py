@@ -98,6 +98,20 @@ _empty_range = st.builds(
 )
 
 
+def damaged(draw: st.DrawFn, value: bytes, *, null: bool = False) -> bytes | None:
+    """``value`` as it is (mostly), or cut, a byte flipped, junk appended (or None)."""
+    kinds = ["none", "none", "none", "cut", "flip", "append"] + (["null"] if null else [])
+    damage = draw(st.sampled_from(kinds))
+    if damage == "cut":
+        return value[: draw(st.integers(0, len(value)))]
+    if damage == "flip":
+        i = draw(st.integers(0, len(value) - 1))
+        return value[:i] + bytes([draw(st.integers(0, 255))]) + value[i + 1 :]
+    if damage == "append":
+        return value + draw(st.binary(min_size=1, max_size=6))
+    return None if damage == "null" else value
+
+
 @st.composite
 def record_batches(draw: st.DrawFn) -> list[list[Record]]:
     """Consumed batches: primers (the pairs' first good records), then valid, arbitrary,
@@ -108,18 +122,7 @@ def record_batches(draw: st.DrawFn) -> list[list[Record]]:
     records: list[Record] = []
     next_offset = {0: 0, 1: 0, 2: 0}
     for event in events:
-        value: bytes | None = CODEC.encode(event)
-        assert value is not None
-        damage = draw(st.sampled_from(["none", "none", "none", "cut", "flip", "append", "null"]))
-        if damage == "cut":
-            value = value[: draw(st.integers(0, len(value)))]
-        elif damage == "flip":
-            i = draw(st.integers(0, len(value) - 1))
-            value = value[:i] + bytes([draw(st.integers(0, 255))]) + value[i + 1 :]
-        elif damage == "append":
-            value += draw(st.binary(min_size=1, max_size=6))
-        elif damage == "null":
-            value = None
+        value = damaged(draw, CODEC.encode(event), null=True)
         key = draw(st.sampled_from([event.key.encode(), event.key.encode(), b"BTCUSDT|1m", None]))
         partition = draw(st.integers(0, 2))
         offset = next_offset[partition] + draw(st.sampled_from([0, 0, 1, -1]))
