@@ -330,10 +330,10 @@ def write_rows(
             firsts = [span[0] for span in batch.spans.values()]
             lasts = [span[1] for span in batch.spans.values()]
             text = batch.copy_text()
-            if _insert_new(conn, text, pairs, firsts, lasts):
+            if _insert_new(conn, text, pairs, firsts, lasts, batch.binary):
                 written = len(batch)
             else:
-                written = _upsert(conn, text)
+                written = _upsert(conn, text, batch.binary)
             conn.execute(_SYNC_STATE, ([s for s, _ in pairs], [i for _, i in pairs], lasts))
         record_empty(conn, empty_ranges)
         if batch.rows:
@@ -482,14 +482,22 @@ def copy_pieces(text: bytes, size: int) -> list[bytes]:
     return pieces
 
 
-def _copy_rows(cur: Any, *, stage: bool, text: bytes) -> None:
+def _copy_rows(cur: Any, *, stage: bool, text: bytes, binary: bytes | None = None) -> None:
     """COPY the candle rows into candlesticks or the staging table.
 
-    PostgreSQL reads binary rows with less CPU than text (no float or timestamp parsing), so
-    with the compiled core the lines go as binary, converted piece by piece while the server
-    parses the previous piece. From the first piece the core does not take (a line that is
-    not exactly what the sink stages) the rest goes by a second, text COPY in the same
+    PostgreSQL reads binary rows with less CPU than text (no float or timestamp parsing):
+    ``binary`` (the rows of ``text`` converted as they were staged) goes as it is. Otherwise,
+    with the compiled core, the lines are converted piece by piece while the server parses
+    the previous piece; from the first piece the core does not take (a line that is not
+    exactly what the sink stages) the rest goes by a second, text COPY in the same
     transaction, for PostgreSQL to judge; without the core, all of it does."""
+    if binary is not None:
+        statement = cur.copy(_COPY_STAGE_BINARY) if stage else cur.copy(_COPY_CANDLES_BINARY)
+        with statement as copy:
+            copy.write(BINARY_HEADER)
+            copy.write(binary)
+            copy.write(BINARY_TRAILER)
+        return
     pieces = copy_pieces(text, COPY_PIECE_BYTES)
     first = copy_binary(pieces[0]) if pieces else None
     rest = 0
@@ -519,6 +527,7 @@ def _insert_new(
     pairs: list[tuple[str, str]],
     firsts: list[int],
     lasts: list[int],
+    binary: bytes | None = None,
 ) -> bool:
     """COPY straight into candlesticks when nothing stored overlaps; False when it may."""
     row = conn.execute(
@@ -528,17 +537,17 @@ def _insert_new(
         return False
     try:
         with conn.transaction(), conn.cursor() as cur:
-            _copy_rows(cur, stage=False, text=text)
+            _copy_rows(cur, stage=False, text=text, binary=binary)
     except psycopg.errors.UniqueViolation:
         logger.debug("a row appeared between the overlap check and COPY; upserting instead")
         return False
     return True
 
 
-def _upsert(conn: Connection, text: bytes) -> int:
+def _upsert(conn: Connection, text: bytes, binary: bytes | None = None) -> int:
     conn.execute(_CREATE_STAGE)
     with conn.cursor() as cur:
-        _copy_rows(cur, stage=True, text=text)
+        _copy_rows(cur, stage=True, text=text, binary=binary)
         cur.execute(_UPSERT)
         return max(cur.rowcount, 0)
 

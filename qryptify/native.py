@@ -35,7 +35,9 @@ class StagedRows(Protocol):
 
     def drop_partitions(self, gone: set[tuple[str, int]]) -> None: ...
 
-    def split(self) -> tuple[bytes, Sequence[Any], list[Any], dict[Any, Any], list[Any]]: ...
+    def split(
+        self,
+    ) -> tuple[bytes, Sequence[Any], list[Any], dict[Any, Any], list[Any], bytes | None]: ...
 
 
 class KlineStager(Protocol):

@@ -162,6 +162,13 @@ fn push_field(out: &mut Vec<u8>, kind: Kind, s: &[u8]) -> Option<()> {
 /// The binary COPY rows (without the file header and trailer) of `text`, or None.
 pub(crate) fn convert(text: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 4);
+    push_rows(&mut out, text)?;
+    Some(out)
+}
+
+/// Append the binary COPY rows of `text` to `out`; None (with `out` partly written) when a
+/// line is not exactly what the sink stages.
+pub(crate) fn push_rows(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
     let mut rest = text;
     while !rest.is_empty() {
         let end = rest.iter().position(|&c| c == b'\n')?;
@@ -170,13 +177,13 @@ pub(crate) fn convert(text: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(&(FIELDS as i16).to_be_bytes());
         let mut fields = line.split(|&c| c == b'\t');
         for kind in KINDS {
-            push_field(&mut out, kind, fields.next()?)?;
+            push_field(out, kind, fields.next()?)?;
         }
         if fields.next().is_some() {
             return None;
         }
     }
-    Some(out)
+    Some(())
 }
 
 /// ``copy_binary(text)``: the binary COPY rows of candle COPY text (header and trailer not

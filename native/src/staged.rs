@@ -9,6 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use std::collections::HashMap;
 
+use crate::copybin;
+
 /// A pair's names as the rows carry them.
 struct PairNames {
     symbol: Py<PyString>,
@@ -22,6 +24,8 @@ struct Entry {
     offset: i64,
     ingested: ([u8; 10], u8),
     line: (usize, usize),
+    /// The line in binary COPY format, in `bin` (while `binary` holds).
+    bin: (usize, usize),
     key: PyObject,
     value: PyObject,
 }
@@ -64,6 +68,11 @@ pub(crate) struct StagedRows {
     entries: Vec<Option<Entry>>,
     live: usize,
     text: Vec<u8>,
+    /// Every line converted to binary COPY as it was staged (``copy_binary``'s twin, line by
+    /// line, on the consumer thread), so the writer sends without converting; false from the
+    /// first line the conversion does not take (the writer then converts, or sends text).
+    binary: bool,
+    bin: Vec<u8>,
     /// Every entry is live and the lines lie in `text` in entry order (nothing to gather).
     compact: bool,
     /// Split: the rows view and the origins read it; it takes no more rows.
@@ -115,6 +124,12 @@ impl StagedRows {
         ingested[..row.ingested.len()].copy_from_slice(row.ingested);
         let start = self.text.len();
         self.text.extend_from_slice(row.line);
+        let bin_start = self.bin.len();
+        if self.binary && copybin::push_rows(&mut self.bin, row.line).is_none() {
+            self.binary = false;
+            self.bin = Vec::new();
+        }
+        let bin = (bin_start, self.bin.len().saturating_sub(bin_start));
         let entry = Entry {
             pair,
             open_time: row.open_time,
@@ -122,6 +137,7 @@ impl StagedRows {
             offset: row.offset,
             ingested: (ingested, row.ingested.len() as u8),
             line: (start, row.line.len()),
+            bin,
             key: row.record_key.clone().unbind(),
             value: row.value.clone().unbind(),
         };
@@ -182,6 +198,8 @@ impl StagedRows {
             entries: Vec::new(),
             live: 0,
             text: Vec::new(),
+            binary: true,
+            bin: Vec::new(),
             compact: true,
             frozen: false,
         }
@@ -221,6 +239,7 @@ impl StagedRows {
                         offset: e.offset,
                         ingested: e.ingested,
                         line: e.line,
+                        bin: e.bin,
                         key: e.key.clone_ref(py),
                         value: e.value.clone_ref(py),
                     })
@@ -228,6 +247,8 @@ impl StagedRows {
                 .collect(),
             live: self.live,
             text: self.text.clone(),
+            binary: self.binary,
+            bin: self.bin.clone(),
             compact: self.compact,
             frozen: false,
         }
@@ -332,7 +353,8 @@ impl StagedRows {
 
     /// Twin of the pass over the rows in ``StagedBatch.split``: (COPY text, rows view,
     /// partition per row, spans {(symbol, interval): (first, last)}, newest [(interval, open
-    /// time, ingested_at varint)] per pair in first-seen order). The rows take no more changes.
+    /// time, ingested_at varint)] per pair in first-seen order, the text's rows in binary COPY
+    /// format or None). The rows take no more changes.
     #[allow(clippy::type_complexity)]
     fn split<'py>(
         slf: &Bound<'py, Self>,
@@ -343,6 +365,7 @@ impl StagedRows {
         Bound<'py, PyList>,
         Bound<'py, PyDict>,
         Bound<'py, PyList>,
+        Option<Bound<'py, PyBytes>>,
     )> {
         let mut this = slf.borrow_mut();
         this.frozen = true;
@@ -361,6 +384,23 @@ impl StagedRows {
                 }
             }
             PyBytes::new(py, &gathered)
+        };
+        let binary = if !this.binary || order.is_empty() {
+            None
+        } else if this.compact {
+            Some(PyBytes::new(py, &this.bin))
+        } else {
+            let size = order
+                .iter()
+                .map(|&i| this.entries[i].as_ref().map_or(0, |e| e.bin.1))
+                .sum();
+            let mut gathered = Vec::with_capacity(size);
+            for &i in &order {
+                if let Some(e) = &this.entries[i] {
+                    gathered.extend_from_slice(&this.bin[e.bin.0..e.bin.0 + e.bin.1]);
+                }
+            }
+            Some(PyBytes::new(py, &gathered))
         };
         let partitions = PyList::empty(py);
         // per pair, in first-seen order: (first, last, index of the newest entry)
@@ -403,7 +443,7 @@ impl StagedRows {
             rows: slf.clone().unbind(),
             order,
         };
-        Ok((text, view, partitions, span_dict, newest))
+        Ok((text, view, partitions, span_dict, newest, binary))
     }
 }
 

@@ -820,9 +820,9 @@ class StagedBatch:
         input: every record is a row, an empty range or a DLQ entry, and every one is covered
         by the offsets."""
         if not isinstance(self._rows, dict):
-            text, view, partitions, pair_spans, newest_raw = self._rows.split()
+            text, view, partitions, pair_spans, newest_raw, binary = self._rows.split()
             return self._split(
-                CandleBatch(view, pair_spans, text),
+                CandleBatch(view, pair_spans, text, binary),
                 partitions,
                 [(close_time(interval, t), _long(raw)) for interval, t, raw in newest_raw],
             )

@@ -9,7 +9,7 @@ and the staging table of the upsert.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from qryptify import native
@@ -87,6 +87,9 @@ class CandleBatch:
     spans: dict[PairKey, tuple[int, int]]
     #: The rows' COPY lines joined, when the stager built them so (else joined on demand).
     text: bytes | None = None
+    #: ``text`` in binary COPY format, when the compiled stager converted each line as it
+    #: staged it (on the consumer thread, while the writer wrote the previous batch).
+    binary: bytes | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.rows)

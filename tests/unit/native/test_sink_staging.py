@@ -17,7 +17,7 @@ from qryptify.avro import KlineCodec
 from qryptify.kline import EmptyRange, Kline
 from qryptify.sink import batch as batch_module
 from qryptify.sink.batch import Record, Rejected, Split, StagedBatch
-from qryptify.sink.rows import ts_text
+from qryptify.sink.rows import copy_binary, ts_text
 from tests.conftest import T0, make_kline
 from tests.unit.qryptify.test_sink_batch import _any_kline as any_kline
 
@@ -38,6 +38,8 @@ def stage(
 def assert_same(ours: Split, oracle: Split) -> None:
     """Everything the transaction, the DLQ and the offset commit see, in order."""
     assert ours.batch.copy_text() == oracle.batch.copy_text()
+    if ours.batch.binary is not None:  # converted line by line as staged: the writer's input
+        assert ours.batch.binary == copy_binary(oracle.batch.copy_text())
     assert list(ours.batch.rows) == list(oracle.batch.rows)
     assert ours.batch.spans == oracle.batch.spans
     assert ours.dlq == oracle.dlq
@@ -194,6 +196,8 @@ def test_native_staging_takes_valid_candles_and_equals_the_exact_path(ks: list[K
                for i, (s, i_) in enumerate(PAIRS)]  # fmt: skip
     ours = stage([primers, records], native_core=True)
     assert_same(ours, stage([primers, records], native_core=False))
+    # Valid candles: every line converted as it was staged, the writer converts nothing.
+    assert ours.batch.binary == copy_binary(ours.batch.copy_text()) is not None
     exact = StagedBatch(CODEC, fast=False)
     exact.add([*primers, *records], 0)
     assert sorted(ours.batch.rows) == sorted(exact.split().batch.rows)
@@ -247,9 +251,9 @@ class _AlteredRows:
         self.inner[ident] = staged
 
     def split(self) -> Any:
-        text, view, partitions, spans, newest = self.inner.split()
+        text, view, partitions, spans, newest, binary = self.inner.split()
         rows = [(*row[:3], row[3].replace(b"5", b"6")) for row in view]
-        return text.replace(b"5", b"6"), rows, partitions, spans, newest
+        return text.replace(b"5", b"6"), rows, partitions, spans, newest, binary
 
 
 class _AlteredStager:
@@ -276,6 +280,25 @@ class _AlteredStager:
 
 def test_equivalence_fails_when_the_native_output_is_altered(monkeypatch: Any) -> None:
     monkeypatch.setattr(batch_module, "make_staged_rows", _AlteredRows)
+    monkeypatch.setattr(
+        batch_module, "make_kline_stager", lambda p: _AlteredStager(p, lambda r: False)
+    )
+    batches = _one_batch()
+    with pytest.raises(AssertionError):
+        assert_same(stage(batches, native_core=True), stage(batches, native_core=False))
+
+
+class _AlteredBinaryRows(_AlteredRows):
+    """The compiled rows with one byte of the staged binary COPY changed, the text intact."""
+
+    def split(self) -> Any:
+        text, view, partitions, spans, newest, binary = self.inner.split()
+        assert binary is not None
+        return text, view, partitions, spans, newest, binary[:-1] + bytes([binary[-1] ^ 1])
+
+
+def test_equivalence_fails_when_the_staged_binary_is_altered(monkeypatch: Any) -> None:
+    monkeypatch.setattr(batch_module, "make_staged_rows", _AlteredBinaryRows)
     monkeypatch.setattr(
         batch_module, "make_kline_stager", lambda p: _AlteredStager(p, lambda r: False)
     )
