@@ -38,7 +38,7 @@ from qryptify.sink.timing import StepTimes, sink_step_times
 
 #: Replays are bulk loads: at least this many records per transaction, even where the
 #: sink is configured with smaller batches.
-REPLAY_BATCH_SIZE = 20_000
+REPLAY_BATCH_SIZE = 50_000
 #: A fresh replay's consumer group starts so (``qryptify tap`` refuses these groups).
 REPLAY_GROUP_PREFIX = "qryptify-replay-"
 
