@@ -335,7 +335,7 @@ class BinanceRest:
             limits=limits,
             transport=transport,
             headers={"User-Agent": "qryptify-ingestor"},
-            event_hooks={"response": [self._on_response]},
+            event_hooks={"request": [self._hold_while_paused], "response": [self._on_response]},
         )
 
     async def __aenter__(self) -> BinanceRest:
@@ -494,6 +494,13 @@ class BinanceRest:
             wait_ms = self.budget.reserve(weight, now)
             if wait_ms <= 0:
                 return now
+            await self._sleep(wait_ms / 1000)
+
+    async def _hold_while_paused(self, request: httpx.Request) -> None:
+        """httpx request hook, the last step before the request goes out: a request the budget
+        admitted before another one's 429/418 paused every request waits out that pause too
+        (a 429 storm test caught one sent inside a Retry-After)."""
+        while (wait_ms := self.budget.blocked_until() - self._budget_clock.now_ms()) > 0:
             await self._sleep(wait_ms / 1000)
 
     async def _on_response(self, resp: httpx.Response) -> None:

@@ -170,6 +170,29 @@ def test_429_pause_applies_to_every_concurrent_request() -> None:
     assert all(t >= first + 5_000 for t in calls[1:])
 
 
+def test_a_request_admitted_before_a_429_landed_waits_out_the_pause_too() -> None:
+    """Between the budget admitting a request and httpx sending it, another request's 429 may
+    pause everything: the request must not go out inside that Retry-After."""
+    sent_at: list[int] = []
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        sent_at.append(h.local.now_ms())
+        return ok([])
+
+    h = Harness(handler)
+    admit = h.rest._acquire
+    paused_until: list[int] = []
+
+    async def admitted_then_paused(weight: int) -> int:
+        sent_ms = await admit(weight)
+        paused_until.append(h.budget.on_429(5.0, h.local.now_ms()))  # another request's 429
+        return sent_ms
+
+    h.rest._acquire = admitted_then_paused  # type: ignore[method-assign]
+    h.run(lambda: h.rest.klines(BTC1M, W0, W0))
+    assert len(sent_at) == 1 and sent_at[0] >= paused_until[0]
+
+
 def test_418_stops_all_requests_until_the_ban_ends() -> None:
     answers = iter(
         [err(418, -1003, "Way too many requests; IP banned until 1704067500000."), ok([row(W0)])]
