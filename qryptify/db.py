@@ -491,15 +491,14 @@ def _copy_rows(cur: Any, *, stage: bool, text: bytes, binary: bytes | None = Non
     the previous piece; from the first piece the core does not take (a line that is not
     exactly what the sink stages) the rest goes by a second, text COPY in the same
     transaction, for PostgreSQL to judge; without the core, all of it does."""
+    # The pieces to send, and each one's binary rows (None: not taken by the core).
+    pieces: list[bytes]
+    convert: Callable[[bytes], bytes | None]
     if binary is not None:
-        statement = cur.copy(_COPY_STAGE_BINARY) if stage else cur.copy(_COPY_CANDLES_BINARY)
-        with statement as copy:
-            copy.write(BINARY_HEADER)
-            copy.write(binary)
-            copy.write(BINARY_TRAILER)
-        return
-    pieces = copy_pieces(text, COPY_PIECE_BYTES)
-    first = copy_binary(pieces[0]) if pieces else None
+        pieces, convert = [text], lambda _piece: binary
+    else:
+        pieces, convert = copy_pieces(text, COPY_PIECE_BYTES), copy_binary
+    first = convert(pieces[0]) if pieces else None
     rest = 0
     if first is not None:
         rest = len(pieces)
@@ -508,7 +507,7 @@ def _copy_rows(cur: Any, *, stage: bool, text: bytes, binary: bytes | None = Non
             copy.write(BINARY_HEADER)
             copy.write(first)
             for i in range(1, len(pieces)):
-                rows = copy_binary(pieces[i])
+                rows = convert(pieces[i])
                 if rows is None:
                     rest = i
                     break

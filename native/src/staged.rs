@@ -24,7 +24,7 @@ struct Entry {
     offset: i64,
     ingested: ([u8; 10], u8),
     line: (usize, usize),
-    /// The line in binary COPY format, in `bin` (while `binary` holds).
+    /// The line in binary COPY format, in `bin` (while there is one).
     bin: (usize, usize),
     key: PyObject,
     value: PyObject,
@@ -69,10 +69,9 @@ pub(crate) struct StagedRows {
     live: usize,
     text: Vec<u8>,
     /// Every line converted to binary COPY as it was staged (``copy_binary``'s twin, line by
-    /// line, on the consumer thread), so the writer sends without converting; false from the
+    /// line, on the consumer thread), so the writer sends without converting; None from the
     /// first line the conversion does not take (the writer then converts, or sends text).
-    binary: bool,
-    bin: Vec<u8>,
+    bin: Option<Vec<u8>>,
     /// Every entry is live and the lines lie in `text` in entry order (nothing to gather).
     compact: bool,
     /// Split: the rows view and the origins read it; it takes no more rows.
@@ -124,12 +123,15 @@ impl StagedRows {
         ingested[..row.ingested.len()].copy_from_slice(row.ingested);
         let start = self.text.len();
         self.text.extend_from_slice(row.line);
-        let bin_start = self.bin.len();
-        if self.binary && copybin::push_rows(&mut self.bin, row.line).is_none() {
-            self.binary = false;
-            self.bin = Vec::new();
+        let mut bin = (0, 0);
+        if let Some(buf) = &mut self.bin {
+            let bin_start = buf.len();
+            if copybin::push_rows(buf, row.line).is_some() {
+                bin = (bin_start, buf.len() - bin_start);
+            } else {
+                self.bin = None;
+            }
         }
-        let bin = (bin_start, self.bin.len().saturating_sub(bin_start));
         let entry = Entry {
             pair,
             open_time: row.open_time,
@@ -167,6 +169,25 @@ impl StagedRows {
         &self.text[e.line.0..e.line.0 + e.line.1]
     }
 
+    /// The `span`s in `buf` of the entries of `order`, joined: `buf` itself when compact.
+    fn gather<'py>(
+        &self,
+        py: Python<'py>,
+        order: &[usize],
+        buf: &[u8],
+        span: impl Fn(&Entry) -> (usize, usize),
+    ) -> Bound<'py, PyBytes> {
+        if self.compact {
+            return PyBytes::new(py, buf);
+        }
+        let entries = || order.iter().filter_map(|&i| self.entries[i].as_ref());
+        let mut gathered = Vec::with_capacity(entries().map(|e| span(e).1).sum());
+        for (start, len) in entries().map(&span) {
+            gathered.extend_from_slice(&buf[start..start + len]);
+        }
+        PyBytes::new(py, &gathered)
+    }
+
     fn row_tuple<'py>(&self, py: Python<'py>, e: &Entry) -> PyResult<Bound<'py, PyTuple>> {
         let names = &self.pairs[e.pair];
         PyTuple::new(
@@ -198,8 +219,7 @@ impl StagedRows {
             entries: Vec::new(),
             live: 0,
             text: Vec::new(),
-            binary: true,
-            bin: Vec::new(),
+            bin: Some(Vec::new()),
             compact: true,
             frozen: false,
         }
@@ -247,7 +267,6 @@ impl StagedRows {
                 .collect(),
             live: self.live,
             text: self.text.clone(),
-            binary: self.binary,
             bin: self.bin.clone(),
             compact: self.compact,
             frozen: false,
@@ -370,37 +389,10 @@ impl StagedRows {
         let mut this = slf.borrow_mut();
         this.frozen = true;
         let order = this.order();
-        let text = if this.compact {
-            PyBytes::new(py, &this.text)
-        } else {
-            let size = order
-                .iter()
-                .map(|&i| this.entries[i].as_ref().map_or(0, |e| e.line.1))
-                .sum();
-            let mut gathered = Vec::with_capacity(size);
-            for &i in &order {
-                if let Some(e) = &this.entries[i] {
-                    gathered.extend_from_slice(this.line(e));
-                }
-            }
-            PyBytes::new(py, &gathered)
-        };
-        let binary = if !this.binary || order.is_empty() {
-            None
-        } else if this.compact {
-            Some(PyBytes::new(py, &this.bin))
-        } else {
-            let size = order
-                .iter()
-                .map(|&i| this.entries[i].as_ref().map_or(0, |e| e.bin.1))
-                .sum();
-            let mut gathered = Vec::with_capacity(size);
-            for &i in &order {
-                if let Some(e) = &this.entries[i] {
-                    gathered.extend_from_slice(&this.bin[e.bin.0..e.bin.0 + e.bin.1]);
-                }
-            }
-            Some(PyBytes::new(py, &gathered))
+        let text = this.gather(py, &order, &this.text, |e| e.line);
+        let binary = match &this.bin {
+            Some(bin) if !order.is_empty() => Some(this.gather(py, &order, bin, |e| e.bin)),
+            _ => None,
         };
         let partitions = PyList::empty(py);
         // per pair, in first-seen order: (first, last, index of the newest entry)
